@@ -1,0 +1,1 @@
+"""The router's pure domain: tier decisions, spot-check and golden scheduling, learned thresholds."""
