@@ -32,7 +32,9 @@ def is_spot_checked(project: str, item_id: str, rate: float = DEFAULT_SPOT_CHECK
     return uniform_draw("spot-check", project, item_id, salt) < rate
 
 
-def should_inject_golden(annotator_id: str, task_number: int, rate: float = DEFAULT_GOLDEN_RATE, salt: str = "") -> bool:
+def should_inject_golden(
+    annotator_id: str, task_number: int, rate: float = DEFAULT_GOLDEN_RATE, salt: str = ""
+) -> bool:
     """Whether the annotator's task_number-th task (0-based) is a golden one.
 
     An independent draw per (annotator, n) rather than "every 20th task", so the schedule has no

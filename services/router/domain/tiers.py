@@ -162,5 +162,8 @@ def decide_tier(
         Tier.MULTI,
         policy.multi_annotators,
         False,
-        (f"confidence {conf:.3f} < single-review {thresholds.single_review:.3f}: consensus of {policy.multi_annotators}",),
+        (
+            f"confidence {conf:.3f} < single-review {thresholds.single_review:.3f}: "
+            f"consensus of {policy.multi_annotators}",
+        ),
     )

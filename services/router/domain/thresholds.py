@@ -1,0 +1,352 @@
+"""Learns the auto-accept and single-review borders from human-verified pre-labels, with confidence bounds.
+
+Conventions, chosen once and used everywhere here:
+- Bounds are ONE-SIDED. The question is only "is the error rate below the target?", so the 95% upper
+  bound is the 95th percentile (= the upper end of a two-sided 90% interval). 0 errors in 150 gives
+  0.0198 (Clopper-Pearson); it takes 149 clean verifications before a 2% target can be met at all.
+- Regions match decide_tier exactly: the auto region of t is confidence > t; the single band of t
+  under auto border a is t <= confidence <= a.
+- Observation.weight is the inverse of the chance the item was verified (1/spot-check rate for spot
+  checks on auto items, 1 for reviewed tiers). Without it the 100%-reviewed band just below the auto
+  border would outweigh the 8%-sampled auto items 12.5 to 1. Weighted counts enter the bound through
+  the Kish effective sample size (Korn & Graubard 1998); with equal weights it is the plain bound.
+- A border only moves down through grid cells that contain verified items (no extrapolation).
+- The learner scans a fixed grid and takes the lowest passing threshold. That is a selection over
+  several tests; the regions are nested, so the tests are strongly correlated, and a threshold only
+  moves when its own region's bound is under target. Use a coarser grid for more caution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Literal
+
+import numpy as np
+from scipy.stats import beta, norm
+
+from services.router.domain.tiers import SEED_AUTO_ACCEPT, SEED_SINGLE_REVIEW, Thresholds
+
+Method = Literal["clopper-pearson", "wilson"]
+
+DEFAULT_TARGET_AUTO_ERROR = 0.02
+# One reviewer looking at a wrong pre-label misses it some of the time (anchoring). If a reviewer
+# catches ~90% of wrong pre-labels, a band whose pre-labels are wrong at most 20% of the time ends
+# at ~2% final error, the same target as auto labels. For a calibrated model with confidences spread
+# over [0.70, 0.95] the band's error is ~17.5%, so 0.20 roughly reproduces the seed's 0.70 border.
+# qc's measured miss rate should replace the 90% assumption per project.
+DEFAULT_TARGET_SINGLE_ERROR = 0.20
+# Below 0.5 the model's label is more likely wrong than right: it is neither safe to auto-accept nor a
+# useful draft for a single reviewer, whatever the evidence says.
+DEFAULT_FLOOR = 0.50
+# Fewer verified items than this in a region and the region is not tested at all.
+DEFAULT_MIN_EVIDENCE = 50
+DEFAULT_GRID: tuple[float, ...] = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # 0.50 .. 0.99
+AUTO_OFF = 1.0  # confidence > 1.0 never happens: no item is auto-accepted
+
+
+class Border(StrEnum):
+    AUTO_ACCEPT = "auto_accept"
+    SINGLE_REVIEW = "single_review"
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A model prediction a human checked: its calibrated top-1 confidence and whether it was right."""
+
+    confidence: float
+    correct: bool
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
+        if not self.weight > 0.0:
+            raise ValueError(f"weight must be > 0 (inverse of the chance it was verified), got {self.weight}")
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdChange:
+    """One border's learning outcome (new == old when kept), with the evidence behind it, for storage."""
+
+    border: Border
+    old: float
+    new: float
+    reason: str
+    n: int = 0
+    errors: int = 0
+    bound: float | None = None
+    target: float | None = None
+    method: str | None = None
+    confidence: float | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.new != self.old
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdUpdate:
+    """Thresholds to put in force and the per-border changes that explain them."""
+
+    thresholds: Thresholds
+    changes: tuple[ThresholdChange, ...]
+
+
+def _check_counts(errors: float, n: float, confidence: float) -> None:
+    if not 0 <= errors <= n:
+        raise ValueError(f"need 0 <= errors <= n, got errors={errors}, n={n}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def upper_error_bound(errors: float, n: float, confidence: float = 0.95, method: Method = "clopper-pearson") -> float:
+    """One-sided upper confidence bound of an error rate; 1.0 when n == 0 (nothing is known).
+
+    Counts may be fractional (weighted effective counts).
+    """
+    _check_counts(errors, n, confidence)
+    if n == 0 or errors == n:
+        return 1.0
+    if method == "clopper-pearson":
+        return float(beta.ppf(confidence, errors + 1, n - errors))
+    if method == "wilson":
+        return _wilson(errors, n, float(norm.ppf(confidence)))
+    raise ValueError(f"method must be 'clopper-pearson' or 'wilson', got {method!r}")
+
+
+def lower_error_bound(errors: float, n: float, confidence: float = 0.95, method: Method = "clopper-pearson") -> float:
+    """One-sided lower confidence bound of an error rate; 0.0 when there are no errors."""
+    _check_counts(errors, n, confidence)
+    if n == 0 or errors == 0:
+        return 0.0
+    if method == "clopper-pearson":
+        return float(beta.ppf(1.0 - confidence, errors, n - errors + 1))
+    if method == "wilson":
+        return _wilson(errors, n, -float(norm.ppf(confidence)))
+    raise ValueError(f"method must be 'clopper-pearson' or 'wilson', got {method!r}")
+
+
+def _wilson(errors: float, n: float, z: float) -> float:
+    p = errors / n
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return float(min(1.0, max(0.0, (centre + spread) / (1 + z * z / n))))
+
+
+class _Evidence:
+    """Observations as arrays, so a grid of candidate regions is cheap to evaluate."""
+
+    def __init__(self, evidence: Iterable[Observation]) -> None:
+        obs = list(evidence)
+        self.conf = np.array([o.confidence for o in obs], dtype=float)
+        self.wrong = np.array([not o.correct for o in obs], dtype=bool)
+        self.weight = np.array([o.weight for o in obs], dtype=float)
+
+    def stats(self, mask: np.ndarray) -> tuple[int, int, float, float]:
+        """Raw n and errors, then the Kish-effective n and errors used for the bound."""
+        n, errors = int(mask.sum()), int((mask & self.wrong).sum())
+        if n == 0:
+            return 0, 0, 0.0, 0.0
+        w = self.weight[mask]
+        n_eff = float(w.sum() ** 2 / (w * w).sum())
+        p_hat = float(w[self.wrong[mask]].sum() / w.sum())
+        return n, errors, n_eff, p_hat * n_eff
+
+
+@dataclass(frozen=True, slots=True)
+class _Tested:
+    threshold: float
+    n: int
+    errors: int
+    upper: float
+    lower: float
+
+
+def _reachable(
+    ev: _Evidence, current: float, candidates: Sequence[float], region: Callable[[float], np.ndarray]
+) -> list[float]:
+    """Candidates at or above current, plus those below it reachable without crossing an unverified cell.
+
+    Never extrapolate: 300 clean checks at 0.97 must not open the border down to 0.50 for a range of
+    confidence no human has looked at, even if one stray item far below was verified.
+    """
+    ordered = sorted(set(candidates))
+    reachable = [t for t in ordered if t >= current]
+    upper = current
+    for t in reversed([t for t in ordered if t < current]):
+        if not np.any(region(t) & ~region(upper)):
+            break
+        reachable.append(t)
+        upper = t
+    return sorted(reachable)
+
+
+def _learn(
+    border: Border,
+    ev: _Evidence,
+    current: float,
+    region: Callable[[float], np.ndarray],
+    candidates: Sequence[float],
+    refuted_to: float,
+    target: float,
+    confidence: float,
+    method: Method,
+    min_evidence: int,
+) -> ThresholdChange:
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target error must be in (0, 1), got {target}")
+
+    def test(t: float) -> _Tested:
+        n, errors, n_eff, x_eff = ev.stats(region(t))
+        upper = upper_error_bound(x_eff, n_eff, confidence, method)
+        return _Tested(t, n, errors, upper, lower_error_bound(x_eff, n_eff, confidence, method))
+
+    def change(new: float, at: _Tested, reason: str) -> ThresholdChange:
+        return ThresholdChange(border, current, new, reason, at.n, at.errors, at.upper, target, method, confidence)
+
+    pct = f"{confidence:.0%}"
+    tested = [r for r in map(test, _reachable(ev, current, candidates, region)) if r.n >= min_evidence]
+    passing = [r for r in tested if r.upper < target]
+    if passing:
+        best = passing[0]
+        return change(
+            best.threshold,
+            best,
+            f"lowest threshold whose one-sided {pct} {method} upper bound of the pre-label error rate is under "
+            f"target: {best.errors}/{best.n} wrong, bound {best.upper:.4f} < {target}",
+        )
+    now = test(current)
+    if now.n >= min_evidence and now.lower > target:
+        return change(
+            refuted_to,
+            now,
+            f"evidence shows the error at the current threshold exceeds target: {now.errors}/{now.n} wrong, "
+            f"one-sided {pct} lower bound {now.lower:.4f} > {target}; border moved to {refuted_to} until evidence "
+            f"supports a lower one",
+        )
+    if not tested:
+        return change(
+            current,
+            now,
+            f"evidence too thin: no reachable candidate has {min_evidence} verified items in its region yet; "
+            f"keeping {current}",
+        )
+    return change(
+        current,
+        now,
+        f"no candidate's upper bound is under {target} yet and the current threshold is not shown to exceed it "
+        f"({now.errors}/{now.n} wrong, bound {now.upper:.4f}); keeping {current}",
+    )
+
+
+def learn_auto_threshold(
+    evidence: Iterable[Observation],
+    current: float = SEED_AUTO_ACCEPT,
+    *,
+    target_error: float = DEFAULT_TARGET_AUTO_ERROR,
+    confidence: float = 0.95,
+    method: Method = "clopper-pearson",
+    min_evidence: int = DEFAULT_MIN_EVIDENCE,
+    floor: float = DEFAULT_FLOOR,
+    candidate_grid: Sequence[float] = DEFAULT_GRID,
+) -> ThresholdChange:
+    """Lowest auto-accept border whose auto-label error (items with confidence > t) is provably under target.
+
+    Kept when evidence is thin or inconclusive; switched off (1.0) when the evidence shows the current
+    border's error is above target. Never learned below floor.
+    """
+    ev = _Evidence(evidence)
+    candidates = [t for t in (*candidate_grid, current) if floor <= t < 1.0]
+    return _learn(
+        Border.AUTO_ACCEPT,
+        ev,
+        current,
+        lambda t: ev.conf > t,
+        candidates,
+        AUTO_OFF,
+        target_error,
+        confidence,
+        method,
+        min_evidence,
+    )
+
+
+def learn_single_threshold(
+    evidence: Iterable[Observation],
+    current: float = SEED_SINGLE_REVIEW,
+    auto_accept: float = SEED_AUTO_ACCEPT,
+    *,
+    target_error: float = DEFAULT_TARGET_SINGLE_ERROR,
+    confidence: float = 0.95,
+    method: Method = "clopper-pearson",
+    min_evidence: int = DEFAULT_MIN_EVIDENCE,
+    floor: float = DEFAULT_FLOOR,
+    candidate_grid: Sequence[float] = DEFAULT_GRID,
+) -> ThresholdChange:
+    """Lowest single-review border t whose band [t, auto_accept] has pre-label error provably under target.
+
+    The band, not everything above t: auto-accepted items never meet a single reviewer, and their
+    near-zero error would hide how wrong the drafts a reviewer actually sees are. Below the border a
+    pre-label is too often wrong for one anchored reviewer to catch, so k annotators vote instead.
+    The result never exceeds auto_accept; refuted evidence moves it up to auto_accept (single tier off).
+    """
+    ev = _Evidence(evidence)
+    current = min(current, auto_accept)
+    candidates = [t for t in (*candidate_grid, current) if floor <= t <= auto_accept]
+    return _learn(
+        Border.SINGLE_REVIEW,
+        ev,
+        current,
+        lambda t: (ev.conf >= t) & (ev.conf <= auto_accept),
+        candidates,
+        auto_accept,
+        target_error,
+        confidence,
+        method,
+        min_evidence,
+    )
+
+
+def learn_thresholds(
+    evidence: Iterable[Observation],
+    current: Thresholds,
+    *,
+    target_auto_error: float = DEFAULT_TARGET_AUTO_ERROR,
+    target_single_error: float = DEFAULT_TARGET_SINGLE_ERROR,
+    confidence: float = 0.95,
+    method: Method = "clopper-pearson",
+    min_evidence: int = DEFAULT_MIN_EVIDENCE,
+    floor: float = DEFAULT_FLOOR,
+    candidate_grid: Sequence[float] = DEFAULT_GRID,
+) -> ThresholdUpdate:
+    """Learn both borders in the only valid order: auto first, then the single band below the new auto border."""
+    obs = list(evidence)
+    common = dict(
+        confidence=confidence, method=method, min_evidence=min_evidence, floor=floor, candidate_grid=candidate_grid
+    )
+    auto = learn_auto_threshold(obs, current.auto_accept, target_error=target_auto_error, **common)
+    single = learn_single_threshold(obs, current.single_review, auto.new, target_error=target_single_error, **common)
+    # learn_single_threshold saw the single border already clipped to the new auto border; report the real old one.
+    single = replace(single, old=current.single_review)
+    return ThresholdUpdate(Thresholds(auto.new, single.new), (auto, single))
+
+
+def conservative_shift(
+    thresholds: Thresholds, amount: float, reason: str = "qc flagged the model as bad"
+) -> ThresholdUpdate:
+    """Raise both borders by amount (capped at 1.0, single never above auto) when the model is distrusted."""
+    if not 0.0 < amount <= 1.0:
+        raise ValueError(f"amount must be in (0, 1], got {amount}")
+    # Rounded so 0.90 + 0.05 is stored and compared as 0.95, not 0.9500000000000001.
+    auto = min(1.0, round(thresholds.auto_accept + amount, 6))
+    single = min(auto, round(thresholds.single_review + amount, 6))
+    why = f"{reason}: borders raised by {amount}"
+    return ThresholdUpdate(
+        Thresholds(auto, single),
+        (
+            ThresholdChange(Border.AUTO_ACCEPT, thresholds.auto_accept, auto, why),
+            ThresholdChange(Border.SINGLE_REVIEW, thresholds.single_review, single, why),
+        ),
+    )

@@ -1,0 +1,264 @@
+"""Learned thresholds: worked bound numbers, monotonicity, and how the borders move with evidence."""
+
+import math
+
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from services.router.domain.thresholds import (
+    AUTO_OFF,
+    Border,
+    Observation,
+    ThresholdChange,
+    conservative_shift,
+    learn_auto_threshold,
+    learn_single_threshold,
+    learn_thresholds,
+    lower_error_bound,
+    upper_error_bound,
+)
+from services.router.domain.tiers import Thresholds
+
+PHI = (math.sqrt(5) - 1) / 2
+SQRT2 = math.sqrt(2) - 1
+
+
+def stream(n: int, error_at=lambda c: (1 - c) / 4, lo: float = 0.5) -> list[Observation]:
+    """n verified predictions, confidences spread evenly over [lo, 1), wrong with probability error_at(c).
+
+    Low-discrepancy sequences instead of a random generator: the evidence is exactly reproducible
+    and its error rate matches error_at closely at every scale, so the tests are not flaky.
+    """
+    out = []
+    for i in range(1, n + 1):
+        c = lo + (1 - lo) * ((i * PHI) % 1)
+        out.append(Observation(c, ((i * SQRT2) % 1) >= error_at(c)))
+    return out
+
+
+def band(lo: float, hi: float, n: int, errors: int, weight: float = 1.0) -> list[Observation]:
+    """n observations evenly inside (lo, hi), the `errors` most confident of them wrong."""
+    return [Observation(hi - (hi - lo) * (i + 0.5) / n, i >= errors, weight) for i in range(n)]
+
+
+# --- bounds: worked numbers ------------------------------------------------------------------
+
+
+def test_zero_errors_in_150_one_sided_clopper_pearson():
+    # Closed form for 0 errors: 1 - alpha ** (1 / n).
+    assert upper_error_bound(0, 150) == pytest.approx(1 - 0.05 ** (1 / 150), abs=1e-12)
+    assert upper_error_bound(0, 150) == pytest.approx(0.019773, abs=1e-6)
+
+
+def test_two_sided_95_is_the_one_sided_975_bound():
+    assert upper_error_bound(0, 150, confidence=0.975) == pytest.approx(0.024292, abs=1e-6)
+
+
+def test_149_clean_verifications_are_the_minimum_for_a_2_percent_target():
+    assert upper_error_bound(0, 149) < 0.02 < upper_error_bound(0, 148)
+
+
+def test_zero_errors_in_150_one_sided_wilson():
+    z2 = 1.6448536269514722**2
+    assert upper_error_bound(0, 150, method="wilson") == pytest.approx(z2 / (150 + z2), abs=1e-12)
+    assert upper_error_bound(0, 150, method="wilson") == pytest.approx(0.017717, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("errors", "n", "cp", "wilson"),
+    [
+        (0, 150, 0.019773, 0.017717),
+        (1, 300, 0.015715, 0.014801),
+        (2, 300, 0.020836, 0.019943),
+        (10, 2000, 0.008466, 0.008346),
+    ],
+)
+def test_bounds_match_statsmodels_one_sided(errors, n, cp, wilson):
+    # statsmodels is two-sided: its 90% interval's upper end is the one-sided 95% bound.
+    assert upper_error_bound(errors, n) == pytest.approx(proportion_confint(errors, n, 0.10, "beta")[1], abs=1e-9)
+    assert upper_error_bound(errors, n, method="wilson") == pytest.approx(
+        proportion_confint(errors, n, 0.10, "wilson")[1], abs=1e-9
+    )
+    assert upper_error_bound(errors, n) == pytest.approx(cp, abs=1e-6)
+    assert upper_error_bound(errors, n, method="wilson") == pytest.approx(wilson, abs=1e-6)
+
+
+def test_lower_bound_matches_statsmodels():
+    assert lower_error_bound(5, 30) == pytest.approx(proportion_confint(5, 30, 0.10, "beta")[0], abs=1e-9)
+    assert lower_error_bound(5, 30) == pytest.approx(0.068056, abs=1e-6)
+    assert lower_error_bound(0, 30) == 0.0
+
+
+def test_bound_edges():
+    assert upper_error_bound(0, 0) == 1.0, "no evidence means nothing is known"
+    assert upper_error_bound(7, 7) == 1.0
+    for bad in [(-1, 10), (11, 10)]:
+        with pytest.raises(ValueError, match="errors"):
+            upper_error_bound(*bad)
+    with pytest.raises(ValueError, match="method"):
+        upper_error_bound(1, 10, method="wald")
+    with pytest.raises(ValueError, match="confidence"):
+        upper_error_bound(1, 10, confidence=1.0)
+
+
+@pytest.mark.parametrize("method", ["clopper-pearson", "wilson"])
+def test_bound_monotonicity(method):
+    by_errors = [upper_error_bound(e, 200, method=method) for e in range(0, 20)]
+    assert all(a < b for a, b in zip(by_errors, by_errors[1:])), "more errors, higher bound"
+    by_n = [upper_error_bound(2, n, method=method) for n in range(10, 2000, 50)]
+    assert all(a > b for a, b in zip(by_n, by_n[1:])), "same errors over more items, lower bound"
+    by_conf = [upper_error_bound(2, 200, c, method) for c in (0.8, 0.9, 0.95, 0.99)]
+    assert all(a < b for a, b in zip(by_conf, by_conf[1:])), "more confidence, wider bound"
+    for e in range(1, 20):
+        assert lower_error_bound(e, 200, method=method) < e / 200 < upper_error_bound(e, 200, method=method)
+
+
+def test_clopper_pearson_is_more_conservative_than_wilson():
+    assert all(upper_error_bound(e, 300) > upper_error_bound(e, 300, method="wilson") for e in range(0, 15))
+
+
+# --- auto-accept border ----------------------------------------------------------------------
+
+
+def test_thin_evidence_keeps_the_seed():
+    change = learn_auto_threshold(stream(1000))
+    assert (change.old, change.new, change.changed) == (0.95, 0.95, False)
+    assert change.reason.startswith("no candidate")
+
+
+def test_no_evidence_keeps_the_seed_and_says_so():
+    change = learn_auto_threshold([])
+    assert change.new == 0.95 and "too thin" in change.reason and change.bound == 1.0
+
+
+def test_threshold_moves_down_as_clean_evidence_accumulates():
+    # An under-confident model (error (1-c)/4, as DESIGN.md observed) seen through more and more checks.
+    learned = [learn_auto_threshold(stream(n)).new for n in (1000, 2000, 5000, 10_000, 20_000)]
+    assert learned == [0.95, 0.91, 0.89, 0.88, 0.86]
+
+
+def test_the_change_carries_its_evidence():
+    evidence = stream(20_000)
+    change = learn_auto_threshold(evidence)
+    region = [o for o in evidence if o.confidence > change.new]
+    assert change.border is Border.AUTO_ACCEPT
+    assert (change.n, change.errors) == (len(region), sum(not o.correct for o in region))
+    assert change.bound == pytest.approx(upper_error_bound(change.errors, change.n))
+    assert change.bound < change.target == 0.02
+    assert (change.method, change.confidence) == ("clopper-pearson", 0.95)
+
+
+def test_threshold_moves_up_when_errors_appear():
+    evidence = stream(20_000)
+    assert learn_auto_threshold(evidence, 0.86).new == 0.86
+    new_failure_mode = [Observation(0.86 + 0.04 * (i + 0.5) / 300, False) for i in range(300)]
+    change = learn_auto_threshold(evidence + new_failure_mode, 0.86)
+    assert change.new == 0.90 and change.changed
+
+
+def test_current_border_shown_bad_switches_auto_off():
+    spot_checks = [Observation(0.96 + 0.0003 * i, i % 10 != 0) for i in range(120)]  # 10% wrong
+    change = learn_auto_threshold(spot_checks + stream(500, lambda c: 1 - c, lo=0.3), 0.95)
+    assert change.new == AUTO_OFF == 1.0
+    assert "lower bound" in change.reason
+
+
+def test_inconclusive_errors_keep_the_current_border():
+    # 2% observed: neither provably under nor provably over a 2% target.
+    spot_checks = [Observation(0.96 + 0.0002 * i, i % 50 != 0) for i in range(150)]
+    assert learn_auto_threshold(spot_checks + band(0.90, 0.95, 100, 0), 0.95).new == 0.95
+
+
+def test_never_learned_below_the_floor():
+    perfect = [Observation(c / 1000, True) for c in range(300, 1000) for _ in range(3)]
+    assert learn_auto_threshold(perfect).new == 0.50
+    assert learn_auto_threshold(perfect, floor=0.8).new == 0.80
+
+
+def test_no_extrapolation_into_unverified_confidence():
+    clean_high = [Observation(0.97, True)] * 300
+    assert learn_auto_threshold(clean_high).new == 0.95
+    # One stray verified item far below does not open the gap in between.
+    assert learn_auto_threshold(clean_high + [Observation(0.3, True)]).new == 0.95
+
+
+def test_spot_check_weights_stop_the_reviewed_band_from_hiding_auto_errors():
+    # Above 0.95 only 8% of items are checked (weight 12.5); the band just below is fully reviewed.
+    reviewed = band(0.90, 0.95, 2000, 10)
+    assert learn_auto_threshold(band(0.95, 1.0, 150, 3) + reviewed, 0.95).new == 0.90
+    weighted = learn_auto_threshold(band(0.95, 1.0, 150, 3, weight=12.5) + reviewed, 0.95)
+    assert weighted.new == 0.95
+
+
+def test_equal_weights_change_nothing():
+    evidence = stream(10_000)
+    scaled = [Observation(o.confidence, o.correct, 12.5) for o in evidence]
+    assert learn_auto_threshold(scaled) == learn_auto_threshold(evidence)
+
+
+def test_wilson_learns_no_higher_than_clopper_pearson():
+    evidence = stream(10_000)
+    assert learn_auto_threshold(evidence, method="wilson").new <= learn_auto_threshold(evidence).new
+
+
+# --- single-review border --------------------------------------------------------------------
+
+
+def test_calibrated_model_reproduces_about_the_seed_single_border():
+    calibrated = stream(20_000, lambda c: 1 - c, lo=0.3)
+    update = learn_thresholds(calibrated, Thresholds())
+    assert update.thresholds == Thresholds(auto_accept=0.97, single_review=0.65)
+    assert [c.border for c in update.changes] == [Border.AUTO_ACCEPT, Border.SINGLE_REVIEW]
+
+
+def test_single_border_ignores_auto_accepted_items():
+    calibrated = stream(20_000, lambda c: 1 - c, lo=0.3)
+    band_only = learn_single_threshold(calibrated, 0.70, auto_accept=0.95)
+    pooled = learn_single_threshold(calibrated, 0.70, auto_accept=1.0)  # everything above t, clean items included
+    assert band_only.new == 0.67 and pooled.new < band_only.new
+    in_band = [o for o in calibrated if 0.67 <= o.confidence <= 0.95]
+    assert (band_only.n, band_only.errors) == (len(in_band), sum(not o.correct for o in in_band))
+
+
+def test_single_border_never_exceeds_auto_and_refuted_band_turns_single_off():
+    bad_band = band(0.60, 0.90, 400, 200)  # half the drafts a reviewer would see are wrong
+    change = learn_single_threshold(bad_band, 0.70, auto_accept=0.90)
+    assert change.new == 0.90 and "lower bound" in change.reason
+    assert learn_single_threshold([], 0.97, auto_accept=0.90).new == 0.90
+
+
+def test_learn_thresholds_clips_single_to_a_lower_auto_and_reports_the_true_old_value():
+    update = learn_thresholds(stream(20_000), Thresholds(auto_accept=0.99, single_review=0.95))
+    auto, single = update.changes
+    assert auto.new == 0.86
+    assert single.old == 0.95 and single.new <= 0.86
+    assert update.thresholds.single_review <= update.thresholds.auto_accept
+
+
+@pytest.mark.parametrize("bad", [{"target_error": 0.0}, {"target_error": 1.0}])
+def test_bad_targets_are_rejected(bad):
+    with pytest.raises(ValueError, match="target"):
+        learn_auto_threshold(stream(100), **bad)
+
+
+def test_bad_observations_are_rejected():
+    with pytest.raises(ValueError, match="confidence"):
+        Observation(1.2, True)
+    with pytest.raises(ValueError, match="weight"):
+        Observation(0.9, True, 0.0)
+
+
+# --- conservative shift ----------------------------------------------------------------------
+
+
+def test_conservative_shift_raises_both_borders_and_caps_at_one():
+    update = conservative_shift(Thresholds(0.90, 0.70), 0.05)
+    assert update.thresholds == Thresholds(0.95, 0.75)
+    capped = conservative_shift(Thresholds(0.97, 0.96), 0.05).thresholds
+    assert capped == Thresholds(1.0, 1.0)
+    assert all(isinstance(c, ThresholdChange) and c.changed and "qc flagged" in c.reason for c in update.changes)
+
+
+def test_conservative_shift_rejects_non_positive_amounts():
+    with pytest.raises(ValueError, match="amount"):
+        conservative_shift(Thresholds(), 0.0)
