@@ -1,0 +1,296 @@
+"""Versioned event contracts shared by every producer and consumer of labelmesh's topics."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+ProjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+LabelName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Model(BaseModel):
+    """Base for every contract: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Envelope(Model):
+    """Fields every event carries; `key` is the Kafka key so one subject's events stay ordered."""
+
+    TOPIC: ClassVar[str]
+    event_id: str = Field(default_factory=new_event_id, min_length=1)
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utcnow)
+    producer: str
+    project: ProjectId
+    item_id: ItemId | None = None
+    correlation_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.item_id or self.project
+
+
+class LabelScore(Model):
+    label: LabelName
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class Neighbour(Model):
+    item_id: ItemId
+    label: LabelName
+    similarity: float = Field(ge=-1.0, le=1.0)
+
+
+class Tier(StrEnum):
+    AUTO = "auto"
+    SINGLE = "single"
+    MULTI = "multi"
+    EXPERT = "expert"
+
+
+class Thresholds(Model):
+    """Calibrated-confidence borders: > auto_accept is auto-labelled, >= single_review gets one human."""
+
+    auto_accept: float = Field(default=0.95, ge=0.0, le=1.0)
+    single_review: float = Field(default=0.70, ge=0.0, le=1.0)
+
+
+class Provenance(StrEnum):
+    IMPORTED = "imported"
+    AUTO = "auto"
+    SINGLE_REVIEW = "single_review"
+    CONSENSUS = "consensus"
+    EXPERT = "expert"
+    CORRECTED = "corrected"
+
+
+class FlagKind(StrEnum):
+    DISAGREEMENT = "disagreement"
+    GOLDEN_MISS = "golden_miss"
+    KNN_INCONSISTENCY = "knn_inconsistency"
+    LIKELY_LABEL_ERROR = "likely_label_error"
+    DRIFT = "drift"
+    LOW_AGREEMENT = "low_agreement"
+    ANNOTATOR_FEEDBACK = "annotator_feedback"
+    ANNOTATOR_SUSPENDED = "annotator_suspended"
+    MODEL_REJECTED = "model_rejected"
+
+
+class FlagSubject(StrEnum):
+    ITEM = "item"
+    ANNOTATOR = "annotator"
+    DATASET = "dataset"
+    MODEL = "model"
+    GUIDELINES = "guidelines"
+
+
+class ProjectConfigured(Envelope):
+    """A labelling project's taxonomy and guidelines, as set by an admin (latest wins)."""
+
+    TOPIC: ClassVar[str] = "project.configured"
+    type: Literal["project.configured"] = "project.configured"
+    labels: tuple[LabelName, ...] = Field(min_length=2)
+    guideline_version: int = Field(ge=1)
+    guidelines: str = ""
+    multi_annotators: int = Field(default=3, ge=2, le=9)
+    target_auto_error: float = Field(default=0.02, gt=0.0, lt=1.0)
+
+    @property
+    def key(self) -> str:
+        return self.project
+
+
+class TextPayload(Model):
+    kind: Literal["text"] = "text"
+    text: str
+
+
+class ItemIngested(Envelope):
+    """An item entered the pipeline; golden and trusted labels are never shown to annotators."""
+
+    TOPIC: ClassVar[str] = "item.ingested"
+    type: Literal["item.ingested"] = "item.ingested"
+    item_id: ItemId
+    payload: TextPayload
+    source: str = "api"
+    dataset: str = "default"
+    golden_label: LabelName | None = None
+    trusted_label: LabelName | None = None
+
+
+class ItemPrelabeled(Envelope):
+    """The model's draft: calibrated top-k and the embedding that qc, router and trainer reuse."""
+
+    TOPIC: ClassVar[str] = "item.prelabeled"
+    type: Literal["item.prelabeled"] = "item.prelabeled"
+    item_id: ItemId
+    model_version: int | None = None
+    encoder: str
+    top_k: tuple[LabelScore, ...] = ()
+    embedding: tuple[float, ...] = ()
+    truncated: bool = False
+    trusted: bool = False
+    golden: bool = False
+
+
+class ItemRouted(Envelope):
+    """Who must look at an item, and why."""
+
+    TOPIC: ClassVar[str] = "item.routed"
+    type: Literal["item.routed"] = "item.routed"
+    item_id: ItemId
+    tier: Tier
+    required_annotators: int = Field(ge=0, le=9)
+    spot_check: bool = False
+    golden: bool = False
+    model_version: int | None = None
+    top_k: tuple[LabelScore, ...] = ()
+    neighbours: tuple[Neighbour, ...] = ()
+    thresholds: Thresholds
+    reasons: tuple[str, ...] = ()
+
+
+class LabelSubmitted(Envelope):
+    """One annotator's answer for one task, exactly once per idempotency key."""
+
+    TOPIC: ClassVar[str] = "label.submitted"
+    type: Literal["label.submitted"] = "label.submitted"
+    item_id: ItemId
+    task_id: str
+    annotator_id: str
+    role: Literal["annotator", "expert", "admin"] = "annotator"
+    label: LabelName
+    time_spent_ms: int = Field(ge=0)
+    guideline_version: int = Field(ge=1)
+    idempotency_key: str = Field(min_length=1, max_length=128)
+    golden: bool = False
+
+
+class LabelFinalized(Envelope):
+    """qc's decision for an item: the label the trainer and exports use, with provenance and cost."""
+
+    TOPIC: ClassVar[str] = "label.finalized"
+    type: Literal["label.finalized"] = "label.finalized"
+    item_id: ItemId
+    label: LabelName
+    version: int = Field(ge=1)
+    provenance: Provenance
+    confidence: float = Field(ge=0.0, le=1.0)
+    human_labels: int = Field(ge=0)
+    expert_labels: int = Field(ge=0)
+    guideline_version: int | None = None
+    model_version: int | None = None
+    prelabel: LabelScore | None = None
+    verified: bool = Field(description="a human checked the model's pre-label for this item")
+    golden: bool = Field(default=False, description="a golden-set item: for evaluation, never for training")
+
+
+class QcFlagged(Envelope):
+    """Something a labelling lead should look at: a subject, a kind, and the evidence."""
+
+    TOPIC: ClassVar[str] = "qc.flagged"
+    type: Literal["qc.flagged"] = "qc.flagged"
+    subject: FlagSubject
+    subject_id: str
+    kind: FlagKind
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.item_id or f"{self.subject}:{self.subject_id}"
+
+
+class ArtifactRef(Model):
+    uri: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    content_b64: str = Field(description="the artifact itself, so a consumer needs no other service's store")
+
+
+class ModelUpdated(Envelope):
+    """A promoted model version and the thresholds the trainer recommends for it."""
+
+    TOPIC: ClassVar[str] = "model.updated"
+    type: Literal["model.updated"] = "model.updated"
+    model_version: int = Field(ge=1)
+    encoder: str
+    artifact: ArtifactRef
+    training_set_version: str
+    training_set_size: int = Field(ge=0)
+    heldout_metrics: dict[str, float] = Field(default_factory=dict)
+    calibration: dict[str, float] = Field(default_factory=dict)
+    recommended_thresholds: Thresholds
+
+    @property
+    def key(self) -> str:
+        return self.project
+
+
+Event = Annotated[
+    ProjectConfigured
+    | ItemIngested
+    | ItemPrelabeled
+    | ItemRouted
+    | LabelSubmitted
+    | LabelFinalized
+    | QcFlagged
+    | ModelUpdated,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: tuple[type[Envelope], ...] = (
+    ProjectConfigured,
+    ItemIngested,
+    ItemPrelabeled,
+    ItemRouted,
+    LabelSubmitted,
+    LabelFinalized,
+    QcFlagged,
+    ModelUpdated,
+)
+TOPICS: tuple[str, ...] = tuple(t.TOPIC for t in EVENT_TYPES)
+EVENT_BY_TOPIC: dict[str, type[Envelope]] = {t.TOPIC: t for t in EVENT_TYPES}
+_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(raw: bytes | str) -> Envelope:
+    """Decode any labelmesh event from JSON; raises pydantic.ValidationError with the reason."""
+    return _event_adapter.validate_json(raw)
+
+
+class DeadLetter(Model):
+    """An event a consumer could not process: where it came from, why, and its original bytes."""
+
+    TOPIC: ClassVar[str] = "deadletter"
+    dead_letter_id: str = Field(default_factory=new_event_id)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    original_b64: str
+
+
+_DERIVED_NS = uuid.UUID("6f1c7a4e-5b1d-4c55-9d0e-2d6a1f0b7c11")
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic event id for an event caused by another, so a redelivered cause yields the same effect."""
+    return uuid.uuid5(_DERIVED_NS, "/".join(parts)).hex

@@ -1,0 +1,225 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class IngestItem(_message.Message):
+    __slots__ = ("project", "item_id", "text", "source", "dataset", "golden_label", "trusted_label")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    text: str
+    source: str
+    dataset: str
+    golden_label: str
+    trusted_label: str
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., dataset: _Optional[str] = ..., golden_label: _Optional[str] = ..., trusted_label: _Optional[str] = ...) -> None: ...
+
+class IngestItemsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[IngestItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[IngestItem, _Mapping]]] = ...) -> None: ...
+
+class IngestItemsResponse(_message.Message):
+    __slots__ = ("accepted", "item_ids")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, accepted: _Optional[int] = ..., item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LeaseTaskRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class LabelProbability(_message.Message):
+    __slots__ = ("label", "probability")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probability: float
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class Neighbour(_message.Message):
+    __slots__ = ("item_id", "label", "similarity")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    label: str
+    similarity: float
+    def __init__(self, item_id: _Optional[str] = ..., label: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    PRELABEL_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    project: str
+    item_id: str
+    text: str
+    tier: str
+    prelabel: _containers.RepeatedCompositeFieldContainer[LabelProbability]
+    neighbours: _containers.RepeatedCompositeFieldContainer[Neighbour]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    guideline_version: int
+    lease_expires_unix_ms: int
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubmitLabelRequest(_message.Message):
+    __slots__ = ("task_id", "label", "time_spent_ms", "idempotency_key")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    TIME_SPENT_MS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    label: str
+    time_spent_ms: int
+    idempotency_key: str
+    def __init__(self, task_id: _Optional[str] = ..., label: _Optional[str] = ..., time_spent_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SubmitLabelResponse(_message.Message):
+    __slots__ = ("submission_id", "duplicate")
+    SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    submission_id: str
+    duplicate: bool
+    def __init__(self, submission_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class SkipTaskRequest(_message.Message):
+    __slots__ = ("task_id", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SkipTaskResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FlagItemRequest(_message.Message):
+    __slots__ = ("project", "item_id", "comment")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    COMMENT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    comment: str
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., comment: _Optional[str] = ...) -> None: ...
+
+class FlagItemResponse(_message.Message):
+    __slots__ = ("flag_id",)
+    FLAG_ID_FIELD_NUMBER: _ClassVar[int]
+    flag_id: str
+    def __init__(self, flag_id: _Optional[str] = ...) -> None: ...
+
+class GetGuidelinesRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class Guidelines(_message.Message):
+    __slots__ = ("project", "version", "text", "labels")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    version: int
+    text: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, project: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ConfigureProjectRequest(_message.Message):
+    __slots__ = ("project", "labels", "guidelines", "multi_annotators", "target_auto_error")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINES_FIELD_NUMBER: _ClassVar[int]
+    MULTI_ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_AUTO_ERROR_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    guidelines: str
+    multi_annotators: int
+    target_auto_error: float
+    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ...) -> None: ...
+
+class Project(_message.Message):
+    __slots__ = ("project", "labels", "guideline_version")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    guideline_version: int
+    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ...) -> None: ...
+
+class CreateAnnotatorRequest(_message.Message):
+    __slots__ = ("annotator_id", "role")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    role: str
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+
+class AnnotatorCredentials(_message.Message):
+    __slots__ = ("annotator_id", "role", "token")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    role: str
+    token: str
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class GetItemHistoryRequest(_message.Message):
+    __slots__ = ("project", "item_id")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ...) -> None: ...
+
+class HistoryEntry(_message.Message):
+    __slots__ = ("kind", "at_unix_ms", "detail_json")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_JSON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    at_unix_ms: int
+    detail_json: str
+    def __init__(self, kind: _Optional[str] = ..., at_unix_ms: _Optional[int] = ..., detail_json: _Optional[str] = ...) -> None: ...
+
+class ItemHistory(_message.Message):
+    __slots__ = ("project", "item_id", "entries")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...
