@@ -1,0 +1,46 @@
+"""Creates labelmesh's topics explicitly (partitions, retention) on the configured Kafka cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from labelmesh.runtime.settings import CommonSettings
+from schemas.topics import TOPIC_SPECS
+
+
+async def create_topics(bootstrap: str, replication: int = 1) -> list[str]:
+    """Create every missing topic; returns the names created (existing ones are left as they are)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="labelmesh-infra")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(spec.name, spec.partitions, replication, topic_configs=dict(spec.config))
+            for spec in TOPIC_SPECS
+            if spec.name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["topics"]:
+        print("usage: python -m labelmesh.infra topics", file=sys.stderr)
+        return 2
+    created = asyncio.run(create_topics(CommonSettings().kafka_bootstrap))
+    print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

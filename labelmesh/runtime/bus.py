@@ -1,0 +1,210 @@
+"""The services' Kafka bus: keyed publishing, batched at-least-once consumption, retries and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import ValidationError
+from pymongo.errors import ConnectionFailure
+
+from labelmesh.runtime.inbox import Inbox
+from labelmesh.runtime.settings import CommonSettings
+from schemas.events import EVENT_BY_TOPIC, DeadLetter, Envelope, parse_event
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Failures of the infrastructure itself: retried until it is back, never dead-lettered.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure, KafkaError, OSError, TimeoutError)
+
+
+class PoisonEvent(Exception):
+    """A handler's way to say one event can never be processed (the reason goes to the dead letter)."""
+
+    def __init__(self, event: Envelope, reason: str) -> None:
+        super().__init__(reason)
+        self.event = event
+        self.reason = reason
+
+
+class BusMetrics:
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.consumed = Counter(
+            "labelmesh_events_consumed_total", "Events handled", ["service", "topic"], registry=registry
+        )
+        self.published = Counter(
+            "labelmesh_events_published_total", "Events published", ["service", "topic"], registry=registry
+        )
+        self.duplicates = Counter(
+            "labelmesh_events_duplicate_total", "Redelivered events skipped", ["service"], registry=registry
+        )
+        self.dead = Counter(
+            "labelmesh_deadletters_total", "Events sent to the dead-letter topic", ["service", "topic"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "labelmesh_batch_seconds", "Time to handle one consumed batch", ["service"], registry=registry
+        )
+        self.service = service
+
+
+def decode(record: Any) -> Envelope:
+    """Parse one consumer record; raises ValueError/ValidationError with a reason."""
+    if record.value is None:
+        raise ValueError("empty record value")
+    event = parse_event(record.value)
+    expected = EVENT_BY_TOPIC.get(record.topic)
+    if expected is not None and not isinstance(event, expected):
+        raise ValueError(f"event type {event.type!r} does not belong on topic {record.topic!r}")
+    return event
+
+
+class EventBus:
+    """One per service process: a FastStream KafkaBroker plus the consumption rules every handler shares."""
+
+    def __init__(self, settings: CommonSettings, service: str, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.service = service
+        self.metrics = BusMetrics(registry, service)
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap,
+            client_id=f"labelmesh-{service}",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_request_size=MAX_MESSAGE_BYTES,
+            allow_auto_create_topics=False,
+            middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="faststream")],
+            logger=logging.getLogger(f"faststream.{service}"),
+            log_level=logging.DEBUG,
+        )
+        self.inbox: Inbox | None = None
+
+    async def publish(self, events: Sequence[Envelope]) -> None:
+        """Send events keyed by their subject and wait until the broker has them all."""
+        pending = []
+        for event in events:
+            pending.append(
+                await self.broker.publish(
+                    event.model_dump_json().encode(),
+                    topic=event.TOPIC,
+                    key=event.key.encode(),
+                    headers={"event-type": event.type, "producer": self.service},
+                    no_confirm=True,
+                )
+            )
+            self.metrics.published.labels(self.service, event.TOPIC).inc()
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def dead_letter(self, record: Any, reason: str) -> None:
+        letter = DeadLetter(
+            consumer=self.settings.consumer_group(self.service),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode(errors="replace") if record.key else None,
+            reason=reason[:2000],
+            original_b64=base64.b64encode(record.value or b"").decode(),
+        )
+        log.warning("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
+        self.metrics.dead.labels(self.service, record.topic).inc()
+        await self.broker.publish(
+            letter.model_dump_json().encode(), topic=DeadLetter.TOPIC, key=(letter.key or "").encode()
+        )
+
+    def subscribe(
+        self,
+        topics: Sequence[str],
+        handler: BatchHandler,
+        *,
+        max_records: int = 500,
+        batch_timeout_ms: int = 50,
+        name: str | None = None,
+    ) -> None:
+        """Consume topics in batches; offsets are committed only after the handler returned."""
+        group = self.settings.consumer_group(name or self.service)
+
+        async def consume(msg: KafkaMessage) -> None:
+            records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+            started = time.perf_counter()
+            await self._handle_records(list(records), handler)
+            self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
+
+        # NACK_ON_ERROR rewinds to the batch's first offset, so nothing is committed past an unhandled event.
+        self.broker.subscriber(
+            *topics,
+            group_id=group,
+            batch=True,
+            max_records=max_records,
+            batch_timeout_ms=batch_timeout_ms,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            title=f"{self.service}:{','.join(topics)}",
+        )(consume)
+
+    async def _handle_records(self, records: list[Any], handler: BatchHandler) -> None:
+        events: list[Envelope] = []
+        origin: dict[str, Any] = {}
+        for record in records:
+            try:
+                event = decode(record)
+            except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+                await self.dead_letter(record, f"undecodable event: {exc}")
+                continue
+            events.append(event)
+            origin[event.event_id] = record
+        if self.inbox is not None:
+            fresh = await self.inbox.filter_new(events)
+            self.metrics.duplicates.labels(self.service).inc(len(events) - len(fresh))
+            events = fresh
+        if not events:
+            return
+        await self._run_with_retries(events, origin, handler)
+        if self.inbox is not None:
+            await self.inbox.mark(events)
+        for event in events:
+            self.metrics.consumed.labels(self.service, event.TOPIC).inc()
+
+    async def _run_with_retries(self, events: list[Envelope], origin: dict[str, Any], handler: BatchHandler) -> None:
+        attempt = 0
+        while attempt < self.settings.max_attempts:
+            try:
+                await handler(events)
+                return
+            except PoisonEvent as poison:
+                await self.dead_letter(origin[poison.event.event_id], poison.reason)
+                events = [e for e in events if e.event_id != poison.event.event_id]
+                if not events:
+                    return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("infrastructure unavailable (%r); the batch will be redelivered", exc)
+                await asyncio.sleep(self.settings.retry_backoff_s)
+                raise
+            except Exception:
+                attempt += 1
+                log.exception("batch of %d failed (attempt %d)", len(events), attempt)
+                await asyncio.sleep(self.settings.retry_backoff_s * attempt)
+        # The batch keeps failing: handle events one by one so only the poisonous ones are dead-lettered.
+        for event in events:
+            try:
+                await handler([event])
+            except TRANSIENT_ERRORS:
+                raise
+            except PoisonEvent as poison:
+                await self.dead_letter(origin[event.event_id], poison.reason)
+            except Exception as exc:  # noqa: BLE001 - the reason travels with the dead letter
+                await self.dead_letter(origin[event.event_id], f"handler failed: {exc!r}")

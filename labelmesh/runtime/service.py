@@ -1,0 +1,101 @@
+"""One service process: its bus, its own database, its HTTP /metrics, /health and /ready, and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi.types import Scope
+from prometheus_client import CollectorRegistry, make_asgi_app
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from labelmesh.runtime.bus import EventBus
+from labelmesh.runtime.inbox import Inbox
+from labelmesh.runtime.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+Hook = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceRuntime:
+    """Everything a service's handlers need, created in one place (the service's app factory)."""
+
+    service: str
+    settings: CommonSettings
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    # The service object the factory wired, for tests and tools that inspect it.
+    component: object | None = None
+
+    def __post_init__(self) -> None:
+        self.bus = EventBus(self.settings, self.service, self.registry)
+        self.mongo: AsyncMongoClient = AsyncMongoClient(
+            self.settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, appname=self.service
+        )
+        self.db: AsyncDatabase = self.mongo[self.settings.database_name(self.service)]
+        self.bus.inbox = Inbox(self.db)
+        self._started = False
+
+    async def start(self) -> None:
+        await self.mongo.admin.command("ping")
+        for hook in self.on_start:
+            await hook()
+        await self.bus.broker.start()
+        self._started = True
+        log.info("%s started", self.service)
+
+    async def stop(self) -> None:
+        if self._started:
+            await self.bus.broker.stop()
+        for hook in reversed(self.on_stop):
+            await hook()
+        await self.mongo.close()
+        self._started = False
+        log.info("%s stopped", self.service)
+
+    async def ready(self) -> bool:
+        try:
+            await asyncio.wait_for(self.mongo.admin.command("ping"), 3)
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+        return await self.bus.broker.ping(3)
+
+    def http_app(self) -> AsgiFastStream:
+        """Prometheus /metrics, liveness /health (the broker answers), readiness /ready (broker and database)."""
+
+        @get
+        async def ready(scope: Scope) -> AsgiResponse:  # noqa: ARG001
+            return AsgiResponse(b"ready", 200) if await self.ready() else AsgiResponse(b"not ready", 503)
+
+        return AsgiFastStream(
+            self.bus.broker,
+            asgi_routes=[
+                ("/metrics", make_asgi_app(self.registry)),
+                ("/health", make_ping_asgi(self.bus.broker, timeout=3.0)),
+                ("/ready", ready),
+            ],
+            asyncapi_path="/asyncapi",
+        )
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT: start, serve HTTP, then stop gracefully."""
+        await self.start()
+        try:
+            config = uvicorn.Config(
+                self.http_app(),
+                host=self.settings.http_host,
+                port=self.settings.http_port,
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+            )
+            await uvicorn.Server(config).serve()
+        finally:
+            await self.stop()
