@@ -1,0 +1,184 @@
+"""The prelabeler service: embeds ingested items, pre-labels them with the active model, hot-swaps models."""
+
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram
+from pymongo import ReplaceOne
+
+from labelmesh.ml.encoder import Encoder, load_encoder
+from labelmesh.runtime.bus import PoisonEvent
+from labelmesh.runtime.projects import ProjectCatalog
+from labelmesh.runtime.service import ServiceRuntime
+from schemas.events import (
+    Envelope,
+    FlagKind,
+    FlagSubject,
+    ItemIngested,
+    ItemPrelabeled,
+    LabelScore,
+    ModelUpdated,
+    QcFlagged,
+    derived_id,
+)
+from services.prelabeler.models import ActiveModel, ModelRejected, load_artifact
+from services.prelabeler.settings import PrelabelerSettings
+from services.prelabeler.validation import check_text
+
+SERVICE = "prelabeler"
+log = logging.getLogger(__name__)
+
+
+class Prelabeler:
+    def __init__(self, rt: ServiceRuntime, settings: PrelabelerSettings, encoder: Encoder) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.encoder = encoder
+        self.catalog = ProjectCatalog(rt.db)
+        self.active: dict[str, ActiveModel] = {}
+        self.items_total = Counter(
+            "labelmesh_prelabeler_items_total", "Items pre-labelled", ["project"], registry=rt.registry
+        )
+        self.truncated_total = Counter(
+            "labelmesh_prelabeler_truncated_total", "Items whose text was cut", ["project"], registry=rt.registry
+        )
+        self.model_version = Gauge(
+            "labelmesh_prelabeler_model_version", "Model version in service", ["project"], registry=rt.registry
+        )
+        self.batch_size = Histogram(
+            "labelmesh_prelabeler_batch_size", "Items per embedded batch", registry=rt.registry,
+            buckets=(1, 8, 32, 64, 128, 256, 512, 1024),
+        )
+
+    def wire(self) -> None:
+        self.catalog.attach(self.rt.bus)
+        self.rt.bus.subscribe([ModelUpdated.TOPIC], self.on_models, max_records=10, name=f"{SERVICE}.models")
+        self.rt.bus.subscribe(
+            [ItemIngested.TOPIC],
+            self.on_items,
+            max_records=self.settings.max_batch,
+            batch_timeout_ms=self.settings.max_wait_ms,
+        )
+        self.rt.on_start.append(self.restore)
+
+    async def restore(self) -> None:
+        """Reload each project's active model from this service's own store."""
+        async for doc in self.rt.db["models"].find({"active": True}):
+            event = ModelUpdated.model_validate_json(doc["event"])
+            try:
+                self._activate(load_artifact(event, self.encoder.name), event.project)
+            except ModelRejected as exc:
+                log.error("stored model %s v%s no longer loads: %s", event.project, event.model_version, exc)
+
+    def _activate(self, model: ActiveModel, project: str) -> None:
+        self.active[project] = model
+        self.model_version.labels(project).set(model.version)
+
+    async def on_models(self, events: list[Envelope]) -> None:
+        for event in events:
+            assert isinstance(event, ModelUpdated)
+            current = self.active.get(event.project)
+            if current is not None and current.version >= event.model_version:
+                continue
+            try:
+                model = load_artifact(event, self.encoder.name)
+            except ModelRejected as exc:
+                await self.rt.bus.publish([self._rejection(event, str(exc))])
+                continue
+            await self.rt.db["models"].update_many({"project": event.project}, {"$set": {"active": False}})
+            await self.rt.db["models"].replace_one(
+                {"_id": f"{event.project}:{event.model_version}"},
+                {"project": event.project, "version": event.model_version, "active": True,
+                 "event": event.model_dump_json()},
+                upsert=True,
+            )
+            self._activate(model, event.project)
+            log.info("now serving %s model v%d", event.project, event.model_version)
+
+    def _rejection(self, event: ModelUpdated, reason: str) -> QcFlagged:
+        return QcFlagged(
+            producer=SERVICE,
+            project=event.project,
+            subject=FlagSubject.MODEL,
+            subject_id=str(event.model_version),
+            kind=FlagKind.MODEL_REJECTED,
+            message=f"model v{event.model_version} was not loaded: {reason}",
+            evidence={"sha256": event.artifact.sha256, "encoder": event.encoder},
+            event_id=derived_id(event.event_id, "rejected"),
+            correlation_id=event.event_id,
+        )
+
+    async def on_items(self, events: list[Envelope]) -> None:
+        items: list[ItemIngested] = []
+        texts: list[str] = []
+        truncated: list[bool] = []
+        for event in events:
+            assert isinstance(event, ItemIngested)
+            await self.catalog.require(event)
+            check = check_text(event.payload.text, self.settings.max_text_chars)
+            if check.problem:
+                raise PoisonEvent(event, check.problem)
+            items.append(event)
+            texts.append(check.text)
+            truncated.append(check.truncated)
+        if not items:
+            return
+        self.batch_size.observe(len(items))
+        encoded = self.encoder.encode_with_info(texts)
+        vectors, token_cut = encoded.embeddings, encoded.truncated
+        out: list[ItemPrelabeled] = []
+        by_project: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_project.setdefault(item.project, []).append(i)
+        top_k: dict[int, tuple[LabelScore, ...]] = {}
+        versions: dict[int, int | None] = {}
+        for project, rows in by_project.items():
+            model = self.active.get(project)  # captured once: a swap takes effect from the next batch
+            ranked = model.head.top_k(vectors[rows], self.settings.top_k) if model else [[] for _ in rows]
+            for row, labels in zip(rows, ranked, strict=True):
+                top_k[row] = tuple(LabelScore(label=l, probability=min(1.0, max(0.0, float(p)))) for l, p in labels)
+                versions[row] = model.version if model else None
+        for i, item in enumerate(items):
+            cut = truncated[i] or bool(token_cut[i])
+            if cut:
+                self.truncated_total.labels(item.project).inc()
+            out.append(
+                ItemPrelabeled(
+                    producer=SERVICE,
+                    project=item.project,
+                    item_id=item.item_id,
+                    event_id=derived_id(item.event_id, "prelabeled"),
+                    correlation_id=item.correlation_id or item.event_id,
+                    model_version=versions[i],
+                    encoder=self.encoder.name,
+                    top_k=top_k[i],
+                    embedding=tuple(round(float(x), 6) for x in vectors[i]),
+                    truncated=cut,
+                    trusted=item.trusted_label is not None,
+                    golden=item.golden_label is not None,
+                )
+            )
+            self.items_total.labels(item.project).inc()
+        await self.rt.db["prelabels"].bulk_write(
+            [
+                ReplaceOne(
+                    {"_id": f"{e.project}/{e.item_id}"},
+                    {"model_version": e.model_version, "top_k": [s.model_dump() for s in e.top_k],
+                     "truncated": e.truncated, "event_id": e.event_id},
+                    upsert=True,
+                )
+                for e in out
+            ],
+            ordered=False,
+        )
+        await self.rt.bus.publish(out)
+
+
+def create_app(settings: PrelabelerSettings | None = None, encoder: Encoder | None = None) -> ServiceRuntime:
+    settings = settings or PrelabelerSettings()
+    rt = ServiceRuntime(SERVICE, settings)
+    service = Prelabeler(rt, settings, encoder or load_encoder(settings.encoder, settings.device))
+    service.wire()
+    rt.component = service
+    return rt

@@ -1,0 +1,38 @@
+"""The active model per project: verified, loaded and swapped between batches."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+from labelmesh.ml.head import TrainedHead
+from schemas.events import ModelUpdated
+
+
+class ModelRejected(Exception):
+    """A model.updated whose artifact must not be served; the old model stays."""
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    version: int
+    head: TrainedHead
+
+
+def load_artifact(event: ModelUpdated, encoder_name: str) -> ActiveModel:
+    """Check the artifact's checksum and encoder, then deserialise it."""
+    try:
+        content = base64.b64decode(event.artifact.content_b64, validate=True)
+    except ValueError as exc:
+        raise ModelRejected(f"artifact is not base64: {exc}") from exc
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != event.artifact.sha256:
+        raise ModelRejected(f"checksum mismatch: artifact {digest} != announced {event.artifact.sha256}")
+    if event.encoder != encoder_name:
+        raise ModelRejected(f"model was trained on encoder {event.encoder!r}, this prelabeler runs {encoder_name!r}")
+    try:
+        head = TrainedHead.from_bytes(content)
+    except Exception as exc:  # noqa: BLE001 - any load failure rejects the model
+        raise ModelRejected(f"artifact does not load: {exc!r}") from exc
+    return ActiveModel(event.model_version, head)

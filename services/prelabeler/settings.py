@@ -1,0 +1,19 @@
+"""Prelabeler settings (LABELMESH_PRELABELER_*)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from labelmesh.runtime.settings import CommonSettings
+
+
+class PrelabelerSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELMESH_PRELABELER_", extra="ignore")
+
+    encoder: str = "minilm"
+    device: str = "cpu"
+    max_batch: int = 256
+    max_wait_ms: int = 50
+    top_k: int = 5
+    max_text_chars: int = 20_000
+    http_port: int = 9101
