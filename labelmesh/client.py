@@ -1,0 +1,61 @@
+"""A small async client for the gateway's gRPC API, used by the CLI, the demo, benchmarks and tests."""
+
+from __future__ import annotations
+
+import grpc
+
+from schemas.rpc import gateway_pb2 as pb
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
+
+
+class GatewayClient:
+    """One channel, one token; every call sends `authorization: Bearer <token>`."""
+
+    def __init__(self, target: str, token: str, channel: grpc.aio.Channel | None = None) -> None:
+        self.channel = channel or grpc.aio.insecure_channel(target)
+        self.metadata = (("authorization", f"Bearer {token}"),)
+        self.ingest = pb_grpc.IngestServiceStub(self.channel)
+        self.annotation = pb_grpc.AnnotationServiceStub(self.channel)
+        self.admin = pb_grpc.AdminServiceStub(self.channel)
+
+    def as_user(self, token: str) -> GatewayClient:
+        """The same channel with another caller's token."""
+        return GatewayClient("", token, self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def configure_project(self, project: str, labels: list[str], guidelines: str = "", **kw: object) -> pb.Project:
+        return await self.admin.ConfigureProject(
+            pb.ConfigureProjectRequest(project=project, labels=labels, guidelines=guidelines, **kw),
+            metadata=self.metadata,
+        )
+
+    async def create_annotator(self, annotator_id: str, role: str = "annotator") -> str:
+        creds = await self.admin.CreateAnnotator(
+            pb.CreateAnnotatorRequest(annotator_id=annotator_id, role=role), metadata=self.metadata
+        )
+        return creds.token
+
+    async def ingest_items(self, items: list[pb.IngestItem]) -> pb.IngestItemsResponse:
+        return await self.ingest.IngestItems(pb.IngestItemsRequest(items=items), metadata=self.metadata)
+
+    async def lease(self, project: str) -> pb.Task | None:
+        """The next task, or None when the queue has nothing for this caller."""
+        try:
+            return await self.annotation.LeaseTask(pb.LeaseTaskRequest(project=project), metadata=self.metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    async def submit(self, task_id: str, label: str, key: str, time_spent_ms: int = 0) -> pb.SubmitLabelResponse:
+        return await self.annotation.SubmitLabel(
+            pb.SubmitLabelRequest(task_id=task_id, label=label, idempotency_key=key, time_spent_ms=time_spent_ms),
+            metadata=self.metadata,
+        )
+
+    async def history(self, project: str, item_id: str) -> pb.ItemHistory:
+        return await self.admin.GetItemHistory(
+            pb.GetItemHistoryRequest(project=project, item_id=item_id), metadata=self.metadata
+        )

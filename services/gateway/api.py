@@ -1,0 +1,367 @@
+"""The gRPC servicers: authenticate, validate everything before writing, then store and publish."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from pymongo.errors import DuplicateKeyError
+
+from labelmesh.runtime.service import ServiceRuntime
+from schemas.events import (
+    FlagKind,
+    FlagSubject,
+    ItemIngested,
+    LabelSubmitted,
+    ProjectConfigured,
+    QcFlagged,
+    TextPayload,
+    derived_id,
+    utcnow,
+)
+from schemas.rpc import gateway_pb2 as pb
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
+from services.gateway.auth import Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.queue import Lease, LeaseError, TaskQueue
+from services.gateway.settings import GatewaySettings
+from services.router.domain.spot_check import should_inject_golden
+
+SERVICE = "gateway"
+ID_MAX = 256
+
+
+class Gateway:
+    """State and rules shared by the three gRPC services."""
+
+    def __init__(self, rt: ServiceRuntime, settings: GatewaySettings) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.db = rt.db
+        self.queue = TaskQueue(rt.db, settings.lease_seconds)
+
+    async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
+        token = bearer(context.invocation_metadata())
+        if token is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing 'authorization: Bearer <token>' metadata")
+        if same_secret(token, self.settings.admin_token.get_secret_value()):
+            caller = Caller("admin", Role.ADMIN)
+        else:
+            doc = await self.db["annotators"].find_one({"token_sha256": hash_token(token)})
+            if doc is None:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+            if doc.get("suspended"):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"annotator {doc['_id']} is suspended")
+            caller = Caller(doc["_id"], Role(doc["role"]))
+        if roles and caller.role not in roles:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {caller.role.value} may not call this; needs one of {[r.value for r in roles]}",
+            )
+        return caller
+
+    async def project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
+        if not project:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "project is required")
+        doc = await self.db["projects"].find_one({"_id": project})
+        if doc is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown project {project!r}")
+        return doc
+
+    async def history(self, project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> None:
+        await self.db["history"].update_one(
+            {"_id": key},
+            {"$setOnInsert": {"project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
+                              "detail": json.dumps(detail, default=str)}},
+            upsert=True,
+        )
+
+
+def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
+    task = lease.task
+    expert = task["tier"] == "expert"
+    return pb.Task(
+        task_id=lease.lease_id,
+        project=task["project"],
+        item_id=task["item_id"],
+        text=task.get("text", ""),
+        tier=task["tier"],
+        prelabel=[pb.LabelProbability(label=s["label"], probability=s["probability"]) for s in task["prelabel"]],
+        neighbours=[pb.Neighbour(**n) for n in task["neighbours"]] if expert else [],
+        reasons=task["reasons"] if expert else [],
+        guideline_version=project["guideline_version"],
+        lease_expires_unix_ms=int(lease.expires_at.timestamp() * 1000),
+        labels=project["labels"],
+    )
+
+
+class IngestServicer(pb_grpc.IngestServiceServicer):
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def IngestItems(self, request: pb.IngestItemsRequest, context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
+        return await self._ingest(list(request.items), context)
+
+    async def IngestStream(
+        self, request_iterator: AsyncIterator[pb.IngestItem], context: grpc.aio.ServicerContext
+    ) -> pb.IngestItemsResponse:
+        items = []
+        async for item in request_iterator:
+            items.append(item)
+            if len(items) > self.gw.settings.max_batch_items * 20:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "stream too long; split it")
+        return await self._ingest(items, context)
+
+    async def _ingest(self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
+        caller = await self.gw.caller(context)
+        if not items:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
+        projects: dict[str, dict[str, Any]] = {}
+        events: list[ItemIngested] = []
+        seen: set[tuple[str, str]] = set()
+        for n, item in enumerate(items):
+            where = f"item {n} ({item.item_id!r})"
+            if item.project not in projects:
+                projects[item.project] = await self.gw.project(context, item.project)
+            labels = set(projects[item.project]["labels"])
+            problem = None
+            if not item.item_id or len(item.item_id) > ID_MAX:
+                problem = f"item_id must be 1..{ID_MAX} characters"
+            elif (item.project, item.item_id) in seen:
+                problem = "item_id appears twice in this request"
+            elif not item.text.strip():
+                problem = "text is empty"
+            elif len(item.text) > self.gw.settings.max_text_chars:
+                problem = f"text is longer than {self.gw.settings.max_text_chars} characters"
+            elif (item.golden_label or item.trusted_label) and caller.role is not Role.ADMIN:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{where}: golden/trusted labels need the admin role")
+            elif item.golden_label and item.golden_label not in labels:
+                problem = f"golden_label {item.golden_label!r} is not in the project's labels"
+            elif item.trusted_label and item.trusted_label not in labels:
+                problem = f"trusted_label {item.trusted_label!r} is not in the project's labels"
+            elif item.golden_label and item.trusted_label:
+                problem = "an item is golden or trusted, not both"
+            if problem:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {problem}; nothing was ingested")
+            seen.add((item.project, item.item_id))
+            digest = hashlib.sha256(f"{item.text}\x00{item.golden_label}\x00{item.trusted_label}".encode()).hexdigest()
+            events.append(
+                ItemIngested(
+                    # The same item re-sent is the same event: consumers drop the duplicate.
+                    event_id=derived_id("ingested", item.project, item.item_id, digest),
+                    producer=SERVICE,
+                    project=item.project,
+                    item_id=item.item_id,
+                    payload=TextPayload(text=item.text),
+                    source=item.source or "api",
+                    dataset=item.dataset or "default",
+                    golden_label=item.golden_label or None,
+                    trusted_label=item.trusted_label or None,
+                )
+            )
+        for event in events:
+            await self.gw.db["items"].replace_one(
+                {"_id": f"{event.project}/{event.item_id}"},
+                {"project": event.project, "item_id": event.item_id, "text": event.payload.text,
+                 "golden_label": event.golden_label, "trusted_label": event.trusted_label,
+                 "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at},
+                upsert=True,
+            )
+        await self.gw.rt.bus.publish(events)
+        for event in events:
+            await self.gw.history(event.project, event.item_id, "ingested",
+                                  {"source": event.source, "golden": event.golden_label is not None,
+                                   "trusted": event.trusted_label is not None}, event.event_id)
+        return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])
+
+
+class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
+        caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        project = await self.gw.project(context, request.project)
+        queue = self.gw.queue
+        lease = await queue.current_lease(request.project, caller.annotator_id)
+        if lease is None:
+            served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
+            if should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate):
+                lease = await queue.claim_golden(request.project, caller.annotator_id)
+            if lease is None:
+                lease = await queue.claim(request.project, caller.annotator_id, caller.role)
+        if lease is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
+        item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
+        lease.task["text"] = item["text"] if item else ""
+        return _task_message(lease, project)
+
+    async def _lease_of(self, context: grpc.aio.ServicerContext, caller: Caller, task_id: str) -> dict[str, Any]:
+        if not task_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id is required")
+        lease = await self.gw.queue.get_lease(task_id)
+        if lease is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown task {task_id!r}")
+        if lease["annotator"] != caller.annotator_id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this task is leased to someone else")
+        return lease
+
+    async def SubmitLabel(self, request: pb.SubmitLabelRequest, context: grpc.aio.ServicerContext) -> pb.SubmitLabelResponse:
+        caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        if not request.idempotency_key or len(request.idempotency_key) > 128:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "idempotency_key must be 1..128 characters")
+        if request.time_spent_ms < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "time_spent_ms must not be negative")
+        submission_id = f"{caller.annotator_id}/{request.idempotency_key}"
+        previous = await self.gw.db["submissions"].find_one({"_id": submission_id})
+        if previous is not None:
+            if previous["lease_id"] != request.task_id or previous["label"] != request.label:
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                    "idempotency_key was already used for a different submission")
+            await self._publish(previous)  # a retry after a failed publish completes it
+            return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
+        lease = await self._lease_of(context, caller, request.task_id)
+        project = await self.gw.project(context, lease["project"])
+        if request.label not in project["labels"]:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"label {request.label!r} is not in project {lease['project']!r}'s labels")
+        try:
+            await self.gw.queue.finish(lease, "submitted")
+        except LeaseError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        event = LabelSubmitted(
+            event_id=derived_id("submitted", submission_id),
+            producer=SERVICE, project=lease["project"], item_id=lease["item_id"], task_id=lease["task_id"],
+            annotator_id=caller.annotator_id, role=caller.role.value, label=request.label,
+            time_spent_ms=request.time_spent_ms, guideline_version=project["guideline_version"],
+            idempotency_key=request.idempotency_key, golden=bool(lease.get("golden")),
+        )
+        doc = {"_id": submission_id, "lease_id": request.task_id, "label": request.label,
+               "event": event.model_dump_json(), "published": False}
+        try:
+            await self.gw.db["submissions"].insert_one(doc)
+        except DuplicateKeyError:
+            return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
+        await self._publish(doc)
+        await self.gw.history(event.project, event.item_id, "label_submitted",
+                              {"annotator": caller.annotator_id, "label": request.label,
+                               "time_spent_ms": request.time_spent_ms}, event.event_id)
+        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=False)
+
+    async def _publish(self, submission: dict[str, Any]) -> None:
+        """Outbox step: publish the stored submission, then mark it published."""
+        if submission.get("published"):
+            return
+        await self.gw.rt.bus.publish([LabelSubmitted.model_validate_json(submission["event"])])
+        await self.gw.db["submissions"].update_one({"_id": submission["_id"]}, {"$set": {"published": True}})
+
+    async def SkipTask(self, request: pb.SkipTaskRequest, context: grpc.aio.ServicerContext) -> pb.SkipTaskResponse:
+        caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        lease = await self._lease_of(context, caller, request.task_id)
+        try:
+            await self.gw.queue.finish(lease, "skipped")
+        except LeaseError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        await self.gw.history(lease["project"], lease["item_id"], "skipped",
+                              {"annotator": caller.annotator_id, "reason": request.reason}, f"skip/{lease['_id']}")
+        return pb.SkipTaskResponse()
+
+    async def FlagItem(self, request: pb.FlagItemRequest, context: grpc.aio.ServicerContext) -> pb.FlagItemResponse:
+        caller = await self.gw.caller(context)
+        await self.gw.project(context, request.project)
+        if not request.comment.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "comment is required")
+        if request.item_id and await self.gw.db["items"].find_one({"_id": f"{request.project}/{request.item_id}"}) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r}")
+        subject = FlagSubject.ITEM if request.item_id else FlagSubject.GUIDELINES
+        flag = QcFlagged(
+            producer=SERVICE, project=request.project, item_id=request.item_id or None, subject=subject,
+            subject_id=request.item_id or request.project, kind=FlagKind.ANNOTATOR_FEEDBACK,
+            message=request.comment[:4000], evidence={"annotator": caller.annotator_id},
+        )
+        await self.gw.rt.bus.publish([flag])
+        return pb.FlagItemResponse(flag_id=flag.event_id)
+
+    async def GetGuidelines(self, request: pb.GetGuidelinesRequest, context: grpc.aio.ServicerContext) -> pb.Guidelines:
+        await self.gw.caller(context)
+        project = await self.gw.project(context, request.project)
+        return pb.Guidelines(project=request.project, version=project["guideline_version"],
+                             text=project["guidelines"], labels=project["labels"])
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def ConfigureProject(self, request: pb.ConfigureProjectRequest, context: grpc.aio.ServicerContext) -> pb.Project:
+        await self.gw.caller(context, Role.ADMIN)
+        labels = list(request.labels)
+        problem = None
+        if len(labels) < 2:
+            problem = "a project needs at least two labels"
+        elif len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
+            problem = "labels must be distinct and non-empty"
+        elif request.multi_annotators and not 2 <= request.multi_annotators <= 9:
+            problem = "multi_annotators must be between 2 and 9"
+        elif request.target_auto_error and not 0 < request.target_auto_error < 1:
+            problem = "target_auto_error must be in (0, 1)"
+        current = await self.gw.db["projects"].find_one({"_id": request.project})
+        version = 1
+        if current is not None:
+            same = current["labels"] == labels and current["guidelines"] == request.guidelines
+            version = current["guideline_version"] + (0 if same else 1)
+        try:
+            event = ProjectConfigured(
+                producer=SERVICE, project=request.project, labels=tuple(labels), guideline_version=version,
+                guidelines=request.guidelines, multi_annotators=request.multi_annotators or 3,
+                target_auto_error=request.target_auto_error or 0.02,
+            )
+        except ValueError as exc:
+            problem = problem or f"invalid project: {exc}"
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        await self.gw.db["projects"].replace_one(
+            {"_id": request.project},
+            {"labels": labels, "guidelines": request.guidelines, "guideline_version": version,
+             "multi_annotators": event.multi_annotators, "target_auto_error": event.target_auto_error},
+            upsert=True,
+        )
+        await self.gw.db["guidelines"].update_one(
+            {"_id": f"{request.project}/{version}"},
+            {"$setOnInsert": {"project": request.project, "version": version, "text": request.guidelines,
+                              "labels": labels, "at": utcnow()}},
+            upsert=True,
+        )
+        await self.gw.rt.bus.publish([event])
+        return pb.Project(project=request.project, labels=labels, guideline_version=version)
+
+    async def CreateAnnotator(self, request: pb.CreateAnnotatorRequest, context: grpc.aio.ServicerContext) -> pb.AnnotatorCredentials:
+        await self.gw.caller(context, Role.ADMIN)
+        if not request.annotator_id or len(request.annotator_id) > 128 or request.annotator_id == "admin":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "annotator_id must be 1..128 characters, not 'admin'")
+        try:
+            role = Role(request.role or "annotator")
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown role {request.role!r}")
+        token = new_token()
+        await self.gw.db["annotators"].replace_one(
+            {"_id": request.annotator_id},
+            {"role": role.value, "token_sha256": hash_token(token), "created_at": utcnow(), "suspended": False},
+            upsert=True,
+        )
+        return pb.AnnotatorCredentials(annotator_id=request.annotator_id, role=role.value, token=token)
+
+    async def GetItemHistory(self, request: pb.GetItemHistoryRequest, context: grpc.aio.ServicerContext) -> pb.ItemHistory:
+        await self.gw.caller(context, Role.ADMIN)
+        await self.gw.project(context, request.project)
+        key = f"{request.project}/{request.item_id}"
+        if await self.gw.db["items"].find_one({"_id": key}) is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r}")
+        entries = [
+            pb.HistoryEntry(kind=d["kind"], at_unix_ms=int(d["at"].timestamp() * 1000), detail_json=d["detail"])
+            async for d in self.gw.db["history"].find({"project": request.project, "item_id": request.item_id},
+                                                      sort=[("at", 1)])
+        ]
+        return pb.ItemHistory(project=request.project, item_id=request.item_id, entries=entries)

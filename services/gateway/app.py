@@ -1,0 +1,118 @@
+"""The gateway service: the gRPC API for annotation tools, plus the task queues fed by item.routed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import Counter, Gauge
+
+from labelmesh.runtime.service import ServiceRuntime
+from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFinalized, QcFlagged
+from schemas.rpc import gateway_pb2 as pb
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
+from services.gateway.api import AdminServicer, AnnotationServicer, Gateway, IngestServicer
+from services.gateway.settings import GatewaySettings
+
+SERVICE = "gateway"
+log = logging.getLogger(__name__)
+SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name)
+
+
+class GatewayService:
+    def __init__(self, rt: ServiceRuntime, settings: GatewaySettings) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.gw = Gateway(rt, settings)
+        self.server: grpc.aio.Server | None = None
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.open_tasks = Gauge("labelmesh_gateway_open_tasks", "Tasks waiting for humans", ["project", "tier"],
+                                registry=rt.registry)
+        self.expired = Counter("labelmesh_gateway_leases_expired_total", "Leases that expired", registry=rt.registry)
+
+    def wire(self) -> None:
+        self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC, QcFlagged.TOPIC], self.on_events)
+        self.rt.on_start.append(self.start_grpc)
+        self.rt.on_stop.append(self.stop_grpc)
+
+    async def start_grpc(self) -> None:
+        await self.gw.queue.ensure_indexes()
+        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.gw), server)
+        pb_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(self.gw), server)
+        pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.gw), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        if self.settings.tls_cert_file and self.settings.tls_key_file:
+            creds = grpc.ssl_server_credentials(
+                [(Path(self.settings.tls_key_file).read_bytes(), Path(self.settings.tls_cert_file).read_bytes())]
+            )
+            self.port = server.add_secure_port(address, creds)
+        else:
+            self.port = server.add_insecure_port(address)
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.server = server
+        self._sweeper = asyncio.create_task(self._sweep())
+        log.info("gRPC listening on %s:%s", self.settings.grpc_host, self.port)
+
+    async def stop_grpc(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if self.server:
+            await self.health.enter_graceful_shutdown()
+            await self.server.stop(grace=5)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_seconds)
+            try:
+                self.expired.inc(await self.gw.queue.expire_leases())
+                for (project, tier), n in (await self.gw.queue.open_counts()).items():
+                    self.open_tasks.labels(project, tier).set(n)
+            except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup
+                log.exception("lease sweep failed; retrying")
+
+    async def on_events(self, events: list[Envelope]) -> None:
+        for event in events:
+            if isinstance(event, ItemRouted):
+                await self.gw.queue.add(event)
+                await self.gw.history(event.project, event.item_id, "routed",
+                                      {"tier": event.tier.value, "required": event.required_annotators,
+                                       "spot_check": event.spot_check, "golden": event.golden,
+                                       "model_version": event.model_version,
+                                       "prelabel": [s.model_dump() for s in event.top_k],
+                                       "reasons": list(event.reasons)}, event.event_id)
+            elif isinstance(event, LabelFinalized):
+                await self.gw.queue.close_item(event.project, event.item_id)
+                await self.gw.history(event.project, event.item_id, "finalized",
+                                      {"label": event.label, "version": event.version,
+                                       "provenance": event.provenance.value, "confidence": event.confidence},
+                                      event.event_id)
+            elif isinstance(event, QcFlagged):
+                if event.item_id:
+                    await self.gw.history(event.project, event.item_id, "flagged",
+                                          {"kind": event.kind.value, "message": event.message}, event.event_id)
+                if event.subject == FlagSubject.ANNOTATOR and event.kind == FlagKind.ANNOTATOR_SUSPENDED:
+                    await self.gw.db["annotators"].update_one({"_id": event.subject_id}, {"$set": {"suspended": True}})
+                    await self.gw.queue.requeue_annotator(event.subject_id)
+
+
+def create_app(settings: GatewaySettings | None = None) -> ServiceRuntime:
+    settings = settings or GatewaySettings()
+    rt = ServiceRuntime(SERVICE, settings)
+    service = GatewayService(rt, settings)
+    service.wire()
+    rt.component = service
+    return rt

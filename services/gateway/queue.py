@@ -1,0 +1,192 @@
+"""Task queues and leases in the gateway's database: who may work on what, and for how long."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+
+from schemas.events import ItemRouted, Tier, utcnow
+from services.gateway.auth import Role
+
+
+class LeaseError(Exception):
+    """A lease that cannot be used: unknown, someone else's, expired or already finished."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Lease:
+    lease_id: str
+    task: dict[str, Any]
+    expires_at: datetime
+
+
+def lease_id_for(task_id: str, annotator_id: str) -> str:
+    return f"{task_id}~{annotator_id}"
+
+
+class TaskQueue:
+    def __init__(self, db: AsyncDatabase, lease_seconds: float) -> None:
+        self.tasks = db["tasks"]
+        self.leases = db["leases"]
+        self.golden_seen = db["golden_seen"]
+        self.lease_seconds = lease_seconds
+
+    async def ensure_indexes(self) -> None:
+        await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
+        await self.leases.create_index([("state", 1), ("expires_at", 1)])
+        await self.leases.create_index([("annotator", 1), ("state", 1)])
+
+    async def add(self, routed: ItemRouted) -> bool:
+        """A task per routing decision that needs humans; a re-route replaces the item's open task."""
+        if routed.required_annotators == 0 and not routed.golden:
+            return False
+        task_id = routed.event_id
+        if routed.golden:
+            doc = {"project": routed.project, "item_id": routed.item_id, "golden": True, "status": "pool",
+                   "tier": Tier.SINGLE.value, "required": 0, "open_slots": 0}
+        else:
+            await self.tasks.update_many(
+                {"project": routed.project, "item_id": routed.item_id, "status": "open", "_id": {"$ne": task_id}},
+                {"$set": {"status": "superseded"}},
+            )
+            doc = {"project": routed.project, "item_id": routed.item_id, "golden": False, "status": "open",
+                   "tier": routed.tier.value, "required": routed.required_annotators,
+                   "open_slots": routed.required_annotators}
+        doc.update({
+            "annotators": [], "submitted": [], "created_at": utcnow(),
+            "prelabel": [s.model_dump() for s in routed.top_k],
+            "neighbours": [n.model_dump() for n in routed.neighbours],
+            "reasons": list(routed.reasons), "spot_check": routed.spot_check,
+        })
+        result = await self.tasks.update_one({"_id": task_id}, {"$setOnInsert": doc}, upsert=True)
+        return result.upserted_id is not None
+
+    async def current_lease(self, project: str, annotator: str) -> Lease | None:
+        doc = await self.leases.find_one(
+            {"project": project, "annotator": annotator, "state": "leased", "expires_at": {"$gt": utcnow()}}
+        )
+        if doc is None:
+            return None
+        task = await self.tasks.find_one({"_id": doc["task_id"]})
+        return Lease(doc["_id"], task, doc["expires_at"]) if task else None
+
+    async def claim(self, project: str, annotator: str, role: Role) -> Lease | None:
+        """Atomically take one open slot of the oldest task this annotator has not had."""
+        tiers = [Tier.EXPERT.value] if role is Role.EXPERT else []
+        tiers_rest = [t.value for t in Tier if t is not Tier.EXPERT]
+        for allowed in ([tiers, tiers_rest] if tiers else [tiers_rest]):
+            task = await self.tasks.find_one_and_update(
+                {"project": project, "status": "open", "open_slots": {"$gt": 0},
+                 "annotators": {"$ne": annotator}, "tier": {"$in": allowed}},
+                {"$inc": {"open_slots": -1}, "$push": {"annotators": annotator}},
+                sort=[("created_at", 1)],
+                return_document=ReturnDocument.AFTER,
+            )
+            if task is not None:
+                return await self._lease(task, annotator)
+        return None
+
+    async def claim_golden(self, project: str, annotator: str) -> Lease | None:
+        seen = [d["item_id"] async for d in self.golden_seen.find({"annotator": annotator, "project": project})]
+        task = await self.tasks.find_one(
+            {"project": project, "status": "pool", "golden": True, "item_id": {"$nin": seen}}, sort=[("created_at", 1)]
+        )
+        if task is None:
+            return None
+        await self.golden_seen.update_one(
+            {"_id": f"{annotator}/{project}/{task['item_id']}"},
+            {"$set": {"annotator": annotator, "project": project, "item_id": task["item_id"]}},
+            upsert=True,
+        )
+        return await self._lease(task, annotator)
+
+    async def _lease(self, task: dict[str, Any], annotator: str) -> Lease:
+        now = utcnow()
+        expires = now + timedelta(seconds=self.lease_seconds)
+        lease_id = lease_id_for(task["_id"], annotator)
+        await self.leases.replace_one(
+            {"_id": lease_id},
+            {"task_id": task["_id"], "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
+             "state": "leased", "leased_at": now, "expires_at": expires, "golden": task.get("golden", False)},
+            upsert=True,
+        )
+        return Lease(lease_id, task, expires)
+
+    async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
+        return await self.leases.find_one({"_id": lease_id})
+
+    async def finish(self, lease: dict[str, Any], state: str) -> None:
+        """Mark a lease submitted or skipped; fails if it expired or was already used."""
+        now = utcnow()
+        result = await self.leases.update_one(
+            {"_id": lease["_id"], "state": "leased", "expires_at": {"$gt": now}},
+            {"$set": {"state": state, "finished_at": now}},
+        )
+        if result.modified_count != 1:
+            current = await self.leases.find_one({"_id": lease["_id"]})
+            if current and current["state"] in ("leased", "expired"):
+                raise LeaseError("expired", "the lease has expired; lease the task again")
+            raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
+        if lease.get("golden"):
+            return
+        if state == "submitted":
+            task = await self.tasks.find_one_and_update(
+                {"_id": lease["task_id"]}, {"$addToSet": {"submitted": lease["annotator"]}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if task and len(task["submitted"]) >= task["required"]:
+                await self.tasks.update_one({"_id": task["_id"], "status": "open"}, {"$set": {"status": "done"}})
+        else:  # skipped: the slot goes back, but not to the same annotator
+            await self.tasks.update_one({"_id": lease["task_id"], "status": "open"}, {"$inc": {"open_slots": 1}})
+
+    async def expire_leases(self) -> int:
+        """Return every expired lease's slot to its task; the annotator may take it again."""
+        count = 0
+        while True:
+            lease = await self.leases.find_one_and_update(
+                {"state": "leased", "expires_at": {"$lte": utcnow()}}, {"$set": {"state": "expired"}}
+            )
+            if lease is None:
+                return count
+            count += 1
+            if not lease.get("golden"):
+                await self.tasks.update_one(
+                    {"_id": lease["task_id"], "status": "open"},
+                    {"$inc": {"open_slots": 1}, "$pull": {"annotators": lease["annotator"]}},
+                )
+
+    async def requeue_annotator(self, annotator: str) -> int:
+        """Take back an annotator's open leases (e.g. when qc suspends them)."""
+        count = 0
+        async for lease in self.leases.find({"annotator": annotator, "state": "leased"}):
+            result = await self.leases.update_one(
+                {"_id": lease["_id"], "state": "leased"}, {"$set": {"state": "revoked"}}
+            )
+            if result.modified_count and not lease.get("golden"):
+                count += 1
+                await self.tasks.update_one(
+                    {"_id": lease["task_id"], "status": "open"},
+                    {"$inc": {"open_slots": 1}, "$pull": {"annotators": annotator}},
+                )
+        return count
+
+    async def close_item(self, project: str, item_id: str) -> None:
+        """A final label exists: nobody needs to work on the item's open tasks any more."""
+        await self.tasks.update_many(
+            {"project": project, "item_id": item_id, "status": "open"}, {"$set": {"status": "closed"}}
+        )
+
+    async def open_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        async for task in self.tasks.find({"status": "open"}, {"project": 1, "tier": 1}):
+            key = (task["project"], task["tier"])
+            counts[key] = counts.get(key, 0) + 1
+        return counts

@@ -1,0 +1,25 @@
+"""Gateway settings (LABELMESH_GATEWAY_*)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from labelmesh.runtime.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELMESH_GATEWAY_", extra="ignore")
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    # The bootstrap credential for the admin role; annotators get their own tokens from CreateAnnotator.
+    admin_token: SecretStr = SecretStr("change-me-admin-token")
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    lease_seconds: float = 300.0
+    sweep_seconds: float = 1.0
+    golden_rate: float = 0.05
+    max_batch_items: int = 5_000
+    max_text_chars: int = 100_000
+    http_port: int = 9105
