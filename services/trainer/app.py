@@ -1,0 +1,222 @@
+"""The trainer service: keeps versioned final labels with their embeddings, retrains, promotes, publishes models."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from gridfs import AsyncGridFSBucket
+from prometheus_client import Counter, Gauge, Histogram
+from pymongo import UpdateOne
+
+from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
+from labelmesh.runtime.projects import ProjectCatalog
+from labelmesh.runtime.service import ServiceRuntime
+from schemas.events import (
+    ArtifactRef,
+    Envelope,
+    ItemPrelabeled,
+    LabelFinalized,
+    ModelUpdated,
+    Thresholds,
+    derived_id,
+    utcnow,
+)
+from services.trainer.evaluation import Evaluation, decide_promotion, evaluate, recommend_thresholds
+from services.trainer.lineage import in_holdout, member_key, training_set_version
+from services.trainer.settings import TrainerSettings
+
+SERVICE = "trainer"
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    def __init__(self, rt: ServiceRuntime, settings: TrainerSettings) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.catalog = ProjectCatalog(rt.db)
+        self.examples = rt.db["examples"]
+        self.models = rt.db["models"]
+        self.artifacts = AsyncGridFSBucket(rt.db, bucket_name="artifacts")
+        self._lock = asyncio.Lock()
+        self._last_check: dict[str, float] = {}
+        self.runs = Counter("labelmesh_trainer_runs_total", "Training runs", ["project", "outcome"],
+                            registry=rt.registry)
+        self.seconds = Histogram("labelmesh_trainer_train_seconds", "Time per training run", registry=rt.registry)
+        self.version = Gauge("labelmesh_trainer_model_version", "Champion model version", ["project"],
+                             registry=rt.registry)
+        self.heldout = Gauge("labelmesh_trainer_heldout_accuracy", "Champion's held-out accuracy", ["project"],
+                             registry=rt.registry)
+        self._ticker: asyncio.Task[None] | None = None
+
+    def wire(self) -> None:
+        self.catalog.attach(self.rt.bus)
+        self.rt.bus.subscribe([ItemPrelabeled.TOPIC, LabelFinalized.TOPIC], self.on_events, max_records=1000)
+        self.rt.on_start.append(self.start_ticker)
+        self.rt.on_stop.append(self.stop_ticker)
+
+    async def start_ticker(self) -> None:
+        if self.settings.retrain_interval_s > 0:
+            self._ticker = asyncio.create_task(self._tick())
+
+    async def stop_ticker(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.retrain_interval_s)
+            async for state in self.rt.db["train_state"].find():
+                try:
+                    await self.maybe_train(state["_id"], by_time=True)
+                except Exception:  # noqa: BLE001 - a failed timed run is retried at the next tick
+                    log.exception("timed retrain of %s failed", state["_id"])
+
+    async def on_events(self, events: list[Envelope]) -> None:
+        ops: list[UpdateOne] = []
+        versions: list[dict[str, Any]] = []
+        projects: set[str] = set()
+        for event in events:
+            key = {"_id": f"{event.project}/{event.item_id}"}
+            projects.add(event.project)
+            if isinstance(event, ItemPrelabeled):
+                vector = np.asarray(event.embedding, dtype=np.float32)
+                ops.append(UpdateOne(key, {"$set": {"project": event.project, "item_id": event.item_id,
+                                                    "embedding": vector.tobytes(), "encoder": event.encoder}},
+                                     upsert=True))
+            elif isinstance(event, LabelFinalized):
+                ops.append(UpdateOne(key, {"$setOnInsert": {"project": event.project, "item_id": event.item_id}},
+                                     upsert=True))
+                ops.append(UpdateOne(
+                    {**key, "$or": [{"version": {"$exists": False}}, {"version": {"$lt": event.version}}]},
+                    {"$set": {"project": event.project, "item_id": event.item_id, "label": event.label,
+                              "version": event.version, "provenance": event.provenance.value,
+                              "golden": event.golden, "guideline_version": event.guideline_version,
+                              "holdout": event.golden or in_holdout(event.project, event.item_id,
+                                                                    self.settings.holdout_fraction)}},
+                ))
+                versions.append({"_id": f"{event.project}/{event.item_id}@{event.version}",
+                                 "project": event.project, "item_id": event.item_id, "version": event.version,
+                                 "label": event.label, "provenance": event.provenance.value,
+                                 "guideline_version": event.guideline_version, "at": event.occurred_at})
+        if ops:
+            await self.examples.bulk_write(ops, ordered=True)
+        for doc in versions:
+            await self.rt.db["label_versions"].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        for project in projects:
+            await self.maybe_train(project)
+
+    async def _usable(self, project: str, holdout: bool) -> list[dict[str, Any]]:
+        query = {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": holdout}
+        return [d async for d in self.examples.find(query, sort=[("_id", 1)])]
+
+    async def maybe_train(self, project: str, by_time: bool = False) -> None:
+        async with self._lock:
+            state = await self.rt.db["train_state"].find_one({"_id": project}) or {"trained_on": 0, "champion": None}
+            n = await self.examples.count_documents(
+                {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": False}
+            )
+            await self.rt.db["train_state"].update_one({"_id": project}, {"$set": {"available": n}}, upsert=True)
+            fresh = n - state["trained_on"]
+            due = (
+                (state["champion"] is None and n >= self.settings.first_model_min)
+                or (state["champion"] is not None and fresh >= self.settings.retrain_every)
+                or (by_time and state["champion"] is not None and fresh > 0)
+            )
+            if due:
+                await self.train(project, state)
+
+    async def train(self, project: str, state: dict[str, Any]) -> ModelUpdated | None:
+        config = await self.catalog.get(project)
+        if config is None:
+            return None
+        train_docs = await self._usable(project, holdout=False)
+        eval_docs = await self._usable(project, holdout=True)
+        X = np.stack([np.frombuffer(d["embedding"], np.float32) for d in train_docs])
+        y = [d["label"] for d in train_docs]
+        encoder = train_docs[0]["encoder"]
+        started = time.perf_counter()
+        head = await asyncio.to_thread(train_head, X, y, encoder_name=encoder, classes=config.labels)
+        seconds = time.perf_counter() - started
+        self.seconds.observe(seconds)
+        X_eval = np.stack([np.frombuffer(d["embedding"], np.float32) for d in eval_docs]) if eval_docs else X[:0]
+        y_eval = [d["label"] for d in eval_docs]
+        challenger = evaluate(head, X_eval, y_eval)
+        champion_eval: Evaluation | None = None
+        if state.get("champion"):
+            champion_head = await self._load(project, state["champion"])
+            champion_eval = evaluate(champion_head, X_eval, y_eval)
+        decision = decide_promotion(challenger, champion_eval, self.settings.promotion_tolerance,
+                                    self.settings.min_eval_items)
+        members = [(d["item_id"], d["version"], d["label"]) for d in train_docs]
+        ts_version = training_set_version(members)
+        await self.rt.db["training_sets"].update_one(
+            {"_id": ts_version},
+            {"$setOnInsert": {"project": project, "size": len(members), "created_at": utcnow(),
+                              "members": [member_key(i, v) for i, v, _ in members],
+                              "guideline_versions": sorted({d.get("guideline_version") or 0 for d in train_docs})}},
+            upsert=True,
+        )
+        version = await self.models.count_documents({"project": project}) + 1
+        content = head.to_bytes()
+        digest = sha256_hex(content)
+        file_id = await self.artifacts.upload_from_stream(
+            f"{project}-v{version}.npz", content, metadata={"project": project, "version": version, "sha256": digest}
+        )
+        metrics = {"heldout_n": float(challenger.n), "heldout_accuracy": challenger.accuracy,
+                   "heldout_ece": challenger.ece, "train_seconds": seconds, "train_size": float(len(members))}
+        if champion_eval is not None:
+            metrics["champion_heldout_accuracy"] = champion_eval.accuracy
+        thresholds = recommend_thresholds(challenger, config.target_auto_error)
+        await self.models.insert_one({
+            "_id": f"{project}/{version}", "project": project, "version": version, "artifact_id": file_id,
+            "sha256": digest, "size": len(content), "training_set_version": ts_version, "metrics": metrics,
+            "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(), "encoder": encoder,
+            "thresholds": {"auto_accept": thresholds.auto_accept, "single_review": thresholds.single_review},
+        })
+        await self.rt.db["train_state"].update_one(
+            {"_id": project},
+            {"$set": {"trained_on": len(members), **({"champion": version} if decision.promote else {})}},
+            upsert=True,
+        )
+        self.runs.labels(project, "promoted" if decision.promote else "kept_champion").inc()
+        log.info("%s model v%d: %s (%.1fs)", project, version, decision.reason, seconds)
+        if not decision.promote:
+            return None
+        event = ModelUpdated(
+            event_id=derived_id(project, "model", str(version), ts_version),
+            producer=SERVICE, project=project, model_version=version, encoder=encoder,
+            artifact=ArtifactRef(uri=f"gridfs://{self.rt.db.name}/artifacts/{file_id}", sha256=digest,
+                                 size=len(content), content_b64=base64.b64encode(content).decode()),
+            training_set_version=ts_version, training_set_size=len(members),
+            heldout_metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
+            calibration={"temperature": float(head.temperature)},
+            recommended_thresholds=Thresholds(auto_accept=thresholds.auto_accept,
+                                              single_review=thresholds.single_review),
+        )
+        await self.rt.bus.publish([event])
+        self.version.labels(project).set(version)
+        if np.isfinite(challenger.accuracy):
+            self.heldout.labels(project).set(challenger.accuracy)
+        return event
+
+    async def _load(self, project: str, version: int) -> TrainedHead:
+        doc = await self.models.find_one({"_id": f"{project}/{version}"})
+        stream = await self.artifacts.open_download_stream(doc["artifact_id"])
+        content = await stream.read()
+        if sha256_hex(content) != doc["sha256"]:
+            raise RuntimeError(f"stored artifact {project} v{version} fails its checksum")
+        return TrainedHead.from_bytes(content)
+
+
+def create_app(settings: TrainerSettings | None = None) -> ServiceRuntime:
+    settings = settings or TrainerSettings()
+    rt = ServiceRuntime(SERVICE, settings)
+    trainer = Trainer(rt, settings)
+    trainer.wire()
+    rt.component = trainer
+    return rt

@@ -1,0 +1,59 @@
+"""Champion/challenger evaluation on held-out labels, and the thresholds a new model should start with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from labelmesh.ml.calibration import expected_calibration_error
+from labelmesh.ml.head import TrainedHead
+from services.router.domain.thresholds import Observation, learn_thresholds
+from services.router.domain.tiers import Thresholds
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    n: int
+    accuracy: float
+    ece: float
+    observations: tuple[Observation, ...]
+
+
+def evaluate(head: TrainedHead, X: np.ndarray, y: list[str]) -> Evaluation:
+    if len(y) == 0:
+        return Evaluation(0, float("nan"), float("nan"), ())
+    probs = head.predict_proba(X)
+    index = {c: i for i, c in enumerate(head.classes)}
+    truth = np.array([index.get(label, -1) for label in y])
+    pred = probs.argmax(axis=1)
+    known = truth >= 0
+    ece = expected_calibration_error(probs[known], truth[known]) if known.any() else float("nan")
+    conf = probs.max(axis=1)
+    obs = tuple(Observation(float(min(1.0, c)), bool(p == t)) for c, p, t in zip(conf, pred, truth, strict=True))
+    return Evaluation(len(y), float(np.mean(pred == truth)), float(ece), obs)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(challenger: Evaluation, champion: Evaluation | None, tolerance: float, min_items: int) -> Promotion:
+    """Promote unless the challenger is measurably worse than the champion on the same held-out items."""
+    if champion is None:
+        return Promotion(True, "first model")
+    if challenger.n < min_items:
+        return Promotion(True, f"only {challenger.n} held-out items (< {min_items}); promoted on trust")
+    if challenger.accuracy + tolerance >= champion.accuracy:
+        return Promotion(True, f"held-out accuracy {challenger.accuracy:.4f} vs champion {champion.accuracy:.4f}")
+    return Promotion(
+        False, f"held-out accuracy {challenger.accuracy:.4f} is worse than champion {champion.accuracy:.4f} "
+               f"by more than {tolerance}",
+    )
+
+
+def recommend_thresholds(evaluation: Evaluation, target_auto_error: float) -> Thresholds:
+    """Borders learned from this model's own held-out predictions (seed borders where evidence is thin)."""
+    return learn_thresholds(evaluation.observations, Thresholds(), target_auto_error=target_auto_error).thresholds

@@ -1,0 +1,22 @@
+"""Trainer settings (LABELMESH_TRAINER_*)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from labelmesh.runtime.settings import CommonSettings
+
+
+class TrainerSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELMESH_TRAINER_", extra="ignore")
+
+    # The first model needs this many labelled examples; later ones retrain every `retrain_every` new labels.
+    first_model_min: int = 200
+    retrain_every: int = 500
+    # ...or after this many seconds if anything new arrived (0 = off).
+    retrain_interval_s: float = 0.0
+    holdout_fraction: float = 0.10
+    # A challenger may be this much less accurate on held-out items and still be promoted (noise allowance).
+    promotion_tolerance: float = 0.01
+    min_eval_items: int = 30
+    http_port: int = 9104
