@@ -1,0 +1,198 @@
+"""The demo: the whole pipeline on BANKING77 with a simulated team, ending in a report of what it cost and achieved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from labelmesh.client import GatewayClient
+from labelmesh.datasets import REPO_ROOT, categories, load
+from labelmesh.infra import create_topics
+from labelmesh.runtime.settings import CommonSettings
+from labelmesh.simulation import SimulatedAnnotator, default_team
+from labelmesh.stack import Stack
+from schemas.rpc import gateway_pb2 as pb
+
+PROJECT = "banking77"
+PRICE_LABEL = 0.10
+PRICE_EXPERT = 0.50
+console = Console()
+
+
+@dataclass
+class EventLog:
+    """Everything the demo's topics carried, read back from Kafka as any consumer would."""
+
+    by_topic: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+
+    async def follow(self, bootstrap: str, prefix: str, topics: list[str], stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(*(prefix + t for t in topics), bootstrap_servers=bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024 * 1024,
+                                    fetch_max_bytes=64 * 1024 * 1024)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                for tp, records in (await consumer.getmany(timeout_ms=300)).items():
+                    topic = tp.topic.removeprefix(prefix)
+                    self.by_topic[topic].extend(json.loads(r.value) for r in records)
+        finally:
+            await consumer.stop()
+
+
+async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[str, str], stop: asyncio.Event,
+                    counts: Counter[str]) -> None:
+    while not stop.is_set():
+        task = await client.lease(PROJECT)
+        if task is None:
+            await asyncio.sleep(0.3)
+            continue
+        label = sim.answer(truth[task.item_id], list(task.labels), [p.label for p in task.prelabel])
+        await client.submit(task.task_id, label, key=f"{task.task_id}", time_spent_ms=sim.time_spent_ms())
+        counts[sim.role] += 1
+
+
+def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_truth: dict[str, str]) -> dict[str, Any]:
+    work_set = set(work)
+    finals: dict[str, dict[str, Any]] = {}
+    for event in log.by_topic["label.finalized"]:
+        if event["item_id"] in work_set:
+            finals[event["item_id"]] = event
+    first_tier: dict[str, str] = {}
+    for event in log.by_topic["item.routed"]:
+        first_tier.setdefault(event["item_id"], event["tier"])
+    tiers = Counter(first_tier[i] for i in work if i in first_tier)
+    submitted = [e for e in log.by_topic["label.submitted"] if e["item_id"] in work_set]
+    human = sum(1 for e in submitted if e["role"] != "expert")
+    expert = sum(1 for e in submitted if e["role"] == "expert")
+    correct = sum(1 for i, f in finals.items() if f["label"] == truth[i])
+    golden_by: dict[str, list[bool]] = defaultdict(list)
+    for e in log.by_topic["label.submitted"]:
+        if e.get("golden") and e["item_id"] in golden_truth:
+            golden_by[e["annotator_id"]].append(e["label"] == golden_truth[e["item_id"]])
+    auto = [i for i, f in finals.items() if f["provenance"] == "auto"]
+    n = len(work)
+    return {
+        "items": n,
+        "final_labels": len(finals),
+        "final_accuracy": correct / len(finals) if finals else None,
+        "tiers": {k: v / n for k, v in sorted(tiers.items())},
+        "auto_accepted_error": (sum(finals[i]["label"] != truth[i] for i in auto) / len(auto)) if auto else None,
+        "human_labels_per_item": human / n,
+        "expert_labels_per_item": expert / n,
+        "cost_per_item_usd": (human * PRICE_LABEL + expert * PRICE_EXPERT) / n,
+        "manual_single_cost_per_item_usd": PRICE_LABEL,
+        "provenance": dict(Counter(f["provenance"] for f in finals.values())),
+        "models": [
+            {"version": m["model_version"], "training_set_size": m["training_set_size"],
+             "heldout_accuracy": m["heldout_metrics"].get("heldout_accuracy"),
+             "thresholds": m["recommended_thresholds"]}
+            for m in log.by_topic["model.updated"]
+        ],
+        "flags": dict(Counter(f["kind"] for f in log.by_topic["qc.flagged"])),
+        "golden_accuracy": {a: sum(v) / len(v) for a, v in sorted(golden_by.items())},
+        "dead_letters": len(log.by_topic["deadletter"]),
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    table = Table(title="labelmesh demo: BANKING77 with a simulated team")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    for key in ("items", "final_labels", "final_accuracy", "auto_accepted_error", "human_labels_per_item",
+                "expert_labels_per_item", "cost_per_item_usd", "manual_single_cost_per_item_usd", "dead_letters"):
+        table.add_row(key, fmt(report[key]))
+    for tier, share in report["tiers"].items():
+        table.add_row(f"tier {tier}", f"{share:.1%}")
+    for m in report["models"]:
+        table.add_row(f"model v{m['version']}", f"n={m['training_set_size']} held-out acc={fmt(m['heldout_accuracy'])}")
+    for kind, count in report["flags"].items():
+        table.add_row(f"flags {kind}", str(count))
+    for who, acc in report["golden_accuracy"].items():
+        table.add_row(f"golden accuracy {who}", f"{acc:.0%}")
+    console.print(table)
+
+
+async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
+                   timeout_s: float = 1800) -> dict[str, Any]:
+    base = CommonSettings()
+    namespace = f"demo{int(time.time())}"
+    prefix = f"{namespace}."
+    out_dir = REPO_ROOT / "var" / "demo" / namespace
+    admin_token = secrets.token_urlsafe(16)
+    await create_topics(base.kafka_bootstrap, prefix)
+    stack = Stack(
+        env={"LABELMESH_NAMESPACE": namespace, "LABELMESH_TOPIC_PREFIX": prefix,
+             "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
+             "LABELMESH_PRELABELER_ENCODER": encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin_token,
+             "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(bootstrap * 0.8)),
+             "LABELMESH_TRAINER_RETRAIN_EVERY": "300"},
+        log_dir=out_dir / "logs",
+    )
+    rows = load("train")
+    random.Random(seed).shuffle(rows)
+    boot, gold, work = rows[:bootstrap], rows[bootstrap:bootstrap + golden], rows[bootstrap + golden:][:items]
+    truth = {r.item_id: r.label for r in rows}
+    log, stop_log, stop_team = EventLog(), asyncio.Event(), asyncio.Event()
+    console.print(f"[bold]labelmesh demo[/] namespace={namespace}: starting five services ({encoder} encoder)")
+    await stack.start_all()
+    follower = asyncio.create_task(log.follow(base.kafka_bootstrap, prefix, [
+        "item.routed", "label.submitted", "label.finalized", "model.updated", "qc.flagged", "deadletter"], stop_log))
+    client = GatewayClient(f"127.0.0.1:{stack.grpc_port}", admin_token)
+    counts: Counter[str] = Counter()
+    try:
+        await client.configure_project(PROJECT, categories(), guidelines="Label the customer's banking intent.")
+        team = default_team(seed)
+        tokens = {s.name: await client.create_annotator(s.name, s.role) for s in team}
+        console.print(f"bootstrapping model v1 from {len(boot)} rows labelled by the internal team")
+        for i in range(0, len(boot), 500):
+            await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+                                                     trusted_label=r.label, source="bootstrap")
+                                       for r in boot[i:i + 500]])
+        while not log.by_topic["model.updated"]:
+            await asyncio.sleep(0.5)
+        await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+                                                 golden_label=r.label, source="golden") for r in gold])
+        workers = [asyncio.create_task(_annotate(client.as_user(tokens[s.name]), s, truth, stop_team, counts))
+                   for s in team]
+        work_ids = [r.item_id for r in work]
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            bar = progress.add_task("final labels", total=len(work))
+            for i in range(0, len(work), 100):
+                await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+                                                         source="demo") for r in work[i:i + 100]])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                done = len({e["item_id"] for e in log.by_topic["label.finalized"]} & set(work_ids))
+                progress.update(bar, completed=done,
+                                description=f"final labels (human {counts['annotator']}, expert {counts['expert']})")
+                if done >= len(work):
+                    break
+                await asyncio.sleep(0.5)
+        stop_team.set()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await asyncio.sleep(1.0)
+    finally:
+        stop_log.set()
+        await follower
+        await client.close()
+        stack.stop_all()
+    report = summarise(log, truth, [r.item_id for r in work], {r.item_id: r.label for r in gold})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    print_report(report)
+    console.print(f"report written to {out_dir / 'report.json'}")
+    return report
