@@ -12,16 +12,16 @@ from labelmesh.runtime.settings import CommonSettings
 from schemas.topics import TOPIC_SPECS
 
 
-async def create_topics(bootstrap: str, replication: int = 1) -> list[str]:
+async def create_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> list[str]:
     """Create every missing topic; returns the names created (existing ones are left as they are)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="labelmesh-infra")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(spec.name, spec.partitions, replication, topic_configs=dict(spec.config))
+            NewTopic(prefix + spec.name, spec.partitions, replication, topic_configs=dict(spec.config))
             for spec in TOPIC_SPECS
-            if spec.name not in existing
+            if prefix + spec.name not in existing
         ]
         if missing:
             try:
@@ -37,7 +37,8 @@ def main(argv: list[str]) -> int:
     if argv[:1] != ["topics"]:
         print("usage: python -m labelmesh.infra topics", file=sys.stderr)
         return 2
-    created = asyncio.run(create_topics(CommonSettings().kafka_bootstrap))
+    settings = CommonSettings()
+    created = asyncio.run(create_topics(settings.kafka_bootstrap, settings.topic_prefix))
     print(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
     return 0
 

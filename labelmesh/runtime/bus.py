@@ -60,12 +60,12 @@ class BusMetrics:
         self.service = service
 
 
-def decode(record: Any) -> Envelope:
+def decode(record: Any, prefix: str = "") -> Envelope:
     """Parse one consumer record; raises ValueError/ValidationError with a reason."""
     if record.value is None:
         raise ValueError("empty record value")
     event = parse_event(record.value)
-    expected = EVENT_BY_TOPIC.get(record.topic)
+    expected = EVENT_BY_TOPIC.get(record.topic.removeprefix(prefix))
     if expected is not None and not isinstance(event, expected):
         raise ValueError(f"event type {event.type!r} does not belong on topic {record.topic!r}")
     return event
@@ -99,7 +99,7 @@ class EventBus:
             pending.append(
                 await self.broker.publish(
                     event.model_dump_json().encode(),
-                    topic=event.TOPIC,
+                    topic=self.settings.topic(event.TOPIC),
                     key=event.key.encode(),
                     headers={"event-type": event.type, "producer": self.service},
                     no_confirm=True,
@@ -122,7 +122,7 @@ class EventBus:
         log.warning("dead-lettered %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason)
         self.metrics.dead.labels(self.service, record.topic).inc()
         await self.broker.publish(
-            letter.model_dump_json().encode(), topic=DeadLetter.TOPIC, key=(letter.key or "").encode()
+            letter.model_dump_json().encode(), topic=self.settings.topic(DeadLetter.TOPIC), key=(letter.key or "").encode()
         )
 
     def subscribe(
@@ -145,7 +145,7 @@ class EventBus:
 
         # NACK_ON_ERROR rewinds to the batch's first offset, so nothing is committed past an unhandled event.
         self.broker.subscriber(
-            *topics,
+            *(self.settings.topic(t) for t in topics),
             group_id=group,
             batch=True,
             max_records=max_records,
@@ -161,7 +161,7 @@ class EventBus:
         origin: dict[str, Any] = {}
         for record in records:
             try:
-                event = decode(record)
+                event = decode(record, self.settings.topic_prefix)
             except (ValidationError, ValueError, UnicodeDecodeError) as exc:
                 await self.dead_letter(record, f"undecodable event: {exc}")
                 continue

@@ -1,28 +1,45 @@
-"""Settings every service reads from the environment (LABELMESH_*); each service extends them."""
+"""Settings every service reads from the environment; each service extends them with its own prefix."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def shared(default: Any, env: str) -> Any:
+    """A setting every service reads under the same name (LABELMESH_<ENV>), whatever its own prefix."""
+    return Field(default, validation_alias=f"LABELMESH_{env}")
+
+
 class CommonSettings(BaseSettings):
-    """Where the infrastructure is and how this process identifies itself."""
+    """Where the infrastructure is and how this process identifies itself.
 
-    model_config = SettingsConfigDict(env_prefix="LABELMESH_", extra="ignore")
+    Shared settings are LABELMESH_KAFKA_BOOTSTRAP and friends; a service's own settings (and its HTTP
+    port) carry its prefix, e.g. LABELMESH_ROUTER_HTTP_PORT.
+    """
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    mongo_uri: str = "mongodb://127.0.0.1:27017/"
+    model_config = SettingsConfigDict(env_prefix="LABELMESH_", extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap: str = shared("127.0.0.1:9092", "KAFKA_BOOTSTRAP")
+    mongo_uri: str = shared("mongodb://127.0.0.1:27017/", "MONGO_URI")
     # Prefixes every database and consumer group, so two deployments (or test runs) can share a cluster.
-    namespace: str = "labelmesh"
-    http_host: str = "127.0.0.1"
-    http_port: int = 0
-    log_level: str = "INFO"
+    namespace: str = shared("labelmesh", "NAMESPACE")
+    # Prepended to every topic name; lets isolated environments (tests, staging) share one cluster.
+    topic_prefix: str = shared("", "TOPIC_PREFIX")
+    log_level: str = shared("INFO", "LOG_LEVEL")
     # A failing batch is retried this many times before its events are isolated and dead-lettered.
-    max_attempts: int = 3
-    retry_backoff_s: float = 0.5
+    max_attempts: int = shared(3, "MAX_ATTEMPTS")
+    retry_backoff_s: float = shared(0.5, "RETRY_BACKOFF_S")
+    http_host: str = shared("127.0.0.1", "HTTP_HOST")
+    http_port: int = 0
 
     def database_name(self, service: str) -> str:
         return f"{self.namespace}_{service}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
 
     def consumer_group(self, service: str) -> str:
         return f"{self.namespace}.{service}"
