@@ -1,0 +1,102 @@
+"""Pure pieces of the services: final-label decisions, text checks, tokens, neighbours, lineage, promotion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labelmesh.neighbours import LabelledIndex
+from schemas.events import Provenance, Tier
+from services.gateway.auth import bearer, hash_token, new_token
+from services.prelabeler.validation import check_text
+from services.qc.finalize import Escalate, Final, ItemState, Vote, Wait, next_step
+from services.trainer.evaluation import Evaluation, decide_promotion
+from services.trainer.lineage import in_holdout, training_set_version
+
+
+def majority(votes, reliability):  # type: ignore[no-untyped-def]
+    labels = [label for _, label in votes]
+    best = max(set(labels), key=labels.count)
+    share = labels.count(best) / len(labels)
+    return best, share, share > 0.5
+
+
+def test_known_answers_win_and_unrouted_items_wait() -> None:
+    assert next_step(ItemState(trusted_label="a"), {}, majority) == Final("a", Provenance.IMPORTED, 1.0, False)
+    assert isinstance(next_step(ItemState(votes=(Vote("x", "a"),)), {}, majority), Wait)
+
+
+def test_auto_single_and_consensus() -> None:
+    auto = ItemState(tier=Tier.AUTO, required=0, prelabel=("a", 0.99))
+    assert next_step(auto, {}, majority) == Final("a", Provenance.AUTO, 0.99, False)
+    spot = ItemState(tier=Tier.AUTO, required=1, spot_check=True, prelabel=("a", 0.99))
+    assert isinstance(next_step(spot, {}, majority), Wait)
+    checked = ItemState(tier=Tier.AUTO, required=1, prelabel=("a", 0.99), votes=(Vote("x", "b"),))
+    step = next_step(checked, {"x": 0.8}, majority)
+    assert step == Final("b", Provenance.SINGLE_REVIEW, 0.8, True)
+    multi = ItemState(tier=Tier.MULTI, required=3, votes=(Vote("x", "a"), Vote("y", "a")))
+    assert isinstance(next_step(multi, {}, majority), Wait)
+    done = ItemState(tier=Tier.MULTI, required=3, votes=(Vote("x", "a"), Vote("y", "a"), Vote("z", "b")))
+    assert next_step(done, {}, majority) == Final("a", Provenance.CONSENSUS, 2 / 3, True)
+
+
+def test_disagreement_escalates_and_expert_settles_it() -> None:
+    split = ItemState(tier=Tier.MULTI, required=2, votes=(Vote("x", "a"), Vote("y", "b")))
+    step = next_step(split, {}, majority)
+    assert isinstance(step, Escalate) and step.evidence["votes"] == [["x", "a"], ["y", "b"]]
+    waiting = ItemState(tier=Tier.MULTI, required=2, escalated=True, votes=split.votes)
+    assert isinstance(next_step(waiting, {}, majority), Wait)
+    settled = ItemState(tier=Tier.EXPERT, required=1, escalated=True, votes=(*split.votes, Vote("e", "b", True)))
+    assert next_step(settled, {}, majority) == Final("b", Provenance.EXPERT, 1.0, True)
+    relabel = ItemState(tier=Tier.EXPERT, required=1, final_label="a", votes=(Vote("e", "c", True),))
+    assert next_step(relabel, {}, majority).provenance is Provenance.CORRECTED
+
+
+def test_text_checks() -> None:
+    assert check_text("  ", 10).problem == "empty text"
+    assert "invalid UTF-8" in (check_text("bad \udcff", 10).problem or "")
+    long = check_text("x" * 25, 10)
+    assert long.truncated and long.text == "x" * 10 and long.problem is None
+
+
+def test_tokens_are_hashed_and_parsed() -> None:
+    token = new_token()
+    assert len(token) >= 40 and hash_token(token) != token and len(hash_token(token)) == 64
+    assert bearer((("authorization", f"Bearer {token}"),)) == token
+    assert bearer((("authorization", "Basic abc"),)) is None
+    assert bearer(None) is None
+
+
+def test_neighbour_index_finds_nearest_and_relabels() -> None:
+    index = LabelledIndex()
+    index.upsert("a", "x", np.array([1.0, 0.0]))
+    index.upsert("b", "y", np.array([0.0, 1.0]))
+    index.upsert("c", "x", np.array([0.9, 0.1]))
+    hits = index.nearest(np.array([1.0, 0.05]), k=2)
+    assert [h.item_id for h in hits] == ["a", "c"] and hits[0].similarity > hits[1].similarity
+    index.upsert("a", "z", np.array([1.0, 0.0]))
+    assert index.label_of("a") == "z" and len(index) == 3
+    assert [h.item_id for h in index.nearest(np.array([1.0, 0.0]), k=1, exclude="a")] == ["c"]
+    for i in range(300):  # growth past the initial capacity keeps every row
+        index.upsert(f"n{i}", "y", np.array([0.0, 1.0]))
+    assert len(index) == 303
+    with pytest.raises(ValueError):
+        index.upsert("bad", "x", np.array([1.0, 0.0, 0.0]))
+
+
+def test_training_set_version_is_a_content_hash() -> None:
+    a = training_set_version([("i1", 1, "x"), ("i2", 1, "y")])
+    assert a == training_set_version([("i2", 1, "y"), ("i1", 1, "x")])
+    assert a != training_set_version([("i1", 2, "z"), ("i2", 1, "y")])
+    share = np.mean([in_holdout("p", f"i{i}", 0.1) for i in range(5000)])
+    assert 0.08 < share < 0.12
+
+
+def test_promotion_rules() -> None:
+    good = Evaluation(100, 0.90, 0.02, ())
+    worse = Evaluation(100, 0.85, 0.02, ())
+    assert decide_promotion(good, None, 0.01, 30).promote
+    assert decide_promotion(good, worse, 0.01, 30).promote
+    kept = decide_promotion(worse, good, 0.01, 30)
+    assert not kept.promote and "worse" in kept.reason
+    assert decide_promotion(Evaluation(5, 0.1, 0.0, ()), good, 0.01, 30).promote
