@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# FerretDB 1.x (MongoDB wire protocol, SQLite backend) for local runs and CI.
+#
+#   deploy/local/ferretdb.sh {build|start|stop|status}
+#
+# build   download FerretDB's module from the Go module proxy, go-build it into
+#         .cache/bin/ferretdb (skipped when the cached binary has the wanted version)
+# start   build if needed, start in the background, wait for a real `ping`
+# stop    SIGTERM, wait, SIGKILL after FERRETDB_STOP_TIMEOUT seconds
+# status  exit 0 when running and answering
+#
+# Env: MONGO_PORT (27017), FERRETDB_VERSION (v1.24.2), FERRETDB_DEBUG_ADDR
+# ("-" = debug HTTP listener off), FERRETDB_LOG_LEVEL (info),
+# FERRETDB_START_TIMEOUT (60), LABELMESH_VAR (<repo>/var), LABELMESH_CACHE
+# (<repo>/.cache).
+set -euo pipefail
+COMPONENT=ferretdb
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+FERRETDB_MODULE="github.com/FerretDB/FerretDB"
+FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
+MONGO_PORT="${MONGO_PORT:-27017}"
+FERRETDB_DEBUG_ADDR="${FERRETDB_DEBUG_ADDR:--}"
+FERRETDB_LOG_LEVEL="${FERRETDB_LOG_LEVEL:-info}"
+START_TIMEOUT="${FERRETDB_START_TIMEOUT:-60}"
+STOP_TIMEOUT="${FERRETDB_STOP_TIMEOUT:-20}"
+
+BIN="$CACHE_DIR/bin/ferretdb"
+BIN_STAMP="$CACHE_DIR/bin/ferretdb.version"
+DATA_DIR="$VAR_DIR/ferretdb"
+STATE_DIR="$VAR_DIR/ferretdb-state"
+LOG_FILE="$LOG_DIR/ferretdb.log"
+PID_FILE="$RUN_DIR/ferretdb.pid"
+# Unique to this var dir: lets stop/status recognise our own process.
+MARKER="--sqlite-url=file:$DATA_DIR/"
+
+built() { [[ -x "$BIN" && "$(cat "$BIN_STAMP" 2>/dev/null)" == "$FERRETDB_VERSION" ]]; }
+
+cmd_build() {
+  if built; then
+    log "using cached $BIN ($FERRETDB_VERSION)"
+    return 0
+  fi
+  command -v go >/dev/null || die "go is not on PATH; it is needed to build FerretDB"
+  local t0 tmp
+  t0="$(now_s)"
+  tmp="$(mktemp -d)"
+  # shellcheck disable=SC2064
+  trap "chmod -R u+w '$tmp' 2>/dev/null; rm -rf '$tmp'" EXIT
+  mkdir -p "$tmp/bin" "$CACHE_DIR/bin"
+  log "building $FERRETDB_MODULE@$FERRETDB_VERSION with $(go version | awk '{print $3}') (first time takes a few minutes)"
+  # Not `go install ...@version`: that binary panics at start, because FerretDB
+  # embeds build/version/version.txt, which its release tooling generates from
+  # git and the module zip lacks. So: download the module, copy it somewhere
+  # writable, write version.txt, build there.
+  local dir
+  dir="$(go mod download -json "$FERRETDB_MODULE@$FERRETDB_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  [[ -n "$dir" && -d "$dir" ]] || die "go mod download $FERRETDB_MODULE@$FERRETDB_VERSION gave no module directory"
+  cp -r "$dir" "$tmp/src"
+  chmod -R u+w "$tmp/src"
+  printf '%s\n' "$FERRETDB_VERSION" >"$tmp/src/build/version/version.txt"
+  (cd "$tmp/src" && go build -trimpath -ldflags="-s -w" -o "$tmp/bin/ferretdb" ./cmd/ferretdb) \
+    || die "go build of FerretDB $FERRETDB_VERSION failed (see above)"
+  "$tmp/bin/ferretdb" --version >/dev/null 2>&1 || die "the built ferretdb does not run: $("$tmp/bin/ferretdb" --version 2>&1 | head -3)"
+  mv -f "$tmp/bin/ferretdb" "$BIN"
+  printf '%s\n' "$FERRETDB_VERSION" >"$BIN_STAMP"
+  log "built $BIN ($(du -h "$BIN" | cut -f1)) in $(elapsed "$t0")"
+}
+
+# answers: a real MongoDB ping over the wire (stdlib only), else the port.
+answers() {
+  if command -v "${PYTHON:-python3}" >/dev/null 2>&1; then
+    "${PYTHON:-python3}" "$LOCAL_DIR/mongo_ping.py" "$BIND_HOST" "$MONGO_PORT" 2
+  else
+    port_open "$BIND_HOST" "$MONGO_PORT"
+  fi
+}
+
+cmd_start() {
+  local pid t0 i
+  if pid="$(running_pid "$PID_FILE" "$MARKER")"; then
+    log "already running (pid $pid) on $BIND_HOST:$MONGO_PORT"
+    return 0
+  fi
+  if port_open "$BIND_HOST" "$MONGO_PORT"; then
+    die "port $BIND_HOST:$MONGO_PORT is already in use by another process (not ours: no live pid in $PID_FILE); stop it or set MONGO_PORT"
+  fi
+  cmd_build
+  ensure_dirs "$DATA_DIR" "$STATE_DIR"
+  t0="$(now_s)"
+  log "starting on $BIND_HOST:$MONGO_PORT, data in $DATA_DIR, log $LOG_FILE"
+  printf '\n=== %s ferretdb.sh start ===\n' "$(date -Is)" >>"$LOG_FILE"
+  setsid "$BIN" \
+    --handler=sqlite \
+    "$MARKER" \
+    --listen-addr="$BIND_HOST:$MONGO_PORT" \
+    --state-dir="$STATE_DIR" \
+    --debug-addr="$FERRETDB_DEBUG_ADDR" \
+    --telemetry=disable \
+    --log-level="$FERRETDB_LOG_LEVEL" \
+    </dev/null >>"$LOG_FILE" 2>&1 &
+  pid=$!
+  printf '%s\n' "$pid" >"$PID_FILE"
+  for ((i = 0; i < START_TIMEOUT * 4; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$PID_FILE"
+      show_log_tail "$LOG_FILE"
+      die "FerretDB exited during startup"
+    fi
+    if port_open "$BIND_HOST" "$MONGO_PORT" && answers; then
+      log "ready (pid $pid) in $(elapsed "$t0")"
+      return 0
+    fi
+    sleep 0.25
+  done
+  show_log_tail "$LOG_FILE"
+  stop_pid ferretdb "$PID_FILE" "$MARKER" "$STOP_TIMEOUT"
+  die "FerretDB did not answer a ping on $BIND_HOST:$MONGO_PORT within ${START_TIMEOUT}s"
+}
+
+cmd_stop() { stop_pid ferretdb "$PID_FILE" "$MARKER" "$STOP_TIMEOUT"; }
+
+cmd_status() {
+  local pid
+  if pid="$(running_pid "$PID_FILE" "$MARKER")"; then
+    if answers; then
+      log "running (pid $pid) on $BIND_HOST:$MONGO_PORT, answering"
+      return 0
+    fi
+    log "running (pid $pid) but not answering on $BIND_HOST:$MONGO_PORT"
+    return 1
+  fi
+  log "not running"
+  return 3
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 {build|start|stop|status}" >&2; exit 2 ;;
+esac
