@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.events import ItemRouted, Tier, utcnow
@@ -66,8 +67,12 @@ class TaskQueue:
             "neighbours": [n.model_dump() for n in routed.neighbours],
             "reasons": list(routed.reasons), "spot_check": routed.spot_check,
         })
-        result = await self.tasks.update_one({"_id": task_id}, {"$setOnInsert": doc}, upsert=True)
-        return result.upserted_id is not None
+        # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
+        try:
+            await self.tasks.insert_one({"_id": task_id, **doc})
+        except DuplicateKeyError:
+            return False
+        return True
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         doc = await self.leases.find_one(

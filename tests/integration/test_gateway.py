@@ -1,0 +1,137 @@
+"""The gateway's gRPC API against the real broker and FerretDB: auth, validation, leases and submissions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from labelmesh.client import GatewayClient
+from labelmesh.runtime.service import ServiceRuntime
+from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
+from schemas.rpc import gateway_pb2 as pb
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from tests.conftest import eventually
+from tests.kafka_helpers import Env
+
+pytestmark = pytest.mark.integration
+ADMIN = "test-admin"
+LABELS = ["yes", "no", "maybe"]
+
+
+@pytest.fixture
+async def gateway(env: Env) -> AsyncIterator[tuple[ServiceRuntime, GatewayClient]]:
+    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, lease_seconds=2.0,
+                                      sweep_seconds=0.2, golden_rate=0.0))
+    await runtime.start()
+    client = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
+    await client.configure_project("gw", LABELS, guidelines="v1")
+    try:
+        yield runtime, client
+    finally:
+        await client.close()
+        await runtime.stop()
+
+
+def _routed(item_id: str, tier: Tier, required: int) -> ItemRouted:
+    return ItemRouted(producer="test", project="gw", item_id=item_id, tier=tier, required_annotators=required,
+                      top_k=(LabelScore(label="yes", probability=0.6),), thresholds=Thresholds(),
+                      reasons=("test",))
+
+
+async def _code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code()
+
+
+async def test_auth_and_validation_errors_write_nothing(env: Env, gateway) -> None:  # type: ignore[no-untyped-def]
+    runtime, admin = gateway
+    anon = admin.as_user("")
+    stranger = admin.as_user("not-a-token")
+    token = await admin.create_annotator("ann-1")
+    annotator = admin.as_user(token)
+    item = pb.IngestItem(project="gw", item_id="i1", text="is it?")
+
+    assert await _code(anon.ingest.IngestItems(pb.IngestItemsRequest(items=[item]))) == grpc.StatusCode.UNAUTHENTICATED
+    assert await _code(stranger.ingest_items([item])) == grpc.StatusCode.UNAUTHENTICATED
+    assert await _code(annotator.configure_project("gw", ["a", "b"])) == grpc.StatusCode.PERMISSION_DENIED
+    assert await _code(admin.configure_project("gw2", ["only-one"])) == grpc.StatusCode.INVALID_ARGUMENT
+    assert await _code(admin.ingest_items([pb.IngestItem(project="nope", item_id="x", text="t")])) == \
+        grpc.StatusCode.NOT_FOUND
+    # One bad item rejects the whole request: nothing from it is stored.
+    bad_batch = [item, pb.IngestItem(project="gw", item_id="i2", text="  ")]
+    assert await _code(admin.ingest_items(bad_batch)) == grpc.StatusCode.INVALID_ARGUMENT
+    assert await _code(admin.ingest_items([pb.IngestItem(project="gw", item_id="g", text="t", golden_label="nah")])) \
+        == grpc.StatusCode.INVALID_ARGUMENT
+    assert await _code(annotator.ingest_items([pb.IngestItem(project="gw", item_id="g", text="t", golden_label="yes")])) \
+        == grpc.StatusCode.PERMISSION_DENIED
+    assert await runtime.db["items"].count_documents({}) == 0
+    assert await _code(annotator.annotation.SubmitLabel(
+        pb.SubmitLabelRequest(task_id="nope", label="yes", idempotency_key="k"), metadata=annotator.metadata
+    )) == grpc.StatusCode.NOT_FOUND
+    assert await _code(admin.history("gw", "nope")) == grpc.StatusCode.NOT_FOUND
+    assert await runtime.db["submissions"].count_documents({}) == 0
+
+    response = await admin.ingest_items([item])
+    assert response.accepted == 1
+    ingested = await env.read("item.ingested", lambda rs: len(rs) >= 1)
+    assert ingested[0]["item_id"] == "i1" and ingested[0]["payload"]["text"] == "is it?"
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{runtime.component.port}")
+    health = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="labelmesh.v1.AnnotationService")
+    )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    await channel.close()
+
+
+async def test_leases_consensus_expert_and_idempotent_submission(env: Env, gateway) -> None:  # type: ignore[no-untyped-def]
+    runtime, admin = gateway
+    users = {name: admin.as_user(await admin.create_annotator(name)) for name in ("a", "b", "c")}
+    expert = admin.as_user(await admin.create_annotator("e", role="expert"))
+    await admin.ingest_items([pb.IngestItem(project="gw", item_id=i, text=f"text {i}") for i in ("m", "x")])
+    await env.publish_events([_routed("m", Tier.MULTI, 2), _routed("x", Tier.EXPERT, 1)])
+
+    async def queued() -> int:
+        return await runtime.db["tasks"].count_documents({"status": "open"})
+
+    await eventually(lambda: _at_least(queued, 2))
+
+    task_a = await users["a"].lease("gw")
+    assert task_a.item_id == "m" and task_a.text == "text m" and list(task_a.labels) == LABELS
+    again = await users["a"].lease("gw")
+    assert again.task_id == task_a.task_id, "an annotator holding a lease gets the same task, not a second copy"
+    task_b = await users["b"].lease("gw")
+    assert task_b.item_id == "m" and task_b.task_id != task_a.task_id
+    assert await users["c"].lease("gw") is None, "consensus needs 2 distinct people; the expert item is not theirs"
+    task_e = await expert.lease("gw")
+    assert task_e.item_id == "x" and task_e.reasons == ["test"]
+
+    assert await _code(users["b"].submit(task_a.task_id, "yes", "k1")) == grpc.StatusCode.PERMISSION_DENIED
+    assert await _code(users["a"].submit(task_a.task_id, "purple", "k1")) == grpc.StatusCode.INVALID_ARGUMENT
+    first = await users["a"].submit(task_a.task_id, "yes", "k1", time_spent_ms=900)
+    retry = await users["a"].submit(task_a.task_id, "yes", "k1", time_spent_ms=900)
+    assert not first.duplicate and retry.duplicate and first.submission_id == retry.submission_id
+    assert await _code(users["a"].submit(task_a.task_id, "no", "k2")) == grpc.StatusCode.FAILED_PRECONDITION
+
+    # b lets the lease run out: the slot returns to the queue, and the late submission is refused.
+    await asyncio.sleep(2.6)
+    assert await _code(users["b"].submit(task_b.task_id, "no", "kb")) == grpc.StatusCode.FAILED_PRECONDITION
+    task_c = await users["c"].lease("gw")
+    assert task_c.item_id == "m"
+    await users["c"].submit(task_c.task_id, "no", "kc")
+
+    submitted = await env.read("label.submitted", lambda rs: len(rs) >= 2)
+    assert sorted((r["annotator_id"], r["label"]) for r in submitted) == [("a", "yes"), ("c", "no")]
+    assert all(r["guideline_version"] == 1 for r in submitted)
+    assert await runtime.db["tasks"].find_one({"item_id": "m"}) is not None
+    assert (await runtime.db["tasks"].find_one({"item_id": "m"}))["status"] == "done"
+
+
+async def _at_least(check, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await check() >= n
