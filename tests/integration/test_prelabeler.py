@@ -1,0 +1,94 @@
+"""The prelabeler against the real broker and FerretDB: pre-labels, dead letters, and model hot swap."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from labelmesh.ml.encoder import load_encoder
+from labelmesh.ml.head import sha256_hex, train_head
+from schemas.events import (
+    ArtifactRef,
+    ItemIngested,
+    ModelUpdated,
+    ProjectConfigured,
+    TextPayload,
+    Thresholds,
+)
+from services.prelabeler.app import create_app
+from services.prelabeler.settings import PrelabelerSettings
+from tests.kafka_helpers import Env
+
+pytestmark = pytest.mark.integration
+LABELS = ("greeting", "complaint")
+
+
+def _item(item_id: str, text: str, project: str = "pl") -> ItemIngested:
+    return ItemIngested(producer="test", project=project, item_id=item_id, payload=TextPayload(text=text))
+
+
+def _model(version: int, tamper: bool = False) -> ModelUpdated:
+    encoder = load_encoder("hashing")
+    texts = ["hello there", "good morning", "hi friend", "this is broken", "terrible service", "I want a refund"]
+    head = train_head(encoder.encode(texts), ["greeting"] * 3 + ["complaint"] * 3, encoder_name=encoder.name,
+                      classes=LABELS, cv_folds=3)
+    content = head.to_bytes()
+    digest = sha256_hex(content)
+    if tamper:
+        content = content + b"tampered"
+    return ModelUpdated(
+        producer="test", project="pl", model_version=version, encoder=encoder.name,
+        artifact=ArtifactRef(uri="test://", sha256=digest, size=len(content),
+                             content_b64=base64.b64encode(content).decode()),
+        training_set_version="t", training_set_size=6, recommended_thresholds=Thresholds(),
+    )
+
+
+async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
+    runtime = create_app(env.settings(PrelabelerSettings, encoder="hashing", max_wait_ms=20))
+    await runtime.start()
+    try:
+        await env.publish_events([ProjectConfigured(producer="test", project="pl", labels=LABELS, guideline_version=1)])
+        await env.publish_events([_item("a", "hello, how are you"), _item("empty", "   "),
+                                  _item("ghost", "hi", project="nosuchproject")])
+        await env.publish("item.ingested", b"\xff\xfe not json", key="garbage")
+
+        out = await env.read("item.prelabeled", lambda rs: any(r["item_id"] == "a" for r in rs))
+        first = next(r for r in out if r["item_id"] == "a")
+        assert first["model_version"] is None and first["top_k"] == []  # no model yet: embed only
+        assert len(first["embedding"]) == 384
+        assert abs(float(np.linalg.norm(first["embedding"])) - 1.0) < 1e-3
+
+        letters = await env.read("deadletter", lambda rs: len(rs) >= 3)
+        reasons = " | ".join(r["reason"] for r in letters)
+        assert "empty text" in reasons and "unknown project 'nosuchproject'" in reasons
+        assert "undecodable" in reasons
+        garbage = next(r for r in letters if r["key"] == "garbage")
+        assert base64.b64decode(garbage["original_b64"]) == b"\xff\xfe not json"
+
+        # A tampered artifact is refused with a flag; the next good one is served from the next batch on.
+        await env.publish_events([_model(1, tamper=True)])
+        flags = await env.read("qc.flagged", lambda rs: len(rs) >= 1)
+        assert flags[0]["kind"] == "model_rejected" and "checksum" in flags[0]["message"]
+        await env.publish_events([_model(2)])
+        service = runtime.component
+
+        async def serving() -> bool:
+            return "pl" in service.active and service.active["pl"].version == 2
+
+        from tests.conftest import eventually
+
+        await eventually(serving)
+        await env.publish_events([_item("b", "terrible, I want my money back")])
+        out = await env.read("item.prelabeled", lambda rs: any(r["item_id"] == "b" for r in rs))
+        second = next(r for r in out if r["item_id"] == "b")
+        assert second["model_version"] == 2
+        assert {s["label"] for s in second["top_k"]} == set(LABELS)
+        assert sum(s["probability"] for s in second["top_k"]) == pytest.approx(1.0, abs=1e-3)
+
+        stored = await runtime.db["models"].find_one({"active": True})
+        assert stored["version"] == 2
+    finally:
+        await runtime.stop()
