@@ -55,11 +55,15 @@ cmd_fetch() {
   rm -rf "$CACHE_DIR/kafka/$KAFKA_VERSION"/libs.tmp.*  # leftovers of an interrupted fetch
   mkdir -p "$tmp"
   log "fetching Apache Kafka $KAFKA_VERSION jars with Maven"
-  if ! "$MVN" -B -q -Dstyle.color=never -f "$LOCAL_DIR/kafka/pom.xml" dependency:copy-dependencies \
-      "-Dkafka.version=$KAFKA_VERSION" "-Dkafka.libs=$tmp"; then
-    rm -rf "$tmp"
+  # Maven's output goes to a file and is shown only on failure (even -B -q
+  # prints stray terminal escape codes).
+  if ! "$MVN" -B -q -f "$LOCAL_DIR/kafka/pom.xml" dependency:copy-dependencies \
+      "-Dkafka.version=$KAFKA_VERSION" "-Dkafka.libs=$tmp" >"$tmp.log" 2>&1; then
+    cat "$tmp.log" >&2
+    rm -rf "$tmp" "$tmp.log"
     die "mvn could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION (see above)"
   fi
+  rm -f "$tmp.log"
   [[ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after fetch"
   rm -rf "$LIBS"
   mv "$tmp" "$LIBS"
