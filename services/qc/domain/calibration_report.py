@@ -1,4 +1,4 @@
-"""The calibration-session report: where annotators who labelled the same items disagree, and how much, before a campaign."""
+"""The calibration-session report: where annotators labelling the same items disagree, for the pre-campaign talk."""
 
 from __future__ import annotations
 
