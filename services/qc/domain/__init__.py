@@ -1,1 +1,1 @@
-"""qc's pure domain: agreement, golden accuracy, consensus, kNN and confident-learning checks, drift, reports, final labels."""
+"""qc's pure domain: agreement, golden accuracy, consensus, kNN and label-error checks, drift, reports, final labels."""

@@ -1,4 +1,4 @@
-"""Consensus over an item's labels: majority vote, a reliability-weighted vote per item, and Dawid-Skene over a batch."""
+"""Consensus over an item's labels: majority vote, a reliability-weighted vote per item, Dawid-Skene over a batch."""
 
 from __future__ import annotations
 

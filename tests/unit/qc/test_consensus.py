@@ -1,4 +1,4 @@
-"""Consensus: majority ties, the weighted vote against a brute-force Bayes posterior, and Dawid-Skene on a simulated crowd."""
+"""Consensus: majority ties, the weighted vote against a brute-force Bayes posterior, Dawid-Skene on a crowd."""
 
 import math
 from collections import Counter
