@@ -242,8 +242,11 @@ def train_head(
     model is fitted on all of them. We chose CV over a held-out share because the bootstrap has ~500
     rows for 77 classes (~6 per class): holding out 20% costs accuracy, CV costs only CPU time.
 
-    calibration: "temperature" (default; one parameter, keeps the ranking and calibrates every class,
-    so top-k probabilities stay meaningful), "isotonic" (top label only), or "none".
+    calibration: "temperature" (default), "isotonic" (top label only) or "none". Temperature wins on
+    the numbers (bench/results/calibration.json, BANKING77 test, CV calibration): test ECE .024 vs .044
+    at 500 rows, .013 vs .013 at 1,500, .009 vs .010 on all rows, and lower NLL at every size. It has
+    one parameter (isotonic overfits a 500-row calibration set), keeps the ranking, and rescales every
+    class, so the whole top-k list stays meaningful rather than only the first label.
     """
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
