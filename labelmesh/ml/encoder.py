@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 MINILM_NAME = "minilm-l6-v2"
 DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config.json max_seq_length
-# Micro-batch sizes from bench/results/model_throughput.json (2 CPU cores, length-sorted): 32 and 64 are
-# level (~340 texts/s), 128 is ~30% slower; unsorted, every size is ~2.3x slower. The CUDA value is a
+# Micro-batch sizes from bench/results/model_throughput.json (2 shared CPU cores, length-sorted): 32 and
+# 64 are level (260-350 texts/s across runs), 128 is 15-30% slower; unsorted, every size is ~2x slower. The CUDA value is a
 # starting point until the same bench runs on a GPU (--device cuda --fp16).
 DEFAULT_CPU_BATCH = 32
 DEFAULT_CUDA_BATCH = 512
