@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 MINILM_NAME = "minilm-l6-v2"
 DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config.json max_seq_length
-# Micro-batch sizes picked from bench/results/model_throughput.json: on 2 CPU cores the speed is flat
-# between 32 and 128 once batches are length-sorted, so the smaller batch keeps memory and latency low.
+# Micro-batch sizes from bench/results/model_throughput.json (2 shared CPU cores, length-sorted): 32 and
+# 64 are level (260-350 texts/s across runs), 128 is 15-30% slower; unsorted, every size is ~2x slower. The CUDA value is a
+# starting point until the same bench runs on a GPU (--device cuda --fp16).
 DEFAULT_CPU_BATCH = 32
 DEFAULT_CUDA_BATCH = 512
 

@@ -64,6 +64,12 @@ def test_minilm_length_sorting_keeps_input_order(minilm):
     assert np.allclose(together, alone, atol=1e-5)
 
 
+def test_path_spec_loads_any_model_directory(minilm):
+    other = load_encoder(f"path:{minilm.model_dir}", device="cpu")
+    assert other.name == minilm.model_dir.name and other.fingerprint == minilm.fingerprint
+    assert np.allclose(other.encode(SIMILAR), minilm.encode(SIMILAR), atol=1e-6)
+
+
 def test_minilm_matches_sentence_transformers_reference(minilm):
     st = pytest.importorskip("sentence_transformers")
     reference = st.SentenceTransformer(str(minilm.model_dir), device="cpu")

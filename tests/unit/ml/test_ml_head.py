@@ -31,7 +31,7 @@ def test_full_taxonomy_is_kept_and_unseen_class_gets_zero(head):
     assert probs.shape == (len(X), len(TAXONOMY))
     assert np.allclose(probs.sum(axis=1), 1.0)
     assert (probs[:, TAXONOMY.index("never_seen")] == 0).all()
-    assert head.metrics["n_trained_classes"] == 5 and head.metrics["calibration_source"] == "cv5"
+    assert head.metrics["n_trained_classes"] == 5 and head.metrics["calibration_source"] == "cv20"
 
 
 def test_head_learns_something(head):

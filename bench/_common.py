@@ -1,0 +1,82 @@
+"""Shared bench helpers: BANKING77 loading, cached embeddings, environment facts, result files."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/x.py` from any checkout or worktree
+    sys.path.insert(0, str(REPO))
+
+DATASET = Path(os.environ.get("BANKING77_DIR", "/work/shared/datasets/banking77"))
+CACHE = REPO / ".cache" / "embeddings"
+RESULTS = REPO / "bench" / "results"
+
+
+def load_split(split: str) -> tuple[list[str], list[str]]:
+    with (DATASET / f"{split}.csv").open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r["text"] for r in rows], [r["category"] for r in rows]
+
+
+def cached_embeddings(encoder, split: str, texts: list[str]) -> tuple[np.ndarray, float | None]:
+    """Embeddings of `texts`, cached by encoder identity + text content; returns (X, seconds or None if cached)."""
+    identity = getattr(encoder, "fingerprint", "") + f"|{encoder.max_tokens}|" + "\n".join(texts)
+    key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    path = CACHE / f"banking77-{split}-{encoder.name}-{key}.npy"
+    if path.exists():
+        return np.load(path), None
+    start = time.perf_counter()
+    X = encoder.encode(texts)
+    seconds = time.perf_counter() - start
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.save(path, X)
+    return X, seconds
+
+
+def environment() -> dict:
+    import sklearn
+
+    env = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        # The bench machine may be shared: a load average above the CPU count means contended timings.
+        "load_average_1_5_15": os.getloadavg(),
+        "numpy": np.__version__,
+        "sklearn": sklearn.__version__,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        import torch
+        import transformers
+
+        env |= {"torch": torch.__version__, "transformers": transformers.__version__, "torch_threads": torch.get_num_threads()}
+        if torch.cuda.is_available():
+            env["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return env
+
+
+def write_result(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])
