@@ -89,15 +89,18 @@ class Trainer:
                                                     "embedding": vector.tobytes(), "encoder": event.encoder}},
                                      upsert=True))
             elif isinstance(event, LabelFinalized):
-                ops.append(UpdateOne(key, {"$setOnInsert": {"project": event.project, "item_id": event.item_id}},
-                                     upsert=True))
+                # Compare versions here, not in the filter: FerretDB 1.24 stalls on $or filters in updates.
+                current = await self.examples.find_one(key, {"version": 1})
+                if current is not None and current.get("version", 0) >= event.version:
+                    continue
                 ops.append(UpdateOne(
-                    {**key, "$or": [{"version": {"$exists": False}}, {"version": {"$lt": event.version}}]},
+                    key,
                     {"$set": {"project": event.project, "item_id": event.item_id, "label": event.label,
                               "version": event.version, "provenance": event.provenance.value,
                               "golden": event.golden, "guideline_version": event.guideline_version,
                               "holdout": event.golden or in_holdout(event.project, event.item_id,
                                                                     self.settings.holdout_fraction)}},
+                    upsert=True,
                 ))
                 versions.append({"_id": f"{event.project}/{event.item_id}@{event.version}",
                                  "project": event.project, "item_id": event.item_id, "version": event.version,
@@ -116,7 +119,8 @@ class Trainer:
 
     async def maybe_train(self, project: str, by_time: bool = False) -> None:
         async with self._lock:
-            state = await self.rt.db["train_state"].find_one({"_id": project}) or {"trained_on": 0, "champion": None}
+            state = {"trained_on": 0, "champion": None,
+                     **(await self.rt.db["train_state"].find_one({"_id": project}) or {})}
             n = await self.examples.count_documents(
                 {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": False}
             )

@@ -1,0 +1,84 @@
+"""When an item's labels are enough for a final label, and which one: the qc decision as a pure function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from schemas.events import Provenance, Tier
+
+
+@dataclass(frozen=True)
+class Vote:
+    annotator: str
+    label: str
+    expert: bool = False
+
+
+@dataclass(frozen=True)
+class ItemState:
+    """What qc knows about one item; routing fields are None until item.routed arrived."""
+
+    trusted_label: str | None = None
+    golden_label: str | None = None
+    tier: Tier | None = None
+    required: int = 0
+    spot_check: bool = False
+    escalated: bool = False
+    prelabel: tuple[str, float] | None = None
+    votes: tuple[Vote, ...] = ()
+    final_label: str | None = None
+
+
+@dataclass(frozen=True)
+class Final:
+    label: str
+    provenance: Provenance
+    confidence: float
+    verified: bool
+
+
+@dataclass(frozen=True)
+class Escalate:
+    reason: str
+    evidence: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+
+
+Consensus = Callable[[Sequence[tuple[str, str]], Mapping[str, float]], tuple[str, float, bool]]
+
+
+def next_step(state: ItemState, reliability: Mapping[str, float], consensus: Consensus) -> Final | Escalate | Wait:
+    """Decide an item's final label from its routing and votes; a known answer always wins."""
+    known = state.trusted_label or state.golden_label
+    if known:
+        return Final(known, Provenance.IMPORTED, 1.0, verified=False)
+    if state.tier is None:
+        return Wait("not routed yet")
+    expert_votes = [v for v in state.votes if v.expert]
+    if state.escalated or state.tier is Tier.EXPERT:
+        if not expert_votes:
+            return Wait("waiting for an expert")
+        label = expert_votes[-1].label
+        corrected = state.final_label is not None and state.final_label != label
+        return Final(label, Provenance.CORRECTED if corrected else Provenance.EXPERT, 1.0, verified=True)
+    if state.tier is Tier.AUTO and state.required == 0:
+        if state.prelabel is None:
+            return Escalate("auto-routed without a pre-label")
+        return Final(state.prelabel[0], Provenance.AUTO, state.prelabel[1], verified=False)
+    if len(state.votes) < max(1, state.required):
+        return Wait(f"{len(state.votes)} of {state.required} labels")
+    if state.required <= 1:
+        vote = state.votes[0]
+        return Final(vote.label, Provenance.SINGLE_REVIEW, reliability.get(vote.annotator, 0.9), verified=True)
+    label, confidence, resolved = consensus([(v.annotator, v.label) for v in state.votes], reliability)
+    if not resolved:
+        return Escalate(
+            f"annotators disagree: best {label!r} at confidence {confidence:.2f}",
+            {"votes": [[v.annotator, v.label] for v in state.votes], "confidence": confidence},
+        )
+    return Final(label, Provenance.CONSENSUS, confidence, verified=True)
