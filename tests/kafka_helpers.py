@@ -77,6 +77,29 @@ class Env:
         finally:
             await consumer.stop()
 
+    async def read_all(self, topic: str) -> list[dict[str, Any]]:
+        """Everything on a topic right now (up to its current end offsets)."""
+        consumer = AIOKafkaConsumer(self.prefix + topic, bootstrap_servers=self.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                                    max_partition_fetch_bytes=16 * 1024 * 1024)
+        await consumer.start()
+        records: list[dict[str, Any]] = []
+        try:
+            partitions = consumer.assignment()
+            while not partitions:
+                await asyncio.sleep(0.05)
+                partitions = consumer.assignment()
+            end = await consumer.end_offsets(list(partitions))
+            while True:
+                positions = [await consumer.position(tp) for tp in end]
+                if all(pos >= end[tp] for pos, tp in zip(positions, end, strict=True)):
+                    break
+                for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                    records.extend(json.loads(m.value) for m in msgs)
+            return records
+        finally:
+            await consumer.stop()
+
     def mongo(self) -> AsyncMongoClient:
         return AsyncMongoClient(self.mongo_uri, tz_aware=True)
 

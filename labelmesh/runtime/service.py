@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,9 @@ class ServiceRuntime:
         self.db: AsyncDatabase = self.mongo[self.settings.database_name(self.service)]
         self.bus.inbox = Inbox(self.db)
         self._started = False
+        # Built before any subscriber: the ASGI app installs its own context repository on the broker, and
+        # subscribers registered earlier would then look for their message in the wrong one.
+        self.asgi = self.http_app()
 
     async def start(self) -> None:
         await self.mongo.admin.command("ping")
@@ -85,17 +89,22 @@ class ServiceRuntime:
         )
 
     async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT: start, serve HTTP, then stop gracefully."""
+        """Run until SIGTERM/SIGINT: start, serve HTTP, then stop gracefully and exit 0."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         await self.start()
+        # uvicorn's own serve() re-raises the signal after shutdown, which would skip our graceful stop.
+        config = uvicorn.Config(self.asgi, host=self.settings.http_host, port=self.settings.http_port,
+                                lifespan="off", log_level="warning", access_log=False)
+        config.load()
+        server = uvicorn.Server(config)
+        server.lifespan = config.lifespan_class(config)
         try:
-            config = uvicorn.Config(
-                self.http_app(),
-                host=self.settings.http_host,
-                port=self.settings.http_port,
-                lifespan="off",
-                log_level="warning",
-                access_log=False,
-            )
-            await uvicorn.Server(config).serve()
+            await server.startup()
+            await stop.wait()
+            server.should_exit = True
+            await server.shutdown()
         finally:
             await self.stop()

@@ -46,7 +46,7 @@ async def _answer_everything(client: GatewayClient, tokens: dict[str, str], trut
             assert task.text and task.labels, "a task carries the text and the label set"
             await user.submit(task.task_id, truth[task.item_id], key=f"{name}-{task.task_id}", time_spent_ms=1200)
             labelled[name] += 1
-        records = await env.read("label.finalized", lambda rs: True, timeout=5)
+        records = await env.read_all("label.finalized")
         finals = {r["item_id"] for r in records if r["project"] == "e2e"}
         if not progressed:
             await asyncio.sleep(0.5)
@@ -87,7 +87,7 @@ async def test_items_reach_final_labels_and_the_model_advances(env: Env, tmp_pat
         labelled = await _answer_everything(client, tokens, truth, {r.item_id for r in fresh}, env)
         assert sum(labelled.values()) > 0, "some items needed people"
 
-        finals = await env.read("label.finalized", lambda rs: True, timeout=5)
+        finals = await env.read_all("label.finalized")
         latest = {r["item_id"]: r for r in finals}
         assert {r.item_id for r in fresh} <= latest.keys()
         routed = await env.read("item.routed", lambda rs: len(rs) >= len(fresh), timeout=10)
