@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from gridfs import AsyncGridFSBucket
 from prometheus_client import Counter, Gauge, Histogram
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -26,7 +27,12 @@ from schemas.events import (
     derived_id,
     utcnow,
 )
-from services.trainer.evaluation import Evaluation, decide_promotion, evaluate, recommend_thresholds
+from services.trainer.evaluation import (
+    Evaluation,
+    decide_promotion,
+    evaluate,
+    recommend_thresholds,
+)
 from services.trainer.lineage import in_holdout, member_key, training_set_version
 from services.trainer.settings import TrainerSettings
 
@@ -80,6 +86,11 @@ class Trainer:
         ops: list[UpdateOne] = []
         versions: list[dict[str, Any]] = []
         projects: set[str] = set()
+        # Versions already stored, read in one query: FerretDB 1.24 stalls on $or filters in updates, so
+        # "newer version only" is decided here rather than in the update's filter.
+        finals = [e for e in events if isinstance(e, LabelFinalized)]
+        stored = {d["_id"]: d.get("version", 0) async for d in self.examples.find(
+            {"_id": {"$in": [f"{e.project}/{e.item_id}" for e in finals]}}, {"version": 1})} if finals else {}
         for event in events:
             key = {"_id": f"{event.project}/{event.item_id}"}
             projects.add(event.project)
@@ -89,10 +100,9 @@ class Trainer:
                                                     "embedding": vector.tobytes(), "encoder": event.encoder}},
                                      upsert=True))
             elif isinstance(event, LabelFinalized):
-                # Compare versions here, not in the filter: FerretDB 1.24 stalls on $or filters in updates.
-                current = await self.examples.find_one(key, {"version": 1})
-                if current is not None and current.get("version", 0) >= event.version:
+                if stored.get(key["_id"], 0) >= event.version:
                     continue
+                stored[key["_id"]] = event.version
                 ops.append(UpdateOne(
                     key,
                     {"$set": {"project": event.project, "item_id": event.item_id, "label": event.label,
@@ -107,9 +117,9 @@ class Trainer:
                                  "label": event.label, "provenance": event.provenance.value,
                                  "guideline_version": event.guideline_version, "at": event.occurred_at})
         if ops:
-            await self.examples.bulk_write(ops, ordered=True)
-        for doc in versions:
-            await self.rt.db["label_versions"].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+            await bulk_write(self.examples, ops, ordered=True)
+        await bulk_write(self.rt.db["label_versions"],
+                         [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in versions], ordered=False)
         for project in projects:
             await self.maybe_train(project)
 
