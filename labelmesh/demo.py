@@ -20,6 +20,7 @@ from rich.table import Table
 from labelmesh.client import GatewayClient
 from labelmesh.datasets import REPO_ROOT, categories, load
 from labelmesh.infra import create_topics
+from labelmesh.report import write_html
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.simulation import SimulatedAnnotator, default_team
 from labelmesh.stack import Stack
@@ -190,9 +191,12 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         await follower
         await client.close()
         stack.stop_all()
-    report = summarise(log, truth, [r.item_id for r in work], {r.item_id: r.label for r in gold})
+    work_ids, golden_truth = [r.item_id for r in work], {r.item_id: r.label for r in gold}
+    report = summarise(log, truth, work_ids, golden_truth)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    html = write_html(out_dir / "report.html", report, log.by_topic, truth, work_ids, golden_truth,
+                      namespace=namespace)
     print_report(report)
-    console.print(f"report written to {out_dir / 'report.json'}")
+    console.print(f"report written to {out_dir / 'report.json'} and {html}")
     return report
