@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
 from labelmesh.datasets import REPO_ROOT, categories, load
 from labelmesh.infra import create_topics
@@ -158,10 +159,7 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         team = default_team(seed)
         tokens = {s.name: await client.create_annotator(s.name, s.role) for s in team}
         console.print(f"bootstrapping model v1 from {len(boot)} rows labelled by the internal team")
-        for i in range(0, len(boot), 500):
-            await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
-                                                     trusted_label=r.label, source="bootstrap")
-                                       for r in boot[i:i + 500]])
+        await ingest_trusted(client, PROJECT, boot)  # what `labelmesh bootstrap` does with a file
         while not log.by_topic["model.updated"]:
             await asyncio.sleep(0.5)
         await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
