@@ -120,3 +120,25 @@ def test_install_script_default_is_still_the_ci_install(tmp_path: Path) -> None:
     out = subprocess.run(["bash", str(ROOT / "deploy/local/install.sh")], env=env, capture_output=True, text=True,
                          check=True, timeout=60).stdout
     assert out.splitlines()[-1] == f"+ {tmp_path}/venv/bin/python -m pip install -q -e .[dev]"
+
+
+def test_the_installed_package_runs_without_the_source_tree(tmp_path: Path) -> None:
+    """The image installs labelmesh as a plain package (not editable) and has no repository: everything the
+    services import must be inside the distribution. Installed here without dependencies (the test's own
+    environment provides those), then each service is built from that copy, outside the repository."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
+    script = (
+        "import importlib, labelmesh, services, schemas\n"
+        "for m in (labelmesh, services, schemas):\n"
+        f"    assert m.__file__.startswith({str(target)!r}), m.__file__\n"
+        f"for s in {list(SERVICES)!r}:\n"
+        "    importlib.import_module(f'services.{s}.app').create_app()\n"
+        "from labelmesh.cli import app\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
