@@ -110,3 +110,8 @@ def prometheus() -> str:
 @functools.cache
 def kustomize() -> str:
     return _tool("kustomize.sh", "path")
+
+
+@functools.cache
+def crdcheck() -> str:
+    return _tool("crdcheck.sh", "path")
