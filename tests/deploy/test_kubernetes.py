@@ -210,11 +210,30 @@ def test_settings_parse_and_listen_where_probes_and_services_look(
 
 def test_secret_in_dev_and_out_of_band_in_prod() -> None:
     (dev,) = objects("dev", "Secret").values()
-    assert set(dev["data"]) == {"mongo-uri", "gateway-admin-token"}
+    assert set(dev["data"]) == {"mongo-uri", "gateway-admin-token", "gateway-golden-salt"}
     assert objects("prod", "Secret") == {}
     refs = {v["valueFrom"]["secretKeyRef"]["name"] for s in SERVICES for v in container("prod", s)["env"]
             if "valueFrom" in v}
     assert refs == {"labelmesh-secrets"}, "prod documents this one name for the Secret made out of band"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("service", SERVICES)
+def test_secret_settings_come_from_the_secret_and_nothing_else_does(overlay: str, service: str) -> None:
+    """Every SecretStr setting (and the MongoDB URI, which carries credentials) is set from the Secret, never
+    from the ConfigMap or a literal; nothing else is read from the Secret."""
+    from pydantic import SecretStr
+
+    settings = SETTINGS[service]
+    secret_fields = {n for n, f in settings.model_fields.items() if f.annotation in (SecretStr, SecretStr | None)}
+    prefix = settings.model_config["env_prefix"]
+    wanted = {f"{prefix}{n}".upper() for n in secret_fields} | {"LABELMESH_MONGO_URI"}
+    c = container(overlay, service)
+    from_secret = {v["name"] for v in c["env"] if "secretKeyRef" in v.get("valueFrom", {})}
+    assert from_secret == wanted
+    configmap_keys = set().union(*(objects(overlay, "ConfigMap")[s["configMapRef"]["name"]]["data"]
+                                   for s in c["envFrom"]))
+    assert not wanted & configmap_keys
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
