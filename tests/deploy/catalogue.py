@@ -113,5 +113,6 @@ def kustomize() -> str:
 
 
 @functools.cache
-def crdcheck() -> str:
-    return _tool("crdcheck.sh", "path")
+def deploycheck() -> str:
+    """deploy/check: `crd` (stdin) and `compose FILE` subcommands."""
+    return _tool("deploycheck.sh", "path")

@@ -15,14 +15,14 @@ import yaml
 from labelmesh.stack import SERVICES
 from schemas.topics import TOPIC_SPECS
 from tests.deploy.catalogue import (
-    GRPC_PORT, NON_SETTINGS_ENV, ROOT, SETTINGS, crdcheck, default_port, env_names, kustomize,
+    GRPC_PORT, NON_SETTINGS_ENV, ROOT, SETTINGS, default_port, deploycheck, env_names, kustomize,
 )
 
 K8S = ROOT / "deploy/k8s"
 # Kubernetes versions the core objects must be valid for (schemas shipped in the kubernetes-validate wheel).
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 # Custom resources: not in Kubernetes' schemas. The Prometheus Operator's are decoded strictly into its Go types
-# (deploy/k8s/crdcheck); Strimzi's have no offline schema or Go types, the tests below check their content.
+# (deploy/check); Strimzi's have no offline schema or Go types, the tests below check their content.
 CUSTOM_KINDS = {"KafkaTopic", "Kafka", "KafkaNodePool", "ServiceMonitor", "PrometheusRule"}
 # Which topics each scalable stage consumes in its main consumer group (its replicas split their partitions).
 CONSUMES = {"prelabeler": "item.ingested", "router": "item.prelabeled"}
@@ -85,13 +85,13 @@ def test_core_objects_are_valid_kubernetes(overlay: str) -> None:
     assert checked >= 15
 
 
-def _crdcheck(manifests: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([crdcheck()], input=manifests, capture_output=True, text=True, timeout=60)
+def _operator_check(manifests: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([deploycheck(), "crd"], input=manifests, capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_prometheus_operator_objects_decode_strictly_into_the_operators_types(overlay: str) -> None:
-    result = _crdcheck(yaml.safe_dump_all(render(overlay)))
+    result = _operator_check(yaml.safe_dump_all(render(overlay)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "2 checked, 0 failed"
 
@@ -100,7 +100,7 @@ def test_the_operator_type_check_rejects_a_misspelt_field() -> None:
     (monitor,) = objects("prod", "ServiceMonitor").values()
     broken = yaml.safe_load(yaml.safe_dump(monitor))
     broken["spec"]["endpoints"][0]["honourLabels"] = True
-    result = _crdcheck(yaml.safe_dump(broken))
+    result = _operator_check(yaml.safe_dump(broken))
     assert result.returncode == 1 and 'unknown field "honourLabels"' in result.stdout
 
 
