@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,12 +124,24 @@ def test_install_script_default_is_still_the_ci_install(tmp_path: Path) -> None:
 
 
 def test_the_installed_package_runs_without_the_source_tree(tmp_path: Path) -> None:
-    """The image installs labelmesh as a plain package (not editable) and has no repository: everything the
-    services import must be inside the distribution. Installed here without dependencies (the test's own
-    environment provides those), then each service is built from that copy, outside the repository."""
+    """The build stage sees only what it COPYs and installs labelmesh as a plain package (not editable); the
+    runtime stage has no repository. Mirrored here: the COPY'd paths alone in a scratch context, installed from
+    there without dependencies (the test's own environment provides those), then each service is built from that
+    copy in another directory."""
+    context = tmp_path / "context"
+    for ins in _stages()[0]:
+        if ins["instruction"] == "COPY":
+            *sources, _ = ins["value"].split()
+            for source in sources:
+                src, dst = ROOT / source, context / source
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if src.is_dir():
+                    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    shutil.copy2(src, dst)
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "--target", str(target), str(context)], check=True, capture_output=True, timeout=300)
     script = (
         "import importlib, labelmesh, services, schemas\n"
         "for m in (labelmesh, services, schemas):\n"
