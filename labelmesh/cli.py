@@ -92,5 +92,11 @@ def demo(
     asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed))
 
 
+from services.trainer.cli import export, lineage_app  # noqa: E402 - the trainer's read-side commands
+
+app.add_typer(lineage_app, name="lineage")
+app.command("export")(export)
+
+
 if __name__ == "__main__":
     app()

@@ -33,6 +33,7 @@ from services.trainer.evaluation import (
     evaluate,
     recommend_thresholds,
 )
+from services.trainer.items import ItemTexts
 from services.trainer.lineage import in_holdout, member_key, training_set_version
 from services.trainer.settings import TrainerSettings
 
@@ -261,5 +262,6 @@ def create_app(settings: TrainerSettings | None = None) -> ServiceRuntime:
     rt = ServiceRuntime(SERVICE, settings)
     trainer = Trainer(rt, settings)
     trainer.wire()
+    ItemTexts(rt.db).attach(rt.bus)
     rt.component = trainer
     return rt
