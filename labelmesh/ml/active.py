@@ -61,3 +61,15 @@ def most_informative(probs: np.ndarray, k: int, strategy: Strategy | str = Strat
         raise ValueError("k must be non-negative")
     scores = informativeness(probs, strategy)
     return np.argsort(-scores, kind="stable")[:k]
+
+
+def review_priority(top_k: Sequence[float], *, spot_check: bool = False) -> float:
+    """Where a human task goes in the queue (higher first): the pre-label's margin informativeness.
+
+    Spot checks go first whatever their confidence: they are a small random sample of auto-labelled
+    items whose only purpose is to measure auto-label accuracy (and so the thresholds), and ordering
+    them by uncertainty would starve exactly them when human capacity is short.
+    """
+    if spot_check:
+        return 2.0
+    return top_k_informativeness(top_k, max(2, len(top_k)), Strategy.MARGIN)

@@ -11,6 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
+from labelmesh.ml.active import review_priority
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 
@@ -82,6 +83,8 @@ class TaskQueue:
             "prelabel": [s.model_dump() for s in routed.top_k],
             "neighbours": [n.model_dump() for n in routed.neighbours],
             "reasons": list(routed.reasons), "spot_check": routed.spot_check,
+            # Active learning: the most informative items (closest top-2 pre-label) are leased first.
+            "priority": review_priority([s.probability for s in routed.top_k], spot_check=routed.spot_check),
         })
         # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
         try:
@@ -110,7 +113,7 @@ class TaskQueue:
             return lease
 
     async def claim(self, project: str, annotator: str, role: Role) -> Lease | None:
-        """Take one open slot of the oldest task this annotator has not had (call under the lock)."""
+        """Take one open slot of the most informative (then oldest) task this annotator has not had (under the lock)."""
         tiers = [Tier.EXPERT.value] if role is Role.EXPERT else []
         tiers_rest = [t.value for t in Tier if t is not Tier.EXPERT]
         for allowed in ([tiers, tiers_rest] if tiers else [tiers_rest]):
@@ -118,7 +121,7 @@ class TaskQueue:
                 {"project": project, "status": "open", "open_slots": {"$gt": 0},
                  "annotators": {"$ne": annotator}, "tier": {"$in": allowed}},
                 {"$inc": {"open_slots": -1}, "$push": {"annotators": annotator}},
-                sort=[("created_at", 1)],
+                sort=[("priority", -1), ("created_at", 1)],
                 return_document=ReturnDocument.AFTER,
             )
             if task is not None:

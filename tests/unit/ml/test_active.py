@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelmesh.ml.active import Strategy, informativeness, most_informative, top_k_informativeness
+from labelmesh.ml.active import (
+    Strategy,
+    informativeness,
+    most_informative,
+    review_priority,
+    top_k_informativeness,
+)
 
 PROBS = np.array([
     [0.98, 0.01, 0.01],  # sure
@@ -50,3 +56,10 @@ def test_bad_input_is_a_clear_error() -> None:
         informativeness(PROBS, "loudest")
     with pytest.raises(ValueError, match="non-negative"):
         most_informative(PROBS, -1)
+
+
+def test_review_priority_puts_spot_checks_then_close_calls_first() -> None:
+    sure, torn, unknown = review_priority([0.97, 0.02]), review_priority([0.5, 0.45]), review_priority([])
+    assert unknown == 1.0 > torn > sure
+    assert review_priority([0.999], spot_check=True) > unknown
+    assert review_priority([0.8]) == pytest.approx(0.2)  # one label listed: the runner-up had at most 0
