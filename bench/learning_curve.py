@@ -1,7 +1,7 @@
 """Learning curve on BANKING77: held-out accuracy vs labelled items when humans label in active-learning order
 (margin, entropy) or in random order.
 
-Usage: python bench/learning_curve.py [--sizes 100,200,...] [--seeds 3] [--calibration-sizes 500,1000,2000]
+Usage: python bench/learning_curve.py [--sizes 100,200,...] [--seeds 3] [--calibration-sizes 1000]
 Writes bench/results/learning_curve.json.
 
 Simulation: the BANKING77 train split is the unlabelled pool, its gold labels stand in for the humans'
@@ -82,9 +82,9 @@ def labels_to_reach(points: list[dict], target: float) -> int | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="100,200,300,400,500,750,1000,1250,1500,2000")
+    parser.add_argument("--sizes", default="100,200,300,400,500,750,1000,1500")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--calibration-sizes", default="500,1000,2000")
+    parser.add_argument("--calibration-sizes", default="1000")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -105,6 +105,8 @@ def main() -> None:
     for seed in range(args.seeds):
         for strategy in strategies:
             runs.extend(run_curve(strategy, seed, X, y, X_test, y_test, taxonomy, sizes, calibration_sizes))
+            # Partial results after every curve: a long run on a shared machine can be cut short.
+            write_result("learning_curve", {"benchmark": "learning_curve", "complete": False, "runs": runs})
 
     curves: dict[str, list[dict]] = {}
     for strategy in strategies:
@@ -127,6 +129,7 @@ def main() -> None:
             savings[strategy] = {"target_accuracy": target, "labels_needed_per_seed": per_seed}
     payload = {
         "benchmark": "learning_curve",
+        "complete": True,
         "dataset": "BANKING77: train split as the pool (gold labels simulate annotators), test split held out",
         "encoder": encoder.name,
         "C": DEFAULT_C,

@@ -63,8 +63,10 @@ def build_rows(examples: Sequence[Mapping[str, Any]], texts: Mapping[str, str],
     """Rows from the trainer's example docs, with the model's top label and probability where an embedding exists."""
     predictions: dict[int, tuple[str, float]] = {}
     if model is not None:
+        # Only embeddings from the model's own encoder (an example without a recorded encoder is trusted).
         usable = [i for i, e in enumerate(examples)
-                  if e.get("embedding") is not None and len(e["embedding"]) == 4 * model.dim]
+                  if e.get("embedding") is not None and len(e["embedding"]) == 4 * model.dim
+                  and e.get("encoder", model.encoder_name) == model.encoder_name]
         if usable:
             X = np.stack([np.frombuffer(examples[i]["embedding"], np.float32) for i in usable])
             probs = model.predict_proba(X)

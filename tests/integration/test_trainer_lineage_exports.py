@@ -60,7 +60,7 @@ async def test_lineage_and_exports_from_a_trainer_that_trained(env: Env, tmp_pat
     try:
         await env.publish_events([ProjectConfigured(producer="test", project="lx", labels=LABELS, guideline_version=1)])
         await env.publish_events(_labelled(rows[:130], vectors[:130], encoder.name, Provenance.IMPORTED))
-        await env.read("model.updated", lambda rs: len(rs) >= 1, timeout=90)
+        await env.read("model.updated", lambda rs: len(rs) >= 1, timeout=300)
         v1 = await model_lineage(runtime.db, "lx", 1)
         assert len(v1.members) >= 100 and v1.missing == ()
         assert v1.guideline_versions == {1: len(v1.members)} and v1.provenance == {"imported": len(v1.members)}
@@ -77,9 +77,9 @@ async def test_lineage_and_exports_from_a_trainer_that_trained(env: Env, tmp_pat
         async def corrected_stored() -> bool:
             return await runtime.db["label_versions"].count_documents({"item_id": corrected.item_id}) == 2
 
-        await eventually(corrected_stored)
+        await eventually(corrected_stored, timeout=120)
         await env.publish_events(_labelled(rows[130:], vectors[130:], encoder.name, Provenance.SINGLE_REVIEW))
-        await env.read("model.updated", lambda rs: len(rs) >= 2, timeout=90)
+        await env.read("model.updated", lambda rs: len(rs) >= 2, timeout=300)
 
         v2 = await model_lineage(runtime.db, "lx", 2)
         keys = {f"{m.item_id}@{m.version}" for m in v2.members}
@@ -98,6 +98,10 @@ async def test_lineage_and_exports_from_a_trainer_that_trained(env: Env, tmp_pat
         code, out, err = await _cli(env, "lineage", "label", "lx", corrected.item_id, "--json")
         assert code == 0, err
         assert [(u["label"]["version"], u["models"]) for u in json.loads(out)] == [(1, [1]), (2, [2])]
+        code, out, err = await _cli(env, "lineage", "model", "lx", "2")
+        assert code == 0 and f"guideline versions: v1: {len(v2.members) - 1}, v2: 1" in out, err
+        code, out, err = await _cli(env, "lineage", "label", "lx", corrected.item_id)
+        assert code == 0 and "corrected in v2" in out and "current" in out, err
         code, out, err = await _cli(env, "lineage", "model", "lx", "99")
         assert code == 2 and "no model v99" in err
 

@@ -61,6 +61,14 @@ def test_rows_carry_labels_splits_and_the_champions_prediction(rows) -> None:  #
     assert b.label_version == 2 and b.guideline_version == 2 and b.text == "second ✓"
 
 
+def test_no_prediction_from_another_encoders_embedding() -> None:
+    head, centres = _head()
+    examples = _examples(centres)
+    examples[0]["encoder"] = "some-other-encoder"
+    rows = build_rows(examples, {}, head, 4)
+    assert rows[1].item_id == "b" and rows[1].model_label is None and rows[0].model_label == "alpha"
+
+
 def test_versions_are_content_hashes(rows) -> None:  # type: ignore[no-untyped-def]
     assert snapshot_version(rows) == snapshot_version(list(reversed(rows)))
     assert labels_version(rows) == training_set_version([("a", 1, "alpha"), ("b", 2, "beta"), ("c", 1, "gamma")])
