@@ -52,7 +52,7 @@ def run_curve(strategy: str, seed: int, X: np.ndarray, y: np.ndarray, X_test: np
         started = time.perf_counter()
         test_probs, pool_probs = fit_probs(X[idx], y[idx], len(taxonomy), seed, X_test, X[pool])
         point = {"strategy": strategy, "seed": seed, "labelled": size,
-                 "classes_seen": int(len(np.unique(y[idx]))),
+                 "classes_seen": len(np.unique(y[idx])),
                  "accuracy": float((test_probs.argmax(axis=1) == y_test).mean()),
                  "ece_raw": expected_calibration_error(test_probs, y_test),
                  "fit_seconds": time.perf_counter() - started}

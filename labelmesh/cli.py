@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from labelmesh.runtime.logs import configure_logging
+from services.trainer.cli import export, lineage_app
 
 app = typer.Typer(help="labelmesh: an AI-assisted data-labelling pipeline", no_args_is_help=True)
 
@@ -92,8 +93,7 @@ def demo(
     asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed))
 
 
-from services.trainer.cli import export, lineage_app  # noqa: E402 - the trainer's read-side commands
-
+# The trainer's read-side commands: lineage questions and export snapshots (services/trainer/cli.py).
 app.add_typer(lineage_app, name="lineage")
 app.command("export")(export)
 
