@@ -196,7 +196,9 @@ def label_studio_config(taxonomy: Sequence[str]) -> str:
 
 
 def write_label_studio(rows: Sequence[ExportRow], path: Path, taxonomy: Sequence[str]) -> None:
-    path.write_text(json.dumps([label_studio_task(r) for r in rows], ensure_ascii=False, indent=1), encoding="utf-8")
+    # One task per line: a JSON array Label Studio imports as is, compact yet diffable.
+    lines = ",\n".join(json.dumps(label_studio_task(r), ensure_ascii=False) for r in rows)
+    path.write_text(f"[\n{lines}\n]\n", encoding="utf-8")
     (path.parent / LS_CONFIG_NAME).write_text(label_studio_config(taxonomy), encoding="utf-8")
 
 
