@@ -33,6 +33,7 @@ async def db_read_seconds(X: np.ndarray, y: list[str]) -> tuple[float, float]:
     """Insert n example docs into a throwaway trainer-shaped collection; time the trainer's read of them."""
     from pymongo import AsyncMongoClient, InsertOne
 
+    from labelmesh.runtime.mongo import bulk_write
     from labelmesh.runtime.settings import CommonSettings
 
     client: AsyncMongoClient = AsyncMongoClient(CommonSettings().mongo_uri)
@@ -42,8 +43,7 @@ async def db_read_seconds(X: np.ndarray, y: list[str]) -> tuple[float, float]:
         ops = [InsertOne({"_id": f"b/{i}", "project": "b", "item_id": str(i), "label": label, "version": 1,
                           "embedding": vec.astype(np.float32).tobytes(), "encoder": "minilm", "holdout": False})
                for i, (vec, label) in enumerate(zip(X, y, strict=True))]
-        for start in range(0, len(ops), 1000):
-            await db["examples"].bulk_write(ops[start:start + 1000], ordered=False)
+        await bulk_write(db["examples"], ops, ordered=False)
         write = time.perf_counter() - started
         started = time.perf_counter()
         query = {"project": "b", "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": False}

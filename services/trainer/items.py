@@ -6,6 +6,7 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.bus import EventBus
+from labelmesh.runtime.mongo import bulk_write
 from schemas.events import Envelope, ItemIngested
 
 
@@ -20,14 +21,12 @@ class ItemTexts:
         bus.subscribe([ItemIngested.TOPIC], self.handle, max_records=1000, name=f"{bus.service}.items")
 
     async def handle(self, events: list[Envelope]) -> None:
-        ops = []
+        # One write per item (the latest event wins): FerretDB 1.24 stalls on a bulk write touching a document twice.
+        latest: dict[str, ItemIngested] = {}
         for event in events:
             assert isinstance(event, ItemIngested)
-            ops.append(UpdateOne(
-                {"_id": f"{event.project}/{event.item_id}"},
-                {"$set": {"project": event.project, "item_id": event.item_id, "text": event.payload.text,
-                          "source": event.source, "dataset": event.dataset}},
-                upsert=True,
-            ))
-        if ops:
-            await self.collection.bulk_write(ops, ordered=False)
+            latest[f"{event.project}/{event.item_id}"] = event
+        ops = [UpdateOne({"_id": key}, {"$set": {"project": e.project, "item_id": e.item_id, "text": e.payload.text,
+                                                 "source": e.source, "dataset": e.dataset}}, upsert=True)
+               for key, e in latest.items()]
+        await bulk_write(self.collection, ops, ordered=False)
