@@ -51,5 +51,29 @@ def demo(
     asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed))
 
 
+@app.command()
+def events(
+    topic: list[str] = typer.Argument(None, help="topics to read (item.ingested, ..., deadletter) or 'all' (default)"),
+    project: list[str] = typer.Option([], "--project", "-p", help="only these projects (repeatable)"),
+    item: list[str] = typer.Option([], "--item", "-i", help="only these item ids (repeatable)"),
+    event_type: list[str] = typer.Option([], "--type", "-t", help="only these event types (repeatable)"),
+    since: str = typer.Option(None, help="start at this time (ISO 8601, Unix ms, or an age: 15m, 2h, 7d)"),
+    until: str = typer.Option(None, help="only records before this time"),
+    offset: int = typer.Option(None, help="start at this offset on every partition"),
+    latest: bool = typer.Option(False, help="start at the end (with --follow: only new records)"),
+    partition: int = typer.Option(None, help="read only this partition"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep reading new records until interrupted"),
+    limit: int = typer.Option(None, help="stop after this many matching records"),
+) -> None:
+    """Dump or tail topics as JSON lines (a dead letter shows its decoded original), filtered."""
+    from labelmesh.events import run as run_events
+
+    try:
+        run_events(topic or [], projects=project, items=item, types=event_type, since=since, until=until,
+                   offset=offset, latest=latest, partition=partition, follow=follow, limit=limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
 if __name__ == "__main__":
     app()
