@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.streams import EventFilter, Line, describe
@@ -25,18 +26,19 @@ class Start:
     latest: bool = False
 
 
-async def _assign(consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
-    partitions: list[TopicPartition] = []
-    for topic in topics:
-        ids = consumer.partitions_for_topic(topic)
-        if ids is None:
-            await consumer.topics()  # refreshes the cluster metadata
-            ids = consumer.partitions_for_topic(topic)
-        if not ids:
-            raise ValueError(f"topic {topic!r} does not exist (run `labelmesh topics`)")
-        partitions.extend(TopicPartition(topic, p) for p in sorted(ids))
-    consumer.assign(partitions)
-    return partitions
+async def topic_partitions(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of the given (full) topic names; unknown topics are errors."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="labelmesh-events")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    missing = [d["topic"] for d in described if d["error_code"] or not d["partitions"]]
+    if missing:
+        raise ValueError(f"topic(s) {', '.join(missing)} do not exist (run `labelmesh topics`)")
+    return [TopicPartition(d["topic"], p["partition"]) for d in described
+            for p in sorted(d["partitions"], key=lambda p: p["partition"])]
 
 
 async def _seek(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], start: Start) -> None:
@@ -69,10 +71,10 @@ async def read_lines(
     )
     await consumer.start()
     try:
-        partitions = await _assign(consumer, [settings.topic(t) for t in topics])
+        partitions = await topic_partitions(settings.kafka_bootstrap, [settings.topic(t) for t in topics])
         if partition is not None:
             partitions = [tp for tp in partitions if tp.partition == partition]
-            consumer.assign(partitions)
+        consumer.assign(partitions)
         await _seek(consumer, partitions, start)
         ends = await consumer.end_offsets(partitions)
         while True:

@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 from pymongo import AsyncMongoClient
 
+from labelmesh.events import topic_partitions
 from labelmesh.runtime.inbox import Inbox
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.streams import to_ms
@@ -92,18 +93,13 @@ async def consumer_lag(settings: CommonSettings, service: str) -> dict[str, int]
         lag: dict[str, int] = {}
         for group in await service_groups(admin, settings, service):
             offsets = await committed(admin, group)
-            partitions = await _partitions(consumer, {tp.topic for tp in offsets})
+            partitions = await topic_partitions(settings.kafka_bootstrap, sorted({tp.topic for tp in offsets}))
             ends = await consumer.end_offsets(partitions)
             lag[group] = sum(ends[tp] - max(offsets.get(tp, 0), 0) for tp in partitions)
         return lag
     finally:
         await consumer.stop()
         await admin.close()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topics: set[str]) -> list[TopicPartition]:
-    await consumer.topics()
-    return [TopicPartition(t, p) for t in sorted(topics) for p in sorted(consumer.partitions_for_topic(t) or ())]
 
 
 async def _targets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
@@ -122,7 +118,7 @@ async def reset_group(settings: CommonSettings, group: str, topics: set[str],
                                 enable_auto_commit=False, client_id="labelmesh-replay")
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, topics)
+        partitions = await topic_partitions(settings.kafka_bootstrap, sorted(topics))
         # Manual assignment: this consumer never joins the group, it only commits on its behalf; the broker
         # rejects the commit if the group has live members.
         consumer.assign(partitions)
@@ -222,7 +218,7 @@ async def read_dead_letters(settings: CommonSettings, group: str | None) -> tupl
                                 max_partition_fetch_bytes=16 * 1024 * 1024, client_id="labelmesh-redrive")
     await consumer.start()
     try:
-        partitions = await _partitions(consumer, {settings.topic(DeadLetter.TOPIC)})
+        partitions = await topic_partitions(settings.kafka_bootstrap, [settings.topic(DeadLetter.TOPIC)])
         consumer.assign(partitions)
         if group is None:
             await consumer.seek_to_beginning(*partitions)
