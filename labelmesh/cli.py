@@ -75,5 +75,30 @@ def events(
         raise typer.BadParameter(str(exc)) from exc
 
 
+@app.command()
+def replay(
+    service: str = typer.Argument(None, help="prelabeler, router, qc or trainer (stopped)"),
+    since: str = typer.Option(None, help="replay from this time only, keeping the state (ISO 8601, Unix ms, 2h...)"),
+    dead_letters: bool = typer.Option(False, "--dead-letters", help="re-drive dead-lettered events instead"),
+    consumer: str = typer.Option(None, help="with --dead-letters: only those this service dead-lettered"),
+    topic: str = typer.Option(None, help="with --dead-letters: only those from this topic"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --dead-letters: list, do not publish"),
+    all_letters: bool = typer.Option(False, "--all", help="with --dead-letters: also those already re-driven"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask before dropping the service's state"),
+) -> None:
+    """Rebuild a stopped service from the topics (drops its state, rewinds its consumer groups), or re-drive dead letters."""
+    from labelmesh.replay import ReplayRefused
+    from labelmesh.replay import run as run_replay
+
+    if service and not dead_letters and not since and not yes:
+        typer.confirm(f"drop every collection of {service}'s database and rebuild it from the topics?", abort=True)
+    try:
+        raise typer.Exit(run_replay(service, since=since, dead_letters=dead_letters, consumer=consumer, topic=topic,
+                                    dry_run=dry_run, all_letters=all_letters))
+    except (ReplayRefused, ValueError) as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 if __name__ == "__main__":
     app()

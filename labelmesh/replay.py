@@ -68,10 +68,9 @@ async def service_groups(admin: AIOKafkaAdminClient, settings: CommonSettings, s
 async def active_members(admin: AIOKafkaAdminClient, groups: Sequence[str]) -> dict[str, int]:
     """Groups that still have members (a running service instance), with their member count."""
     busy: dict[str, int] = {}
-    if not groups:
-        return busy
-    for response in await admin.describe_consumer_groups(list(groups)):
-        for group in response.groups:
+    # One group per request: aiokafka 0.14 fails to decode a DescribeGroups response holding several groups.
+    for name in groups:
+        for group in (await admin.describe_consumer_groups([name]))[0].groups:
             group_id, state, members = group[1], group[2], group[5]
             if members or state not in ("Empty", "Dead"):
                 busy[group_id] = len(members)
@@ -83,8 +82,13 @@ async def committed(admin: AIOKafkaAdminClient, group: str) -> dict[TopicPartiti
     return {tp: meta.offset for tp, meta in offsets.items()}
 
 
-async def consumer_lag(settings: CommonSettings, service: str) -> dict[str, int]:
-    """Records not yet consumed per consumer group of the service (end offset minus committed offset)."""
+async def consumer_lag(settings: CommonSettings, service: str,
+                       topics: dict[str, Sequence[str]] | None = None) -> dict[str, int]:
+    """Records not yet consumed per consumer group of the service (end offset minus committed offset).
+
+    The broker only knows the topics of a group from its commits; `topics` (group -> short topic names) adds
+    the ones a group should read, so a group that has committed nothing yet counts its whole backlog.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="labelmesh-replay")
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     await admin.start()
@@ -93,9 +97,11 @@ async def consumer_lag(settings: CommonSettings, service: str) -> dict[str, int]
         lag: dict[str, int] = {}
         for group in await service_groups(admin, settings, service):
             offsets = await committed(admin, group)
-            partitions = await topic_partitions(settings.kafka_bootstrap, sorted({tp.topic for tp in offsets}))
+            names = {tp.topic for tp in offsets} | {settings.topic(t) for t in (topics or {}).get(group, ())}
+            partitions = await topic_partitions(settings.kafka_bootstrap, sorted(names)) if names else []
             ends = await consumer.end_offsets(partitions)
-            lag[group] = sum(ends[tp] - max(offsets.get(tp, 0), 0) for tp in partitions)
+            starts = await consumer.beginning_offsets(partitions)
+            lag[group] = sum(ends[tp] - (offsets[tp] if offsets.get(tp, -1) >= 0 else starts[tp]) for tp in partitions)
         return lag
     finally:
         await consumer.stop()
@@ -276,3 +282,40 @@ async def redrive_dead_letters(
         finally:
             await committer.stop()
     return done
+
+
+def run(service: str | None, *, since: str | None, dead_letters: bool, consumer: str | None, topic: str | None,
+        dry_run: bool, all_letters: bool) -> int:
+    """The `labelmesh replay` command; returns the exit status."""
+    import asyncio
+    import json
+
+    from labelmesh.streams import check_topics, parse_time
+
+    settings = CommonSettings()
+    moment = parse_time(since) if since else None
+    if dead_letters:
+        if service is not None:
+            raise ReplayRefused("give either a service or --dead-letters (with --consumer SERVICE to narrow it)")
+        topic_name = settings.topic(check_topics([topic])[0]) if topic else None
+        group = settings.consumer_group(consumer) if consumer else None
+        done = asyncio.run(redrive_dead_letters(settings, consumer=group, topic=topic_name, since=moment,
+                                                dry_run=dry_run, all_letters=all_letters))
+        for r in done:
+            print(json.dumps({"dead_letter_id": r.dead_letter_id, "topic": r.topic, "partition": r.partition,
+                              "offset": r.offset, "consumer": r.consumer, "reason": r.reason,
+                              "redriven": not dry_run}))
+        print(f"{'would re-drive' if dry_run else 're-drove'} {len(done)} dead letter(s)")
+        return 0
+    if service is None:
+        raise ReplayRefused("name a service to replay, or --dead-letters")
+    report = asyncio.run(replay_service(settings, service, moment))
+    if moment is None:
+        print(f"{service}: dropped {len(report.dropped)} collection(s): {', '.join(report.dropped) or 'none'}")
+    else:
+        print(f"{service}: kept its state; removed {report.inbox_removed} inbox entries recorded since {moment}")
+    for group, offsets in report.groups.items():
+        where = ", ".join(f"{tp}@{off}" for tp, off in offsets.items()) or "no committed offsets (starts at the beginning)"
+        print(f"  {group} -> {where}")
+    print(f"start {service} now: it rebuilds its state from the topics")
+    return 0
