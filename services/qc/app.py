@@ -134,12 +134,18 @@ class Qc:
         if isinstance(step, Escalate) and not doc.get("escalated"):
             await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
             self.flags.labels(doc["project"], FlagKind.DISAGREEMENT.value).inc()
-            return [QcFlagged(
-                event_id=derived_id(cause.event_id, "escalated"), producer=SERVICE, project=doc["project"],
+            # Derived from the item, not the cause: a replay may escalate on another event, and must not
+            # publish a second flag (the router would re-route the item to an expert again).
+            flag: list[Envelope] = [QcFlagged(
+                event_id=derived_id(key, "escalated"), producer=SERVICE, project=doc["project"],
                 item_id=doc["item_id"], subject=FlagSubject.ITEM, subject_id=doc["item_id"],
                 kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=step.evidence,
                 correlation_id=cause.correlation_id,
             )]
+            if any(v.expert for v in state.votes):
+                # Replayed out of order, the expert's answer can already be here: decide now, or never.
+                return flag + await self._evaluate(key, cause)
+            return flag
         return []
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope) -> LabelFinalized:
