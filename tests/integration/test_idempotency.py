@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from labelmesh.runtime.service import ServiceRuntime
@@ -175,7 +175,9 @@ def test_qc_final_state_ignores_redelivery_duplication_and_reordering(env: Env) 
     expected = asyncio.run(_reference(env, next(namespaces)))
     assert expected["items"] and expected["processed_events"]
 
-    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=False)
+    # No shrinking phase: each example costs a database; the failing plan is printed as drawn.
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+              phases=[Phase.explicit, Phase.reuse, Phase.generate])
     @given(plan=schedules())
     def check(plan: list[tuple[str, list[int], int]]) -> None:
         async def run() -> dict[str, str]:
@@ -192,3 +194,23 @@ def test_qc_final_state_ignores_redelivery_duplication_and_reordering(env: Env) 
         assert asyncio.run(run()) == expected
 
     check()
+
+
+def test_a_golden_answer_redelivered_after_a_crash_counts_once_and_is_not_dead_lettered(env: Env) -> None:
+    gold = ItemIngested(producer="test", project=PROJECT, item_id="g1", payload=TextPayload(text="g"), golden_label="a")
+    answer = LabelSubmitted(producer="test", project=PROJECT, item_id="g1", task_id="t-g1", annotator_id="ann1",
+                            label="b", time_spent_ms=500, guideline_version=1, idempotency_key="g1/ann1", golden=True)
+
+    async def run() -> tuple[dict, int]:
+        async with Qc(env, f"{env.namespace}gold") as qc:
+            await qc.deliver([qc.record(gold)])
+            records = [qc.record(answer)]
+            await qc.crash_midway(records, 1)  # counted, then killed before the inbox recorded it
+            await qc.deliver(records)
+            stats = await qc.runtime.db["annotators"].find_one({"_id": f"{PROJECT}/ann1"})
+            handled = await qc.runtime.db["processed_events"].count_documents({"_id": answer.event_id})
+            return stats, handled
+
+    stats, handled = asyncio.run(run())
+    assert (stats["golden_n"], stats["golden_correct"]) == (1, 0)
+    assert handled == 1, "the redelivered answer was handled (a dead-lettered one is not marked in the inbox)"
