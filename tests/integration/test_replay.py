@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -164,3 +165,36 @@ async def test_qc_rebuilt_from_its_topics_equals_the_original(env: Env) -> None:
     assert len(finals) == 4 + 6 + 6 + 3 + 1, finals
     assert finals["multi1"] == "expert" and finals["multi0"] == "consensus" and finals["trusted0"] == "imported"
     assert "multi3" not in finals and (await items.find_one({"_id": f"{project}/multi3"}))["escalated"]
+
+
+async def test_router_replay_since_a_time_reapplies_only_the_later_events(env: Env) -> None:
+    def batch(start: int, n: int) -> list[Envelope]:
+        return [ItemPrelabeled(producer="test", project="rs", item_id=f"s{i}", model_version=1, encoder="hashing-16",
+                               top_k=(LabelScore(label=LABELS[i % 3], probability=0.5 + (i % 5) / 10),),
+                               embedding=_vec(100 + i)) for i in range(start, start + n)]
+
+    settings = env.settings(RouterSettings)
+    groups = {f"{env.namespace}.router": ["item.prelabeled"], f"{env.namespace}.router.projects": ["project.configured"]}
+    await env.publish_events([ProjectConfigured(producer="test", project="rs", labels=LABELS, guideline_version=1),
+                              *batch(0, 20)])
+    runtime, _ = await _run_until_settled(lambda: create_router(settings), settings, "router", groups)
+    await asyncio.sleep(0.05)
+    since = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    try:
+        await env.publish_events(batch(20, 10))
+        await eventually(lambda: _settled(settings, "router", groups), timeout=120, interval=0.5)
+        before = await database_digest(runtime.db)
+    finally:
+        await runtime.stop()
+
+    code, out = await _cli(env, "router", "--since", since.isoformat())
+    assert code == 0 and "removed 10 inbox entries" in out, out
+    lag = await consumer_lag(settings, "router", groups)
+    assert lag[f"{env.namespace}.router"] == 10, "rewound to the first event after the time, not to the start"
+    runtime, after = await _run_until_settled(lambda: create_router(settings), settings, "router", groups)
+    try:
+        assert after == before
+        assert await runtime.db["processed_events"].count_documents({}) == 31
+    finally:
+        await runtime.stop()
