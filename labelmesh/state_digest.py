@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -36,7 +37,7 @@ def canonical(value: Any) -> Any:
         return {"$bytes": hashlib.sha256(value).hexdigest()}
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and math.isnan(value):
         return "NaN"
     return value
 

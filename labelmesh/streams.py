@@ -26,7 +26,7 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     if text.isdigit():
         return datetime.fromtimestamp(int(text) / 1000, UTC)
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(text)
     except ValueError as exc:
         raise ValueError(f"not a time: {text!r} (use ISO 8601, Unix ms, or an age like 15m, 2h, 7d)") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -111,9 +111,9 @@ class Qc:
         topic = self.env.prefix + event.TOPIC
         return Record(topic, 0, next(self.offsets[topic]), event.key.encode(), event.model_dump_json().encode())
 
-    async def __aenter__(self) -> Qc:
+    async def __aenter__(self) -> Qc:  # noqa: PYI034 - a test helper, not a base class
         await self.runtime.bus.broker.connect()  # publishing only; nothing subscribes
-        await self.runtime.bus._handle_records([self.record(CONFIG)], self.runtime.component.catalog.handle)  # noqa: SLF001
+        await self.runtime.bus._handle_records([self.record(CONFIG)], self.runtime.component.catalog.handle)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -121,12 +121,12 @@ class Qc:
         await self.runtime.mongo.close()
 
     async def deliver(self, records: list[Record]) -> None:
-        await self.runtime.bus._handle_records(list(records), self.runtime.component.on_events)  # noqa: SLF001
+        await self.runtime.bus._handle_records(list(records), self.runtime.component.on_events)
 
     async def crash_midway(self, records: list[Record], applied: int) -> None:
         """The process dies after the handler wrote the effects of `applied` events, before the inbox and commit."""
         bus = self.runtime.bus
-        events = [e for e in [_decode(r, bus.settings.topic_prefix) for r in records]]
+        events = [_decode(r, bus.settings.topic_prefix) for r in records]
         fresh = await bus.inbox.filter_new(events)
         if fresh[:applied]:
             await self.runtime.component.on_events(fresh[:applied])
