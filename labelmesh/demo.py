@@ -17,9 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
 from labelmesh.datasets import REPO_ROOT, categories, load
 from labelmesh.infra import create_topics
+from labelmesh.report import write_html
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.simulation import SimulatedAnnotator, default_team
 from labelmesh.stack import Stack
@@ -157,10 +159,7 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         team = default_team(seed)
         tokens = {s.name: await client.create_annotator(s.name, s.role) for s in team}
         console.print(f"bootstrapping model v1 from {len(boot)} rows labelled by the internal team")
-        for i in range(0, len(boot), 500):
-            await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
-                                                     trusted_label=r.label, source="bootstrap")
-                                       for r in boot[i:i + 500]])
+        await ingest_trusted(client, PROJECT, boot)  # what `labelmesh bootstrap` does with a file
         while not log.by_topic["model.updated"]:
             await asyncio.sleep(0.5)
         await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
@@ -190,9 +189,12 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         await follower
         await client.close()
         stack.stop_all()
-    report = summarise(log, truth, [r.item_id for r in work], {r.item_id: r.label for r in gold})
+    work_ids, golden_truth = [r.item_id for r in work], {r.item_id: r.label for r in gold}
+    report = summarise(log, truth, work_ids, golden_truth)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    html = write_html(out_dir / "report.html", report, log.by_topic, truth, work_ids, golden_truth,
+                      namespace=namespace)
     print_report(report)
-    console.print(f"report written to {out_dir / 'report.json'}")
+    console.print(f"report written to {out_dir / 'report.json'} and {html}")
     return report

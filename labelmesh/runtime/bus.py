@@ -153,6 +153,8 @@ class EventBus:
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            session_timeout_ms=self.settings.session_timeout_ms,
+            heartbeat_interval_ms=min(3_000, self.settings.session_timeout_ms // 3),
             title=f"{self.service}:{','.join(topics)}",
         )(consume)
 

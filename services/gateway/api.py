@@ -27,7 +27,7 @@ from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.auth import Caller, Role, bearer, hash_token, new_token, same_secret
 from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.settings import GatewaySettings
-from services.router.domain.spot_check import should_inject_golden
+from services.gateway.golden import should_inject_golden
 
 SERVICE = "gateway"
 ID_MAX = 256
@@ -194,7 +194,8 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         lease = await queue.current_lease(request.project, caller.annotator_id)
         if lease is None:
             served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
-            if should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate):
+            if should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
+                                    self.gw.settings.golden_salt.get_secret_value()):
                 lease = await queue.claim_golden(request.project, caller.annotator_id)
             if lease is None:
                 lease = await queue.claim(request.project, caller.annotator_id, caller.role)
