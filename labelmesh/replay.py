@@ -39,7 +39,6 @@ NOT_REPLAYABLE = {
     "gateway": "the gateway's state (annotators and tokens, leases, submissions, ingested items) is the source "
                "of events, not a projection of them; it cannot be rebuilt from the topics",
 }
-INBOX = "processed_events"
 
 
 class ReplayRefused(Exception):
