@@ -91,6 +91,7 @@ class EventBus:
             log_level=logging.DEBUG,
         )
         self.inbox: Inbox | None = None
+        self._exclusive = asyncio.Lock()
 
     async def publish(self, events: Sequence[Envelope]) -> None:
         """Send events keyed by their subject and wait until the broker has them all."""
@@ -133,14 +134,27 @@ class EventBus:
         max_records: int = 500,
         batch_timeout_ms: int = 50,
         name: str | None = None,
+        exclusive: bool = True,
     ) -> None:
-        """Consume topics in batches; offsets are committed only after the handler returned."""
+        """Consume topics in batches; offsets are committed only after the handler returned.
+
+        exclusive handlers of one process never run at the same time. FerretDB 1.24 applies an update by
+        reading the document and writing all of it back without isolation, so two handlers touching the
+        same document at once (the router's items get an embedding from one topic and a label from
+        another) could lose one write. Each database has one owning process, so serialising that
+        process's handlers is enough. Pass exclusive=False only for a handler whose writes no other
+        handler touches and which others may wait on (the project catalog).
+        """
         group = self.settings.consumer_group(name or self.service)
 
         async def consume(msg: KafkaMessage) -> None:
             records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
             started = time.perf_counter()
-            await self._handle_records(list(records), handler)
+            if exclusive:
+                async with self._exclusive:
+                    await self._handle_records(list(records), handler)
+            else:
+                await self._handle_records(list(records), handler)
             self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
         # NACK_ON_ERROR rewinds to the batch's first offset, so nothing is committed past an unhandled event.

@@ -190,15 +190,10 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
         project = await self.gw.project(context, request.project)
-        queue = self.gw.queue
-        lease = await queue.current_lease(request.project, caller.annotator_id)
-        if lease is None:
-            served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
-            if should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
-                                    self.gw.settings.golden_salt.get_secret_value()):
-                lease = await queue.claim_golden(request.project, caller.annotator_id)
-            if lease is None:
-                lease = await queue.claim(request.project, caller.annotator_id, caller.role)
+        served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
+        golden_turn = should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
+                                           self.gw.settings.golden_salt.get_secret_value())
+        lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn)
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
