@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 import uuid
 
@@ -68,10 +69,12 @@ async def run(items: int, dim: int) -> dict:
     settings = RouterSettings(namespace=namespace, topic_prefix=f"{namespace}.", http_port=0)
     await create_topics(settings.kafka_bootstrap, settings.topic_prefix)
     await publish(settings, items, dim)
+    print(f"published {items} items to {namespace}", file=sys.stderr, flush=True)
 
     runtime = create_app(settings)
     await runtime.start()
     first_s = await until_caught_up(settings)
+    print(f"first build: {first_s:.1f}s", file=sys.stderr, flush=True)
     before = await database_digest(runtime.db)
     await runtime.stop()
 
