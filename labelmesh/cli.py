@@ -93,6 +93,55 @@ def demo(
     asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed))
 
 
+@app.command()
+def events(
+    topic: list[str] = typer.Argument(None, help="topics to read (item.ingested, ..., deadletter) or 'all' (default)"),
+    project: list[str] = typer.Option([], "--project", "-p", help="only these projects (repeatable)"),
+    item: list[str] = typer.Option([], "--item", "-i", help="only these item ids (repeatable)"),
+    event_type: list[str] = typer.Option([], "--type", "-t", help="only these event types (repeatable)"),
+    since: str = typer.Option(None, help="start at this time (ISO 8601, Unix ms, or an age: 15m, 2h, 7d)"),
+    until: str = typer.Option(None, help="only records before this time"),
+    offset: int = typer.Option(None, help="start at this offset on every partition"),
+    latest: bool = typer.Option(False, help="start at the end (with --follow: only new records)"),
+    partition: int = typer.Option(None, help="read only this partition"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep reading new records until interrupted"),
+    limit: int = typer.Option(None, help="stop after this many matching records"),
+) -> None:
+    """Dump or tail topics as JSON lines (a dead letter shows its decoded original), filtered."""
+    from labelmesh.events import run as run_events
+
+    try:
+        run_events(topic or [], projects=project, items=item, types=event_type, since=since, until=until,
+                   offset=offset, latest=latest, partition=partition, follow=follow, limit=limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def replay(
+    service: str = typer.Argument(None, help="prelabeler, router, qc or trainer (stopped)"),
+    since: str = typer.Option(None, help="replay from this time only, keeping the state (ISO 8601, Unix ms, 2h...)"),
+    dead_letters: bool = typer.Option(False, "--dead-letters", help="re-drive dead-lettered events instead"),
+    consumer: str = typer.Option(None, help="with --dead-letters: only those this service dead-lettered"),
+    topic: str = typer.Option(None, help="with --dead-letters: only those from this topic"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --dead-letters: list, do not publish"),
+    all_letters: bool = typer.Option(False, "--all", help="with --dead-letters: also those already re-driven"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask before dropping the service's state"),
+) -> None:
+    """Rebuild a stopped service from the topics (drops its state, rewinds its consumer groups), or re-drive dead letters."""
+    from labelmesh.replay import ReplayRefused
+    from labelmesh.replay import run as run_replay
+
+    if service and not dead_letters and not since and not yes:
+        typer.confirm(f"drop every collection of {service}'s database and rebuild it from the topics?", abort=True)
+    try:
+        raise typer.Exit(run_replay(service, since=since, dead_letters=dead_letters, consumer=consumer, topic=topic,
+                                    dry_run=dry_run, all_letters=all_letters))
+    except (ReplayRefused, ValueError) as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
 # The trainer's read-side commands: lineage questions and export snapshots (services/trainer/cli.py).
 app.add_typer(lineage_app, name="lineage")
 app.command("export")(export)

@@ -189,23 +189,27 @@ class EventBus:
             events = fresh
         if not events:
             return
-        await self._run_with_retries(events, origin, handler)
+        # Only what was handled goes to the inbox: a dead-lettered event must be accepted again when re-driven.
+        events = await self._run_with_retries(events, origin, handler)
         if self.inbox is not None:
             await self.inbox.mark(events)
         for event in events:
             self.metrics.consumed.labels(self.service, event.TOPIC).inc()
 
-    async def _run_with_retries(self, events: list[Envelope], origin: dict[str, Any], handler: BatchHandler) -> None:
+    async def _run_with_retries(
+        self, events: list[Envelope], origin: dict[str, Any], handler: BatchHandler
+    ) -> list[Envelope]:
+        """Run the handler; returns the events it handled (the others were dead-lettered)."""
         attempt = 0
         while attempt < self.settings.max_attempts:
             try:
                 await handler(events)
-                return
+                return events
             except PoisonEvent as poison:
                 await self.dead_letter(origin[poison.event.event_id], poison.reason)
                 events = [e for e in events if e.event_id != poison.event.event_id]
                 if not events:
-                    return
+                    return events
             except TRANSIENT_ERRORS as exc:
                 log.warning("infrastructure unavailable (%r); the batch will be redelivered", exc)
                 await asyncio.sleep(self.settings.retry_backoff_s)
@@ -215,12 +219,15 @@ class EventBus:
                 log.exception("batch of %d failed (attempt %d)", len(events), attempt)
                 await asyncio.sleep(self.settings.retry_backoff_s * attempt)
         # The batch keeps failing: handle events one by one so only the poisonous ones are dead-lettered.
+        handled = []
         for event in events:
             try:
                 await handler([event])
+                handled.append(event)
             except TRANSIENT_ERRORS:
                 raise
             except PoisonEvent as poison:
                 await self.dead_letter(origin[event.event_id], poison.reason)
             except Exception as exc:  # noqa: BLE001 - the reason travels with the dead letter
                 await self.dead_letter(origin[event.event_id], f"handler failed: {exc!r}")
+        return handled

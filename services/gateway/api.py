@@ -112,12 +112,18 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             items.append(item)
             if len(items) > self.gw.settings.max_batch_items * 20:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "stream too long; split it")
-        return await self._ingest(items, context)
+        return await self._ingest(items, context, streamed=True)
 
-    async def _ingest(self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
+    async def _ingest(
+        self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
+    ) -> pb.IngestItemsResponse:
         caller = await self.gw.caller(context)
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
+        if len(items) > self.gw.settings.max_batch_items and not streamed:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{len(items)} items in one request; at most {self.gw.settings.max_batch_items} "
+                                "(use IngestStream for large imports)")
         projects: dict[str, dict[str, Any]] = {}
         events: list[ItemIngested] = []
         seen: set[tuple[str, str]] = set()

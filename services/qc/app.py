@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pymongo.errors import DuplicateKeyError
 
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -77,8 +78,10 @@ class Qc:
                 await self.items.update_one(
                     {"_id": key}, {"$setOnInsert": {"project": event.project, "item_id": event.item_id}}, upsert=True
                 )
+                # $addToSet, not a `votes.event_id $ne` guard: FerretDB 1.24 matches $ne on a path into an
+                # array of documents when any element differs, so a redelivered vote was pushed twice.
                 await self.items.update_one({"_id": key, "votes.event_id": {"$ne": event.event_id}},
-                                            {"$push": {"votes": vote}})
+                                            {"$addToSet": {"votes": vote}})
             out.extend(await self._evaluate(key, event))
         await self.rt.bus.publish(out)
 
@@ -134,12 +137,18 @@ class Qc:
         if isinstance(step, Escalate) and not doc.get("escalated"):
             await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
             self.flags.labels(doc["project"], FlagKind.DISAGREEMENT.value).inc()
-            return [QcFlagged(
-                event_id=derived_id(cause.event_id, "escalated"), producer=SERVICE, project=doc["project"],
+            # Derived from the item, not the cause: a replay may escalate on another event, and must not
+            # publish a second flag (the router would re-route the item to an expert again).
+            flag: list[Envelope] = [QcFlagged(
+                event_id=derived_id(key, "escalated"), producer=SERVICE, project=doc["project"],
                 item_id=doc["item_id"], subject=FlagSubject.ITEM, subject_id=doc["item_id"],
                 kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=step.evidence,
                 correlation_id=cause.correlation_id,
             )]
+            if any(v.expert for v in state.votes):
+                # Replayed out of order, the expert's answer can already be here: decide now, or never.
+                return flag + await self._evaluate(key, cause)
+            return flag
         return []
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope) -> LabelFinalized:
@@ -179,12 +188,16 @@ class Qc:
             return []
         correct = item["golden_label"] == event.label
         key = {"_id": f"{event.project}/{event.annotator_id}"}
-        stats = await self.annotators.find_one_and_update(
-            {**key, "golden_events": {"$ne": event.event_id}},
-            {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
-             "$set": {"project": event.project, "annotator": event.annotator_id}},
-            upsert=True, return_document=True,
-        )
+        try:
+            stats = await self.annotators.find_one_and_update(
+                {**key, "golden_events": {"$ne": event.event_id}},
+                {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
+                 "$set": {"project": event.project, "annotator": event.annotator_id}},
+                upsert=True, return_document=True,
+            )
+        except DuplicateKeyError:
+            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
+            stats = await self.annotators.find_one(key)
         acc = golden_accuracy(stats["golden_correct"], stats["golden_n"])
         self.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
         if stats.get("suspended") or not should_flag(
