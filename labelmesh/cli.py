@@ -82,15 +82,16 @@ def bootstrap(
 
 @app.command()
 def demo(
-    items: int = typer.Option(1500, help="BANKING77 items pushed through the pipeline after bootstrapping"),
+    items: int = typer.Option(1000, help="BANKING77 items pushed through the pipeline after bootstrapping"),
     bootstrap: int = typer.Option(500, help="rows labelled by the 'internal team' to train model v1"),
     encoder: str = typer.Option("minilm", help="minilm (the real encoder) or hashing (fast stub)"),
     seed: int = typer.Option(7),
+    timeout: float = typer.Option(3600.0, help="stop waiting for final labels after this many seconds"),
 ) -> None:
     """Start the five services, bootstrap a model, label a BANKING77 sample with simulated annotators, report."""
     from labelmesh.demo import run_demo
 
-    asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed))
+    asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed, timeout_s=timeout))
 
 
 @app.command()

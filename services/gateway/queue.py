@@ -29,6 +29,7 @@ class Lease:
     lease_id: str
     task: dict[str, Any]
     expires_at: datetime
+    fresh: bool = False  # handed out by this call (not the annotator's current lease returned again)
 
 
 def lease_id_for(task_id: str, annotator_id: str) -> str:
@@ -152,7 +153,7 @@ class TaskQueue:
              "state": "leased", "leased_at": now, "expires_at": expires, "golden": task.get("golden", False)},
             upsert=True,
         )
-        return Lease(lease_id, task, expires)
+        return Lease(lease_id, task, expires, fresh=True)
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
         return await self.leases.find_one({"_id": lease_id})
