@@ -257,6 +257,11 @@ class Labelmesh:
     promotion_tolerance: float = 0.01  # trainer
     min_eval_items: int = 30  # trainer
     confirm_single: bool = False  # qc: finalize.next_step(confirm_single=...)
+    # services/router/app.py puts the trainer's recommended thresholds in force on every model.updated.
+    follow_trainer_thresholds: bool = True
+    # services/trainer/app.py evaluates on every held-out final label, auto labels (the previous model's own
+    # predictions) included; True keeps only human-verified and known (bootstrap, golden) labels.
+    heldout_verified_only: bool = False
     name: str = "labelmesh"
 
 
@@ -448,17 +453,18 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                     crowd.model = new
                     if is_lm:
                         recommended = recommend_thresholds(challenger, policy.target_auto_error)
-                        thresholds = recommended
-                        result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
+                        if policy.follow_trainer_thresholds:
+                            thresholds = recommended
+                            result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
                 result.models.append(_model_info(new, promoted, challenger, reason, recommended))
         result.items += 1
         if isinstance(policy, ManualSingle):
             _, label = crowd.label(truth, (), "annotator", set())
-            tier, final = "manual", label
+            tier, final, verified = "manual", label, True
         elif isinstance(policy, ManualDouble):
             a, x = crowd.label(truth, (), "annotator", set())
             _, y = crowd.label(truth, (), "annotator", {a})
-            tier, final = "manual", x
+            tier, final, verified = "manual", x, True
             if x != y:
                 result.escalations += 1
                 _, final = crowd.label(truth, (), "expert", set())
@@ -471,6 +477,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
             tier = decision.tier.value
             if isinstance(policy, FixedThreshold):
                 final = _fixed_labels(crowd, decision, top, truth, shown)
+                verified = decision.tier is not Tier.AUTO
             else:
                 final, verified = _labelmesh_labels(crowd, decision, prelabel, thresholds, routing, truth, shown,
                                                     consensus, result, policy.confirm_single)
@@ -493,7 +500,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                             thresholds = new_thresholds
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
         finals[item_id] = final
-        if hold_stream[i]:
+        if hold_stream[i] and (verified or not (is_lm and policy.heldout_verified_only)):
             hold_X.append(stream.X[i:i + 1])
             hold_y.append(final)
         result.tiers[tier] += 1

@@ -141,3 +141,14 @@ def test_unhinted_mistakes_go_to_the_nearest_intents():
     assert {sloppy.answer("a", ["a", "b", "c", "d"]) for _ in range(50)} == {"b"}
     # A shown pre-label still comes first: the mistake is one of the suggestions.
     assert {sloppy.answer("a", ["a", "b", "c", "d"], ["a", "c"]) for _ in range(50)} == {"c"}
+
+
+def test_router_and_trainer_knobs_change_what_they_say(small):
+    stream, schedule, nearest = small
+    follows = run(stream, Labelmesh(), team(), models=schedule, nearest=nearest)
+    assert follows.thresholds[0][0] == 0  # the first model's recommendation is put in force at once
+    own = run(stream, Labelmesh(follow_trainer_thresholds=False), team(), models=schedule, nearest=nearest)
+    assert all(position not in (0, 400, 800) for position, _, _ in own.thresholds)
+    verified = run(stream, Labelmesh(heldout_verified_only=True), team(), models=schedule, nearest=nearest)
+    # Auto labels never reach the held-out set, so the last model is judged on fewer items.
+    assert verified.models[-1]["heldout_n"] < follows.models[-1]["heldout_n"]
