@@ -197,6 +197,7 @@ def _learn(
     confidence: float,
     method: Method,
     min_evidence: int,
+    step_up: bool = False,
 ) -> ThresholdChange:
     if not 0.0 < target < 1.0:
         raise ValueError(f"target error must be in (0, 1), got {target}")
@@ -222,6 +223,16 @@ def _learn(
         )
     now = test(current)
     if now.n >= min_evidence and now.lower > target:
+        above = [r for r in tested if r.threshold > current and r.lower <= target] if step_up else []
+        if above:
+            up = above[0]
+            return change(
+                up.threshold,
+                up,
+                f"evidence shows the error at {current} exceeds target ({now.errors}/{now.n} wrong, one-sided {pct} "
+                f"lower bound {now.lower:.4f} > {target}); stepped up to the lowest threshold the evidence does not "
+                f"refute: {up.errors}/{up.n} wrong, lower bound {up.lower:.4f}",
+            )
         return change(
             refuted_to,
             now,
@@ -254,11 +265,13 @@ def learn_auto_threshold(
     min_evidence: int = DEFAULT_MIN_EVIDENCE,
     floor: float = DEFAULT_FLOOR,
     candidate_grid: Sequence[float] = DEFAULT_GRID,
+    step_up_when_refuted: bool = False,
 ) -> ThresholdChange:
     """Lowest auto-accept border whose auto-label error (items with confidence > t) is provably under target.
 
     Kept when evidence is thin or inconclusive; switched off (1.0) when the evidence shows the current
-    border's error is above target. Never learned below floor.
+    border's error is above target, or, with step_up_when_refuted, raised to the lowest candidate whose
+    region the evidence does not refute (off only when there is none). Never learned below floor.
     """
     ev = _Evidence(evidence)
     candidates = [t for t in (*candidate_grid, current) if floor <= t < 1.0]
@@ -273,6 +286,7 @@ def learn_auto_threshold(
         confidence,
         method,
         min_evidence,
+        step_up_when_refuted,
     )
 
 
@@ -323,13 +337,16 @@ def learn_thresholds(
     min_evidence: int = DEFAULT_MIN_EVIDENCE,
     floor: float = DEFAULT_FLOOR,
     candidate_grid: Sequence[float] = DEFAULT_GRID,
+    step_up_when_refuted: bool = False,
 ) -> ThresholdUpdate:
     """Learn both borders in the only valid order: auto first, then the single band below the new auto border."""
     obs = list(evidence)
     common = dict(
         confidence=confidence, method=method, min_evidence=min_evidence, floor=floor, candidate_grid=candidate_grid
     )
-    auto = learn_auto_threshold(obs, current.auto_accept, target_error=target_auto_error, **common)
+    # Only the auto border steps up: a refuted single band already falls back to the auto border (single off).
+    auto = learn_auto_threshold(obs, current.auto_accept, target_error=target_auto_error,
+                                step_up_when_refuted=step_up_when_refuted, **common)
     single = learn_single_threshold(obs, current.single_review, auto.new, target_error=target_single_error, **common)
     # learn_single_threshold saw the single border already clipped to the new auto border; report the real old one.
     single = replace(single, old=current.single_review)
