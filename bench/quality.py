@@ -127,8 +127,8 @@ TEAMS = {
 VARIANTS = {
     "labelmesh": {},  # the services' defaults
     "labelmesh_confirm": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2},
-    "labelmesh_confirm_floor": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2,
-                                "single_floor": 0.3},
+    "labelmesh_confirm_step": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2,
+                               "step_up_when_refuted": True},
 }
 
 
@@ -248,7 +248,7 @@ def main() -> None:
     ap.add_argument("--targets", default="0.005,0.01,0.02,0.03,0.05,0.08", help="labelmesh target auto errors")
     ap.add_argument("--fixed-auto", default="0.80,0.85,0.90,0.93,0.95,0.97,0.99")
     ap.add_argument("--fixed-single", default="0.30,0.50,0.60,0.70,0.80,0.90")
-    ap.add_argument("--online", default="ninety_team:labelmesh_confirm:0.02",
+    ap.add_argument("--online", default="ninety_team:labelmesh_confirm_step:0.02,ninety_team:labelmesh_confirm:0.02",
                     help="'team:variant:target,...' rerun with models retrained on the run's own final labels "
                          "(~19 fits each, ~15 min on 2 busy cores); empty to skip")
     ap.add_argument("--encoder", default="minilm")
@@ -298,12 +298,13 @@ def main() -> None:
             for s in map(float, args.fixed_single.split(",")) if s <= a
         ]
         summary["teams"][team] = res
+    finish(summary, args, stream, schedule_seconds)  # written now; each online point rewrites it when done
     for spec in filter(None, args.online.split(",")):
         team, variant, target = spec.split(":")
         trainer = OnlineTrainer(stream, args.retrain_every, seed=args.seed, first=schedule.by_start[0])
         point = go(team, Labelmesh(target_auto_error=float(target), **VARIANTS[variant]), trainer, variant)
         summary["teams"].setdefault(team, {}).setdefault("online", []).append(point)
-    finish(summary, args, stream, schedule_seconds)
+        finish(summary, args, stream, schedule_seconds)
 
 
 def finish(summary: dict, args: argparse.Namespace, stream: Stream, schedule_seconds: float) -> None:
@@ -312,8 +313,10 @@ def finish(summary: dict, args: argparse.Namespace, stream: Stream, schedule_sec
                         f"embeddings; retrained every {args.retrain_every} items; prices ${args.label_price} per "
                         f"label, ${args.expert_price} per expert label.")
     summary["notes"] = ("labelmesh = the services' defaults; labelmesh_confirm = the same plus qc's confirm_single "
-                        "(a lone reviewer who overrides the pre-label is escalated to an expert) and a single-review "
-                        "band learned to target_single_error 0.5. Models in the sweep are retrained on true labels "
+                        "(a lone reviewer who overrides the pre-label is escalated to an expert), a single-review "
+                        "band learned to target_single_error 0.5 and 2 annotators in the multi tier; "
+                        "labelmesh_confirm_step = that plus learn_thresholds(step_up_when_refuted=True) (a refuted "
+                        "auto border steps up instead of switching the auto tier off). Models in the sweep are retrained on true labels "
                         "(see the script's docstring); 'online' points retrain on the run's own final labels.")
     summary["schedule_seconds"] = schedule_seconds
     report(summary)

@@ -248,6 +248,7 @@ class Labelmesh:
     relearn_every: int = 25  # router
     min_evidence: int = 50  # router
     single_floor: float = 0.50  # thresholds.learn_thresholds(floor=...), not a router setting yet
+    step_up_when_refuted: bool = False  # thresholds.learn_thresholds(step_up_when_refuted=...), idem
     expert_margin: float = 0.05  # router
     ood_similarity_floor: float = 0.30  # router
     golden_rate: float = 0.05  # gateway
@@ -493,7 +494,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                         new_thresholds = learn_thresholds(
                             evidence, thresholds, target_auto_error=policy.target_auto_error,
                             target_single_error=policy.target_single_error, min_evidence=policy.min_evidence,
-                            floor=policy.single_floor,
+                            floor=policy.single_floor, step_up_when_refuted=policy.step_up_when_refuted,
                             candidate_grid=tuple(round(0.01 * c, 2) for c in range(int(policy.single_floor * 100), 100)),
                         ).thresholds
                         if new_thresholds != thresholds:
