@@ -11,6 +11,9 @@ Which code is shared with the live services, and which stand-ins replace the she
   router), spot checks drawn by spot_check.is_spot_checked, thresholds re-learned by
   thresholds.learn_thresholds every `relearn_every` verified observations (weight 1/rate for spot
   checks), reset to the trainer's recommendation on every promoted model: services/router/app.py's rules.
+  One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
+  the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
+  confirm_single, which escalates spot checks that overrule the auto label).
 - gateway: annotators pull tasks; golden tasks are injected by spot_check.should_inject_golden and
   chosen by choose_golden, suspended annotators get no work. Stand-ins: the annotator who takes a
   task is drawn at random (weighted by speed) among the active ones of the right role, and experts
