@@ -1,4 +1,4 @@
-"""The offline labelling simulation behind bench/quality.py: the services' own domain code, without Kafka, Mongo or gRPC.
+"""The offline labelling simulation behind bench/quality.py: the services' own domain code, no Kafka, Mongo, gRPC.
 
 Items arrive one at a time and are finalised before the next one arrives (the live pipeline
 overlaps them; here nothing is in flight, so every decision sees every earlier final label).
@@ -48,9 +48,19 @@ from services.qc.domain.consensus import decide as weighted_consensus
 from services.qc.domain.final_label import human_cost
 from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_accuracy
 from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
-from services.router.domain.spot_check import choose_golden, is_spot_checked, should_inject_golden
+from services.router.domain.spot_check import (
+    choose_golden,
+    is_spot_checked,
+    should_inject_golden,
+)
 from services.router.domain.thresholds import Observation, learn_thresholds
-from services.router.domain.tiers import Prelabel, RoutingPolicy, Thresholds, Tier, decide_tier
+from services.router.domain.tiers import (
+    Prelabel,
+    RoutingPolicy,
+    Thresholds,
+    Tier,
+    decide_tier,
+)
 from services.trainer.evaluation import decide_promotion, evaluate, recommend_thresholds
 from services.trainer.lineage import in_holdout
 
@@ -498,7 +508,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                             evidence, thresholds, target_auto_error=policy.target_auto_error,
                             target_single_error=policy.target_single_error, min_evidence=policy.min_evidence,
                             floor=policy.single_floor, step_up_when_refuted=policy.step_up_when_refuted,
-                            candidate_grid=tuple(round(0.01 * c, 2) for c in range(int(policy.single_floor * 100), 100)),
+                            candidate_grid=tuple(round(0.01 * c, 2)
+                                                 for c in range(int(policy.single_floor * 100), 100)),
                         ).thresholds
                         if new_thresholds != thresholds:
                             thresholds = new_thresholds
@@ -563,7 +574,7 @@ def _labelmesh_labels(crowd: Crowd, decision: Any, prelabel: Prelabel, threshold
         state = replace(state, tier=EventTier(tier.value), escalated=True,
                         votes=(*state.votes, Vote(name, label, expert=True)))
         step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single)
-    if not isinstance(step, Final):
-        raise RuntimeError(f"qc did not finalise an item with all its labels: {step}")
-    result.provenance[step.provenance.value] += 1
-    return step.label, step.verified and step.provenance is not Provenance.IMPORTED
+    if isinstance(step, Final):
+        result.provenance[step.provenance.value] += 1
+        return step.label, step.verified and step.provenance is not Provenance.IMPORTED
+    raise RuntimeError(f"qc did not finalise an item with all its labels: {step}")
