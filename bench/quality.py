@@ -291,7 +291,8 @@ def main() -> None:
     ap.add_argument("--targets", default="0.005,0.01,0.02,0.03,0.05,0.08", help="labelmesh target auto errors")
     ap.add_argument("--fixed-auto", default="0.80,0.85,0.90,0.93,0.95,0.97,0.99")
     ap.add_argument("--fixed-single", default="0.30,0.50,0.60,0.70,0.80,0.90")
-    ap.add_argument("--online", default="ninety_team:labelmesh_confirm_step:0.02,ninety_team:labelmesh_confirm:0.02",
+    ap.add_argument("--online", default="ninety_team:labelmesh_confirm_step:0.02,ninety_team:labelmesh_confirm:0.02,"
+                                        "ninety_team:labelmesh_confirm_step:0.01",
                     help="'team:variant:target,...' rerun with models retrained on the run's own final labels "
                          "(~19 fits each, ~15 min on 2 busy cores); empty to skip")
     ap.add_argument("--encoder", default="minilm")
