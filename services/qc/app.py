@@ -1,12 +1,14 @@
-"""The qc service: collects labels per item, decides final labels, and tracks annotator quality."""
+"""The qc service: collects labels per item, decides final labels, and tracks annotator and label quality."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+import numpy as np
+from pymongo import ReturnDocument, UpdateOne
 
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -15,22 +17,34 @@ from schemas.events import (
     FlagKind,
     FlagSubject,
     ItemIngested,
+    ItemPrelabeled,
     ItemRouted,
     LabelFinalized,
     LabelScore,
     LabelSubmitted,
+    Provenance,
     QcFlagged,
     Tier,
     derived_id,
     utcnow,
 )
 from services.qc.domain.consensus import decide as weighted_consensus
-from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_accuracy
+from services.qc.domain.consensus import majority_vote
+from services.qc.domain.golden import golden_accuracy, should_flag
+from services.qc.domain.knn_check import knn_check
+from services.qc.domain.reliability import reliability as annotator_reliability
 from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
+from services.qc.index import LabelledEmbeddings
+from services.qc.metrics import QcMetrics
+from services.qc.passes import SERVICE, Passes, flag
 from services.qc.settings import QcSettings
 
-SERVICE = "qc"
 log = logging.getLogger(__name__)
+
+
+def _crossed(new: int, added: int, every: int) -> bool:
+    """Did a counter that just grew by `added` to `new` pass a multiple of `every`?"""
+    return every > 0 and added > 0 and new // every > (new - added) // every
 
 
 class Qc:
@@ -40,21 +54,32 @@ class Qc:
         self.catalog = ProjectCatalog(rt.db)
         self.items = rt.db["items"]
         self.annotators = rt.db["annotators"]
-        self.finals = Counter("labelmesh_qc_final_labels_total", "Final labels decided", ["project", "provenance"],
-                              registry=rt.registry)
-        self.flags = Counter("labelmesh_qc_flags_total", "Flags raised", ["project", "kind"], registry=rt.registry)
-        self.golden_accuracy = Gauge("labelmesh_qc_golden_accuracy", "Golden-set accuracy per annotator",
-                                     ["project", "annotator"], registry=rt.registry)
-        self.spot_accuracy = Gauge("labelmesh_qc_auto_label_accuracy",
-                                   "Accuracy of auto labels measured by spot checks", ["project"],
-                                   registry=rt.registry)
+        self.labels = rt.db["labels"]
+        self.metrics = QcMetrics(rt.registry)
+        self.passes = Passes(rt.db, settings, self.metrics)
+        self.indexes: dict[str, LabelledEmbeddings] = {}
 
     def wire(self) -> None:
         self.catalog.attach(self.rt.bus)
-        self.rt.bus.subscribe([ItemIngested.TOPIC, ItemRouted.TOPIC, LabelSubmitted.TOPIC], self.on_events)
+        self.rt.bus.subscribe([ItemIngested.TOPIC, ItemPrelabeled.TOPIC, ItemRouted.TOPIC, LabelSubmitted.TOPIC],
+                              self.on_events)
+        self.rt.on_start.append(self.restore)
+
+    async def restore(self) -> None:
+        """Rebuild the labelled-embedding index from qc's own items."""
+        async for doc in self.items.find({"final": {"$exists": True}, "embedding": {"$exists": True}},
+                                         {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1}):
+            self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
+                                               np.frombuffer(doc["embedding"], np.float32))
+
+    def _index(self, project: str) -> LabelledEmbeddings:
+        return self.indexes.setdefault(project, LabelledEmbeddings())
 
     async def on_events(self, events: list[Envelope]) -> None:
         out: list[Envelope] = []
+        labels: Counter[str] = Counter()
+        by_annotator: Counter[tuple[str, str]] = Counter()
+        finals: Counter[str] = Counter()
         for event in events:
             key = f"{event.project}/{event.item_id}"
             if isinstance(event, ItemIngested):
@@ -64,23 +89,38 @@ class Qc:
                               "golden_label": event.golden_label, "trusted_label": event.trusted_label}},
                     upsert=True,
                 )
+            elif isinstance(event, ItemPrelabeled):
+                await self._on_prelabeled(key, event)
+                continue
             elif isinstance(event, ItemRouted):
                 await self._on_routed(key, event)
             elif isinstance(event, LabelSubmitted):
                 await self.catalog.require(event)
+                labels[event.project] += 1
+                if event.role != "expert":
+                    by_annotator[(event.project, event.annotator_id)] += 1
                 if event.golden:
-                    out.extend(await self._on_golden_answer(event))
+                    out.extend(await self._on_golden_answer(key, event))
                     continue
-                vote = {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
-                        "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
-                        "event_id": event.event_id}
-                await self.items.update_one(
-                    {"_id": key}, {"$setOnInsert": {"project": event.project, "item_id": event.item_id}}, upsert=True
-                )
-                await self.items.update_one({"_id": key, "votes.event_id": {"$ne": event.event_id}},
-                                            {"$push": {"votes": vote}})
-            out.extend(await self._evaluate(key, event))
+                out.extend(await self._on_label(key, event))
+            decided = await self._evaluate(key, event)
+            finals.update(e.project for e in decided if isinstance(e, LabelFinalized))
+            out.extend(decided)
+        out.extend(await self._periodic(labels, by_annotator, finals))
+        await self._record_flags([e for e in out if isinstance(e, QcFlagged)])
         await self.rt.bus.publish(out)
+
+    # --- per event ---------------------------------------------------------------------------------
+    async def _on_prelabeled(self, key: str, event: ItemPrelabeled) -> None:
+        update: dict[str, Any] = {"project": event.project, "item_id": event.item_id,
+                                  "top_k": [s.model_dump() for s in event.top_k]}
+        vector = np.asarray(event.embedding, dtype=np.float32)
+        if vector.size:
+            update["embedding"] = vector.tobytes()
+        doc = await self.items.find_one_and_update({"_id": key}, {"$set": update}, upsert=True,
+                                                   return_document=ReturnDocument.AFTER)
+        if vector.size and doc.get("final"):  # a final label can arrive before the embedding
+            self._index(event.project).upsert(event.item_id, doc["final"]["label"], vector)
 
     async def _on_routed(self, key: str, event: ItemRouted) -> None:
         top = event.top_k[0] if event.top_k else None
@@ -94,12 +134,50 @@ class Qc:
             update["escalated"] = True
         await self.items.update_one({"_id": key}, {"$set": update}, upsert=True)
 
+    async def _store_label(self, event: LabelSubmitted, item: Mapping[str, Any] | None) -> None:
+        """One document per human label: the sequences agreement, drift and the calibration report read."""
+        item = item or {}
+        prelabel = item.get("prelabel") or ([item["top_k"][0]["label"]] if item.get("top_k") else None)
+        await self.labels.replace_one({"_id": event.event_id}, {
+            "project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
+            "label": event.label, "expert": event.role == "expert", "golden": event.golden,
+            "time_spent_ms": event.time_spent_ms, "at": event.occurred_at,
+            "model_label": prelabel[0] if prelabel else None,
+        }, upsert=True)
+
+    async def _on_label(self, key: str, event: LabelSubmitted) -> list[Envelope]:
+        """Store the vote; send the item to an expert when its annotator is suspended."""
+        item = await self.items.find_one({"_id": key})
+        await self._store_label(event, item)
+        vote = {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
+                "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
+                "event_id": event.event_id, "at": event.occurred_at}
+        if item is None:
+            await self.items.update_one({"_id": key}, {"$setOnInsert": {"project": event.project,
+                                                                         "item_id": event.item_id}}, upsert=True)
+        await self.items.update_one({"_id": key, "votes.event_id": {"$ne": event.event_id}},
+                                    {"$push": {"votes": vote}})
+        if event.role == "expert" or (item or {}).get("escalated"):
+            return []
+        annotator = await self.annotators.find_one({"_id": f"{event.project}/{event.annotator_id}"}, {"suspended": 1})
+        if annotator and annotator.get("suspended"):
+            await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
+            return [self._review_flag(event.project, event.item_id, event.annotator_id, event.label,
+                                      "label arrived after its annotator was suspended", {})]
+        return []
+
+    def _review_flag(self, project: str, item_id: str, annotator: str, label: str, why: str,
+                     evidence: dict[str, Any]) -> QcFlagged:
+        return flag(project, FlagKind.SUSPENDED_ANNOTATOR_LABEL, FlagSubject.ITEM, item_id,
+                    f"labelled {label!r} by {annotator}, who is suspended: {why}; back for review",
+                    {"annotator": annotator, "label": label, **evidence}, cause=(item_id, annotator), item_id=item_id)
+
     async def _reliability(self, project: str) -> dict[str, float]:
-        reliability = {}
-        async for doc in self.annotators.find({"project": project, "golden_n": {"$gt": 0}}):
-            # Shrunk towards the prior, so three lucky golden answers do not make anyone infallible.
-            reliability[doc["annotator"]] = smoothed_accuracy(doc["golden_correct"], doc["golden_n"])
-        return reliability
+        return {
+            doc["annotator"]: annotator_reliability(doc.get("golden_correct", 0), doc.get("golden_n", 0),
+                                                    doc.get("ds_accuracy"), doc.get("ds_items", 0))
+            async for doc in self.annotators.find({"project": project})
+        }
 
     async def _evaluate(self, key: str, cause: Envelope) -> list[Envelope]:
         doc = await self.items.find_one({"_id": key})
@@ -126,23 +204,53 @@ class Qc:
             return result.label, result.confidence, result.resolved
 
         step = next_step(state, reliability, consensus)
+        human = [(v.annotator, v.label) for v in state.votes if not v.expert]
+        majority = majority_vote(human) if human else None
         if isinstance(step, Final):
             final = doc.get("final")
             if final and final["label"] == step.label and final["provenance"] == step.provenance.value:
                 return []
-            return [await self._finalize(doc, step, cause)]
+            if step.provenance in (Provenance.SINGLE_REVIEW, Provenance.CONSENSUS):
+                held = await self._knn_check(doc, step.label, cause)
+                if held is not None:
+                    return [held]
+            return [await self._finalize(doc, step, cause, majority)]
         if isinstance(step, Escalate) and not doc.get("escalated"):
             await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
-            self.flags.labels(doc["project"], FlagKind.DISAGREEMENT.value).inc()
+            evidence = dict(step.evidence)
+            if majority is not None:
+                evidence["majority"] = {"label": majority.label, "count": majority.count, "tied": list(majority.tied)}
             return [QcFlagged(
                 event_id=derived_id(cause.event_id, "escalated"), producer=SERVICE, project=doc["project"],
                 item_id=doc["item_id"], subject=FlagSubject.ITEM, subject_id=doc["item_id"],
-                kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=step.evidence,
+                kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=evidence,
                 correlation_id=cause.correlation_id,
             )]
         return []
 
-    async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope) -> LabelFinalized:
+    async def _knn_check(self, doc: dict[str, Any], label: str, cause: Envelope) -> QcFlagged | None:
+        """Before a human label becomes final: do the most similar labelled items agree? If not, an expert looks."""
+        index = self._index(doc["project"])
+        if "embedding" not in doc or doc.get("knn_flagged") or len(index) < self.settings.knn_k:
+            return None
+        matrix, labels, ids = index.matrix()
+        finding = knn_check(np.frombuffer(doc["embedding"], np.float32), label, matrix, labels, ids,
+                            item_id=doc["item_id"], k=self.settings.knn_k, threshold=self.settings.knn_threshold,
+                            min_similarity=self.settings.knn_min_similarity)
+        if not finding.flagged:
+            return None
+        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"escalated": True, "knn_flagged": True}})
+        return flag(
+            doc["project"], FlagKind.KNN_INCONSISTENCY, FlagSubject.ITEM, doc["item_id"], finding.message,
+            {"label": label, "votes": [{"annotator": v["annotator"], "label": v["label"]} for v in doc.get("votes", [])],
+             "majority_label": finding.majority_label, "majority_share": finding.majority_share,
+             "agreeing_share": finding.agreeing_share, "k": finding.k,
+             "neighbours": [{"item_id": i, "label": lbl, "similarity": s} for i, lbl, s in
+                            zip(finding.neighbour_ids, finding.neighbour_labels, finding.similarities, strict=True)]},
+            cause=(doc["item_id"], label), item_id=doc["item_id"], correlation_id=cause.correlation_id,
+        )
+
+    async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any) -> LabelFinalized:
         previous = doc.get("final")
         version = previous["version"] + 1 if previous else 1
         votes = doc.get("votes", [])
@@ -159,47 +267,127 @@ class Qc:
             verified=step.verified, golden=bool(doc.get("golden_label")), correlation_id=cause.correlation_id,
         )
         final = {"label": event.label, "version": version, "provenance": event.provenance.value,
-                 "confidence": event.confidence, "at": utcnow(), "event_id": event.event_id}
+                 "confidence": event.confidence, "at": utcnow(), "event_id": event.event_id,
+                 "human_labels": event.human_labels, "expert_labels": event.expert_labels}
+        if majority is not None:
+            # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
+            final["majority_label"] = majority.label
         await self.items.update_one({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}})
-        self.finals.labels(event.project, event.provenance.value).inc()
+        self.metrics.finals.labels(event.project, event.provenance.value).inc()
+        if "embedding" in doc:
+            self._index(event.project).upsert(event.item_id, event.label, np.frombuffer(doc["embedding"], np.float32))
         if doc.get("tier") == Tier.AUTO.value and doc.get("spot_check") and prelabel and step.verified:
             await self._record_spot_check(doc["project"], prelabel[0] == step.label)
         return event
 
     async def _record_spot_check(self, project: str, correct: bool) -> None:
         stats = await self.rt.db["spot_checks"].find_one_and_update(
-            {"_id": project}, {"$inc": {"n": 1, "correct": int(correct)}}, upsert=True, return_document=True
+            {"_id": project}, {"$inc": {"n": 1, "correct": int(correct)}}, upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
-        self.spot_accuracy.labels(project).set(stats["correct"] / stats["n"])
+        self.metrics.spot_accuracy.labels(project).set(stats["correct"] / stats["n"])
 
-    async def _on_golden_answer(self, event: LabelSubmitted) -> list[Envelope]:
-        item = await self.items.find_one({"_id": f"{event.project}/{event.item_id}"})
+    async def _on_golden_answer(self, key: str, event: LabelSubmitted) -> list[Envelope]:
+        item = await self.items.find_one({"_id": key})
         if item is None or not item.get("golden_label"):
             log.warning("golden answer for %s which qc does not know as golden", event.item_id)
             return []
+        await self._store_label(event, item)
         correct = item["golden_label"] == event.label
-        key = {"_id": f"{event.project}/{event.annotator_id}"}
+        akey = {"_id": f"{event.project}/{event.annotator_id}"}
         stats = await self.annotators.find_one_and_update(
-            {**key, "golden_events": {"$ne": event.event_id}},
+            {**akey, "golden_events": {"$ne": event.event_id}},
             {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
              "$set": {"project": event.project, "annotator": event.annotator_id}},
-            upsert=True, return_document=True,
+            upsert=True, return_document=ReturnDocument.AFTER,
         )
         acc = golden_accuracy(stats["golden_correct"], stats["golden_n"])
-        self.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
+        await self.annotators.update_one(akey, {"$set": {"golden_lower": acc.lower, "golden_upper": acc.upper}})
+        self.metrics.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
+        self.metrics.golden_bound.labels(event.project, event.annotator_id, "lower").set(acc.lower)
+        self.metrics.golden_bound.labels(event.project, event.annotator_id, "upper").set(acc.upper)
         if stats.get("suspended") or not should_flag(
             acc, threshold=self.settings.golden_accuracy_threshold, min_evidence=self.settings.golden_min_evidence
         ):
             return []
-        await self.annotators.update_one(key, {"$set": {"suspended": True, "suspended_at": utcnow()}})
-        self.flags.labels(event.project, FlagKind.ANNOTATOR_SUSPENDED.value).inc()
-        return [QcFlagged(
+        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow(),
+                                                         "suspended_after_labels": stats.get("labels_n", 0)}})
+        suspended = QcFlagged(
             event_id=derived_id(event.event_id, "suspended"), producer=SERVICE, project=event.project,
             subject=FlagSubject.ANNOTATOR, subject_id=event.annotator_id, kind=FlagKind.ANNOTATOR_SUSPENDED,
-            message=(f"golden accuracy {acc.accuracy:.0%} over {acc.n} items (upper bound {acc.upper:.0%}) "
-                     f"is below {self.settings.golden_accuracy_threshold:.0%}"),
-            evidence={"golden_n": acc.n, "golden_correct": stats["golden_correct"], "upper": acc.upper},
-        )]
+            message=(f"golden accuracy {acc.accuracy:.0%} over {acc.n} items (95% interval {acc.lower:.0%}-"
+                     f"{acc.upper:.0%}) is below {self.settings.golden_accuracy_threshold:.0%}"),
+            evidence={"golden_n": acc.n, "golden_correct": stats["golden_correct"], "lower": acc.lower,
+                      "upper": acc.upper, "threshold": self.settings.golden_accuracy_threshold},
+        )
+        return [suspended, *await self._send_back_for_review(event.project, event.annotator_id, acc.accuracy)]
+
+    async def _send_back_for_review(self, project: str, annotator: str, accuracy: float) -> list[QcFlagged]:
+        """The suspended annotator's latest labels go to an expert, unless their label was already outvoted."""
+        recent = [d async for d in self.labels.find({"project": project, "annotator": annotator, "golden": False,
+                                                     "expert": False})]
+        recent.sort(key=lambda d: (d["at"], d["_id"]), reverse=True)
+        latest: dict[str, str] = {}
+        for d in recent[: self.settings.review_recent_labels]:
+            latest.setdefault(d["item_id"], d["label"])
+        items = {d["item_id"]: d async for d in self.items.find(
+            {"project": project, "item_id": {"$in": list(latest)}}, {"item_id": 1, "final": 1, "escalated": 1})}
+        flags, writes = [], []
+        for item_id, label in latest.items():
+            doc = items.get(item_id, {})
+            if doc.get("escalated") or (doc.get("final") and doc["final"]["label"] != label):
+                continue  # an expert will look anyway, or the final label does not rest on this vote
+            writes.append(UpdateOne({"_id": f"{project}/{item_id}"}, {"$set": {"escalated": True}}))
+            flags.append(self._review_flag(project, item_id, annotator, label,
+                                           f"golden accuracy {accuracy:.0%}", {"golden_accuracy": accuracy}))
+        if writes:
+            await self.items.bulk_write(writes, ordered=False)
+        return flags
+
+    # --- periodic passes ---------------------------------------------------------------------------
+    async def _bump(self, collection: str, key: str, field: str, added: int, **fields: str) -> int:
+        update: dict[str, Any] = {"$inc": {field: added}}
+        if fields:
+            update["$set"] = fields
+        doc = await self.rt.db[collection].find_one_and_update(
+            {"_id": key}, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        return int(doc[field])
+
+    async def _periodic(self, labels: Counter[str], by_annotator: Counter[tuple[str, str]],
+                        finals: Counter[str]) -> list[QcFlagged]:
+        out: list[QcFlagged] = []
+        s = self.settings
+        for project, added in labels.items():
+            if _crossed(await self._bump("counters", project, "labels", added), added, s.agreement_every):
+                out.extend(await self.passes.agreement(project))
+        due: dict[str, list[str]] = {}
+        for (project, annotator), added in by_annotator.items():
+            total = await self._bump("annotators", f"{project}/{annotator}", "labels_n", added, project=project,
+                                     annotator=annotator)
+            if _crossed(total, added, s.drift_every):
+                due.setdefault(project, []).append(annotator)
+        for project, annotators in due.items():
+            out.extend(await self.passes.drift(project, sorted(annotators)))
+        for project, added in finals.items():
+            total = await self._bump("counters", project, "finals", added)
+            if _crossed(total, added, s.label_error_every):
+                out.extend(await self.passes.label_errors(project, total // s.label_error_every))
+        return out
+
+    async def _record_flags(self, flags: list[QcFlagged]) -> None:
+        """qc owns its flags: every one raised is kept, with its evidence, beside being published."""
+        if not flags:
+            return
+        await self.rt.db["flags"].bulk_write([
+            UpdateOne({"_id": f.event_id}, {"$set": {"project": f.project, "kind": f.kind.value,
+                                                     "subject": f.subject.value, "subject_id": f.subject_id,
+                                                     "item_id": f.item_id, "message": f.message,
+                                                     "evidence": f.evidence, "at": f.occurred_at}}, upsert=True)
+            for f in flags
+        ], ordered=False)
+        for f in flags:
+            self.metrics.flags.labels(f.project, f.kind.value).inc()
 
 
 def create_app(settings: QcSettings | None = None) -> ServiceRuntime:
