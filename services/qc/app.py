@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -76,95 +76,120 @@ class Qc:
         return self.indexes.setdefault(project, LabelledEmbeddings())
 
     async def on_events(self, events: list[Envelope]) -> None:
+        """Item facts in bulk, then labels in order, then one decision per touched item: few round trips a batch."""
         out: list[Envelope] = []
         labels: Counter[str] = Counter()
         by_annotator: Counter[tuple[str, str]] = Counter()
-        finals: Counter[str] = Counter()
-        for event in events:
-            key = f"{event.project}/{event.item_id}"
-            if isinstance(event, ItemIngested):
-                await self.items.update_one(
-                    {"_id": key},
-                    {"$set": {"project": event.project, "item_id": event.item_id,
-                              "golden_label": event.golden_label, "trusted_label": event.trusted_label}},
-                    upsert=True,
-                )
-            elif isinstance(event, ItemPrelabeled):
-                await self._on_prelabeled(key, event)
-                continue
-            elif isinstance(event, ItemRouted):
-                await self._on_routed(key, event)
-            elif isinstance(event, LabelSubmitted):
+        touched: dict[str, Envelope] = {}  # item key -> the latest event that may change its decision
+        await self._apply_item_facts(events, touched)
+        submitted = [e for e in events if isinstance(e, LabelSubmitted)]
+        if submitted:
+            for event in submitted:
                 await self.catalog.require(event)
+            items = {d["_id"]: d async for d in self.items.find(
+                {"_id": {"$in": list({f"{e.project}/{e.item_id}" for e in submitted})}})}
+            for event in submitted:
+                key = f"{event.project}/{event.item_id}"
                 labels[event.project] += 1
                 if event.role != "expert":
                     by_annotator[(event.project, event.annotator_id)] += 1
                 if event.golden:
-                    out.extend(await self._on_golden_answer(key, event))
-                    continue
-                out.extend(await self._on_label(key, event))
-            decided = await self._evaluate(key, event)
-            finals.update(e.project for e in decided if isinstance(e, LabelFinalized))
-            out.extend(decided)
+                    out.extend(await self._on_golden_answer(key, event, items.get(key)))
+                else:
+                    touched[key] = event
+            out.extend(await self._on_labels([e for e in submitted if not e.golden], items))
+        decided = await self._evaluate_many(touched)
+        out.extend(decided)
+        finals = Counter(e.project for e in decided if isinstance(e, LabelFinalized))
         out.extend(await self._periodic(labels, by_annotator, finals))
         await self._record_flags([e for e in out if isinstance(e, QcFlagged)])
         await self.rt.bus.publish(out)
 
-    # --- per event ---------------------------------------------------------------------------------
-    async def _on_prelabeled(self, key: str, event: ItemPrelabeled) -> None:
-        update: dict[str, Any] = {"project": event.project, "item_id": event.item_id,
-                                  "top_k": [s.model_dump() for s in event.top_k]}
-        vector = np.asarray(event.embedding, dtype=np.float32)
-        if vector.size:
-            update["embedding"] = vector.tobytes()
-        doc = await self.items.find_one_and_update({"_id": key}, {"$set": update}, upsert=True,
-                                                   return_document=ReturnDocument.AFTER)
-        if vector.size and doc.get("final"):  # a final label can arrive before the embedding
-            self._index(event.project).upsert(event.item_id, doc["final"]["label"], vector)
+    # --- per batch ---------------------------------------------------------------------------------
+    async def _apply_item_facts(self, events: list[Envelope], touched: dict[str, Envelope]) -> None:
+        """item.ingested, item.prelabeled and item.routed, merged into one update per item and written in bulk.
 
-    async def _on_routed(self, key: str, event: ItemRouted) -> None:
-        top = event.top_k[0] if event.top_k else None
-        update: dict[str, Any] = {
-            "project": event.project, "item_id": event.item_id, "tier": event.tier.value,
-            "required": event.required_annotators, "spot_check": event.spot_check,
-            "model_version": event.model_version,
-            "prelabel": [top.label, top.probability] if top else None,
-        }
-        if event.tier is Tier.EXPERT:
-            update["escalated"] = True
-        await self.items.update_one({"_id": key}, {"$set": update}, upsert=True)
+        One update per document: FerretDB 1.24 can stall on a bulk write that touches a document twice.
+        """
+        sets: dict[str, dict[str, Any]] = {}
+        vectors: dict[str, tuple[str, str, np.ndarray]] = {}
+        for event in events:
+            if not isinstance(event, (ItemIngested, ItemPrelabeled, ItemRouted)):
+                continue
+            key = f"{event.project}/{event.item_id}"
+            update = sets.setdefault(key, {"project": event.project, "item_id": event.item_id})
+            if isinstance(event, ItemIngested):
+                update |= {"golden_label": event.golden_label, "trusted_label": event.trusted_label}
+                touched[key] = event
+            elif isinstance(event, ItemPrelabeled):
+                update["top_k"] = [s.model_dump() for s in event.top_k]
+                vector = np.asarray(event.embedding, dtype=np.float32)
+                if vector.size:
+                    update["embedding"] = vector.tobytes()
+                    vectors[key] = (event.project, event.item_id, vector)
+            elif isinstance(event, ItemRouted):
+                top = event.top_k[0] if event.top_k else None
+                update |= {"tier": event.tier.value, "required": event.required_annotators,
+                           "spot_check": event.spot_check, "model_version": event.model_version,
+                           "prelabel": [top.label, top.probability] if top else None}
+                if event.tier is Tier.EXPERT:
+                    update["escalated"] = True
+                touched[key] = event
+        await self._bulk(self.items, [UpdateOne({"_id": k}, {"$set": v}, upsert=True) for k, v in sets.items()])
+        if vectors:  # a final label can arrive before the embedding
+            async for doc in self.items.find({"_id": {"$in": list(vectors)}, "final": {"$exists": True}},
+                                             {"final.label": 1}):
+                project, item_id, vector = vectors[doc["_id"]]
+                self._index(project).upsert(item_id, doc["final"]["label"], vector)
 
-    async def _store_label(self, event: LabelSubmitted, item: Mapping[str, Any] | None) -> None:
+    @staticmethod
+    async def _bulk(collection: Any, ops: list[Any], chunk: int = 100) -> None:
+        for start in range(0, len(ops), chunk):
+            await collection.bulk_write(ops[start:start + chunk], ordered=False)
+
+    @staticmethod
+    def _label_doc(event: LabelSubmitted, item: Mapping[str, Any] | None) -> dict[str, Any]:
         """One document per human label: the sequences agreement, drift and the calibration report read."""
         item = item or {}
         prelabel = item.get("prelabel") or ([item["top_k"][0]["label"]] if item.get("top_k") else None)
-        await self.labels.replace_one({"_id": event.event_id}, {
-            "project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
-            "label": event.label, "expert": event.role == "expert", "golden": event.golden,
-            "time_spent_ms": event.time_spent_ms, "at": event.occurred_at,
-            "model_label": prelabel[0] if prelabel else None,
-        }, upsert=True)
+        return {"project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
+                "label": event.label, "expert": event.role == "expert", "golden": event.golden,
+                "time_spent_ms": event.time_spent_ms, "at": event.occurred_at,
+                "model_label": prelabel[0] if prelabel else None}
 
-    async def _on_label(self, key: str, event: LabelSubmitted) -> list[Envelope]:
-        """Store the vote; send the item to an expert when its annotator is suspended."""
-        item = await self.items.find_one({"_id": key})
-        await self._store_label(event, item)
-        vote = {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
-                "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
-                "event_id": event.event_id, "at": event.occurred_at}
-        if item is None:
-            await self.items.update_one({"_id": key}, {"$setOnInsert": {"project": event.project,
-                                                                         "item_id": event.item_id}}, upsert=True)
-        await self.items.update_one({"_id": key, "votes.event_id": {"$ne": event.event_id}},
-                                    {"$push": {"votes": vote}})
-        if event.role == "expert" or (item or {}).get("escalated"):
+    async def _on_labels(self, events: list[LabelSubmitted], items: dict[str, Any]) -> list[Envelope]:
+        """Store the votes; an item labelled by a suspended annotator goes to an expert."""
+        if not events:
             return []
-        annotator = await self.annotators.find_one({"_id": f"{event.project}/{event.annotator_id}"}, {"suspended": 1})
-        if annotator and annotator.get("suspended"):
+        await self._bulk(self.labels, [ReplaceOne({"_id": e.event_id}, self._label_doc(e, items.get(
+            f"{e.project}/{e.item_id}")), upsert=True) for e in events])
+        # One $push per item, votes already stored left out (a redelivered batch after a partial write).
+        pushes: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            key = f"{e.project}/{e.item_id}"
+            known = {v["event_id"] for v in items.get(key, {}).get("votes", [])}
+            if e.event_id not in known:
+                pushes.setdefault(key, []).append(
+                    {"annotator": e.annotator_id, "label": e.label, "expert": e.role == "expert",
+                     "guideline_version": e.guideline_version, "time_spent_ms": e.time_spent_ms,
+                     "event_id": e.event_id, "at": e.occurred_at, "project": e.project, "item_id": e.item_id})
+        await self._bulk(self.items, [UpdateOne(
+            {"_id": key}, {"$push": {"votes": {"$each": [{k: v for k, v in vote.items() if k not in (
+                "project", "item_id")} for vote in votes]}},
+             "$set": {"project": votes[0]["project"], "item_id": votes[0]["item_id"]}}, upsert=True)
+            for key, votes in pushes.items()])
+        suspended = {(d["project"], d["annotator"]) async for d in self.annotators.find(
+            {"project": {"$in": list({e.project for e in events})}, "suspended": True}, {"project": 1, "annotator": 1})}
+        out: list[Envelope] = []
+        for e in events:
+            key = f"{e.project}/{e.item_id}"
+            if e.role == "expert" or (e.project, e.annotator_id) not in suspended or items.get(key, {}).get(
+                    "escalated"):
+                continue
             await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
-            return [self._review_flag(event.project, event.item_id, event.annotator_id, event.label,
-                                      "label arrived after its annotator was suspended", {})]
-        return []
+            out.append(self._review_flag(e.project, e.item_id, e.annotator_id, e.label,
+                                         "label arrived after its annotator was suspended", {}))
+        return out
 
     def _review_flag(self, project: str, item_id: str, annotator: str, label: str, why: str,
                      evidence: dict[str, Any]) -> QcFlagged:
@@ -179,10 +204,18 @@ class Qc:
             async for doc in self.annotators.find({"project": project})
         }
 
-    async def _evaluate(self, key: str, cause: Envelope) -> list[Envelope]:
-        doc = await self.items.find_one({"_id": key})
-        if doc is None:
+    async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
+        if not touched:
             return []
+        docs = [d async for d in self.items.find({"_id": {"$in": list(touched)}})]
+        reliability = {p: await self._reliability(p) for p in {d["project"] for d in docs}}
+        out: list[Envelope] = []
+        for doc in docs:
+            out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]]))
+        return out
+
+    async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float]) -> list[Envelope]:
+        key = doc["_id"]
         state = ItemState(
             trusted_label=doc.get("trusted_label"),
             golden_label=doc.get("golden_label"),
@@ -194,7 +227,6 @@ class Qc:
             votes=tuple(Vote(v["annotator"], v["label"], v["expert"]) for v in doc.get("votes", [])),
             final_label=(doc.get("final") or {}).get("label"),
         )
-        reliability = await self._reliability(doc["project"])
         config = await self.catalog.get(doc["project"])
         n_classes = len(config.labels) if config else None
 
@@ -287,12 +319,11 @@ class Qc:
         )
         self.metrics.spot_accuracy.labels(project).set(stats["correct"] / stats["n"])
 
-    async def _on_golden_answer(self, key: str, event: LabelSubmitted) -> list[Envelope]:
-        item = await self.items.find_one({"_id": key})
+    async def _on_golden_answer(self, key: str, event: LabelSubmitted, item: Mapping[str, Any] | None) -> list[Envelope]:
         if item is None or not item.get("golden_label"):
-            log.warning("golden answer for %s which qc does not know as golden", event.item_id)
+            log.warning("golden answer for %s which qc does not know as golden", key)
             return []
-        await self._store_label(event, item)
+        await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
         correct = item["golden_label"] == event.label
         akey = {"_id": f"{event.project}/{event.annotator_id}"}
         stats = await self.annotators.find_one_and_update(
@@ -377,6 +408,7 @@ class Qc:
 
     async def _record_flags(self, flags: list[QcFlagged]) -> None:
         """qc owns its flags: every one raised is kept, with its evidence, beside being published."""
+        flags = list({f.event_id: f for f in flags}.values())  # one write per document (see _apply_item_facts)
         if not flags:
             return
         await self.rt.db["flags"].bulk_write([
