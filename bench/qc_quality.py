@@ -70,7 +70,7 @@ class Pipeline:
         self.flags: list[dict[str, Any]] = []
         self.flag_at: list[dict[str, int]] = []  # labels each annotator had sent when the flag was read
         self.votes: dict[str, list[tuple[str, str]]] = defaultdict(list)  # item -> (annotator, label), humans only
-        self.knn_checked: list[tuple[str, str]] = []
+        self.scores: dict[str, tuple[LabelScore, ...]] = {}
 
     async def publish(self, events: list[Envelope]) -> None:
         for e in events:
@@ -86,12 +86,18 @@ class Pipeline:
         self.flag_at += [snapshot] * len(out)
         return out
 
-    async def wait_for_qc(self, collection: str, query: dict[str, Any], n: int, timeout: float = 600) -> None:
+    async def wait_for_qc(self, collection: str, query: dict[str, Any], n: int, timeout: float = 900,
+                          poll_s: float = 2.0) -> None:
         deadline = time.monotonic() + timeout
         while await self.db[collection].count_documents(query) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"qc did not reach {n} {collection} for {query}")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(poll_s)
+
+    async def wait_processed(self, events: list[Envelope], timeout: float = 900) -> None:
+        """Until qc's inbox holds every one of these events: the handler, its writes and its publishes are done."""
+        ids = [e.event_id for e in events]
+        await self.wait_for_qc("processed_events", {"_id": {"$in": ids}}, len(ids), timeout, poll_s=0.3)
 
     async def run(self) -> dict[str, Any]:
         args = self.args
@@ -107,7 +113,7 @@ class Pipeline:
         emb = {i: x_all[k] for k, i in enumerate(chosen)}
         categories = sorted(set(labels))
         head = train_head(np.stack([emb[i] for i in boot]), [labels[i] for i in boot], encoder_name=encoder.name,
-                          classes=categories)
+                          classes=categories, cv_folds=5)
         top = {i: t for i, t in zip(gold + work, head.top_k(np.stack([emb[i] for i in gold + work]), 5), strict=True)}
         truth = {f"r{i}": labels[i] for i in chosen}
 
@@ -155,6 +161,7 @@ class Pipeline:
             tier = Tier.SINGLE if golden else Tier.AUTO if prob > AUTO else Tier.SINGLE if prob >= SINGLE else Tier.MULTI
             required = 0 if golden or tier is Tier.AUTO else 1 if tier is Tier.SINGLE else 3
             tiers[f"r{i}"] = tier
+            self.scores[f"r{i}"] = scores
             events += [ingest, pre, ItemRouted(producer="bench", project=p, item_id=f"r{i}", tier=tier,
                                                required_annotators=required, golden=golden, model_version=1,
                                                top_k=scores, thresholds=Thresholds(auto_accept=AUTO,
@@ -212,8 +219,7 @@ class Pipeline:
                 continue
             await self.publish(batch)
             sent_total += len(batch)
-            await self.wait_for_qc("labels", {"project": p}, sent_total)
-            await asyncio.sleep(0.3)  # let the batch's publishes land
+            await self.wait_processed(batch)
             for f in await self.drain_flags():
                 if f["kind"] == "annotator_suspended":
                     suspended.add(f["subject_id"])
@@ -223,6 +229,7 @@ class Pipeline:
                         await self.publish([ItemRouted(
                             producer="bench", project=p, item_id=f["item_id"], tier=Tier.EXPERT,
                             required_annotators=1, model_version=1, thresholds=Thresholds(),
+                            top_k=self.scores[f["item_id"]],
                             reasons=(f"rerouted: {f['kind']}",))])
             if rounds % 10 == 0:
                 print(f"round {rounds}: {sent_total} labels, {len(queue)} open slots, {len(self.flags)} flags, "

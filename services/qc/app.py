@@ -210,11 +210,14 @@ class Qc:
         docs = [d async for d in self.items.find({"_id": {"$in": list(touched)}})]
         reliability = {p: await self._reliability(p) for p in {d["project"] for d in docs}}
         out: list[Envelope] = []
+        writes: list[UpdateOne] = []  # final labels, written together (one per item)
         for doc in docs:
-            out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]]))
+            out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]], writes))
+        await self._bulk(self.items, writes)
         return out
 
-    async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float]) -> list[Envelope]:
+    async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float],
+                        writes: list[UpdateOne]) -> list[Envelope]:
         key = doc["_id"]
         state = ItemState(
             trusted_label=doc.get("trusted_label"),
@@ -246,7 +249,7 @@ class Qc:
                 held = await self._knn_check(doc, step.label, cause)
                 if held is not None:
                     return [held]
-            return [await self._finalize(doc, step, cause, majority)]
+            return [await self._finalize(doc, step, cause, majority, writes)]
         if isinstance(step, Escalate) and not doc.get("escalated"):
             await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
             evidence = dict(step.evidence)
@@ -282,7 +285,8 @@ class Qc:
             cause=(doc["item_id"], label), item_id=doc["item_id"], correlation_id=cause.correlation_id,
         )
 
-    async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any) -> LabelFinalized:
+    async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
+                        writes: list[UpdateOne]) -> LabelFinalized:
         previous = doc.get("final")
         version = previous["version"] + 1 if previous else 1
         votes = doc.get("votes", [])
@@ -304,7 +308,7 @@ class Qc:
         if majority is not None:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
             final["majority_label"] = majority.label
-        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}})
+        writes.append(UpdateOne({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}}))
         self.metrics.finals.labels(event.project, event.provenance.value).inc()
         if "embedding" in doc:
             self._index(event.project).upsert(event.item_id, event.label, np.frombuffer(doc["embedding"], np.float32))
