@@ -97,7 +97,7 @@ class Pipeline:
     async def wait_processed(self, events: list[Envelope], timeout: float = 900) -> None:
         """Until qc's inbox holds every one of these events: the handler, its writes and its publishes are done."""
         ids = [e.event_id for e in events]
-        await self.wait_for_qc("processed_events", {"_id": {"$in": ids}}, len(ids), timeout, poll_s=0.3)
+        await self.wait_for_qc("processed_events", {"_id": {"$in": ids}}, len(ids), timeout, poll_s=1.0)
 
     async def run(self) -> dict[str, Any]:
         args = self.args
@@ -167,8 +167,8 @@ class Pipeline:
                                                top_k=scores, thresholds=Thresholds(auto_accept=AUTO,
                                                                                    single_review=SINGLE))]
         await self.publish(events)
-        await self.wait_for_qc("items", {"project": p, "tier": {"$exists": True}}, len(gold) + len(work))
-        await self.wait_for_qc("items", {"project": p, "final": {"$exists": True}}, len(boot) + len(gold))
+        for start in range(0, len(events), 500):
+            await self.wait_processed(events[start:start + 500])
         print(f"routed {len(work)} work items: {dict(Counter(t.value for t in tiers.values() if t))}", flush=True)
 
         team = default_team(self.args.seed)

@@ -143,7 +143,7 @@ class Qc:
                 self._index(project).upsert(item_id, doc["final"]["label"], vector)
 
     @staticmethod
-    async def _bulk(collection: Any, ops: list[Any], chunk: int = 100) -> None:
+    async def _bulk(collection: Any, ops: list[Any], chunk: int = 50) -> None:
         for start in range(0, len(ops), chunk):
             await collection.bulk_write(ops[start:start + chunk], ordered=False)
 
