@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
 from labelmesh.datasets import REPO_ROOT, categories, load
 from labelmesh.infra import create_topics
+from labelmesh.report import write_html
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.simulation import SimulatedAnnotator, default_team
 from labelmesh.stack import Stack
@@ -53,14 +56,26 @@ class EventLog:
 
 async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[str, str], stop: asyncio.Event,
                     counts: Counter[str]) -> None:
+    """One simulated person working through their queue, as an annotation tool would over gRPC.
+
+    A refused call (a lease that expired, a suspension) is what a real tool sees too: it is counted and
+    reported, and the annotator carries on, unless they were suspended.
+    """
     while not stop.is_set():
-        task = await client.lease(PROJECT)
-        if task is None:
-            await asyncio.sleep(0.3)
-            continue
-        label = sim.answer(truth[task.item_id], list(task.labels), [p.label for p in task.prelabel])
-        await client.submit(task.task_id, label, key=f"{task.task_id}", time_spent_ms=sim.time_spent_ms())
-        counts[sim.role] += 1
+        try:
+            task = await client.lease(PROJECT)
+            if task is None:
+                await asyncio.sleep(0.3)
+                continue
+            label = sim.answer(truth[task.item_id], list(task.labels), [p.label for p in task.prelabel])
+            await client.submit(task.task_id, label, key=f"{task.task_id}", time_spent_ms=sim.time_spent_ms())
+            counts[sim.role] += 1
+        except grpc.aio.AioRpcError as exc:
+            counts[f"refused {exc.code().name}"] += 1
+            console.print(f"[yellow]{sim.name}: {exc.code().name}: {exc.details()}[/]")
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                return  # suspended by qc: this person stops working on the project
+            await asyncio.sleep(1.0)
 
 
 def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_truth: dict[str, str]) -> dict[str, Any]:
@@ -157,10 +172,7 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         team = default_team(seed)
         tokens = {s.name: await client.create_annotator(s.name, s.role) for s in team}
         console.print(f"bootstrapping model v1 from {len(boot)} rows labelled by the internal team")
-        for i in range(0, len(boot), 500):
-            await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
-                                                     trusted_label=r.label, source="bootstrap")
-                                       for r in boot[i:i + 500]])
+        await ingest_trusted(client, PROJECT, boot)  # what `labelmesh bootstrap` does with a file
         while not log.by_topic["model.updated"]:
             await asyncio.sleep(0.5)
         await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
@@ -190,9 +202,12 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         await follower
         await client.close()
         stack.stop_all()
-    report = summarise(log, truth, [r.item_id for r in work], {r.item_id: r.label for r in gold})
+    work_ids, golden_truth = [r.item_id for r in work], {r.item_id: r.label for r in gold}
+    report = summarise(log, truth, work_ids, golden_truth)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    html = write_html(out_dir / "report.html", report, log.by_topic, truth, work_ids, golden_truth,
+                      namespace=namespace)
     print_report(report)
-    console.print(f"report written to {out_dir / 'report.json'}")
+    console.print(f"report written to {out_dir / 'report.json'} and {html}")
     return report

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from labelmesh.runtime.mongo import bulk_write
 from schemas.events import Envelope, utcnow
 
 
@@ -31,7 +32,8 @@ class Inbox:
         if not events:
             return
         now = utcnow()
-        await self.collection.bulk_write(
+        await bulk_write(
+            self.collection,
             [
                 UpdateOne({"_id": e.event_id}, {"$setOnInsert": {"type": e.type, "at": now}}, upsert=True)
                 for e in events

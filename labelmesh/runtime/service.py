@@ -94,6 +94,7 @@ class ServiceRuntime:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
         await self.start()
         # uvicorn's own serve() re-raises the signal after shutdown, which would skip our graceful stop.
         config = uvicorn.Config(self.asgi, host=self.settings.http_host, port=self.settings.http_port,
@@ -108,3 +109,13 @@ class ServiceRuntime:
             await server.shutdown()
         finally:
             await self.stop()
+
+
+def dump_tasks() -> None:
+    """On SIGUSR1: log where every asyncio task is waiting (py-spy shows threads, not coroutines)."""
+    import io
+
+    for task in asyncio.all_tasks():
+        buffer = io.StringIO()
+        task.print_stack(limit=12, file=buffer)
+        log.warning("task %s:\n%s", task.get_name(), buffer.getvalue())

@@ -32,6 +32,10 @@ class CommonSettings(BaseSettings):
     # A failing batch is retried this many times before its events are isolated and dead-lettered.
     max_attempts: int = shared(3, "MAX_ATTEMPTS")
     retry_backoff_s: float = shared(0.5, "RETRY_BACKOFF_S")
+    # How long the broker waits for a consumer's heartbeat before giving its partitions away. Kafka's own
+    # default since 3.0 is 45 s; aiokafka's 10 s let a CPU-starved service (2 cores, a model training in a
+    # thread) lose its partitions mid-batch and handle the batch twice.
+    session_timeout_ms: int = shared(30_000, "SESSION_TIMEOUT_MS")
     http_host: str = shared("127.0.0.1", "HTTP_HOST")
     http_port: int = 0
 

@@ -27,7 +27,7 @@ from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.auth import Caller, Role, bearer, hash_token, new_token, same_secret
 from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.settings import GatewaySettings
-from services.router.domain.spot_check import should_inject_golden
+from services.gateway.golden import should_inject_golden
 
 SERVICE = "gateway"
 ID_MAX = 256
@@ -112,12 +112,18 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             items.append(item)
             if len(items) > self.gw.settings.max_batch_items * 20:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "stream too long; split it")
-        return await self._ingest(items, context)
+        return await self._ingest(items, context, streamed=True)
 
-    async def _ingest(self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
+    async def _ingest(
+        self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
+    ) -> pb.IngestItemsResponse:
         caller = await self.gw.caller(context)
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
+        if len(items) > self.gw.settings.max_batch_items and not streamed:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{len(items)} items in one request; at most {self.gw.settings.max_batch_items} "
+                                "(use IngestStream for large imports)")
         projects: dict[str, dict[str, Any]] = {}
         events: list[ItemIngested] = []
         seen: set[tuple[str, str]] = set()
@@ -184,14 +190,10 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
         project = await self.gw.project(context, request.project)
-        queue = self.gw.queue
-        lease = await queue.current_lease(request.project, caller.annotator_id)
-        if lease is None:
-            served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
-            if should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate):
-                lease = await queue.claim_golden(request.project, caller.annotator_id)
-            if lease is None:
-                lease = await queue.claim(request.project, caller.annotator_id, caller.role)
+        served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
+        golden_turn = should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
+                                           self.gw.settings.golden_salt.get_secret_value())
+        lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn)
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})

@@ -20,6 +20,9 @@ class GatewaySettings(CommonSettings):
     lease_seconds: float = 300.0
     sweep_seconds: float = 1.0
     golden_rate: float = 0.05
+    # Keeps the golden schedule unpredictable: the draw is public code, so without a secret salt anyone could
+    # compute which of their tasks are golden. Set it from a Secret in production.
+    golden_salt: SecretStr = SecretStr("")
     max_batch_items: int = 5_000
     max_text_chars: int = 100_000
     http_port: int = 9105

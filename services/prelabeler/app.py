@@ -9,6 +9,7 @@ from pymongo import ReplaceOne
 
 from labelmesh.ml.encoder import Encoder, load_encoder
 from labelmesh.runtime.bus import PoisonEvent
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -160,7 +161,8 @@ class Prelabeler:
                 )
             )
             self.items_total.labels(item.project).inc()
-        await self.rt.db["prelabels"].bulk_write(
+        await bulk_write(
+            self.rt.db["prelabels"],
             [
                 ReplaceOne(
                     {"_id": f"{e.project}/{e.item_id}"},

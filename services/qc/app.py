@@ -9,7 +9,9 @@ from typing import Any
 
 import numpy as np
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -109,7 +111,7 @@ class Qc:
     async def _apply_item_facts(self, events: list[Envelope], touched: dict[str, Envelope]) -> None:
         """item.ingested, item.prelabeled and item.routed, merged into one update per item and written in bulk.
 
-        One update per document: FerretDB 1.24 can stall on a bulk write that touches a document twice.
+        One update per document, in small commands (labelmesh.runtime.mongo: FerretDB 1.24 wedges on large ones).
         """
         sets: dict[str, dict[str, Any]] = {}
         vectors: dict[str, tuple[str, str, np.ndarray]] = {}
@@ -143,9 +145,8 @@ class Qc:
                 self._index(project).upsert(item_id, doc["final"]["label"], vector)
 
     @staticmethod
-    async def _bulk(collection: Any, ops: list[Any], chunk: int = 50) -> None:
-        for start in range(0, len(ops), chunk):
-            await collection.bulk_write(ops[start:start + chunk], ordered=False)
+    async def _bulk(collection: Any, ops: list[Any]) -> None:
+        await bulk_write(collection, ops, ordered=False)
 
     @staticmethod
     def _label_doc(event: LabelSubmitted, item: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -255,12 +256,18 @@ class Qc:
             evidence = dict(step.evidence)
             if majority is not None:
                 evidence["majority"] = {"label": majority.label, "count": majority.count, "tied": list(majority.tied)}
-            return [QcFlagged(
-                event_id=derived_id(cause.event_id, "escalated"), producer=SERVICE, project=doc["project"],
+            # Derived from the item, not the cause: a replay may escalate on another event, and must not
+            # publish a second flag (the router would re-route the item to an expert again).
+            flagged: list[Envelope] = [QcFlagged(
+                event_id=derived_id(key, "escalated"), producer=SERVICE, project=doc["project"],
                 item_id=doc["item_id"], subject=FlagSubject.ITEM, subject_id=doc["item_id"],
                 kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=evidence,
                 correlation_id=cause.correlation_id,
             )]
+            if any(v.expert for v in state.votes):
+                # Replayed out of order, the expert's answer can already be here: decide now, or never.
+                return flagged + await self._evaluate({**doc, "escalated": True}, cause, reliability, writes)
+            return flagged
         return []
 
     async def _knn_check(self, doc: dict[str, Any], label: str, cause: Envelope) -> QcFlagged | None:
@@ -330,12 +337,16 @@ class Qc:
         await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
         correct = item["golden_label"] == event.label
         akey = {"_id": f"{event.project}/{event.annotator_id}"}
-        stats = await self.annotators.find_one_and_update(
-            {**akey, "golden_events": {"$ne": event.event_id}},
-            {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
-             "$set": {"project": event.project, "annotator": event.annotator_id}},
-            upsert=True, return_document=ReturnDocument.AFTER,
-        )
+        try:
+            stats = await self.annotators.find_one_and_update(
+                {**akey, "golden_events": {"$ne": event.event_id}},
+                {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
+                 "$set": {"project": event.project, "annotator": event.annotator_id}},
+                upsert=True, return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
+            stats = await self.annotators.find_one(akey)
         acc = golden_accuracy(stats["golden_correct"], stats["golden_n"])
         await self.annotators.update_one(akey, {"$set": {"golden_lower": acc.lower, "golden_upper": acc.upper}})
         self.metrics.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
@@ -375,8 +386,7 @@ class Qc:
             writes.append(UpdateOne({"_id": f"{project}/{item_id}"}, {"$set": {"escalated": True}}))
             flags.append(self._review_flag(project, item_id, annotator, label,
                                            f"golden accuracy {accuracy:.0%}", {"golden_accuracy": accuracy}))
-        if writes:
-            await self.items.bulk_write(writes, ordered=False)
+        await self._bulk(self.items, writes)
         return flags
 
     # --- periodic passes ---------------------------------------------------------------------------
@@ -415,13 +425,13 @@ class Qc:
         flags = list({f.event_id: f for f in flags}.values())  # one write per document (see _apply_item_facts)
         if not flags:
             return
-        await self.rt.db["flags"].bulk_write([
+        await self._bulk(self.rt.db["flags"], [
             UpdateOne({"_id": f.event_id}, {"$set": {"project": f.project, "kind": f.kind.value,
                                                      "subject": f.subject.value, "subject_id": f.subject_id,
                                                      "item_id": f.item_id, "message": f.message,
                                                      "evidence": f.evidence, "at": f.occurred_at}}, upsert=True)
             for f in flags
-        ], ordered=False)
+        ])
         for f in flags:
             self.metrics.flags.labels(f.project, f.kind.value).inc()
 

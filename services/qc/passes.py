@@ -16,6 +16,7 @@ import numpy as np
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from labelmesh.runtime.mongo import bulk_write
 from schemas.events import FlagKind, FlagSubject, Provenance, QcFlagged, derived_id, utcnow
 from services.qc.domain import drift, quality_drift
 from services.qc.domain.agreement import AgreementReport, Record, agreement, below_threshold
@@ -108,7 +109,7 @@ class Passes:
             writes.append(UpdateOne({"_id": key}, {"$set": doc}, upsert=True))
             self._agreement_gauges(project, "all" if window == "all" else "latest", report)
         if writes:
-            await self.db["agreement"].bulk_write(writes, ordered=False)
+            await bulk_write(self.db["agreement"], writes, ordered=False)
         await self._dawid_skene(project, docs)
         return out
 
@@ -139,7 +140,7 @@ class Passes:
                 upsert=True,
             ))
         if writes:
-            await self.db["annotators"].bulk_write(writes, ordered=False)
+            await bulk_write(self.db["annotators"], writes, ordered=False)
 
     # --- drift and fatigue -------------------------------------------------------------------------------
     async def drift(self, project: str, annotators: Sequence[str]) -> list[QcFlagged]:
@@ -234,7 +235,7 @@ class Passes:
                 evidence, cause=(issue.item_id, str(final["version"])), item_id=issue.item_id,
             ))
         if writes:
-            await self.db["label_issues"].bulk_write(writes, ordered=False)
+            await bulk_write(self.db["label_issues"], writes, ordered=False)
         await self.db["label_error_passes"].update_one(
             {"_id": f"{project}/{pass_no}"},
             {"$set": {"project": project, "pass": pass_no, "at": utcnow(), "labelled_items": len(docs),

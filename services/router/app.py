@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge
 from pymongo import ReplaceOne, UpdateOne
 
 from labelmesh.neighbours import LabelledIndex
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -115,7 +116,7 @@ class Router:
                 continue  # its label is already known; qc finalises it from item.ingested
             routed.append(self._route(event, vector, config.multi_annotators))
         if docs:
-            await self.rt.db["items"].bulk_write(docs, ordered=False)
+            await bulk_write(self.rt.db["items"], docs, ordered=False)
             # A final label can arrive before the item's embedding (topics are not ordered with each other).
             ids = [f"{e.project}/{e.item_id}" for e in events]
             async for doc in self.rt.db["items"].find({"_id": {"$in": ids}, "label": {"$exists": True}}):
@@ -123,7 +124,8 @@ class Router:
                     doc["item_id"], doc["label"], np.frombuffer(doc["embedding"], np.float32)
                 )
         if routed:
-            await self.rt.db["decisions"].bulk_write(
+            await bulk_write(
+                self.rt.db["decisions"],
                 [ReplaceOne({"_id": f"{r.project}/{r.item_id}"}, r.model_dump(mode="json"), upsert=True) for r in routed],
                 ordered=False,
             )

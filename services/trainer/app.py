@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 from gridfs import AsyncGridFSBucket
 from prometheus_client import Counter, Gauge, Histogram
-from pymongo import UpdateOne
+from pymongo import ReplaceOne, UpdateOne
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -26,7 +27,13 @@ from schemas.events import (
     derived_id,
     utcnow,
 )
-from services.trainer.evaluation import Evaluation, decide_promotion, evaluate, recommend_thresholds
+from services.trainer.evaluation import (
+    Evaluation,
+    decide_promotion,
+    evaluate,
+    recommend_thresholds,
+)
+from services.trainer.items import ItemTexts
 from services.trainer.lineage import in_holdout, member_key, training_set_version
 from services.trainer.settings import TrainerSettings
 
@@ -51,21 +58,50 @@ class Trainer:
                              registry=rt.registry)
         self.heldout = Gauge("labelmesh_trainer_heldout_accuracy", "Champion's held-out accuracy", ["project"],
                              registry=rt.registry)
-        self._ticker: asyncio.Task[None] | None = None
+        # Training runs beside the consumer, not inside its handler: a run takes seconds to minutes of CPU,
+        # and a handler that long would hold its batch uncommitted and starve the group's heartbeats.
+        self._due: set[str] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     def wire(self) -> None:
         self.catalog.attach(self.rt.bus)
         self.rt.bus.subscribe([ItemPrelabeled.TOPIC, LabelFinalized.TOPIC], self.on_events, max_records=1000)
-        self.rt.on_start.append(self.start_ticker)
-        self.rt.on_stop.append(self.stop_ticker)
+        self.rt.on_start.append(self.start_background)
+        self.rt.on_stop.append(self.stop_background)
 
-    async def start_ticker(self) -> None:
+    async def start_background(self) -> None:
+        # Labels stored just before a crash may not have been looked at yet: check every known project once.
+        for project in await self.examples.distinct("project"):
+            self.request_check(project)
+        self._tasks.append(asyncio.create_task(self._train_loop(), name="trainer-runs"))
         if self.settings.retrain_interval_s > 0:
-            self._ticker = asyncio.create_task(self._tick())
+            self._tasks.append(asyncio.create_task(self._tick(), name="trainer-ticker"))
 
-    async def stop_ticker(self) -> None:
-        if self._ticker:
-            self._ticker.cancel()
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    def request_check(self, project: str) -> None:
+        """Ask the training loop to look at a project (train if due); cheap, never blocks the caller."""
+        self._due.add(project)
+        self._wake.set()
+
+    async def _train_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._due:
+                project = self._due.pop()
+                try:
+                    await self.maybe_train(project)
+                except Exception:  # noqa: BLE001 - the stored labels stay; the check is retried shortly
+                    log.exception("training check for %s failed; retrying in %.0fs", project,
+                                  self.settings.retry_delay_s)
+                    await asyncio.sleep(self.settings.retry_delay_s)
+                    self.request_check(project)
 
     async def _tick(self) -> None:
         while True:
@@ -80,6 +116,11 @@ class Trainer:
         ops: list[UpdateOne] = []
         versions: list[dict[str, Any]] = []
         projects: set[str] = set()
+        # Versions already stored, read in one query: FerretDB 1.24 stalls on $or filters in updates, so
+        # "newer version only" is decided here rather than in the update's filter.
+        finals = [e for e in events if isinstance(e, LabelFinalized)]
+        stored = {d["_id"]: d.get("version", 0) async for d in self.examples.find(
+            {"_id": {"$in": [f"{e.project}/{e.item_id}" for e in finals]}}, {"version": 1})} if finals else {}
         for event in events:
             key = {"_id": f"{event.project}/{event.item_id}"}
             projects.add(event.project)
@@ -89,10 +130,9 @@ class Trainer:
                                                     "embedding": vector.tobytes(), "encoder": event.encoder}},
                                      upsert=True))
             elif isinstance(event, LabelFinalized):
-                # Compare versions here, not in the filter: FerretDB 1.24 stalls on $or filters in updates.
-                current = await self.examples.find_one(key, {"version": 1})
-                if current is not None and current.get("version", 0) >= event.version:
+                if stored.get(key["_id"], 0) >= event.version:
                     continue
+                stored[key["_id"]] = event.version
                 ops.append(UpdateOne(
                     key,
                     {"$set": {"project": event.project, "item_id": event.item_id, "label": event.label,
@@ -107,11 +147,11 @@ class Trainer:
                                  "label": event.label, "provenance": event.provenance.value,
                                  "guideline_version": event.guideline_version, "at": event.occurred_at})
         if ops:
-            await self.examples.bulk_write(ops, ordered=True)
-        for doc in versions:
-            await self.rt.db["label_versions"].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+            await bulk_write(self.examples, ops, ordered=True)
+        await bulk_write(self.rt.db["label_versions"],
+                         [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in versions], ordered=False)
         for project in projects:
-            await self.maybe_train(project)
+            self.request_check(project)
 
     async def _usable(self, project: str, holdout: bool) -> list[dict[str, Any]]:
         query = {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": holdout}
@@ -222,5 +262,6 @@ def create_app(settings: TrainerSettings | None = None) -> ServiceRuntime:
     rt = ServiceRuntime(SERVICE, settings)
     trainer = Trainer(rt, settings)
     trainer.wire()
+    ItemTexts(rt.db).attach(rt.bus)
     rt.component = trainer
     return rt

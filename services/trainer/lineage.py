@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from services.router.domain.spot_check import uniform_draw
+from labelmesh.draws import uniform_draw
 
 
 def member_key(item_id: str, version: int) -> str:

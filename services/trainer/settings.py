@@ -19,4 +19,6 @@ class TrainerSettings(CommonSettings):
     # A challenger may be this much less accurate on held-out items and still be promoted (noise allowance).
     promotion_tolerance: float = 0.01
     min_eval_items: int = 30
+    # A training check that failed (e.g. the database was away) is tried again after this long.
+    retry_delay_s: float = 5.0
     http_port: int = 9104

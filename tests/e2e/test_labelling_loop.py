@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import os
+import sys
 import random
 from collections import Counter
 from pathlib import Path
@@ -69,11 +72,24 @@ async def test_items_reach_final_labels_and_the_model_advances(env: Env, tmp_pat
         bootstrap, fresh = _rows()
         truth = {r.item_id: r.label for r in bootstrap + fresh}
 
-        # Week 1: the internal team's labels bootstrap model v1 through the trainer, like every later model.
-        await client.ingest_items(
-            [pb.IngestItem(project="e2e", item_id=r.item_id, text=r.text, trusted_label=r.label) for r in bootstrap]
+        # Week 1: the internal team's labels bootstrap model v1 through the trainer, like every later model,
+        # with the `labelmesh bootstrap` command an operator would run.
+        labelled_file = tmp_path / "bootstrap.csv"
+        with labelled_file.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["item_id", "text", "category"])
+            writer.writerows([r.item_id, r.text, r.label] for r in bootstrap)
+        command = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "labelmesh.cli", "bootstrap", str(labelled_file), "--project", "e2e",
+            "--gateway", "127.0.0.1:50151", "--timeout", "120",
+            env={**os.environ, **env.environ(), "LABELMESH_ADMIN_TOKEN": ADMIN},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
-        models = await env.read("model.updated", lambda rs: len(rs) >= 1, timeout=120)
+        output = (await command.communicate())[0].decode()
+        assert command.returncode == 0, output
+        assert f"ingested {len(bootstrap)} of {len(bootstrap)} trusted rows" in output
+        assert "model v1 trained on" in output
+        models = await env.read("model.updated", lambda rs: len(rs) >= 1, timeout=10)
         assert models[0]["model_version"] == 1
 
         # New items are pre-labelled by v1, routed, and labelled by people over gRPC.

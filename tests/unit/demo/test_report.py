@@ -1,0 +1,69 @@
+"""The demo report's numbers, computed from a small hand-made event log whose answers are known."""
+
+from datetime import UTC, datetime, timedelta
+
+from labelmesh.report import accuracy_vs_effort, flag_timeline, golden_accuracy, tier_timeline, write_html
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def at(minutes: float) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+LOG = {
+    "item.routed": [
+        {"item_id": "a", "tier": "auto", "occurred_at": at(0)},
+        {"item_id": "b", "tier": "single", "occurred_at": at(1)},
+        {"item_id": "c", "tier": "single", "occurred_at": at(2)},
+        {"item_id": "c", "tier": "expert", "occurred_at": at(3)},  # re-routed: the first tier counts
+        {"item_id": "g", "tier": "single", "occurred_at": at(3)},  # golden: not a work item
+    ],
+    "label.submitted": [
+        {"item_id": "b", "annotator_id": "ann-1", "label": "x", "occurred_at": at(1.5)},
+        {"item_id": "c", "annotator_id": "ann-2", "label": "y", "occurred_at": at(2.5)},
+        {"item_id": "c", "annotator_id": "exp", "label": "x", "occurred_at": at(3.5)},
+        {"item_id": "g", "annotator_id": "ann-1", "label": "x", "occurred_at": at(4)},
+        {"item_id": "g", "annotator_id": "ann-2", "label": "y", "occurred_at": at(4)},
+    ],
+    "label.finalized": [
+        {"item_id": "a", "label": "y", "occurred_at": at(0.5)},  # wrong auto label
+        {"item_id": "b", "label": "x", "occurred_at": at(2)},
+        {"item_id": "c", "label": "x", "occurred_at": at(4)},
+    ],
+    "qc.flagged": [{"kind": "disagreement", "subject_id": "c", "message": "2 labels differ", "occurred_at": at(3)}],
+    "model.updated": [{"model_version": 1, "training_set_size": 10, "heldout_metrics": {"heldout_accuracy": 0.8},
+                       "occurred_at": at(0)}],
+}
+TRUTH = {"a": "x", "b": "x", "c": "x", "g": "x"}
+WORK = {"a", "b", "c"}
+
+
+def test_tiers_count_each_work_item_once_at_its_first_tier():
+    series = tier_timeline(LOG, WORK)
+    assert series["auto"] == [(0.0, 1)]
+    assert series["single"] == [(1.0, 1), (2.0, 2)]
+    assert series["expert"] == [] and series["multi"] == []
+
+
+def test_accuracy_vs_effort_counts_labels_submitted_before_each_final():
+    assert accuracy_vs_effort(LOG, TRUTH, WORK) == [(0.0, 0.0, 1), (0.5, 0.5, 2), (1.0, 2 / 3, 3)]
+
+
+def test_golden_accuracy_has_a_wilson_interval_around_the_rate():
+    golden = golden_accuracy(LOG, {"g": "x"})
+    assert golden["ann-1"][:2] == (1, 1) and golden["ann-2"][:2] == (0, 1)
+    correct, n, low, high = golden["ann-1"]
+    assert 0.0 < low < 1.0 and high == 1.0
+
+
+def test_flags_are_placed_in_minutes_since_start():
+    assert flag_timeline(LOG) == [(3.0, "disagreement", "c", "2 labels differ")]
+
+
+def test_html_report_is_one_self_contained_page(tmp_path):
+    path = write_html(tmp_path / "r.html", {"items": 3, "final_accuracy": 2 / 3, "models": []}, LOG, TRUTH,
+                      sorted(WORK), {"g": "x"}, namespace="ns<1>")
+    html = path.read_text()
+    assert html.count("data:image/png;base64,") == 5
+    assert "ns&lt;1&gt;" in html and "2 labels differ" in html and "0.667" in html
