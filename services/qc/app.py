@@ -34,6 +34,7 @@ from services.qc.domain.consensus import decide as weighted_consensus
 from services.qc.domain.consensus import majority_vote
 from services.qc.domain.golden import golden_accuracy, should_flag
 from services.qc.domain.knn_check import knn_check
+from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
 from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
 from services.qc.index import LabelledEmbeddings
@@ -78,36 +79,39 @@ class Qc:
         return self.indexes.setdefault(project, LabelledEmbeddings())
 
     async def on_events(self, events: list[Envelope]) -> None:
-        """Item facts in bulk, then labels in order, then one decision per touched item: few round trips a batch."""
+        """Each event in order, decided right after it is applied, exactly as if it had come alone.
+
+        The decision after each event (not once per batch) keeps the outcome independent of how the
+        stream was cut into batches, which a replay or a redelivery changes (tests/integration/test_idempotency).
+        """
         out: list[Envelope] = []
         labels: Counter[str] = Counter()
         by_annotator: Counter[tuple[str, str]] = Counter()
-        touched: dict[str, Envelope] = {}  # item key -> the latest event that may change its decision
-        await self._apply_item_facts(events, touched)
-        submitted = [e for e in events if isinstance(e, LabelSubmitted)]
-        if submitted:
-            for event in submitted:
+        finals: Counter[str] = Counter()
+        for event in events:
+            key = f"{event.project}/{event.item_id}"
+            touched: dict[str, Envelope] = {}
+            if isinstance(event, LabelSubmitted):
                 await self.catalog.require(event)
-            items = {d["_id"]: d async for d in self.items.find(
-                {"_id": {"$in": list({f"{e.project}/{e.item_id}" for e in submitted})}})}
-            for event in submitted:
-                key = f"{event.project}/{event.item_id}"
                 labels[event.project] += 1
                 if event.role != "expert":
                     by_annotator[(event.project, event.annotator_id)] += 1
+                item = await self.items.find_one({"_id": key})
                 if event.golden:
-                    out.extend(await self._on_golden_answer(key, event, items.get(key)))
-                else:
-                    touched[key] = event
-            out.extend(await self._on_labels([e for e in submitted if not e.golden], items))
-        decided = await self._evaluate_many(touched)
-        out.extend(decided)
-        finals = Counter(e.project for e in decided if isinstance(e, LabelFinalized))
+                    out.extend(await self._on_golden_answer(key, event, item))
+                    continue
+                out.extend(await self._on_labels([event], {key: item} if item else {}))
+                touched[key] = event
+            else:
+                await self._apply_item_facts([event], touched)
+            decided = await self._evaluate_many(touched)
+            finals.update(e.project for e in decided if isinstance(e, LabelFinalized))
+            out.extend(decided)
         out.extend(await self._periodic(labels, by_annotator, finals))
         await self._record_flags([e for e in out if isinstance(e, QcFlagged)])
         await self.rt.bus.publish(out)
 
-    # --- per batch ---------------------------------------------------------------------------------
+    # --- applying events ---------------------------------------------------------------------------------
     async def _apply_item_facts(self, events: list[Envelope], touched: dict[str, Envelope]) -> None:
         """item.ingested, item.prelabeled and item.routed, merged into one update per item and written in bulk.
 
@@ -150,13 +154,14 @@ class Qc:
 
     @staticmethod
     def _label_doc(event: LabelSubmitted, item: Mapping[str, Any] | None) -> dict[str, Any]:
-        """One document per human label: the sequences agreement, drift and the calibration report read."""
-        item = item or {}
-        prelabel = item.get("prelabel") or ([item["top_k"][0]["label"]] if item.get("top_k") else None)
+        """One document per human label: the sequences agreement, drift and the calibration report read.
+
+        Only what the event says: anything taken from the item (its pre-label) would depend on whether
+        item.routed happened to be consumed first, and a replay would rebuild different documents.
+        """
         return {"project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
                 "label": event.label, "expert": event.role == "expert", "golden": event.golden,
-                "time_spent_ms": event.time_spent_ms, "at": event.occurred_at,
-                "model_label": prelabel[0] if prelabel else None}
+                "time_spent_ms": event.time_spent_ms, "at": event.occurred_at}
 
     async def _on_labels(self, events: list[LabelSubmitted], items: dict[str, Any]) -> list[Envelope]:
         """Store the votes; an item labelled by a suspended annotator goes to an expert."""
@@ -199,10 +204,12 @@ class Qc:
                     {"annotator": annotator, "label": label, **evidence}, cause=(item_id, annotator), item_id=item_id)
 
     async def _reliability(self, project: str) -> dict[str, float]:
+        """Annotators with evidence (golden answers or a Dawid-Skene estimate); the others get consensus' default."""
         return {
             doc["annotator"]: annotator_reliability(doc.get("golden_correct", 0), doc.get("golden_n", 0),
                                                     doc.get("ds_accuracy"), doc.get("ds_items", 0))
             async for doc in self.annotators.find({"project": project})
+            if doc.get("golden_n", 0) > 0 or doc.get("ds_items", 0) >= DEFAULT_MIN_DS_ITEMS
         }
 
     async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
@@ -310,9 +317,8 @@ class Qc:
             verified=step.verified, golden=bool(doc.get("golden_label")), correlation_id=cause.correlation_id,
         )
         final = {"label": event.label, "version": version, "provenance": event.provenance.value,
-                 "confidence": event.confidence, "at": utcnow(), "event_id": event.event_id,
-                 "human_labels": event.human_labels, "expert_labels": event.expert_labels}
-        if majority is not None:
+                 "confidence": event.confidence, "at": utcnow(), "event_id": event.event_id}
+        if majority is not None and step.provenance is Provenance.CONSENSUS:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
             final["majority_label"] = majority.label
         writes.append(UpdateOne({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}}))
@@ -356,8 +362,7 @@ class Qc:
             acc, threshold=self.settings.golden_accuracy_threshold, min_evidence=self.settings.golden_min_evidence
         ):
             return []
-        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow(),
-                                                         "suspended_after_labels": stats.get("labels_n", 0)}})
+        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow()}})
         suspended = QcFlagged(
             event_id=derived_id(event.event_id, "suspended"), producer=SERVICE, project=event.project,
             subject=FlagSubject.ANNOTATOR, subject_id=event.annotator_id, kind=FlagKind.ANNOTATOR_SUSPENDED,
@@ -390,49 +395,35 @@ class Qc:
         return flags
 
     # --- periodic passes ---------------------------------------------------------------------------
-    async def _bump(self, collection: str, key: str, field: str, added: int, **fields: str) -> int:
-        update: dict[str, Any] = {"$inc": {field: added}}
-        if fields:
-            update["$set"] = fields
-        doc = await self.rt.db[collection].find_one_and_update(
-            {"_id": key}, update, upsert=True, return_document=ReturnDocument.AFTER
-        )
-        return int(doc[field])
-
     async def _periodic(self, labels: Counter[str], by_annotator: Counter[tuple[str, str]],
                         finals: Counter[str]) -> list[QcFlagged]:
+        """Run the passes whose counter passed a multiple of its period in this batch.
+
+        Counters are counted from the stored labels and final labels, never kept with $inc: a batch
+        redelivered after a crash must leave the same state as one delivered once.
+        """
         out: list[QcFlagged] = []
         s = self.settings
         for project, added in labels.items():
-            if _crossed(await self._bump("counters", project, "labels", added), added, s.agreement_every):
+            total = await self.labels.count_documents({"project": project})
+            if _crossed(total, added, s.agreement_every):
                 out.extend(await self.passes.agreement(project))
         due: dict[str, list[str]] = {}
         for (project, annotator), added in by_annotator.items():
-            total = await self._bump("annotators", f"{project}/{annotator}", "labels_n", added, project=project,
-                                     annotator=annotator)
+            total = await self.labels.count_documents({"project": project, "annotator": annotator})
             if _crossed(total, added, s.drift_every):
                 due.setdefault(project, []).append(annotator)
         for project, annotators in due.items():
             out.extend(await self.passes.drift(project, sorted(annotators)))
         for project, added in finals.items():
-            total = await self._bump("counters", project, "finals", added)
+            total = await self.items.count_documents({"project": project, "final": {"$exists": True}})
             if _crossed(total, added, s.label_error_every):
                 out.extend(await self.passes.label_errors(project, total // s.label_error_every))
         return out
 
     async def _record_flags(self, flags: list[QcFlagged]) -> None:
-        """qc owns its flags: every one raised is kept, with its evidence, beside being published."""
-        flags = list({f.event_id: f for f in flags}.values())  # one write per document (see _apply_item_facts)
-        if not flags:
-            return
-        await self._bulk(self.rt.db["flags"], [
-            UpdateOne({"_id": f.event_id}, {"$set": {"project": f.project, "kind": f.kind.value,
-                                                     "subject": f.subject.value, "subject_id": f.subject_id,
-                                                     "item_id": f.item_id, "message": f.message,
-                                                     "evidence": f.evidence, "at": f.occurred_at}}, upsert=True)
-            for f in flags
-        ])
-        for f in flags:
+        """Count the flags raised; the qc.flagged topic is their record (with evidence), replayable like any event."""
+        for f in {f.event_id: f for f in flags}.values():
             self.metrics.flags.labels(f.project, f.kind.value).inc()
 
 

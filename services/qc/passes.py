@@ -60,11 +60,20 @@ class Passes:
         """Every human label of a project (golden answers included), in the order they happened."""
         docs = [d async for d in self.db["labels"].find(
             {"project": project},
-            {"item_id": 1, "annotator": 1, "label": 1, "expert": 1, "golden": 1, "time_spent_ms": 1, "at": 1,
-             "model_label": 1},
+            {"item_id": 1, "annotator": 1, "label": 1, "expert": 1, "golden": 1, "time_spent_ms": 1, "at": 1},
         )]
         docs.sort(key=lambda d: (d["at"], d["_id"]))
         return docs
+
+    async def model_labels(self, project: str) -> dict[str, str]:
+        """item -> the model's top-1 pre-label, the reference quality drift compares each label with."""
+        out = {}
+        async for d in self.db["items"].find({"project": project}, {"item_id": 1, "prelabel": 1, "top_k": 1}):
+            if d.get("prelabel"):
+                out[d["item_id"]] = d["prelabel"][0]
+            elif d.get("top_k"):
+                out[d["item_id"]] = d["top_k"][0]["label"]
+        return out
 
     # --- agreement and Dawid-Skene --------------------------------------------------------------------
     async def agreement(self, project: str) -> list[QcFlagged]:
@@ -146,6 +155,9 @@ class Passes:
     async def drift(self, project: str, annotators: Sequence[str]) -> list[QcFlagged]:
         """Label mix, time per label and agreement with the model's pre-label, per annotator, vs own baseline and crowd."""
         docs = [d for d in await self.project_labels(project) if not d["expert"]]
+        model = await self.model_labels(project)
+        for d in docs:
+            d["model_label"] = model.get(d["item_id"])
         state = {d["annotator"]: d async for d in self.db["annotators"].find(
             {"project": project, "annotator": {"$in": list(annotators)}})}
         out: list[QcFlagged] = []

@@ -137,8 +137,7 @@ async def test_consensus_disagreement_and_knn_check(env: Env) -> None:
         final = {f["item_id"]: f for f in finals}
         assert final["k-wrong"]["label"] == "a" and final["k-wrong"]["provenance"] == "expert"
         assert final["m-split"]["label"] == "c" and final["m-split"]["expert_labels"] == 1
-        kept = await runtime.db["flags"].find_one({"item_id": "k-wrong"})
-        assert kept["kind"] == "knn_inconsistency" and kept["evidence"]["neighbours"][0]["label"] == "a"
+        assert (await runtime.db["items"].find_one({"_id": f"{p}/k-wrong"}))["knn_flagged"]
         assert runtime.registry.get_sample_value(
             "labelmesh_qc_flags_total", {"project": p, "kind": "knn_inconsistency"}) == 1
     finally:
