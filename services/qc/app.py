@@ -291,7 +291,8 @@ class Qc:
         await self.items.update_one({"_id": doc["_id"]}, {"$set": {"escalated": True, "knn_flagged": True}})
         return flag(
             doc["project"], FlagKind.KNN_INCONSISTENCY, FlagSubject.ITEM, doc["item_id"], finding.message,
-            {"label": label, "votes": [{"annotator": v["annotator"], "label": v["label"]} for v in doc.get("votes", [])],
+            {"label": label,
+             "votes": [{"annotator": v["annotator"], "label": v["label"]} for v in doc.get("votes", [])],
              "majority_label": finding.majority_label, "majority_share": finding.majority_share,
              "agreeing_share": finding.agreeing_share, "k": finding.k,
              "neighbours": [{"item_id": i, "label": lbl, "similarity": s} for i, lbl, s in
@@ -336,7 +337,8 @@ class Qc:
         )
         self.metrics.spot_accuracy.labels(project).set(stats["correct"] / stats["n"])
 
-    async def _on_golden_answer(self, key: str, event: LabelSubmitted, item: Mapping[str, Any] | None) -> list[Envelope]:
+    async def _on_golden_answer(self, key: str, event: LabelSubmitted,
+                                item: Mapping[str, Any] | None) -> list[Envelope]:
         if item is None or not item.get("golden_label"):
             log.warning("golden answer for %s which qc does not know as golden", key)
             return []

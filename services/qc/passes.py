@@ -153,7 +153,7 @@ class Passes:
 
     # --- drift and fatigue -------------------------------------------------------------------------------
     async def drift(self, project: str, annotators: Sequence[str]) -> list[QcFlagged]:
-        """Label mix, time per label and agreement with the model's pre-label, per annotator, vs own baseline and crowd."""
+        """Label mix, time per label and agreement with the model's pre-label, vs own baseline and the crowd."""
         docs = [d for d in await self.project_labels(project) if not d["expert"]]
         model = await self.model_labels(project)
         for d in docs:

@@ -67,7 +67,8 @@ async def _count(runtime, collection: str, query: dict) -> int:  # type: ignore[
     return await runtime.db[collection].count_documents(query)
 
 
-async def _labelled_neighbourhood(env: Env, runtime, project: str, per_class: int = 10) -> None:  # type: ignore[no-untyped-def]
+async def _labelled_neighbourhood(env: Env, runtime, project: str,  # type: ignore[no-untyped-def]
+                                  per_class: int = 10) -> None:
     """Trusted items with embeddings: the labelled set the kNN check compares against."""
     events = [_config(project)]
     for c, label in enumerate(LABELS):
@@ -180,7 +181,8 @@ async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> No
         assert bad["suspended"] and bad["golden_upper"] < 0.8 and bad["golden_lower"] == 0.0
         assert not good.get("suspended") and good["golden_lower"] > 0.7
         assert await _count(runtime, "items", {"project": p, "item_id": {"$in": work}, "escalated": True}) == 4
-        assert runtime.registry.get_sample_value("labelmesh_qc_golden_accuracy", {"project": p, "annotator": "good"}) == 1
+        assert runtime.registry.get_sample_value("labelmesh_qc_golden_accuracy",
+                                                 {"project": p, "annotator": "good"}) == 1
         assert runtime.registry.get_sample_value(
             "labelmesh_qc_golden_accuracy_bound", {"project": p, "annotator": "bad", "bound": "upper"}) < 0.8
 
@@ -245,7 +247,8 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
         windows = await _count(runtime, "agreement", {"project": p, "window": {"$ne": "all"}})
         assert windows >= 1
         assert runtime.registry.get_sample_value(
-            "labelmesh_qc_agreement", {"project": p, "window": "all", "measure": "krippendorff_alpha"}) == whole["alpha"]
+            "labelmesh_qc_agreement",
+            {"project": p, "window": "all", "measure": "krippendorff_alpha"}) == whole["alpha"]
         # Dawid-Skene sees the random answerer as the least reliable, and consensus weights votes accordingly.
         annotators = {d["annotator"]: d async for d in runtime.db["annotators"].find({"project": p})}
         assert annotators["rnd"]["ds_accuracy"] < min(annotators["ann-1"]["ds_accuracy"],

@@ -1,4 +1,4 @@
-"""Quality drift: how often an annotator agrees with a reference label they did not give, now vs their baseline and the crowd.
+"""Quality drift: how often an annotator agrees with a reference label they did not give, now vs baseline and crowd.
 
 drift.py watches which labels an annotator uses. An annotator whose answers get worse without
 changing which labels they use (fatigue on a balanced taxonomy, errors landing on confusable
@@ -55,7 +55,7 @@ def agreement_drop(
     alpha: float = DEFAULT_ALPHA,
     min_drop: float = DEFAULT_MIN_DROP,
 ) -> AgreementDrift:
-    """Is the window's agreement rate lower than the reference's? Significant when p < alpha and the drop >= min_drop."""
+    """Is the window's agreement rate lower than the reference's? Significant when p < alpha and drop >= min_drop."""
     if not window or reference_n <= 0:
         raise ValueError("both the window and the reference need at least one outcome")
     if not 0 <= reference_agree <= reference_n:
