@@ -168,7 +168,8 @@ async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> No
         await eventually(lambda: _count(runtime, "items", {"project": p, "final.provenance": "single_review"}))
         await env.publish_events([_label(p, g, "good", "a", golden=True) for g in golden[:10]]
                                  + [_label(p, g, "bad", "c", golden=True) for g in golden])
-        flags = await env.read("qc.flagged", lambda rs: sum(r["kind"] == "suspended_annotator_label" for r in rs) >= 4)
+        flags = await env.read("qc.flagged", lambda rs: sum(r["kind"] == "suspended_annotator_label" for r in rs) >= 4,
+                               timeout=180)
         suspended = [f for f in flags if f["kind"] == "annotator_suspended"]
         assert [f["subject_id"] for f in suspended] == ["bad"]
         assert suspended[0]["evidence"]["golden_n"] == 10 and suspended[0]["evidence"]["upper"] < 0.8
@@ -229,7 +230,7 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
             return lambda rs: any(r["kind"] == kind and (subject is None or r["subject_id"] == subject) for r in rs)
 
         flags = await env.read("qc.flagged", lambda rs: has("low_agreement")(rs) and has("drift", "drifter")(rs)
-                               and has("drift", "rnd")(rs), timeout=90)
+                               and has("drift", "rnd")(rs), timeout=300)
         low = next(f for f in flags if f["kind"] == "low_agreement")
         assert low["subject"] == "dataset" and low["subject_id"] == p
         pairs = [s for s in low["evidence"]["shortfalls"] if s["measure"] == "cohen_kappa"]
