@@ -79,6 +79,6 @@ def next_step(state: ItemState, reliability: Mapping[str, float], consensus: Con
     if not resolved:
         return Escalate(
             f"annotators disagree: best {label!r} at confidence {confidence:.2f}",
-            {"votes": [{"annotator": v.annotator, "label": v.label} for v in state.votes], "confidence": confidence},
+            {"votes": [[v.annotator, v.label] for v in state.votes], "confidence": confidence},
         )
     return Final(label, Provenance.CONSENSUS, confidence, verified=True)

@@ -43,7 +43,7 @@ def test_auto_single_and_consensus() -> None:
 def test_disagreement_escalates_and_expert_settles_it() -> None:
     split = ItemState(tier=Tier.MULTI, required=2, votes=(Vote("x", "a"), Vote("y", "b")))
     step = next_step(split, {}, majority)
-    assert isinstance(step, Escalate) and step.evidence["votes"] == [{"annotator": "x", "label": "a"}, {"annotator": "y", "label": "b"}]
+    assert isinstance(step, Escalate) and step.evidence["votes"] == [["x", "a"], ["y", "b"]]
     waiting = ItemState(tier=Tier.MULTI, required=2, escalated=True, votes=split.votes)
     assert isinstance(next_step(waiting, {}, majority), Wait)
     settled = ItemState(tier=Tier.EXPERT, required=1, escalated=True, votes=(*split.votes, Vote("e", "b", True)))
