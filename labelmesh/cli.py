@@ -94,6 +94,20 @@ def demo(
     asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed, timeout_s=timeout))
 
 
+@app.command("qc-report")
+def qc_report(
+    project: str = typer.Option(..., help="project id"),
+    since: str = typer.Option(None, help="only labels at or after this ISO time (UTC)"),
+    until: str = typer.Option(None, help="only labels before this ISO time (UTC)"),
+    min_annotators: int = typer.Option(2, help="only items labelled by at least this many annotators"),
+    top: int = typer.Option(10, help="how many disputed items to list"),
+) -> None:
+    """Calibration-session report from qc's labels: per-item disagreement, pairwise kappa, most disputed items."""
+    from labelmesh.qc_report import main
+
+    raise typer.Exit(main(project, since=since, until=until, min_annotators=min_annotators, top=top))
+
+
 @app.command()
 def events(
     topic: list[str] = typer.Argument(None, help="topics to read (item.ingested, ..., deadletter) or 'all' (default)"),

@@ -247,7 +247,8 @@ class Router:
             )
             return
         if event.subject != FlagSubject.ITEM or event.kind not in (FlagKind.DISAGREEMENT, FlagKind.ANNOTATOR_FEEDBACK,
-                                                                  FlagKind.KNN_INCONSISTENCY):
+                                                                  FlagKind.KNN_INCONSISTENCY,
+                                                                  FlagKind.SUSPENDED_ANNOTATOR_LABEL):
             return
         doc = await self.rt.db["items"].find_one({"_id": f"{event.project}/{event.subject_id}"})
         if doc is None:
