@@ -14,7 +14,7 @@ Which code is shared with the live services, and which stand-ins replace the she
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
   the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
   confirm_single, which escalates spot checks that overrule the auto label).
-- gateway: annotators pull tasks; golden tasks are injected by spot_check.should_inject_golden and
+- gateway: annotators pull tasks; golden tasks are injected by gateway.golden.should_inject_golden and
   chosen by choose_golden, suspended annotators get no work. Stand-ins: the annotator who takes a
   task is drawn at random (weighted by speed) among the active ones of the right role, and experts
   only take expert tasks (the live queue lets an idle expert take ordinary tasks too).
@@ -48,11 +48,8 @@ from services.qc.domain.consensus import decide as weighted_consensus
 from services.qc.domain.final_label import human_cost
 from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_accuracy
 from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
-from services.router.domain.spot_check import (
-    choose_golden,
-    is_spot_checked,
-    should_inject_golden,
-)
+from services.gateway.golden import choose_golden, should_inject_golden
+from services.router.domain.spot_check import is_spot_checked
 from services.router.domain.thresholds import Observation, learn_thresholds
 from services.router.domain.tiers import (
     Prelabel,

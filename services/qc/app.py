@@ -246,7 +246,7 @@ class Qc:
                                         n_classes=n_classes)
             return result.label, result.confidence, result.resolved
 
-        step = next_step(state, reliability, consensus)
+        step = next_step(state, reliability, consensus, confirm_single=self.settings.confirm_single)
         human = [(v.annotator, v.label) for v in state.votes if not v.expert]
         majority = majority_vote(human) if human else None
         if isinstance(step, Final):

@@ -12,6 +12,9 @@ class QcSettings(CommonSettings):
 
     # Weighted consensus below this posterior goes to an expert.
     min_consensus_confidence: float = 0.75
+    # A lone reviewer who overrides the model's label is final only after an expert agrees: a 90% reviewer
+    # makes about 10% of correct model labels look wrong (bench/results/quality.json).
+    confirm_single: bool = True
     golden_accuracy_threshold: float = 0.80
     golden_min_evidence: int = 10
     # When an annotator is suspended, this many of their latest labels go back for review.

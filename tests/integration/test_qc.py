@@ -86,7 +86,7 @@ async def _n_imported(runtime, project: str, n: int) -> bool:  # type: ignore[no
 
 
 async def test_consensus_disagreement_and_knn_check(env: Env) -> None:
-    runtime = create_app(env.settings(QcSettings))
+    runtime = create_app(env.settings(QcSettings, confirm_single=False))
     await runtime.start()
     p = "qa"
     try:
@@ -146,7 +146,7 @@ async def test_consensus_disagreement_and_knn_check(env: Env) -> None:
 
 
 async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> None:
-    runtime = create_app(env.settings(QcSettings))
+    runtime = create_app(env.settings(QcSettings, confirm_single=False))
     await runtime.start()
     p = "qg"
     try:
@@ -198,7 +198,7 @@ async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> No
 
 
 async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> None:
-    settings = env.settings(QcSettings, agreement_every=30, agreement_min_items=15, drift_every=20,
+    settings = env.settings(QcSettings, confirm_single=False, agreement_every=30, agreement_min_items=15, drift_every=20,
                             quality_baseline=20, quality_window=20, quality_step=5, drift_baseline=40,
                             drift_window=40, drift_step=20, knn_min_similarity=1.0)
     runtime = create_app(settings)
@@ -281,7 +281,7 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
 
 async def test_confident_learning_pass_flags_injected_label_errors(env: Env) -> None:
     # The kNN check is switched off (no neighbour is ever similar enough) so the noisy labels reach final labels.
-    runtime = create_app(env.settings(QcSettings, label_error_every=80, label_error_folds=3,
+    runtime = create_app(env.settings(QcSettings, confirm_single=False, label_error_every=80, label_error_folds=3,
                                       knn_min_similarity=1.0))
     await runtime.start()
     p = "ql"
