@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -71,12 +73,22 @@ class Gateway:
         return doc
 
     async def history(self, project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> None:
-        await self.db["history"].update_one(
-            {"_id": key},
-            {"$setOnInsert": {"project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
-                              "detail": json.dumps(detail, default=str)}},
-            upsert=True,
-        )
+        await self.db["history"].update_one(*_history_update(project, item_id, kind, detail, key), upsert=True)
+
+    async def histories(self, entries: list[UpdateOne]) -> None:
+        """Many history entries (from history_entry) in bulk commands instead of a round trip each."""
+        if entries:
+            await bulk_write(self.db["history"], entries, ordered=False)
+
+
+def _history_update(project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> tuple[dict, dict]:
+    return {"_id": key}, {"$setOnInsert": {"project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
+                                           "detail": json.dumps(detail, default=str)}}
+
+
+def history_entry(project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> UpdateOne:
+    """One item-history entry as an idempotent upsert keyed by the event that caused it."""
+    return UpdateOne(*_history_update(project, item_id, kind, detail, key), upsert=True)
 
 
 def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
@@ -161,19 +173,24 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                     trusted_label=item.trusted_label or None,
                 )
             )
-        for event in events:
-            await self.gw.db["items"].replace_one(
+        # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
+        await bulk_write(self.gw.db["items"], [
+            ReplaceOne(
                 {"_id": f"{event.project}/{event.item_id}"},
                 {"project": event.project, "item_id": event.item_id, "text": event.payload.text,
                  "golden_label": event.golden_label, "trusted_label": event.trusted_label,
                  "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at},
                 upsert=True,
             )
+            for event in events
+        ])
         await self.gw.rt.bus.publish(events)
-        for event in events:
-            await self.gw.history(event.project, event.item_id, "ingested",
-                                  {"source": event.source, "golden": event.golden_label is not None,
-                                   "trusted": event.trusted_label is not None}, event.event_id)
+        await self.gw.histories([
+            history_entry(event.project, event.item_id, "ingested",
+                          {"source": event.source, "golden": event.golden_label is not None,
+                           "trusted": event.trusted_label is not None}, event.event_id)
+            for event in events
+        ])
         return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])
 
 
