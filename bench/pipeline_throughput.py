@@ -150,13 +150,21 @@ class TopicLog:
         finally:
             await consumer.stop()
 
-    async def wait_for(self, topic: str, items: set[str], timeout_s: float) -> bool:
+    async def wait_for(self, topic: str, items: set[str], timeout_s: float, stack: Stack) -> bool:
         deadline = time.monotonic() + timeout_s
         while not items <= self.seen[topic]:
             if time.monotonic() > deadline:
                 return False
+            _alive(stack)
             await asyncio.sleep(0.2)
         return True
+
+
+def _alive(stack: Stack) -> None:
+    """Fail fast when a service process has gone (the machine is shared: someone may have stopped it)."""
+    for name, proc in stack.processes.items():
+        if proc.process is not None and proc.process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.process.returncode} mid-run; see {proc.log_path}")
 
 
 async def _bot(client: GatewayClient, truth: dict[str, str], stop: asyncio.Event, counts: Counter[str],
@@ -271,6 +279,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         while not log.values["model.updated"]:
             if time.monotonic() - t_boot > args.timeout:
                 raise TimeoutError("no model.updated after bootstrapping")
+            _alive(stack)
             await asyncio.sleep(0.5)
         model = ModelUpdated.model_validate_json(log.values["model.updated"][0])
         result["bootstrap"] = {"rows": len(boot), "seconds_to_model": time.monotonic() - t_boot,
@@ -288,7 +297,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         for i in range(0, len(loop_rows), args.loop_batch):
             await _ingest(client, loop_rows[i:i + args.loop_batch], args.loop_batch, 1)
             await asyncio.sleep(args.loop_interval_s)
-        finished = await log.wait_for("label.finalized", loop_ids, args.timeout)
+        finished = await log.wait_for("label.finalized", loop_ids, args.timeout, stack)
         stop_bots.set()
         await asyncio.gather(*bots)
         loop_tiers = _tiers(log.values["item.routed"], loop_ids)
@@ -316,13 +325,13 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         t_first_send = now_ms()
         await _ingest(client, burst, args.batch, args.concurrency)
         t_sent = now_ms()
-        routed_all = await log.wait_for("item.routed", burst_ids, args.timeout)
+        routed_all = await log.wait_for("item.routed", burst_ids, args.timeout, stack)
         wall = time.monotonic() - wall_before
         cpu_after = _cpu_snapshot(stack)
         load_after = os.getloadavg()
         burst_tiers = _tiers(log.values["item.routed"], burst_ids)
         auto_ids = {i for i, t in burst_tiers.items() if t == "auto"}
-        await log.wait_for("label.finalized", auto_ids, args.final_grace_s)
+        await log.wait_for("label.finalized", auto_ids, args.final_grace_s, stack)
         ingested = first_timestamps(log.times["item.ingested"], burst_ids)
         prelabeled = first_timestamps(log.times["item.prelabeled"], burst_ids)
         routed = first_timestamps(log.times["item.routed"], burst_ids)
@@ -426,6 +435,18 @@ def print_tables(payload: dict[str, Any]) -> None:
           f"on {env['cpus_available']} CPUs")
 
 
+def _commit() -> str:
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
 def goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for run in runs:
@@ -451,17 +472,19 @@ async def main_async(args: argparse.Namespace) -> None:
     rows = rows[:needed]
     raw = await raw_kafka(base.kafka_bootstrap, f"benchraw{int(time.time())}.", rows[-args.items:], args.raw_messages)
     print(f"raw aiokafka: {raw['produce_and_consume_msgs_per_s']:,.0f} msgs/s produce+consume", flush=True)
-    runs = [await pipeline_run(encoder, rows, args, base) for encoder in args.encoders.split(",")]
-    payload = {
+    payload: dict[str, Any] = {
         "benchmark": "pipeline_throughput",
+        "commit": _commit(),
         "environment": env_at_start,
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": dict(vars(args)),
         "raw_kafka": raw,
-        "runs": runs,
-        "goals": goals(runs),
-        "load_average_at_end": os.getloadavg(),
+        "runs": [],
     }
-    path = write_result("pipeline_throughput", payload)
+    for encoder in args.encoders.split(","):
+        payload["runs"].append(await pipeline_run(encoder, rows, args, base))
+        # Written after each run, so a later run that fails or is stopped leaves the earlier numbers.
+        payload |= {"goals": goals(payload["runs"]), "load_average_at_end": os.getloadavg()}
+        path = write_result(args.output, payload)
     print_tables(payload)
     print(f"wrote {path}")
 
@@ -485,6 +508,7 @@ def main() -> None:
     ap.add_argument("--port-offset", type=int, default=400, help="service HTTP ports 9101+offset..9105+offset")
     ap.add_argument("--grpc-port", type=int, default=50451)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--output", default="pipeline_throughput", help="result name under bench/results/")
     asyncio.run(main_async(ap.parse_args()))
 
 
