@@ -117,5 +117,9 @@ def dump_tasks() -> None:
 
     for task in asyncio.all_tasks():
         buffer = io.StringIO()
-        task.print_stack(limit=12, file=buffer)
+        try:
+            task.print_stack(limit=12, file=buffer)
+        except Exception:  # noqa: BLE001 - print_stack fails on frames without a line number (linecache)
+            for frame in task.get_stack(limit=12):
+                buffer.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
         log.warning("task %s:\n%s", task.get_name(), buffer.getvalue())
