@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import grpc  # noqa: E402
 from _common import REPO, environment, table, write_result  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
@@ -53,6 +54,8 @@ PROJECT = "bench"
 FOLLOWED = ("item.ingested", "item.prelabeled", "item.routed", "label.finalized", "model.updated", "deadletter")
 GOAL_ROUTED_ITEMS_PER_S = 1000.0
 GOAL_SHARE_OF_MODEL = 0.85
+CALL_DEADLINE_S = 20.0
+LEASE_SECONDS = 60  # a lease held by a call that never answered frees its slot after this long
 
 
 def now_ms() -> float:
@@ -168,15 +171,25 @@ def _alive(stack: Stack) -> None:
 
 
 async def _bot(client: GatewayClient, truth: dict[str, str], stop: asyncio.Event, counts: Counter[str],
-               name: str, idle_s: float) -> None:
+               name: str, idle_s: float, errors: Counter[str]) -> None:
     """A simulated annotator that answers each task at once with the dataset's label."""
     while not stop.is_set():
-        task = await client.lease(PROJECT)
-        if task is None:
+        try:
+            # A deadline on every call, as a real tool would set: a call that never returns must not stop the bot.
+            task = await asyncio.wait_for(client.lease(PROJECT), CALL_DEADLINE_S)
+            if task is None:
+                await asyncio.sleep(idle_s)
+                continue
+            await asyncio.wait_for(client.submit(task.task_id, truth[task.item_id], key=task.task_id,
+                                                 time_spent_ms=1), CALL_DEADLINE_S)
+            counts[name] += 1
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:  # counted and reported; the bot carries on
+            reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else \
+                f"no answer within {CALL_DEADLINE_S:.0f}s"
+            if not errors:
+                print(f"  {name}: {reason}", flush=True)
+            errors[reason[:200]] += 1
             await asyncio.sleep(idle_s)
-            continue
-        await client.submit(task.task_id, truth[task.item_id], key=task.task_id, time_spent_ms=1)
-        counts[name] += 1
 
 
 async def _ingest(client: GatewayClient, rows: list[Row], batch: int, concurrency: int) -> None:
@@ -250,7 +263,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         env={"LABELMESH_NAMESPACE": namespace, "LABELMESH_TOPIC_PREFIX": prefix,
              "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
              "LABELMESH_PRELABELER_ENCODER": encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin_token,
-             "LABELMESH_GATEWAY_GOLDEN_RATE": "0.0",
+             "LABELMESH_GATEWAY_GOLDEN_RATE": "0.0", "LABELMESH_GATEWAY_LEASE_SECONDS": str(LEASE_SECONDS),
              "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(args.bootstrap * 0.8)),
              # No retraining inside the measurement: a training run would share the two cores with the burst.
              "LABELMESH_TRAINER_RETRAIN_EVERY": "1000000"},
@@ -290,8 +303,9 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
 
         # Loop phase: a trickle the pipeline can keep up with, and bots that answer at once.
         counts: Counter[str] = Counter()
-        bots = [asyncio.create_task(_bot(client.as_user(tokens[n]), truth, stop_bots, counts, n, args.bot_idle_s))
-                for n in names]
+        errors: Counter[str] = Counter()
+        bots = [asyncio.create_task(_bot(client.as_user(tokens[n]), truth, stop_bots, counts, n, args.bot_idle_s,
+                                         errors)) for n in names]
         loop_ids = {r.item_id for r in loop_rows}
         t_loop = time.monotonic()
         for i in range(0, len(loop_rows), args.loop_batch):
@@ -309,6 +323,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
             "all_finalized": finished,
             "seconds": time.monotonic() - t_loop,
             "human_labels": dict(counts),
+            "bot_errors": dict(errors),
             "tiers": dict(Counter(loop_tiers.values())),
             "ingest_to_routed": _stats(stage_stats(ingested, first_timestamps(log.times["item.routed"], loop_ids),
                                                    loop_ids)),
