@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import Counter, Gauge, Histogram
+from pymongo import ReplaceOne
 
 from labelmesh.ml.encoder import Encoder, load_encoder
 from labelmesh.runtime.bus import PoisonEvent
-from labelmesh.runtime.mongo import upsert_many
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -160,13 +161,18 @@ class Prelabeler:
                 )
             )
             self.items_total.labels(item.project).inc()
-        await upsert_many(
+        await bulk_write(
             self.rt.db["prelabels"],
             [
-                {"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
-                 "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
+                ReplaceOne(
+                    {"_id": f"{e.project}/{e.item_id}"},
+                    {"model_version": e.model_version, "top_k": [s.model_dump() for s in e.top_k],
+                     "truncated": e.truncated, "event_id": e.event_id},
+                    upsert=True,
+                )
                 for e in out
             ],
+            ordered=False,
         )
         await self.rt.bus.publish(out)
 
