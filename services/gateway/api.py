@@ -8,10 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from pymongo import ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import insert_new, upsert_many
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -73,22 +72,17 @@ class Gateway:
         return doc
 
     async def history(self, project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> None:
-        await self.db["history"].update_one(*_history_update(project, item_id, kind, detail, key), upsert=True)
+        await self.histories([history_entry(project, item_id, kind, detail, key)])
 
-    async def histories(self, entries: list[UpdateOne]) -> None:
-        """Many history entries (from history_entry) in bulk commands instead of a round trip each."""
-        if entries:
-            await bulk_write(self.db["history"], entries, ordered=False)
-
-
-def _history_update(project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> tuple[dict, dict]:
-    return {"_id": key}, {"$setOnInsert": {"project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
-                                           "detail": json.dumps(detail, default=str)}}
+    async def histories(self, entries: list[dict[str, Any]]) -> None:
+        """History entries (from history_entry) in one command; an entry already recorded stays as it was."""
+        await insert_new(self.db["history"], entries)
 
 
-def history_entry(project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> UpdateOne:
-    """One item-history entry as an idempotent upsert keyed by the event that caused it."""
-    return UpdateOne(*_history_update(project, item_id, kind, detail, key), upsert=True)
+def history_entry(project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> dict[str, Any]:
+    """One item-history entry, keyed by the event that caused it so a redelivery records nothing twice."""
+    return {"_id": key, "project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
+            "detail": json.dumps(detail, default=str)}
 
 
 def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
@@ -174,14 +168,10 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 )
             )
         # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
-        await bulk_write(self.gw.db["items"], [
-            ReplaceOne(
-                {"_id": f"{event.project}/{event.item_id}"},
-                {"project": event.project, "item_id": event.item_id, "text": event.payload.text,
-                 "golden_label": event.golden_label, "trusted_label": event.trusted_label,
-                 "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at},
-                upsert=True,
-            )
+        await upsert_many(self.gw.db["items"], [
+            {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
+             "text": event.payload.text, "golden_label": event.golden_label, "trusted_label": event.trusted_label,
+             "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at}
             for event in events
         ])
         await self.gw.rt.bus.publish(events)
