@@ -38,7 +38,8 @@ class ServiceRuntime:
     def __post_init__(self) -> None:
         self.bus = EventBus(self.settings, self.service, self.registry)
         self.mongo: AsyncMongoClient = AsyncMongoClient(
-            self.settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, appname=self.service
+            self.settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, appname=self.service,
+            socketTimeoutMS=int(self.settings.mongo_socket_timeout_s * 1000),
         )
         self.db: AsyncDatabase = self.mongo[self.settings.database_name(self.service)]
         self.bus.inbox = Inbox(self.db)
