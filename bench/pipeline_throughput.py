@@ -180,9 +180,10 @@ async def _bot(client: GatewayClient, truth: dict[str, str], stop: asyncio.Event
             if task is None:
                 await asyncio.sleep(idle_s)
                 continue
-            await asyncio.wait_for(client.submit(task.task_id, truth[task.item_id], key=task.task_id,
-                                                 time_spent_ms=1), CALL_DEADLINE_S)
-            counts[name] += 1
+            response = await asyncio.wait_for(client.submit(task.task_id, truth[task.item_id], key=task.task_id,
+                                                            time_spent_ms=1), CALL_DEADLINE_S)
+            # A duplicate is the gateway handing back a lease already submitted: counted apart, not as work.
+            counts[f"{name} (duplicate)" if response.duplicate else name] += 1
         except (grpc.aio.AioRpcError, TimeoutError) as exc:  # counted and reported; the bot carries on
             reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else \
                 f"no answer within {CALL_DEADLINE_S:.0f}s"
