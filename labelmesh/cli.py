@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from labelmesh.runtime.logs import configure_logging
+from services.trainer.cli import export, lineage_app
 
 app = typer.Typer(help="labelmesh: an AI-assisted data-labelling pipeline", no_args_is_help=True)
 
@@ -81,15 +82,84 @@ def bootstrap(
 
 @app.command()
 def demo(
-    items: int = typer.Option(1500, help="BANKING77 items pushed through the pipeline after bootstrapping"),
+    items: int = typer.Option(1000, help="BANKING77 items pushed through the pipeline after bootstrapping"),
     bootstrap: int = typer.Option(500, help="rows labelled by the 'internal team' to train model v1"),
     encoder: str = typer.Option("minilm", help="minilm (the real encoder) or hashing (fast stub)"),
     seed: int = typer.Option(7),
+    timeout: float = typer.Option(3600.0, help="stop waiting for final labels after this many seconds"),
 ) -> None:
     """Start the five services, bootstrap a model, label a BANKING77 sample with simulated annotators, report."""
     from labelmesh.demo import run_demo
 
-    asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed))
+    asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed, timeout_s=timeout))
+
+
+@app.command("qc-report")
+def qc_report(
+    project: str = typer.Option(..., help="project id"),
+    since: str = typer.Option(None, help="only labels at or after this ISO time (UTC)"),
+    until: str = typer.Option(None, help="only labels before this ISO time (UTC)"),
+    min_annotators: int = typer.Option(2, help="only items labelled by at least this many annotators"),
+    top: int = typer.Option(10, help="how many disputed items to list"),
+) -> None:
+    """Calibration-session report from qc's labels: per-item disagreement, pairwise kappa, most disputed items."""
+    from labelmesh.qc_report import main
+
+    raise typer.Exit(main(project, since=since, until=until, min_annotators=min_annotators, top=top))
+
+
+@app.command()
+def events(
+    topic: list[str] = typer.Argument(None, help="topics to read (item.ingested, ..., deadletter) or 'all' (default)"),
+    project: list[str] = typer.Option([], "--project", "-p", help="only these projects (repeatable)"),
+    item: list[str] = typer.Option([], "--item", "-i", help="only these item ids (repeatable)"),
+    event_type: list[str] = typer.Option([], "--type", "-t", help="only these event types (repeatable)"),
+    since: str = typer.Option(None, help="start at this time (ISO 8601, Unix ms, or an age: 15m, 2h, 7d)"),
+    until: str = typer.Option(None, help="only records before this time"),
+    offset: int = typer.Option(None, help="start at this offset on every partition"),
+    latest: bool = typer.Option(False, help="start at the end (with --follow: only new records)"),
+    partition: int = typer.Option(None, help="read only this partition"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep reading new records until interrupted"),
+    limit: int = typer.Option(None, help="stop after this many matching records"),
+) -> None:
+    """Dump or tail topics as JSON lines (a dead letter shows its decoded original), filtered."""
+    from labelmesh.events import run as run_events
+
+    try:
+        run_events(topic or [], projects=project, items=item, types=event_type, since=since, until=until,
+                   offset=offset, latest=latest, partition=partition, follow=follow, limit=limit)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def replay(
+    service: str = typer.Argument(None, help="prelabeler, router, qc or trainer (stopped)"),
+    since: str = typer.Option(None, help="replay from this time only, keeping the state (ISO 8601, Unix ms, 2h...)"),
+    dead_letters: bool = typer.Option(False, "--dead-letters", help="re-drive dead-lettered events instead"),
+    consumer: str = typer.Option(None, help="with --dead-letters: only those this service dead-lettered"),
+    topic: str = typer.Option(None, help="with --dead-letters: only those from this topic"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="with --dead-letters: list, do not publish"),
+    all_letters: bool = typer.Option(False, "--all", help="with --dead-letters: also those already re-driven"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask before dropping the service's state"),
+) -> None:
+    """Rebuild a stopped service from the topics (drops its state, rewinds its consumer groups), or re-drive dead letters."""
+    from labelmesh.replay import ReplayRefused
+    from labelmesh.replay import run as run_replay
+
+    if service and not dead_letters and not since and not yes:
+        typer.confirm(f"drop every collection of {service}'s database and rebuild it from the topics?", abort=True)
+    try:
+        raise typer.Exit(run_replay(service, since=since, dead_letters=dead_letters, consumer=consumer, topic=topic,
+                                    dry_run=dry_run, all_letters=all_letters))
+    except (ReplayRefused, ValueError) as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+# The trainer's read-side commands: lineage questions and export snapshots (services/trainer/cli.py).
+app.add_typer(lineage_app, name="lineage")
+app.command("export")(export)
 
 
 if __name__ == "__main__":

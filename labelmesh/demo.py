@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -55,14 +56,26 @@ class EventLog:
 
 async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[str, str], stop: asyncio.Event,
                     counts: Counter[str]) -> None:
+    """One simulated person working through their queue, as an annotation tool would over gRPC.
+
+    A refused call (a lease that expired, a suspension) is what a real tool sees too: it is counted and
+    reported, and the annotator carries on, unless they were suspended.
+    """
     while not stop.is_set():
-        task = await client.lease(PROJECT)
-        if task is None:
-            await asyncio.sleep(0.3)
-            continue
-        label = sim.answer(truth[task.item_id], list(task.labels), [p.label for p in task.prelabel])
-        await client.submit(task.task_id, label, key=f"{task.task_id}", time_spent_ms=sim.time_spent_ms())
-        counts[sim.role] += 1
+        try:
+            task = await client.lease(PROJECT)
+            if task is None:
+                await asyncio.sleep(0.3)
+                continue
+            label = sim.answer(truth[task.item_id], list(task.labels), [p.label for p in task.prelabel])
+            await client.submit(task.task_id, label, key=f"{task.task_id}", time_spent_ms=sim.time_spent_ms())
+            counts[sim.role] += 1
+        except grpc.aio.AioRpcError as exc:
+            counts[f"refused {exc.code().name}"] += 1
+            console.print(f"[yellow]{sim.name}: {exc.code().name}: {exc.details()}[/]")
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                return  # suspended by qc: this person stops working on the project
+            await asyncio.sleep(1.0)
 
 
 def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_truth: dict[str, str]) -> dict[str, Any]:

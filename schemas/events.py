@@ -88,6 +88,8 @@ class FlagKind(StrEnum):
     LOW_AGREEMENT = "low_agreement"
     ANNOTATOR_FEEDBACK = "annotator_feedback"
     ANNOTATOR_SUSPENDED = "annotator_suspended"
+    # An item labelled by an annotator since suspended: its label goes back for review.
+    SUSPENDED_ANNOTATOR_LABEL = "suspended_annotator_label"
     MODEL_REJECTED = "model_rejected"
 
 

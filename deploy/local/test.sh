@@ -4,6 +4,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 bash deploy/local/install.sh
+# The deploy tests' tools (cached in .cache/ after the first run): promtool + prometheus, kustomize, deploy/check.
+bash deploy/local/prometheus.sh fetch
+bash deploy/local/kustomize.sh fetch
+bash deploy/local/deploycheck.sh fetch
 export PYTHON="$ROOT/.venv/bin/python" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 started=0
 if [ "${LABELMESH_KEEP_INFRA:-0}" != "1" ] || ! bash deploy/local/kafka.sh status >/dev/null 2>&1; then

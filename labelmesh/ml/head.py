@@ -172,11 +172,22 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _fit_lr(X: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int):
-    """Fit multinomial LR; return (estimator, coef, intercept, classes) with a 2-class fit expanded to 2 rows."""
+def _fit_lr(X: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int,
+            init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    """Fit multinomial LR; return (estimator, coef, intercept, classes) with a 2-class fit expanded to 2 rows.
+
+    init: (coef, intercept, classes) of a model of the same data to start from. The problem is convex, so
+    the optimum is the same; starting near it cuts the cross-validation fits' lbfgs iterations.
+    """
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    lr = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, warm_start=init is not None)
+    present = np.unique(y)
+    if init is not None and len(present) > 2:
+        coef, intercept, classes = init
+        rows = np.searchsorted(classes, present)
+        if np.array_equal(classes[np.clip(rows, 0, len(classes) - 1)], present):
+            lr.coef_, lr.intercept_ = coef[rows].copy(), intercept[rows].copy()
     lr.fit(X, y)
     coef, intercept = lr.coef_.astype(np.float64), lr.intercept_.astype(np.float64)
     if coef.shape[0] == 1:  # binary: sklearn keeps one row w; logits (-f/2, f/2) give softmax = sigmoid(f)
@@ -186,7 +197,8 @@ def _fit_lr(X: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int):
 
 
 def _cross_validated_logits(
-    X: np.ndarray, y: np.ndarray, trained: np.ndarray, *, folds: int, C: float, seed: int, max_iter: int
+    X: np.ndarray, y: np.ndarray, trained: np.ndarray, *, folds: int, C: float, seed: int, max_iter: int,
+    init: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold logits over the `trained` classes, and the matching label columns.
 
@@ -209,7 +221,7 @@ def _cross_validated_logits(
     for train_idx, val_idx in splits:
         if len(np.unique(y[train_idx])) < 2:
             continue
-        _, coef, intercept, fold_classes = _fit_lr(X[train_idx], y[train_idx], C, seed, max_iter)
+        _, coef, intercept, fold_classes = _fit_lr(X[train_idx], y[train_idx], C, seed, max_iter, init)
         fold_logits = np.full((len(val_idx), len(trained)), -np.inf)
         fold_logits[:, [column[c] for c in fold_classes]] = X[val_idx] @ coef.T + intercept
         seen = np.isin(y[val_idx], fold_classes)
@@ -233,6 +245,7 @@ def train_head(
     C: float = DEFAULT_C,
     cv_folds: int | None = None,
     max_iter: int = 2000,
+    warm_start_folds: bool = True,
 ) -> TrainedHead:
     """Fit a logistic-regression head on embeddings and calibrate it on held-out labels.
 
@@ -284,7 +297,8 @@ def train_head(
         cal_source, n_unseen = "given", int((~seen).sum())
     else:
         cal_logits, cal_labels = _cross_validated_logits(
-            X_train, y, trained, folds=cv_folds, C=C, seed=seed, max_iter=max_iter
+            X_train, y, trained, folds=cv_folds, C=C, seed=seed, max_iter=max_iter,
+            init=(coef, intercept, trained) if warm_start_folds else None,
         )
         cal_source, n_unseen = f"cv{cv_folds}", len(y) - len(cal_labels)
     if len(cal_labels) == 0:

@@ -91,6 +91,7 @@ class EventBus:
             log_level=logging.DEBUG,
         )
         self.inbox: Inbox | None = None
+        self._exclusive = asyncio.Lock()
 
     async def publish(self, events: Sequence[Envelope]) -> None:
         """Send events keyed by their subject and wait until the broker has them all."""
@@ -133,14 +134,27 @@ class EventBus:
         max_records: int = 500,
         batch_timeout_ms: int = 50,
         name: str | None = None,
+        exclusive: bool = True,
     ) -> None:
-        """Consume topics in batches; offsets are committed only after the handler returned."""
+        """Consume topics in batches; offsets are committed only after the handler returned.
+
+        exclusive handlers of one process never run at the same time. FerretDB 1.24 applies an update by
+        reading the document and writing all of it back without isolation, so two handlers touching the
+        same document at once (the router's items get an embedding from one topic and a label from
+        another) could lose one write. Each database has one owning process, so serialising that
+        process's handlers is enough. Pass exclusive=False only for a handler whose writes no other
+        handler touches and which others may wait on (the project catalog).
+        """
         group = self.settings.consumer_group(name or self.service)
 
         async def consume(msg: KafkaMessage) -> None:
             records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
             started = time.perf_counter()
-            await self._handle_records(list(records), handler)
+            if exclusive:
+                async with self._exclusive:
+                    await self._handle_records(list(records), handler)
+            else:
+                await self._handle_records(list(records), handler)
             self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
         # NACK_ON_ERROR rewinds to the batch's first offset, so nothing is committed past an unhandled event.
@@ -175,23 +189,27 @@ class EventBus:
             events = fresh
         if not events:
             return
-        await self._run_with_retries(events, origin, handler)
+        # Only what was handled goes to the inbox: a dead-lettered event must be accepted again when re-driven.
+        events = await self._run_with_retries(events, origin, handler)
         if self.inbox is not None:
             await self.inbox.mark(events)
         for event in events:
             self.metrics.consumed.labels(self.service, event.TOPIC).inc()
 
-    async def _run_with_retries(self, events: list[Envelope], origin: dict[str, Any], handler: BatchHandler) -> None:
+    async def _run_with_retries(
+        self, events: list[Envelope], origin: dict[str, Any], handler: BatchHandler
+    ) -> list[Envelope]:
+        """Run the handler; returns the events it handled (the others were dead-lettered)."""
         attempt = 0
         while attempt < self.settings.max_attempts:
             try:
                 await handler(events)
-                return
+                return events
             except PoisonEvent as poison:
                 await self.dead_letter(origin[poison.event.event_id], poison.reason)
                 events = [e for e in events if e.event_id != poison.event.event_id]
                 if not events:
-                    return
+                    return events
             except TRANSIENT_ERRORS as exc:
                 log.warning("infrastructure unavailable (%r); the batch will be redelivered", exc)
                 await asyncio.sleep(self.settings.retry_backoff_s)
@@ -201,12 +219,15 @@ class EventBus:
                 log.exception("batch of %d failed (attempt %d)", len(events), attempt)
                 await asyncio.sleep(self.settings.retry_backoff_s * attempt)
         # The batch keeps failing: handle events one by one so only the poisonous ones are dead-lettered.
+        handled = []
         for event in events:
             try:
                 await handler([event])
+                handled.append(event)
             except TRANSIENT_ERRORS:
                 raise
             except PoisonEvent as poison:
                 await self.dead_letter(origin[event.event_id], poison.reason)
             except Exception as exc:  # noqa: BLE001 - the reason travels with the dead letter
                 await self.dead_letter(origin[event.event_id], f"handler failed: {exc!r}")
+        return handled

@@ -19,7 +19,8 @@ class ProjectCatalog:
         self._cache: dict[str, ProjectConfigured] = {}
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe([ProjectConfigured.TOPIC], self.handle, name=f"{bus.service}.projects")
+        # Not exclusive: other handlers wait for a project they do not know yet, and only this one writes it.
+        bus.subscribe([ProjectConfigured.TOPIC], self.handle, name=f"{bus.service}.projects", exclusive=False)
 
     async def handle(self, events: list[Envelope]) -> None:
         for event in events:

@@ -42,6 +42,19 @@ class Gateway:
         self.settings = settings
         self.db = rt.db
         self.queue = TaskQueue(rt.db, settings.lease_seconds)
+        self._served: dict[str, int] = {}
+
+    async def tasks_served(self, annotator_id: str) -> int:
+        """How many leases the annotator has had: counted once, then kept current from the lease table.
+
+        Counting per LeaseTask call scanned every lease on each poll (FerretDB has no index for it).
+        """
+        if annotator_id not in self._served:
+            self._served[annotator_id] = await self.db["leases"].count_documents({"annotator": annotator_id})
+        return self._served[annotator_id]
+
+    def count_served(self, annotator_id: str) -> None:
+        self._served[annotator_id] = self._served.get(annotator_id, 0) + 1
 
     async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
         token = bearer(context.invocation_metadata())
@@ -118,12 +131,18 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             items.append(item)
             if len(items) > self.gw.settings.max_batch_items * 20:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "stream too long; split it")
-        return await self._ingest(items, context)
+        return await self._ingest(items, context, streamed=True)
 
-    async def _ingest(self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
+    async def _ingest(
+        self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
+    ) -> pb.IngestItemsResponse:
         caller = await self.gw.caller(context)
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
+        if len(items) > self.gw.settings.max_batch_items and not streamed:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{len(items)} items in one request; at most {self.gw.settings.max_batch_items} "
+                                "(use IngestStream for large imports)")
         projects: dict[str, dict[str, Any]] = {}
         events: list[ItemIngested] = []
         seen: set[tuple[str, str]] = set()
@@ -191,17 +210,14 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
         project = await self.gw.project(context, request.project)
-        queue = self.gw.queue
-        lease = await queue.current_lease(request.project, caller.annotator_id)
-        if lease is None:
-            served = await self.gw.db["leases"].count_documents({"annotator": caller.annotator_id})
-            if should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
-                                    self.gw.settings.golden_salt.get_secret_value()):
-                lease = await queue.claim_golden(request.project, caller.annotator_id)
-            if lease is None:
-                lease = await queue.claim(request.project, caller.annotator_id, caller.role)
+        served = await self.gw.tasks_served(caller.annotator_id)
+        golden_turn = should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
+                                           self.gw.settings.golden_salt.get_secret_value())
+        lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn)
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
+        if lease.fresh:
+            self.gw.count_served(caller.annotator_id)
         item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
         lease.task["text"] = item["text"] if item else ""
         return _task_message(lease, project)

@@ -17,6 +17,7 @@ from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFin
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import AdminServicer, AnnotationServicer, Gateway, IngestServicer, history_entry
+from services.gateway.malformed import RejectMalformedRequests
 from services.gateway.settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -44,7 +45,8 @@ class GatewayService:
 
     async def start_grpc(self) -> None:
         await self.gw.queue.ensure_indexes()
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        server = grpc.aio.server(interceptors=[RejectMalformedRequests()],
+                                 options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.gw), server)
         pb_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(self.gw), server)
         pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.gw), server)

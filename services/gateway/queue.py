@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
+from labelmesh.ml.active import review_priority
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 
@@ -27,6 +29,7 @@ class Lease:
     lease_id: str
     task: dict[str, Any]
     expires_at: datetime
+    fresh: bool = False  # handed out by this call (not the annotator's current lease returned again)
 
 
 def lease_id_for(task_id: str, annotator_id: str) -> str:
@@ -34,11 +37,22 @@ def lease_id_for(task_id: str, annotator_id: str) -> str:
 
 
 class TaskQueue:
+    """Tasks and leases. Every change to them runs under one lock per gateway process.
+
+    MongoDB makes find_one_and_update atomic, but FerretDB 1.24 on SQLite reads the document, applies
+    the update in Go and writes the whole document back without isolation: two annotators claiming the
+    last slot both "won", and one $push overwrote the other, so an annotator who had already answered
+    could claim the same task again (seen in the demo). Serialising the queue's read-modify-write steps
+    in-process makes them atomic again as long as one gateway process owns the database; on a real
+    MongoDB the operations are atomic by themselves and the lock only costs a little concurrency.
+    """
+
     def __init__(self, db: AsyncDatabase, lease_seconds: float) -> None:
         self.tasks = db["tasks"]
         self.leases = db["leases"]
         self.golden_seen = db["golden_seen"]
         self.lease_seconds = lease_seconds
+        self._lock = asyncio.Lock()
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
@@ -49,6 +63,10 @@ class TaskQueue:
         """A task per routing decision that needs humans; a re-route replaces the item's open task."""
         if routed.required_annotators == 0 and not routed.golden:
             return False
+        async with self._lock:
+            return await self._add(routed)
+
+    async def _add(self, routed: ItemRouted) -> bool:
         task_id = routed.event_id
         if routed.golden:
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": True, "status": "pool",
@@ -66,6 +84,8 @@ class TaskQueue:
             "prelabel": [s.model_dump() for s in routed.top_k],
             "neighbours": [n.model_dump() for n in routed.neighbours],
             "reasons": list(routed.reasons), "spot_check": routed.spot_check,
+            # Active learning: the most informative items (closest top-2 pre-label) are leased first.
+            "priority": review_priority([s.probability for s in routed.top_k], spot_check=routed.spot_check),
         })
         # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
         try:
@@ -83,8 +103,18 @@ class TaskQueue:
         task = await self.tasks.find_one({"_id": doc["task_id"]})
         return Lease(doc["_id"], task, doc["expires_at"]) if task else None
 
+    async def next_lease(self, project: str, annotator: str, role: Role, golden_turn: bool) -> Lease | None:
+        """The annotator's current lease, else a golden task when it is their turn, else a claimed slot."""
+        async with self._lock:
+            lease = await self.current_lease(project, annotator)
+            if lease is None and golden_turn:
+                lease = await self.claim_golden(project, annotator)
+            if lease is None:
+                lease = await self.claim(project, annotator, role)
+            return lease
+
     async def claim(self, project: str, annotator: str, role: Role) -> Lease | None:
-        """Atomically take one open slot of the oldest task this annotator has not had."""
+        """Take one open slot of the most informative (then oldest) task this annotator has not had (under the lock)."""
         tiers = [Tier.EXPERT.value] if role is Role.EXPERT else []
         tiers_rest = [t.value for t in Tier if t is not Tier.EXPERT]
         for allowed in ([tiers, tiers_rest] if tiers else [tiers_rest]):
@@ -92,7 +122,7 @@ class TaskQueue:
                 {"project": project, "status": "open", "open_slots": {"$gt": 0},
                  "annotators": {"$ne": annotator}, "tier": {"$in": allowed}},
                 {"$inc": {"open_slots": -1}, "$push": {"annotators": annotator}},
-                sort=[("created_at", 1)],
+                sort=[("priority", -1), ("created_at", 1)],
                 return_document=ReturnDocument.AFTER,
             )
             if task is not None:
@@ -123,13 +153,17 @@ class TaskQueue:
              "state": "leased", "leased_at": now, "expires_at": expires, "golden": task.get("golden", False)},
             upsert=True,
         )
-        return Lease(lease_id, task, expires)
+        return Lease(lease_id, task, expires, fresh=True)
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
         return await self.leases.find_one({"_id": lease_id})
 
     async def finish(self, lease: dict[str, Any], state: str) -> None:
         """Mark a lease submitted or skipped; fails if it expired or was already used."""
+        async with self._lock:
+            await self._finish(lease, state)
+
+    async def _finish(self, lease: dict[str, Any], state: str) -> None:
         now = utcnow()
         result = await self.leases.update_one(
             {"_id": lease["_id"], "state": "leased", "expires_at": {"$gt": now}},
@@ -154,6 +188,10 @@ class TaskQueue:
 
     async def expire_leases(self) -> int:
         """Return every expired lease's slot to its task; the annotator may take it again."""
+        async with self._lock:
+            return await self._expire_leases()
+
+    async def _expire_leases(self) -> int:
         count = 0
         while True:
             lease = await self.leases.find_one_and_update(
@@ -170,6 +208,10 @@ class TaskQueue:
 
     async def requeue_annotator(self, annotator: str) -> int:
         """Take back an annotator's open leases (e.g. when qc suspends them)."""
+        async with self._lock:
+            return await self._requeue_annotator(annotator)
+
+    async def _requeue_annotator(self, annotator: str) -> int:
         count = 0
         async for lease in self.leases.find({"annotator": annotator, "state": "leased"}):
             result = await self.leases.update_one(
@@ -185,9 +227,10 @@ class TaskQueue:
 
     async def close_item(self, project: str, item_id: str) -> None:
         """A final label exists: nobody needs to work on the item's open tasks any more."""
-        await self.tasks.update_many(
-            {"project": project, "item_id": item_id, "status": "open"}, {"$set": {"status": "closed"}}
-        )
+        async with self._lock:
+            await self.tasks.update_many(
+                {"project": project, "item_id": item_id, "status": "open"}, {"$set": {"status": "closed"}}
+            )
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}

@@ -18,7 +18,9 @@ class GatewaySettings(CommonSettings):
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     lease_seconds: float = 300.0
-    sweep_seconds: float = 1.0
+    # How often expired leases go back to the queue; each sweep scans the open leases (FerretDB cannot use
+    # an index for the range), so with 300 s leases every 5 s is plenty.
+    sweep_seconds: float = 5.0
     golden_rate: float = 0.05
     # Keeps the golden schedule unpredictable: the draw is public code, so without a secret salt anyone could
     # compute which of their tasks are golden. Set it from a Secret in production.

@@ -1,13 +1,17 @@
-"""The qc service: collects labels per item, decides final labels, and tracks annotator quality."""
+"""The qc service: collects labels per item, decides final labels, and tracks annotator and label quality."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prometheus_client import Counter, Gauge
+import numpy as np
+from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
 
+from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -15,22 +19,35 @@ from schemas.events import (
     FlagKind,
     FlagSubject,
     ItemIngested,
+    ItemPrelabeled,
     ItemRouted,
     LabelFinalized,
     LabelScore,
     LabelSubmitted,
+    Provenance,
     QcFlagged,
     Tier,
     derived_id,
     utcnow,
 )
 from services.qc.domain.consensus import decide as weighted_consensus
-from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_accuracy
+from services.qc.domain.consensus import majority_vote
+from services.qc.domain.golden import golden_accuracy, should_flag
+from services.qc.domain.knn_check import knn_check
+from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
+from services.qc.domain.reliability import reliability as annotator_reliability
 from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
+from services.qc.index import LabelledEmbeddings
+from services.qc.metrics import QcMetrics
+from services.qc.passes import SERVICE, Passes, flag
 from services.qc.settings import QcSettings
 
-SERVICE = "qc"
 log = logging.getLogger(__name__)
+
+
+def _crossed(new: int, added: int, every: int) -> bool:
+    """Did a counter that just grew by `added` to `new` pass a multiple of `every`?"""
+    return every > 0 and added > 0 and new // every > (new - added) // every
 
 
 class Qc:
@@ -40,71 +57,176 @@ class Qc:
         self.catalog = ProjectCatalog(rt.db)
         self.items = rt.db["items"]
         self.annotators = rt.db["annotators"]
-        self.finals = Counter("labelmesh_qc_final_labels_total", "Final labels decided", ["project", "provenance"],
-                              registry=rt.registry)
-        self.flags = Counter("labelmesh_qc_flags_total", "Flags raised", ["project", "kind"], registry=rt.registry)
-        self.golden_accuracy = Gauge("labelmesh_qc_golden_accuracy", "Golden-set accuracy per annotator",
-                                     ["project", "annotator"], registry=rt.registry)
-        self.spot_accuracy = Gauge("labelmesh_qc_auto_label_accuracy",
-                                   "Accuracy of auto labels measured by spot checks", ["project"],
-                                   registry=rt.registry)
+        self.labels = rt.db["labels"]
+        self.metrics = QcMetrics(rt.registry)
+        self.passes = Passes(rt.db, settings, self.metrics)
+        self.indexes: dict[str, LabelledEmbeddings] = {}
 
     def wire(self) -> None:
         self.catalog.attach(self.rt.bus)
-        self.rt.bus.subscribe([ItemIngested.TOPIC, ItemRouted.TOPIC, LabelSubmitted.TOPIC], self.on_events)
+        self.rt.bus.subscribe([ItemIngested.TOPIC, ItemPrelabeled.TOPIC, ItemRouted.TOPIC, LabelSubmitted.TOPIC],
+                              self.on_events)
+        self.rt.on_start.append(self.restore)
+
+    async def restore(self) -> None:
+        """Rebuild the labelled-embedding index from qc's own items."""
+        async for doc in self.items.find({"final": {"$exists": True}, "embedding": {"$exists": True}},
+                                         {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1}):
+            self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
+                                               np.frombuffer(doc["embedding"], np.float32))
+
+    def _index(self, project: str) -> LabelledEmbeddings:
+        return self.indexes.setdefault(project, LabelledEmbeddings())
 
     async def on_events(self, events: list[Envelope]) -> None:
+        """Each event in order, decided right after it is applied, exactly as if it had come alone.
+
+        The decision after each event (not once per batch) keeps the outcome independent of how the
+        stream was cut into batches, which a replay or a redelivery changes (tests/integration/test_idempotency).
+        """
         out: list[Envelope] = []
+        labels: Counter[str] = Counter()
+        by_annotator: Counter[tuple[str, str]] = Counter()
+        finals: Counter[str] = Counter()
         for event in events:
             key = f"{event.project}/{event.item_id}"
-            if isinstance(event, ItemIngested):
-                await self.items.update_one(
-                    {"_id": key},
-                    {"$set": {"project": event.project, "item_id": event.item_id,
-                              "golden_label": event.golden_label, "trusted_label": event.trusted_label}},
-                    upsert=True,
-                )
-            elif isinstance(event, ItemRouted):
-                await self._on_routed(key, event)
-            elif isinstance(event, LabelSubmitted):
+            touched: dict[str, Envelope] = {}
+            if isinstance(event, LabelSubmitted):
                 await self.catalog.require(event)
+                labels[event.project] += 1
+                if event.role != "expert":
+                    by_annotator[(event.project, event.annotator_id)] += 1
+                item = await self.items.find_one({"_id": key})
                 if event.golden:
-                    out.extend(await self._on_golden_answer(event))
+                    out.extend(await self._on_golden_answer(key, event, item))
                     continue
-                vote = {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
-                        "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
-                        "event_id": event.event_id}
-                await self.items.update_one(
-                    {"_id": key}, {"$setOnInsert": {"project": event.project, "item_id": event.item_id}}, upsert=True
-                )
-                await self.items.update_one({"_id": key, "votes.event_id": {"$ne": event.event_id}},
-                                            {"$push": {"votes": vote}})
-            out.extend(await self._evaluate(key, event))
+                out.extend(await self._on_labels([event], {key: item} if item else {}))
+                touched[key] = event
+            else:
+                await self._apply_item_facts([event], touched)
+            decided = await self._evaluate_many(touched)
+            finals.update(e.project for e in decided if isinstance(e, LabelFinalized))
+            out.extend(decided)
+        out.extend(await self._periodic(labels, by_annotator, finals))
+        await self._record_flags([e for e in out if isinstance(e, QcFlagged)])
         await self.rt.bus.publish(out)
 
-    async def _on_routed(self, key: str, event: ItemRouted) -> None:
-        top = event.top_k[0] if event.top_k else None
-        update: dict[str, Any] = {
-            "project": event.project, "item_id": event.item_id, "tier": event.tier.value,
-            "required": event.required_annotators, "spot_check": event.spot_check,
-            "model_version": event.model_version,
-            "prelabel": [top.label, top.probability] if top else None,
-        }
-        if event.tier is Tier.EXPERT:
-            update["escalated"] = True
-        await self.items.update_one({"_id": key}, {"$set": update}, upsert=True)
+    # --- applying events ---------------------------------------------------------------------------------
+    async def _apply_item_facts(self, events: list[Envelope], touched: dict[str, Envelope]) -> None:
+        """item.ingested, item.prelabeled and item.routed, merged into one update per item and written in bulk.
+
+        One update per document, in small commands (labelmesh.runtime.mongo: FerretDB 1.24 wedges on large ones).
+        """
+        sets: dict[str, dict[str, Any]] = {}
+        vectors: dict[str, tuple[str, str, np.ndarray]] = {}
+        for event in events:
+            if not isinstance(event, (ItemIngested, ItemPrelabeled, ItemRouted)):
+                continue
+            key = f"{event.project}/{event.item_id}"
+            update = sets.setdefault(key, {"project": event.project, "item_id": event.item_id})
+            if isinstance(event, ItemIngested):
+                update |= {"golden_label": event.golden_label, "trusted_label": event.trusted_label}
+                touched[key] = event
+            elif isinstance(event, ItemPrelabeled):
+                update["top_k"] = [s.model_dump() for s in event.top_k]
+                vector = np.asarray(event.embedding, dtype=np.float32)
+                if vector.size:
+                    update["embedding"] = vector.tobytes()
+                    vectors[key] = (event.project, event.item_id, vector)
+            elif isinstance(event, ItemRouted):
+                top = event.top_k[0] if event.top_k else None
+                update |= {"tier": event.tier.value, "required": event.required_annotators,
+                           "spot_check": event.spot_check, "model_version": event.model_version,
+                           "prelabel": [top.label, top.probability] if top else None}
+                if event.tier is Tier.EXPERT:
+                    update["escalated"] = True
+                touched[key] = event
+        await self._bulk(self.items, [UpdateOne({"_id": k}, {"$set": v}, upsert=True) for k, v in sets.items()])
+        if vectors:  # a final label can arrive before the embedding
+            async for doc in self.items.find({"_id": {"$in": list(vectors)}, "final": {"$exists": True}},
+                                             {"final.label": 1}):
+                project, item_id, vector = vectors[doc["_id"]]
+                self._index(project).upsert(item_id, doc["final"]["label"], vector)
+
+    @staticmethod
+    async def _bulk(collection: Any, ops: list[Any]) -> None:
+        await bulk_write(collection, ops, ordered=False)
+
+    @staticmethod
+    def _label_doc(event: LabelSubmitted, item: Mapping[str, Any] | None) -> dict[str, Any]:
+        """One document per human label: the sequences agreement, drift and the calibration report read.
+
+        Only what the event says: anything taken from the item (its pre-label) would depend on whether
+        item.routed happened to be consumed first, and a replay would rebuild different documents.
+        """
+        return {"project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
+                "label": event.label, "expert": event.role == "expert", "golden": event.golden,
+                "time_spent_ms": event.time_spent_ms, "at": event.occurred_at}
+
+    async def _on_labels(self, events: list[LabelSubmitted], items: dict[str, Any]) -> list[Envelope]:
+        """Store the votes; an item labelled by a suspended annotator goes to an expert."""
+        if not events:
+            return []
+        await self._bulk(self.labels, [ReplaceOne({"_id": e.event_id}, self._label_doc(e, items.get(
+            f"{e.project}/{e.item_id}")), upsert=True) for e in events])
+        # One $push per item, votes already stored left out (a redelivered batch after a partial write).
+        pushes: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            key = f"{e.project}/{e.item_id}"
+            known = {v["event_id"] for v in items.get(key, {}).get("votes", [])}
+            if e.event_id not in known:
+                pushes.setdefault(key, []).append(
+                    {"annotator": e.annotator_id, "label": e.label, "expert": e.role == "expert",
+                     "guideline_version": e.guideline_version, "time_spent_ms": e.time_spent_ms,
+                     "event_id": e.event_id, "at": e.occurred_at, "project": e.project, "item_id": e.item_id})
+        await self._bulk(self.items, [UpdateOne(
+            {"_id": key}, {"$push": {"votes": {"$each": [{k: v for k, v in vote.items() if k not in (
+                "project", "item_id")} for vote in votes]}},
+             "$set": {"project": votes[0]["project"], "item_id": votes[0]["item_id"]}}, upsert=True)
+            for key, votes in pushes.items()])
+        suspended = {(d["project"], d["annotator"]) async for d in self.annotators.find(
+            {"project": {"$in": list({e.project for e in events})}, "suspended": True}, {"project": 1, "annotator": 1})}
+        out: list[Envelope] = []
+        for e in events:
+            key = f"{e.project}/{e.item_id}"
+            if e.role == "expert" or (e.project, e.annotator_id) not in suspended or items.get(key, {}).get(
+                    "escalated"):
+                continue
+            await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
+            out.append(self._review_flag(e.project, e.item_id, e.annotator_id, e.label,
+                                         "label arrived after its annotator was suspended", {}))
+        return out
+
+    def _review_flag(self, project: str, item_id: str, annotator: str, label: str, why: str,
+                     evidence: dict[str, Any]) -> QcFlagged:
+        return flag(project, FlagKind.SUSPENDED_ANNOTATOR_LABEL, FlagSubject.ITEM, item_id,
+                    f"labelled {label!r} by {annotator}, who is suspended: {why}; back for review",
+                    {"annotator": annotator, "label": label, **evidence}, cause=(item_id, annotator), item_id=item_id)
 
     async def _reliability(self, project: str) -> dict[str, float]:
-        reliability = {}
-        async for doc in self.annotators.find({"project": project, "golden_n": {"$gt": 0}}):
-            # Shrunk towards the prior, so three lucky golden answers do not make anyone infallible.
-            reliability[doc["annotator"]] = smoothed_accuracy(doc["golden_correct"], doc["golden_n"])
-        return reliability
+        """Annotators with evidence (golden answers or a Dawid-Skene estimate); the others get consensus' default."""
+        return {
+            doc["annotator"]: annotator_reliability(doc.get("golden_correct", 0), doc.get("golden_n", 0),
+                                                    doc.get("ds_accuracy"), doc.get("ds_items", 0))
+            async for doc in self.annotators.find({"project": project})
+            if doc.get("golden_n", 0) > 0 or doc.get("ds_items", 0) >= DEFAULT_MIN_DS_ITEMS
+        }
 
-    async def _evaluate(self, key: str, cause: Envelope) -> list[Envelope]:
-        doc = await self.items.find_one({"_id": key})
-        if doc is None:
+    async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
+        if not touched:
             return []
+        docs = [d async for d in self.items.find({"_id": {"$in": list(touched)}})]
+        reliability = {p: await self._reliability(p) for p in {d["project"] for d in docs}}
+        out: list[Envelope] = []
+        writes: list[UpdateOne] = []  # final labels, written together (one per item)
+        for doc in docs:
+            out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]], writes))
+        await self._bulk(self.items, writes)
+        return out
+
+    async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float],
+                        writes: list[UpdateOne]) -> list[Envelope]:
+        key = doc["_id"]
         state = ItemState(
             trusted_label=doc.get("trusted_label"),
             golden_label=doc.get("golden_label"),
@@ -116,7 +238,6 @@ class Qc:
             votes=tuple(Vote(v["annotator"], v["label"], v["expert"]) for v in doc.get("votes", [])),
             final_label=(doc.get("final") or {}).get("label"),
         )
-        reliability = await self._reliability(doc["project"])
         config = await self.catalog.get(doc["project"])
         n_classes = len(config.labels) if config else None
 
@@ -126,23 +247,61 @@ class Qc:
             return result.label, result.confidence, result.resolved
 
         step = next_step(state, reliability, consensus)
+        human = [(v.annotator, v.label) for v in state.votes if not v.expert]
+        majority = majority_vote(human) if human else None
         if isinstance(step, Final):
             final = doc.get("final")
             if final and final["label"] == step.label and final["provenance"] == step.provenance.value:
                 return []
-            return [await self._finalize(doc, step, cause)]
+            if step.provenance in (Provenance.SINGLE_REVIEW, Provenance.CONSENSUS):
+                held = await self._knn_check(doc, step.label, cause)
+                if held is not None:
+                    return [held]
+            return [await self._finalize(doc, step, cause, majority, writes)]
         if isinstance(step, Escalate) and not doc.get("escalated"):
             await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
-            self.flags.labels(doc["project"], FlagKind.DISAGREEMENT.value).inc()
-            return [QcFlagged(
-                event_id=derived_id(cause.event_id, "escalated"), producer=SERVICE, project=doc["project"],
+            evidence = dict(step.evidence)
+            if majority is not None:
+                evidence["majority"] = {"label": majority.label, "count": majority.count, "tied": list(majority.tied)}
+            # Derived from the item, not the cause: a replay may escalate on another event, and must not
+            # publish a second flag (the router would re-route the item to an expert again).
+            flagged: list[Envelope] = [QcFlagged(
+                event_id=derived_id(key, "escalated"), producer=SERVICE, project=doc["project"],
                 item_id=doc["item_id"], subject=FlagSubject.ITEM, subject_id=doc["item_id"],
-                kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=step.evidence,
+                kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=evidence,
                 correlation_id=cause.correlation_id,
             )]
+            if any(v.expert for v in state.votes):
+                # Replayed out of order, the expert's answer can already be here: decide now, or never.
+                return flagged + await self._evaluate({**doc, "escalated": True}, cause, reliability, writes)
+            return flagged
         return []
 
-    async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope) -> LabelFinalized:
+    async def _knn_check(self, doc: dict[str, Any], label: str, cause: Envelope) -> QcFlagged | None:
+        """Before a human label becomes final: do the most similar labelled items agree? If not, an expert looks."""
+        index = self._index(doc["project"])
+        if "embedding" not in doc or doc.get("knn_flagged") or len(index) < self.settings.knn_k:
+            return None
+        matrix, labels, ids = index.matrix()
+        finding = knn_check(np.frombuffer(doc["embedding"], np.float32), label, matrix, labels, ids,
+                            item_id=doc["item_id"], k=self.settings.knn_k, threshold=self.settings.knn_threshold,
+                            min_similarity=self.settings.knn_min_similarity)
+        if not finding.flagged:
+            return None
+        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"escalated": True, "knn_flagged": True}})
+        return flag(
+            doc["project"], FlagKind.KNN_INCONSISTENCY, FlagSubject.ITEM, doc["item_id"], finding.message,
+            {"label": label,
+             "votes": [{"annotator": v["annotator"], "label": v["label"]} for v in doc.get("votes", [])],
+             "majority_label": finding.majority_label, "majority_share": finding.majority_share,
+             "agreeing_share": finding.agreeing_share, "k": finding.k,
+             "neighbours": [{"item_id": i, "label": lbl, "similarity": s} for i, lbl, s in
+                            zip(finding.neighbour_ids, finding.neighbour_labels, finding.similarities, strict=True)]},
+            cause=(doc["item_id"], label), item_id=doc["item_id"], correlation_id=cause.correlation_id,
+        )
+
+    async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
+                        writes: list[UpdateOne]) -> LabelFinalized:
         previous = doc.get("final")
         version = previous["version"] + 1 if previous else 1
         votes = doc.get("votes", [])
@@ -160,46 +319,114 @@ class Qc:
         )
         final = {"label": event.label, "version": version, "provenance": event.provenance.value,
                  "confidence": event.confidence, "at": utcnow(), "event_id": event.event_id}
-        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}})
-        self.finals.labels(event.project, event.provenance.value).inc()
+        if majority is not None and step.provenance is Provenance.CONSENSUS:
+            # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
+            final["majority_label"] = majority.label
+        writes.append(UpdateOne({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}}))
+        self.metrics.finals.labels(event.project, event.provenance.value).inc()
+        if "embedding" in doc:
+            self._index(event.project).upsert(event.item_id, event.label, np.frombuffer(doc["embedding"], np.float32))
         if doc.get("tier") == Tier.AUTO.value and doc.get("spot_check") and prelabel and step.verified:
             await self._record_spot_check(doc["project"], prelabel[0] == step.label)
         return event
 
     async def _record_spot_check(self, project: str, correct: bool) -> None:
         stats = await self.rt.db["spot_checks"].find_one_and_update(
-            {"_id": project}, {"$inc": {"n": 1, "correct": int(correct)}}, upsert=True, return_document=True
+            {"_id": project}, {"$inc": {"n": 1, "correct": int(correct)}}, upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
-        self.spot_accuracy.labels(project).set(stats["correct"] / stats["n"])
+        self.metrics.spot_accuracy.labels(project).set(stats["correct"] / stats["n"])
 
-    async def _on_golden_answer(self, event: LabelSubmitted) -> list[Envelope]:
-        item = await self.items.find_one({"_id": f"{event.project}/{event.item_id}"})
+    async def _on_golden_answer(self, key: str, event: LabelSubmitted,
+                                item: Mapping[str, Any] | None) -> list[Envelope]:
         if item is None or not item.get("golden_label"):
-            log.warning("golden answer for %s which qc does not know as golden", event.item_id)
+            log.warning("golden answer for %s which qc does not know as golden", key)
             return []
+        await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
         correct = item["golden_label"] == event.label
-        key = {"_id": f"{event.project}/{event.annotator_id}"}
-        stats = await self.annotators.find_one_and_update(
-            {**key, "golden_events": {"$ne": event.event_id}},
-            {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
-             "$set": {"project": event.project, "annotator": event.annotator_id}},
-            upsert=True, return_document=True,
-        )
+        akey = {"_id": f"{event.project}/{event.annotator_id}"}
+        try:
+            stats = await self.annotators.find_one_and_update(
+                {**akey, "golden_events": {"$ne": event.event_id}},
+                {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
+                 "$set": {"project": event.project, "annotator": event.annotator_id}},
+                upsert=True, return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
+            stats = await self.annotators.find_one(akey)
         acc = golden_accuracy(stats["golden_correct"], stats["golden_n"])
-        self.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
+        await self.annotators.update_one(akey, {"$set": {"golden_lower": acc.lower, "golden_upper": acc.upper}})
+        self.metrics.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
+        self.metrics.golden_bound.labels(event.project, event.annotator_id, "lower").set(acc.lower)
+        self.metrics.golden_bound.labels(event.project, event.annotator_id, "upper").set(acc.upper)
         if stats.get("suspended") or not should_flag(
             acc, threshold=self.settings.golden_accuracy_threshold, min_evidence=self.settings.golden_min_evidence
         ):
             return []
-        await self.annotators.update_one(key, {"$set": {"suspended": True, "suspended_at": utcnow()}})
-        self.flags.labels(event.project, FlagKind.ANNOTATOR_SUSPENDED.value).inc()
-        return [QcFlagged(
+        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow()}})
+        suspended = QcFlagged(
             event_id=derived_id(event.event_id, "suspended"), producer=SERVICE, project=event.project,
             subject=FlagSubject.ANNOTATOR, subject_id=event.annotator_id, kind=FlagKind.ANNOTATOR_SUSPENDED,
-            message=(f"golden accuracy {acc.accuracy:.0%} over {acc.n} items (upper bound {acc.upper:.0%}) "
-                     f"is below {self.settings.golden_accuracy_threshold:.0%}"),
-            evidence={"golden_n": acc.n, "golden_correct": stats["golden_correct"], "upper": acc.upper},
-        )]
+            message=(f"golden accuracy {acc.accuracy:.0%} over {acc.n} items (95% interval {acc.lower:.0%}-"
+                     f"{acc.upper:.0%}) is below {self.settings.golden_accuracy_threshold:.0%}"),
+            evidence={"golden_n": acc.n, "golden_correct": stats["golden_correct"], "lower": acc.lower,
+                      "upper": acc.upper, "threshold": self.settings.golden_accuracy_threshold},
+        )
+        return [suspended, *await self._send_back_for_review(event.project, event.annotator_id, acc.accuracy)]
+
+    async def _send_back_for_review(self, project: str, annotator: str, accuracy: float) -> list[QcFlagged]:
+        """The suspended annotator's latest labels go to an expert, unless their label was already outvoted."""
+        recent = [d async for d in self.labels.find({"project": project, "annotator": annotator, "golden": False,
+                                                     "expert": False})]
+        recent.sort(key=lambda d: (d["at"], d["_id"]), reverse=True)
+        latest: dict[str, str] = {}
+        for d in recent[: self.settings.review_recent_labels]:
+            latest.setdefault(d["item_id"], d["label"])
+        items = {d["item_id"]: d async for d in self.items.find(
+            {"project": project, "item_id": {"$in": list(latest)}}, {"item_id": 1, "final": 1, "escalated": 1})}
+        flags, writes = [], []
+        for item_id, label in latest.items():
+            doc = items.get(item_id, {})
+            if doc.get("escalated") or (doc.get("final") and doc["final"]["label"] != label):
+                continue  # an expert will look anyway, or the final label does not rest on this vote
+            writes.append(UpdateOne({"_id": f"{project}/{item_id}"}, {"$set": {"escalated": True}}))
+            flags.append(self._review_flag(project, item_id, annotator, label,
+                                           f"golden accuracy {accuracy:.0%}", {"golden_accuracy": accuracy}))
+        await self._bulk(self.items, writes)
+        return flags
+
+    # --- periodic passes ---------------------------------------------------------------------------
+    async def _periodic(self, labels: Counter[str], by_annotator: Counter[tuple[str, str]],
+                        finals: Counter[str]) -> list[QcFlagged]:
+        """Run the passes whose counter passed a multiple of its period in this batch.
+
+        Counters are counted from the stored labels and final labels, never kept with $inc: a batch
+        redelivered after a crash must leave the same state as one delivered once.
+        """
+        out: list[QcFlagged] = []
+        s = self.settings
+        for project, added in labels.items():
+            total = await self.labels.count_documents({"project": project})
+            if _crossed(total, added, s.agreement_every):
+                out.extend(await self.passes.agreement(project))
+        due: dict[str, list[str]] = {}
+        for (project, annotator), added in by_annotator.items():
+            total = await self.labels.count_documents({"project": project, "annotator": annotator})
+            if _crossed(total, added, s.drift_every):
+                due.setdefault(project, []).append(annotator)
+        for project, annotators in due.items():
+            out.extend(await self.passes.drift(project, sorted(annotators)))
+        for project, added in finals.items():
+            total = await self.items.count_documents({"project": project, "final": {"$exists": True}})
+            if _crossed(total, added, s.label_error_every):
+                out.extend(await self.passes.label_errors(project, total // s.label_error_every))
+        return out
+
+    async def _record_flags(self, flags: list[QcFlagged]) -> None:
+        """Count the flags raised; the qc.flagged topic is their record (with evidence), replayable like any event."""
+        for f in {f.event_id: f for f in flags}.values():
+            self.metrics.flags.labels(f.project, f.kind.value).inc()
 
 
 def create_app(settings: QcSettings | None = None) -> ServiceRuntime:

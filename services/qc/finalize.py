@@ -52,8 +52,17 @@ class Wait:
 Consensus = Callable[[Sequence[tuple[str, str]], Mapping[str, float]], tuple[str, float, bool]]
 
 
-def next_step(state: ItemState, reliability: Mapping[str, float], consensus: Consensus) -> Final | Escalate | Wait:
-    """Decide an item's final label from its routing and votes; a known answer always wins."""
+def next_step(
+    state: ItemState, reliability: Mapping[str, float], consensus: Consensus, *, confirm_single: bool = False
+) -> Final | Escalate | Wait:
+    """Decide an item's final label from its routing and votes; a known answer always wins.
+
+    confirm_single: a lone reviewer (single tier, spot check) is final only when they confirm the
+    pre-label; one who overrides it is escalated, since model and reviewer are then two opinions that
+    disagree. A reviewer who errs mostly picks a label that looks like the truth, rarely the very label
+    the model chose, so confirmation is strong evidence even at moderate confidence, and the single band
+    can reach far lower (bench/quality.py measures what it buys and costs). Off by default.
+    """
     known = state.trusted_label or state.golden_label
     if known:
         return Final(known, Provenance.IMPORTED, 1.0, verified=False)
@@ -74,6 +83,12 @@ def next_step(state: ItemState, reliability: Mapping[str, float], consensus: Con
         return Wait(f"{len(state.votes)} of {state.required} labels")
     if state.required <= 1:
         vote = state.votes[0]
+        if confirm_single and state.prelabel is not None and vote.label != state.prelabel[0]:
+            return Escalate(
+                f"single reviewer overrides the pre-label {state.prelabel[0]!r} ({state.prelabel[1]:.2f}) "
+                f"with {vote.label!r}",
+                {"votes": [[vote.annotator, vote.label]], "prelabel": list(state.prelabel)},
+            )
         return Final(vote.label, Provenance.SINGLE_REVIEW, reliability.get(vote.annotator, 0.9), verified=True)
     label, confidence, resolved = consensus([(v.annotator, v.label) for v in state.votes], reliability)
     if not resolved:

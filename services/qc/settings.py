@@ -14,4 +14,36 @@ class QcSettings(CommonSettings):
     min_consensus_confidence: float = 0.75
     golden_accuracy_threshold: float = 0.80
     golden_min_evidence: int = 10
+    # When an annotator is suspended, this many of their latest labels go back for review.
+    review_recent_labels: int = 50
+
+    # Agreement (Cohen pairwise, Fleiss, Krippendorff) and Dawid-Skene, recomputed every N labels of a project,
+    # over the whole project and over tumbling time windows of this many seconds.
+    agreement_every: int = 100
+    agreement_window_s: int = 3600
+    min_alpha: float = 0.667
+    min_kappa: float = 0.60
+    agreement_min_items: int = 20
+
+    # Nearest-neighbour check on each human label (flag when `knn_threshold` of the k nearest carry one other label).
+    knn_k: int = 10
+    knn_threshold: float = 0.8
+    knn_min_similarity: float = 0.5
+
+    # Confident learning over the final labels, every N final labels of a project.
+    label_error_every: int = 500
+    label_error_folds: int = 5
+    label_error_max_flags: int = 50
+
+    # Drift and fatigue per annotator, rescanned every N of their labels.
+    drift_every: int = 25
+    drift_alpha: float = 0.0001
+    drift_baseline: int = 100
+    drift_window: int = 100
+    drift_step: int = 25
+    quality_baseline: int = 50
+    quality_window: int = 50
+    quality_step: int = 10
+    quality_min_drop: float = 0.20
+
     http_port: int = 9103

@@ -167,11 +167,16 @@ class Router:
             if isinstance(event, LabelFinalized):
                 await self._on_final(event)
             elif isinstance(event, ModelUpdated):
-                await self._set_thresholds(
-                    event.project, event.recommended_thresholds,
-                    f"trainer's recommendation for model v{event.model_version}",
-                    {"heldout_metrics": event.heldout_metrics, "training_set_version": event.training_set_version},
-                )
+                # The trainer's recommendation starts a project off; after that the router's own evidence
+                # (spot checks, reviews) moves the thresholds. Adopting every recommendation undid that
+                # evidence at each retrain and toggled auto-labelling on and off (bench/quality.py).
+                if self.settings.adopt_every_recommendation or event.project not in self.thresholds:
+                    await self._set_thresholds(
+                        event.project, event.recommended_thresholds,
+                        f"trainer's recommendation for model v{event.model_version}",
+                        {"heldout_metrics": event.heldout_metrics,
+                         "training_set_version": event.training_set_version},
+                    )
             elif isinstance(event, QcFlagged):
                 await self._on_flag(event)
 
@@ -213,6 +218,7 @@ class Router:
             target_auto_error=config.target_auto_error if config else 0.02,
             target_single_error=self.settings.target_single_error,
             min_evidence=self.settings.min_evidence,
+            step_up_when_refuted=self.settings.step_up_when_refuted,
         )
         new = Thresholds(auto_accept=update.thresholds.auto_accept, single_review=update.thresholds.single_review)
         if new != current:
@@ -236,7 +242,8 @@ class Router:
             )
             return
         if event.subject != FlagSubject.ITEM or event.kind not in (FlagKind.DISAGREEMENT, FlagKind.ANNOTATOR_FEEDBACK,
-                                                                  FlagKind.KNN_INCONSISTENCY):
+                                                                  FlagKind.KNN_INCONSISTENCY,
+                                                                  FlagKind.SUSPENDED_ANNOTATOR_LABEL):
             return
         doc = await self.rt.db["items"].find_one({"_id": f"{event.project}/{event.subject_id}"})
         if doc is None:

@@ -19,4 +19,9 @@ class RouterSettings(CommonSettings):
     target_single_error: float = 0.20
     min_evidence: int = 50
     conservative_shift: float = 0.02
+    # A refuted auto-accept border rises to the lowest value the evidence does not refute, instead of
+    # switching auto-labelling off until the next model (bench/results/quality.json).
+    step_up_when_refuted: bool = True
+    # Take the trainer's recommended thresholds at every new model (else only for a project's first).
+    adopt_every_recommendation: bool = False
     http_port: int = 9102

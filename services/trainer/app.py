@@ -33,6 +33,7 @@ from services.trainer.evaluation import (
     evaluate,
     recommend_thresholds,
 )
+from services.trainer.items import ItemTexts
 from services.trainer.lineage import in_holdout, member_key, training_set_version
 from services.trainer.settings import TrainerSettings
 
@@ -182,12 +183,19 @@ class Trainer:
         X = np.stack([np.frombuffer(d["embedding"], np.float32) for d in train_docs])
         y = [d["label"] for d in train_docs]
         encoder = train_docs[0]["encoder"]
-        started = time.perf_counter()
-        head = await asyncio.to_thread(train_head, X, y, encoder_name=encoder, classes=config.labels)
-        seconds = time.perf_counter() - started
-        self.seconds.observe(seconds)
         X_eval = np.stack([np.frombuffer(d["embedding"], np.float32) for d in eval_docs]) if eval_docs else X[:0]
         y_eval = [d["label"] for d in eval_docs]
+        # Temperature from the held-out labels once there are enough of them: one fit instead of 6-21
+        # cross-validation fits (bench/results/retrain_time.json), and a random holdout calibrates better
+        # than out-of-fold logits of actively chosen training items. Small projects keep cross-validation.
+        calibrate_on_holdout = len(eval_docs) >= self.settings.calibration_min_holdout
+        started = time.perf_counter()
+        head = await asyncio.to_thread(
+            train_head, X, y, X_eval if calibrate_on_holdout else None, y_eval if calibrate_on_holdout else None,
+            encoder_name=encoder, classes=config.labels,
+        )
+        seconds = time.perf_counter() - started
+        self.seconds.observe(seconds)
         challenger = evaluate(head, X_eval, y_eval)
         champion_eval: Evaluation | None = None
         if state.get("champion"):
@@ -261,5 +269,6 @@ def create_app(settings: TrainerSettings | None = None) -> ServiceRuntime:
     rt = ServiceRuntime(SERVICE, settings)
     trainer = Trainer(rt, settings)
     trainer.wire()
+    ItemTexts(rt.db).attach(rt.bus)
     rt.component = trainer
     return rt

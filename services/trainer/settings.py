@@ -16,6 +16,8 @@ class TrainerSettings(CommonSettings):
     # ...or after this many seconds if anything new arrived (0 = off).
     retrain_interval_s: float = 0.0
     holdout_fraction: float = 0.10
+    # With at least this many held-out labels the temperature is fitted on them, else by cross-validation.
+    calibration_min_holdout: int = 300
     # A challenger may be this much less accurate on held-out items and still be promoted (noise allowance).
     promotion_tolerance: float = 0.01
     min_eval_items: int = 30

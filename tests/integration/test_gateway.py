@@ -25,7 +25,7 @@ LABELS = ["yes", "no", "maybe"]
 
 @pytest.fixture
 async def gateway(env: Env) -> AsyncIterator[tuple[ServiceRuntime, GatewayClient]]:
-    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, lease_seconds=2.0,
+    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, lease_seconds=5.0,
                                       sweep_seconds=0.2, golden_rate=0.0))
     await runtime.start()
     client = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
@@ -120,7 +120,7 @@ async def test_leases_consensus_expert_and_idempotent_submission(env: Env, gatew
     assert await _code(users["a"].submit(task_a.task_id, "no", "k2")) == grpc.StatusCode.FAILED_PRECONDITION
 
     # b lets the lease run out: the slot returns to the queue, and the late submission is refused.
-    await asyncio.sleep(2.6)
+    await asyncio.sleep(5.6)
     assert await _code(users["b"].submit(task_b.task_id, "no", "kb")) == grpc.StatusCode.FAILED_PRECONDITION
     task_c = await users["c"].lease("gw")
     assert task_c.item_id == "m"
@@ -135,3 +135,31 @@ async def test_leases_consensus_expert_and_idempotent_submission(env: Env, gatew
 
 async def _at_least(check, n: int) -> bool:  # type: ignore[no-untyped-def]
     return await check() >= n
+
+
+async def test_concurrent_leases_fill_each_slot_once(env: Env, gateway) -> None:  # type: ignore[no-untyped-def]
+    """Eight people asking at once for a task that needs three: exactly three distinct leases, each answerable.
+
+    On FerretDB a find_one_and_update is not isolated; without the queue's lock several people won the last
+    slot and one $push overwrote another, so someone who had answered could be handed the task again.
+    """
+    runtime, admin = gateway
+    names = [f"p{i}" for i in range(8)]
+    users = {name: admin.as_user(await admin.create_annotator(name)) for name in names}
+    await admin.ingest_items([pb.IngestItem(project="gw", item_id="hot", text="contested")])
+    await env.publish_events([_routed("hot", Tier.MULTI, 3)])
+
+    async def queued() -> int:
+        return await runtime.db["tasks"].count_documents({"status": "open"})
+
+    await eventually(lambda: _at_least(queued, 1))
+    tasks = await asyncio.gather(*(users[n].lease("gw") for n in names))
+    winners = [n for n, t in zip(names, tasks) if t is not None]
+    assert len(winners) == 3
+    task = await runtime.db["tasks"].find_one({"item_id": "hot"})
+    assert sorted(task["annotators"]) == sorted(winners) and task["open_slots"] == 0
+    for name, leased in zip(names, tasks):
+        if leased is not None:
+            await users[name].submit(leased.task_id, "yes", f"{name}-1")
+    assert all(t is None for t in await asyncio.gather(*(users[n].lease("gw") for n in names)))
+    assert (await runtime.db["tasks"].find_one({"item_id": "hot"}))["status"] == "done"

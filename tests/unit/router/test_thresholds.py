@@ -163,6 +163,23 @@ def test_current_border_shown_bad_switches_auto_off():
     assert "lower bound" in change.reason
 
 
+def test_refuted_border_can_step_up_instead_of_switching_auto_off():
+    # 20% wrong just under 0.90; above it 1% wrong: too few items to prove < 2%, nowhere near refuting it.
+    evidence = band(0.80, 0.90, 300, 60) + band(0.90, 1.00, 300, 3)
+    assert learn_auto_threshold(evidence, 0.80).new == AUTO_OFF  # the default: off until evidence says otherwise
+    change = learn_auto_threshold(evidence, 0.80, step_up_when_refuted=True)
+    # The lowest border whose region the evidence does not refute (lower bound <= 2%).
+    assert 0.80 < change.new <= 0.90 and "stepped up" in change.reason
+    n_wrong = sum(1 for o in evidence if o.confidence > change.new and not o.correct)
+    n = sum(1 for o in evidence if o.confidence > change.new)
+    assert lower_error_bound(n_wrong, n) <= 0.02
+    # With no candidate above that the evidence spares, it still switches off.
+    everywhere = band(0.80, 1.00, 600, 120)
+    assert learn_auto_threshold(everywhere, 0.80, step_up_when_refuted=True).new == AUTO_OFF
+    update = learn_thresholds(evidence, Thresholds(0.80, 0.70), step_up_when_refuted=True)
+    assert update.thresholds.auto_accept == change.new
+
+
 def test_inconclusive_errors_keep_the_current_border():
     # 2% observed: neither provably under nor provably over a 2% target.
     spot_checks = [Observation(0.96 + 0.0002 * i, i % 50 != 0) for i in range(150)]

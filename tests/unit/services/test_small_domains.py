@@ -100,3 +100,19 @@ def test_promotion_rules() -> None:
     kept = decide_promotion(worse, good, 0.01, 30)
     assert not kept.promote and "worse" in kept.reason
     assert decide_promotion(Evaluation(5, 0.1, 0.0, ()), good, 0.01, 30).promote
+
+
+def test_confirm_single_escalates_a_reviewer_who_overrides_the_prelabel() -> None:
+    overridden = ItemState(tier=Tier.SINGLE, required=1, prelabel=("a", 0.7), votes=(Vote("x", "b"),))
+    assert next_step(overridden, {}, majority) == Final("b", Provenance.SINGLE_REVIEW, 0.9, True)  # default: as before
+    step = next_step(overridden, {}, majority, confirm_single=True)
+    assert isinstance(step, Escalate) and step.evidence == {"votes": [["x", "b"]], "prelabel": ["a", 0.7]}
+    confirmed = ItemState(tier=Tier.SINGLE, required=1, prelabel=("a", 0.7), votes=(Vote("x", "a"),))
+    assert next_step(confirmed, {"x": 0.85}, majority, confirm_single=True) == Final(
+        "a", Provenance.SINGLE_REVIEW, 0.85, True)
+    spot = ItemState(tier=Tier.AUTO, required=1, spot_check=True, prelabel=("a", 0.99), votes=(Vote("x", "c"),))
+    assert isinstance(next_step(spot, {}, majority, confirm_single=True), Escalate)
+    # Once escalated, the expert's label is final, whatever the pre-label said.
+    settled = ItemState(tier=Tier.EXPERT, required=1, escalated=True, prelabel=("a", 0.7),
+                        votes=(Vote("x", "b"), Vote("e", "b", True)))
+    assert next_step(settled, {}, majority, confirm_single=True) == Final("b", Provenance.EXPERT, 1.0, True)

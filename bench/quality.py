@@ -1,0 +1,423 @@
+"""Quality benchmark: labelmesh vs manual single / double labelling vs a fixed-threshold policy, one simulated team.
+
+Usage: python -m bench.quality [--items N] [--seed 0] [--online] [--label-price 0.10] [--expert-price 0.50]
+       (or python bench/quality.py ...). Writes bench/results/quality.json, quality.png, quality.html.
+
+What runs: BANKING77 train (10,003 rows), shuffled as `labelmesh demo` shuffles it: 500 rows bootstrap
+the first model (trusted labels, like the demo's internal team), 60 rows are golden items, the rest
+(9,443) is the stream to label. Embeddings are the real all-MiniLM-L6-v2 ones (cached under
+.cache/embeddings/ by bench/_common.py); trained heads are cached under .cache/quality/.
+The team is labelmesh.simulation.default_team (five ~90% annotators, one who falls to 40% after 150
+labels, one who answers at random, two 97% experts); mistakes go to intents that look alike: the
+pre-label's top-5 when a task shows one, else the 5 intents with the nearest embedding centroids.
+
+Policies, each through a fresh copy of the same team:
+1. manual_single: one annotator per item.
+2. manual_double: two annotators; on disagreement an expert adjudicates.
+3. labelmesh: the services' own pure domain code (see bench/quality_sim.py's docstring for exactly
+   which functions and which stand-ins): decide_tier, learned thresholds, spot checks, golden
+   injection and suspension, reliability-weighted consensus with escalation to experts, qc's
+   next_step, the trainer's held-out evaluation, promotion and threshold recommendation, and
+   train_head retrained every --retrain-every items. Swept over the project's target auto-label error.
+4. fixed_threshold: auto-accept above a, one reviewer down to s, two plus a tie-breaker below,
+   retrained every --retrain-every items; swept over (a, s) to draw the reference frontier.
+
+How it relates to the live pipeline: the decisions are made by the same functions the services call
+(services/router/domain, services/qc/finalize.py and services/qc/domain, services/trainer/evaluation.py
+and lineage.py, labelmesh/ml/head.py); what is replaced is only the shell: Kafka, Mongo and gRPC
+become function calls, items are finalised one after another instead of concurrently, task
+assignment is a random draw among active annotators, and experts only take expert work. By default
+models are retrained on the TRUE labels of the items seen so far (one schedule of fits serves the
+whole sweep; 2 shared CPU cores cannot afford ~19 fits per point); --online reruns the headline
+configurations with models trained on each run's own final labels, as the live trainer does.
+Each fit calibrates its temperature on the trainer's held-out items instead of cross-validation
+once there are 200 of them (train_head's documented alternative), again to save fits.
+
+Accounting: per streamed item. human_labels_per_item counts ordinary labels plus golden answers;
+expert_labels_per_item counts expert work and expert golden answers; all_human = both. The 500
+bootstrap rows are not counted (they are the same for labelmesh and the fixed policy; the manual
+baselines do not need them: +0.053 labels per item if you charge them). The goal from issue 9
+(>= 98% accuracy at <= 0.45 human labels per item) is judged on all_human, experts included.
+
+Results (seed 0, 9,443 items; bench/results/quality.json, 2026-11-28). ninety_team, the goal's team:
+- manual_single 91.0% at 1.00 labels/item ($0.100); manual_double 99.3% at 2.18 ($0.290).
+- labelmesh with the services' defaults: 91.9% at 1.13 ($0.120), no better than one person per item.
+  The router and trainer treat a lone reviewer's label as the truth: 90% reviewers make ~10% of correct
+  pre-labels look wrong, so the auto border is refuted and switched off for good at item ~1,260 (auto
+  share 7%), and the trainer's held-out accuracy sinks as noisy labels fill the held-out set.
+- labelmesh_confirm (qc's confirm_single, single band to target 0.5, 2 annotators in multi): 98.6% at
+  0.540 ($0.096, target 0.02), 98.3% at 0.501 (0.05), 98.9% at 0.627 (0.01). With step_up_when_refuted:
+  98.2% at 0.495 (0.03), 98.8% at 0.592 (0.005). The fixed-threshold frontier: 98.3% at 0.573 (a=0.90,
+  s=0.90) is its only point >= 98%; 97.5% at 0.426 (the issue's reference: 98% at ~0.63, 97% at ~0.38).
+- Second half of the stream (models trained on 4,700+ labels): labelmesh_confirm 0.05 reaches 98.4% at
+  0.379 labels/item, i.e. the goal in steady state; the fixed frontier (picked in hindsight from 38
+  settings scored against the truth, which labelmesh cannot do) reaches 98.1% at 0.380 there.
+- Retrained on its own final labels (--online, as the live trainer does): labelmesh_confirm 0.02 falls
+  to 98.5% at 0.841, because the trainer's recommended border and the router's spot checks toggle
+  auto-labelling on and off every retrain; with step_up_when_refuted: 97.9% at 0.464 (target 0.02) and
+  98.4% at 0.527 ($0.095, target 0.01; second half 98.5% at 0.456): the most faithful labelmesh point,
+  better than the fixed frontier's 98.3% at 0.573, short of the goal.
+default_team (with the drifter and the random clicker): no fixed setting passes 95.8% (nothing catches
+the two); manual_double 98.2% at 2.52 ($0.458); labelmesh_confirm_step 98.2% at 0.526, 97.6% at 0.452.
+Golden checks (5% of tasks, >= 10 answers, Clopper-Pearson) suspend the random clicker only at item
+~3,500 and the drifter at ~6,000-8,800: most of the gap to ninety_team is their labels before that.
+Goal over the whole stream: NOT MET (best 98.2% at 0.495 offline, 98.4% at 0.527 online). What limits
+it: the first ~2,000 items are labelled while the model is weak (0.8-1.0 labels/item there), reviewers
+overriding the pre-label send ~8% of items to an expert (0.10 expert labels/item), spot checks and
+golden tasks add ~0.08, and the two threshold learners (trainer, router) fight. One seed only; the
+simulation's stand-ins are listed in bench/quality_sim.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from bench._common import (
+        CACHE,
+        RESULTS,
+        cached_embeddings,
+        environment,
+        table,
+        write_result,
+    )
+except ImportError:  # run as `python bench/quality.py`
+    from _common import (
+        CACHE,
+        RESULTS,
+        cached_embeddings,
+        environment,
+        table,
+        write_result,
+    )
+
+from bench.quality_sim import (
+    FixedThreshold,
+    Labelmesh,
+    ManualDouble,
+    ManualSingle,
+    ModelVersion,
+    OnlineTrainer,
+    OracleSchedule,
+    Prices,
+    Stream,
+    nearest_labelled_similarity,
+    run,
+)
+from labelmesh.datasets import load
+from labelmesh.ml.head import TrainedHead
+from labelmesh.simulation import confusable_intents, default_team
+
+GOAL_ACCURACY, GOAL_LABELS = 0.98, 0.45
+SCHEDULE_CACHE = CACHE.parent / "quality"
+
+
+def build_stream(X: np.ndarray, labels: list[str], ids: list[str], seed: int, bootstrap: int, golden: int,
+                 items: int | None) -> Stream:
+    order = list(range(len(labels)))
+    random.Random(seed).shuffle(order)  # the same permutation labelmesh demo applies to its rows
+    boot, gold, work = order[:bootstrap], order[bootstrap:bootstrap + golden], order[bootstrap + golden:]
+    work = work[:items] if items else work
+    pick = lambda idx: (X[idx], [labels[i] for i in idx], [ids[i] for i in idx])
+    (bX, by, bi), (gX, gy, gi), (wX, wy, wi) = pick(boot), pick(gold), pick(work)
+    return Stream(tuple(sorted(set(labels))), wi, wX, wy, bi, bX, by, gi, gX, gy)
+
+
+def cached_schedule(stream: Stream, every: int, seed: int) -> OracleSchedule:
+    """The oracle model schedule, heads stored as their own artifacts (labelmesh.head zip) under .cache/quality/."""
+    key = hashlib.sha256(json.dumps([stream.ids, stream.boot_ids, stream.golden_ids, every, seed,
+                                     float(stream.X.sum())]).encode()).hexdigest()[:16]
+    folder = SCHEDULE_CACHE / key
+    meta_path = folder / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        versions = [ModelVersion.of(m["version"], m["start"],
+                                    TrainedHead.from_bytes((folder / f"v{m['version']}.zip").read_bytes()),
+                                    m["train_size"], stream) for m in meta]
+        return OracleSchedule(versions)
+    started = time.perf_counter()
+    schedule = OracleSchedule.build(
+        stream, every, seed=seed,
+        on_version=lambda v, n: print(f"  model v{v} on {n} rows ({time.perf_counter() - started:.0f}s)", flush=True),
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for v in schedule.by_start.values():
+        (folder / f"v{v.version}.zip").write_bytes(v.head.to_bytes())
+    meta_path.write_text(json.dumps([{"version": v.version, "start": v.start, "train_size": v.train_size}
+                                     for v in schedule.by_start.values()]))
+    return schedule
+
+
+TEAMS = {
+    "default_team": "labelmesh.simulation.default_team: five 88-92% annotators, a drifter (90% -> 40% after 150 "
+                    "labels), a random clicker, two 97% experts",
+    "ninety_team": "the same without the drifter and the random clicker: five 88-92% annotators, two 97% experts "
+                   "(the issue's 'annotators about 90% accurate')",
+}
+VARIANTS = {
+    "labelmesh": {},  # the services' defaults
+    "labelmesh_confirm": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2},
+    "labelmesh_confirm_step": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2,
+                               "step_up_when_refuted": True},
+}
+
+
+def make_team(name: str, seed: int, similar: dict) -> list:
+    team = default_team(seed, similar)
+    if name == "ninety_team":
+        team = [a for a in team if a.name not in ("ann-drifter", "ann-random")]
+    return team
+
+
+def pareto(points: list[dict]) -> list[dict]:
+    """Points no other point beats on both accuracy (higher) and all human labels per item (lower), by effort."""
+    ordered = sorted(points, key=lambda p: (p["all_human_labels_per_item"], -p["accuracy"]))
+    front, best = [], -1.0
+    for p in ordered:
+        if p["accuracy"] > best:
+            front.append(p)
+            best = p["accuracy"]
+    return front
+
+
+def second_half(p: dict) -> tuple[float, float]:
+    """Accuracy and all human labels per item over the second half of the stream (the models are stronger there)."""
+    curve = p["curve"]
+    if len(curve) < 2:
+        return float("nan"), float("nan")
+    (n1, a1, l1), (n2, a2, l2) = curve[len(curve) // 2 - 1], curve[-1]
+    return (a2 * n2 - a1 * n1) / (n2 - n1), (l2 * n2 - l1 * n1) / (n2 - n1)
+
+
+def meets_goal(p: dict) -> bool:
+    return p["accuracy"] >= GOAL_ACCURACY and p["all_human_labels_per_item"] <= GOAL_LABELS
+
+
+def min_labels_at(points: list[dict], accuracy: float) -> float | None:
+    return min((p["all_human_labels_per_item"] for p in points if p["accuracy"] >= accuracy), default=None)
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    teams = list(summary["teams"])
+    fig, axes = plt.subplots(len(teams), 2, figsize=(15, 6.5 * len(teams)), squeeze=False)
+    for (ax, bx), team in zip(axes, teams):
+        res = summary["teams"][team]
+        for axis, xkey, xlabel in ((ax, "all_human_labels_per_item",
+                                    "human labels per item (ordinary + expert + golden)"),
+                                   (bx, "cost_per_label_usd", "cost per final label (USD)")):
+            fixed = res["fixed_threshold"]
+            axis.scatter([p[xkey] for p in fixed], [p["accuracy"] for p in fixed], s=12, c="0.75",
+                         label="fixed threshold, (a, s) grid")
+            front = sorted(pareto(fixed), key=lambda p: p[xkey])
+            axis.plot([p[xkey] for p in front], [p["accuracy"] for p in front], "-o", c="0.3", ms=4,
+                      label="fixed-threshold frontier")
+            for name, style, colour in zip(VARIANTS, ("-s", "-D", "-^"), ("C0", "C1", "C2")):
+                pts = sorted(res.get(name, []), key=lambda p: p[xkey])
+                axis.plot([p[xkey] for p in pts], [p["accuracy"] for p in pts], style, ms=6, c=colour,
+                          label=f"{name} (sweep of target auto error)")
+                for p in pts:
+                    axis.annotate(f"{p['params']['target_auto_error']:g}", (p[xkey], p["accuracy"]), fontsize=7,
+                                  xytext=(4, -10), textcoords="offset points")
+            for p in res.get("online", []):
+                axis.scatter([p[xkey]], [p["accuracy"]], marker="*", s=220, zorder=5, edgecolors="k",
+                             c=f"C{list(VARIANTS).index(p['variant'])}",
+                             label=f"{p['variant']} {p['params']['target_auto_error']:g}, retrained on own labels")
+            for name, marker, colour in (("manual_single", "v", "C3"), ("manual_double", "^", "C4")):
+                p = res[name]
+                axis.scatter([p[xkey]], [max(p["accuracy"], 0.851)], marker=marker, s=80, zorder=5, c=colour,
+                             label=f"{name} ({p[xkey]:.2f}, {p['accuracy']:.3f})")
+            axis.set_xlabel(xlabel)
+            axis.set_ylabel("final-label accuracy vs BANKING77 labels")
+            axis.grid(alpha=0.3)
+            axis.set_ylim(0.85, 1.0)  # a point below is drawn on the floor; its legend entry has the value
+            axis.set_title(team, fontsize=10)
+        ax.axhline(GOAL_ACCURACY, ls=":", c="g")
+        ax.axvline(GOAL_LABELS, ls=":", c="g")
+        ax.fill_between([0, GOAL_LABELS], GOAL_ACCURACY, 1.0, color="g", alpha=0.08, label="goal (issue 9)")
+        ax.set_xlim(0, 3.0)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def html(summary: dict, png: Path, tables: dict[str, list[list]], headers: list[str]) -> str:
+    image = base64.b64encode(png.read_bytes()).decode()
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    parts = []
+    for team, rows in tables.items():
+        body = "".join("<tr>" + "".join(f"<td>{c:.4f}</td>" if isinstance(c, float) else f"<td>{c}</td>" for c in r)
+                       + "</tr>" for r in rows)
+        goal = summary["teams"][team]["goal"]
+        parts.append(f"<h2>{team}</h2><p>{TEAMS[team]}</p><p><b>{goal['verdict']}</b></p>"
+                     f"<table><tr>{head}</tr>{body}</table>")
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>labelmesh quality benchmark</title>
+<style>body{{font-family:sans-serif;max-width:1250px;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
+table{{border-collapse:collapse;font-size:90%}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
+<h1>Quality benchmark</h1><p>{summary['setup']}</p><p><b>Goal</b> (issue 9): accuracy &ge; {GOAL_ACCURACY:.0%} at
+&le; {GOAL_LABELS} human labels per item (ordinary + expert + golden answers) with ~90% accurate annotators.</p>
+<p>{summary['notes']}</p>
+<img src="data:image/png;base64,{image}" style="width:100%">{''.join(parts)}
+<p>Full numbers: quality.json. Produced by bench/quality.py at {summary['environment']['when']}.</p></body></html>
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=None, help="stream items (default: all 9,443)")
+    ap.add_argument("--bootstrap", type=int, default=500)
+    ap.add_argument("--golden", type=int, default=60)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--retrain-every", type=int, default=500)
+    ap.add_argument("--label-price", default="0.10")
+    ap.add_argument("--expert-price", default="0.50")
+    ap.add_argument("--teams", default=",".join(TEAMS))
+    ap.add_argument("--targets", default="0.005,0.01,0.02,0.03,0.05,0.08", help="labelmesh target auto errors")
+    ap.add_argument("--fixed-auto", default="0.80,0.85,0.90,0.93,0.95,0.97,0.99")
+    ap.add_argument("--fixed-single", default="0.30,0.50,0.60,0.70,0.80,0.90")
+    ap.add_argument("--online", default="ninety_team:labelmesh_confirm_step:0.02,ninety_team:labelmesh_confirm:0.02,"
+                                        "ninety_team:labelmesh_confirm_step:0.01",
+                    help="'team:variant:target,...' rerun with models retrained on the run's own final labels "
+                         "(~19 fits each, ~15 min on 2 busy cores); empty to skip")
+    ap.add_argument("--encoder", default="minilm")
+    ap.add_argument("--replot", action="store_true", help="only re-render the tables, plot and page from quality.json")
+    args = ap.parse_args()
+    if args.replot:
+        report(json.loads((RESULTS / "quality.json").read_text()))
+        return
+    prices = Prices(Decimal(args.label_price), Decimal(args.expert_price))
+    env = environment()
+
+    from labelmesh.ml import load_encoder
+
+    rows = load("train")
+    encoder = load_encoder(args.encoder, device="cpu")
+    X, seconds = cached_embeddings(encoder, "train", [r.text for r in rows])
+    labels = [r.label for r in rows]
+    print(f"embeddings {X.shape} ({'cached' if seconds is None else f'{seconds:.0f}s'})", flush=True)
+    stream = build_stream(X, labels, [r.item_id for r in rows], args.seed, args.bootstrap, args.golden, args.items)
+    similar = confusable_intents(X, labels)
+    started = time.perf_counter()
+    schedule = cached_schedule(stream, args.retrain_every, args.seed)
+    schedule_seconds = time.perf_counter() - started
+    nearest = nearest_labelled_similarity(stream)
+    print(f"model schedule ready ({schedule_seconds:.0f}s); {len(stream)} items to label", flush=True)
+
+    def go(team: str, policy, models=schedule, variant: str | None = None) -> dict:
+        t = time.perf_counter()
+        result = run(stream, policy, make_team(team, args.seed, similar), models=models, nearest=nearest,
+                     seed=args.seed)
+        s = result.summary(prices) | {"variant": variant or policy.name, "curve": result.curve,
+                                      "seconds": round(time.perf_counter() - t, 1)}
+        print(f"  {team:12s} {s['variant']:17s} {json.dumps(s['params'])[:60]:60s} acc {s['accuracy']:.4f} "
+              f"labels/item {s['all_human_labels_per_item']:.3f} ${s['cost_per_label_usd']:.3f}", flush=True)
+        return s
+
+    summary: dict = {"benchmark": "quality", "environment": env, "teams": {}}
+    targets = [float(t) for t in args.targets.split(",")]
+    for team in args.teams.split(","):
+        res: dict = {"team": TEAMS[team]}
+        res["manual_single"] = go(team, ManualSingle())
+        res["manual_double"] = go(team, ManualDouble())
+        for variant, overrides in VARIANTS.items():
+            res[variant] = [go(team, Labelmesh(target_auto_error=t, **overrides), variant=variant) for t in targets]
+        res["fixed_threshold"] = [
+            go(team, FixedThreshold(a, s)) for a in map(float, args.fixed_auto.split(","))
+            for s in map(float, args.fixed_single.split(",")) if s <= a
+        ]
+        summary["teams"][team] = res
+    finish(summary, args, stream, schedule_seconds)  # written now; each online point rewrites it when done
+    for spec in filter(None, args.online.split(",")):
+        team, variant, target = spec.split(":")
+        trainer = OnlineTrainer(stream, args.retrain_every, seed=args.seed, first=schedule.by_start[0])
+        point = go(team, Labelmesh(target_auto_error=float(target), **VARIANTS[variant]), trainer, variant)
+        summary["teams"].setdefault(team, {}).setdefault("online", []).append(point)
+        finish(summary, args, stream, schedule_seconds)
+
+
+def finish(summary: dict, args: argparse.Namespace, stream: Stream, schedule_seconds: float) -> None:
+    summary["setup"] = (f"BANKING77 train, seed {args.seed}: {len(stream.boot_ids)} bootstrap rows, "
+                        f"{len(stream.golden_ids)} golden items, {len(stream)} streamed items; all-MiniLM-L6-v2 "
+                        f"embeddings; retrained every {args.retrain_every} items; prices ${args.label_price} per "
+                        f"label, ${args.expert_price} per expert label.")
+    summary["notes"] = ("labelmesh = the services' defaults; labelmesh_confirm = the same plus qc's confirm_single "
+                        "(a lone reviewer who overrides the pre-label is escalated to an expert), a single-review "
+                        "band learned to target_single_error 0.5 and 2 annotators in the multi tier; "
+                        "labelmesh_confirm_step = that plus learn_thresholds(step_up_when_refuted=True) (a refuted "
+                        "auto border steps up instead of switching the auto tier off). "
+                        "Models in the sweep are retrained on true labels "
+                        "(see the script's docstring); 'online' points retrain on the run's own final labels.")
+    summary["schedule_seconds"] = schedule_seconds
+    report(summary)
+
+
+def report(summary: dict) -> None:
+    """Goal verdicts, tables, quality.json, the plot and the HTML page, from a finished summary."""
+    headers = ["policy", "knob", "accuracy", "human/item", "expert/item", "all/item", "golden/item", "$/label",
+               "auto share", "escalations", "2nd half acc", "2nd half all/item"]
+
+    def row(p: dict, knob: str) -> list:
+        p["second_half_accuracy"], p["second_half_all_human_labels_per_item"] = second_half(p)
+        return [p["variant"], knob, p["accuracy"], p["human_labels_per_item"], p["expert_labels_per_item"],
+                p["all_human_labels_per_item"], p["golden_labels_per_item"], p["cost_per_label_usd"],
+                p["tiers"].get("auto", 0.0), p["escalations"], p["second_half_accuracy"],
+                p["second_half_all_human_labels_per_item"]]
+
+    tables = {}
+    for team, res in summary["teams"].items():
+        for p in res["fixed_threshold"]:
+            p.pop("models", None)  # the same shared schedule 76 times over; labelmesh points keep theirs
+        front = pareto(res["fixed_threshold"])
+        labelmesh_points = [p for v in VARIANTS for p in res[v]] + res.get("online", [])
+        meeting = [p for p in labelmesh_points if meets_goal(p)]
+        res["fixed_frontier"] = [{"params": p["params"], "accuracy": p["accuracy"],
+                                  "all_human_labels_per_item": p["all_human_labels_per_item"]} for p in front]
+        res["goal"] = {
+            "labelmesh_points_meeting_goal": [[p["variant"], p["params"]["target_auto_error"]] for p in meeting],
+            "fixed_points_meeting_goal": [p["params"] for p in res["fixed_threshold"] if meets_goal(p)],
+            "min_labels_at_98": {v: min_labels_at(res[v], GOAL_ACCURACY) for v in VARIANTS}
+                                | {"fixed_threshold": min_labels_at(res["fixed_threshold"], GOAL_ACCURACY)},
+            "min_labels_at_97": {v: min_labels_at(res[v], 0.97) for v in VARIANTS}
+                                | {"fixed_threshold": min_labels_at(res["fixed_threshold"], 0.97)},
+            "verdict": ("goal MET by " + ", ".join(f"{p['variant']} at target {p['params']['target_auto_error']:g}"
+                                                   for p in meeting)) if meeting else "goal NOT MET by labelmesh",
+        }
+        rows = [row(res["manual_single"], "-"), row(res["manual_double"], "-")]
+        for v in VARIANTS:
+            rows += [row(p, f"target={p['params']['target_auto_error']:g}") for p in res[v]]
+        rows += [row(p, f"ONLINE target={p['params']['target_auto_error']:g}") for p in res.get("online", [])]
+        rows += [row(p, f"frontier a={p['params']['auto_accept']:g} s={p['params']['single_review']:g}")
+                 for p in front]
+        tables[team] = rows
+    summary.setdefault("load_average_at_end", os.getloadavg())
+    path = write_result("quality", summary)
+    png = RESULTS / "quality.png"
+    plot(summary, png)
+    (RESULTS / "quality.html").write_text(html(summary, png, tables, headers))
+    for team, rows in tables.items():
+        goal = summary["teams"][team]["goal"]
+        print(f"\n{team}: {TEAMS[team]}")
+        print(table(headers, rows))
+        print(f"{goal['verdict']}; fewest labels/item at >= 98%: {goal['min_labels_at_98']}; "
+              f"at >= 97%: {goal['min_labels_at_97']}")
+    print(f"\nwrote {path}, {png}, {RESULTS / 'quality.html'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The gateway's edge under hypothesis-generated requests, as a real process over a real channel.
+
+Every call must end in success or a proper gRPC status with a message (never UNKNOWN or INTERNAL, which
+mean an unhandled error), a rejected call must leave the gateway's database exactly as it was, and the
+server must still answer afterwards. Inputs: any text (NUL, emoji, very long), any int64/int32, NaN and
+infinities, empty and unknown fields, wrong and missing tokens, a suspended annotator, an expired lease,
+bytes that are not a protobuf at all, and a message over the size limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from pymongo import MongoClient
+
+from labelmesh.state_digest import digest_documents
+from schemas.events import FlagKind, FlagSubject, ItemRouted, LabelScore, QcFlagged, Thresholds, Tier
+from schemas.rpc import gateway_pb2 as pb
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
+from tests.kafka_helpers import Env
+
+pytestmark = pytest.mark.integration
+ADMIN = "fuzz-admin-token"
+PROJECT = "fz"
+LABELS = ["yes", "no", "maybe"]
+IMPROPER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Edge:
+    channel: grpc.Channel
+    ingest: pb_grpc.IngestServiceStub
+    annotation: pb_grpc.AnnotationServiceStub
+    admin: pb_grpc.AdminServiceStub
+    tokens: dict[str, str]
+    expired_lease: str
+    db: Any
+    process: subprocess.Popen[bytes]
+
+    def meta(self, who: str) -> tuple[tuple[str, str], ...]:
+        if who == "none":
+            return ()
+        return (("authorization", f"Bearer {self.tokens.get(who, who)}"),)
+
+    def state(self) -> dict[str, str]:
+        names = sorted(n for n in self.db.list_collection_names() if not n.startswith("system."))
+        return digest_documents({n: list(self.db[n].find()) for n in names})
+
+
+@pytest.fixture
+def edge(env: Env, tmp_path: Path) -> Iterator[Edge]:
+    grpc_port, http_port = _free_port(), _free_port()
+    environ = {**os.environ, **env.environ(), "LABELMESH_GATEWAY_GRPC_PORT": str(grpc_port),
+               "LABELMESH_GATEWAY_HTTP_PORT": str(http_port), "LABELMESH_GATEWAY_ADMIN_TOKEN": ADMIN,
+               "LABELMESH_GATEWAY_LEASE_SECONDS": "1.0", "LABELMESH_GATEWAY_SWEEP_SECONDS": "3600",
+               "LABELMESH_GATEWAY_GOLDEN_RATE": "0", "LABELMESH_GATEWAY_MAX_TEXT_CHARS": "2000",
+               "LABELMESH_GATEWAY_MAX_BATCH_ITEMS": "50"}
+    log = (tmp_path / "gateway.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "labelmesh.cli", "run", "gateway"], env=environ,
+                               stdout=log, stderr=subprocess.STDOUT)
+    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=120)
+        admin_meta = (("authorization", f"Bearer {ADMIN}"),)
+        admin = pb_grpc.AdminServiceStub(channel)
+        ingest = pb_grpc.IngestServiceStub(channel)
+        annotation = pb_grpc.AnnotationServiceStub(channel)
+        admin.ConfigureProject(pb.ConfigureProjectRequest(project=PROJECT, labels=LABELS, guidelines="g"),
+                               metadata=admin_meta)
+        tokens = {"admin": ADMIN}
+        for name, role in (("ann", "annotator"), ("exp", "expert"), ("sus", "annotator")):
+            tokens[name] = admin.CreateAnnotator(pb.CreateAnnotatorRequest(annotator_id=name, role=role),
+                                                 metadata=admin_meta).token
+        ingest.IngestItems(pb.IngestItemsRequest(items=[pb.IngestItem(project=PROJECT, item_id=i, text=f"text {i}")
+                                                        for i in ("i1", "i2")]), metadata=admin_meta)
+        asyncio.run(env.publish_events([
+            ItemRouted(producer="test", project=PROJECT, item_id="i1", tier=Tier.SINGLE, required_annotators=1,
+                       top_k=(LabelScore(label="yes", probability=0.8),), thresholds=Thresholds()),
+            QcFlagged(producer="test", project=PROJECT, subject=FlagSubject.ANNOTATOR, subject_id="sus",
+                      kind=FlagKind.ANNOTATOR_SUSPENDED, message="suspended for the fuzz test"),
+        ]))
+        db = MongoClient(env.mongo_uri, tz_aware=True)[f"{env.namespace}_gateway"]
+        ann_meta = (("authorization", f"Bearer {tokens['ann']}"),)
+        deadline = time.monotonic() + 60
+        while True:  # wait until item.routed became a task and the suspension arrived
+            try:
+                task = annotation.LeaseTask(pb.LeaseTaskRequest(project=PROJECT), metadata=ann_meta)
+                if db["annotators"].find_one({"_id": "sus", "suspended": True}):
+                    break
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+        time.sleep(1.2)  # the lease (1 s) runs out; the sweeper is off, so only its expiry time tells
+        yield Edge(channel, ingest, annotation, admin, tokens, task.task_id, db, process)
+    finally:
+        channel.close()
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+texts = st.one_of(st.sampled_from(["", " ", PROJECT, "i1", "yes", "\x00", "a" * 300]),
+                  st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
+who = st.sampled_from(["admin", "admin", "ann", "exp", "sus", "none", "", "Bearer", "wrong-token"])
+int64 = st.integers(-(2**63), 2**63 - 1)
+int32 = st.integers(-(2**31), 2**31 - 1)
+doubles = st.floats(allow_nan=True, allow_infinity=True)
+
+
+def _items() -> st.SearchStrategy[list[pb.IngestItem]]:
+    item = st.builds(pb.IngestItem, project=st.one_of(st.just(PROJECT), texts), item_id=texts,
+                     text=st.one_of(texts, st.just("x" * 2001)), source=texts, dataset=texts,
+                     golden_label=st.one_of(st.just(""), st.sampled_from(LABELS), texts),
+                     trusted_label=st.one_of(st.just(""), st.sampled_from(LABELS), texts))
+    return st.lists(item, max_size=4)
+
+
+def _calls(edge: Edge) -> st.SearchStrategy[tuple[str, Callable[[], Any]]]:
+    a, n, ad = edge.annotation, edge.ingest, edge.admin
+    lease = st.one_of(st.just(edge.expired_lease), texts)
+    label = st.one_of(st.sampled_from(LABELS), texts)
+    return st.one_of(
+        st.builds(lambda r, w: ("IngestItems", lambda: n.IngestItems(r, metadata=edge.meta(w))),
+                  st.builds(pb.IngestItemsRequest, items=_items()), who),
+        st.builds(lambda r, w: ("LeaseTask", lambda: a.LeaseTask(r, metadata=edge.meta(w))),
+                  st.builds(pb.LeaseTaskRequest, project=st.one_of(st.just(PROJECT), texts)), who),
+        st.builds(lambda r, w: ("SubmitLabel", lambda: a.SubmitLabel(r, metadata=edge.meta(w))),
+                  st.builds(pb.SubmitLabelRequest, task_id=lease, label=label, time_spent_ms=int64,
+                            idempotency_key=st.one_of(texts, st.just("k" * 129))), who),
+        st.builds(lambda r, w: ("SkipTask", lambda: a.SkipTask(r, metadata=edge.meta(w))),
+                  st.builds(pb.SkipTaskRequest, task_id=lease, reason=texts), who),
+        st.builds(lambda r, w: ("FlagItem", lambda: a.FlagItem(r, metadata=edge.meta(w))),
+                  st.builds(pb.FlagItemRequest, project=st.one_of(st.just(PROJECT), texts),
+                            item_id=st.one_of(st.just("i2"), texts), comment=texts), who),
+        st.builds(lambda r, w: ("GetGuidelines", lambda: a.GetGuidelines(r, metadata=edge.meta(w))),
+                  st.builds(pb.GetGuidelinesRequest, project=st.one_of(st.just(PROJECT), texts)), who),
+        st.builds(lambda r, w: ("ConfigureProject", lambda: ad.ConfigureProject(r, metadata=edge.meta(w))),
+                  st.builds(pb.ConfigureProjectRequest, project=st.one_of(st.just("fz2"), texts),
+                            labels=st.lists(texts, max_size=4), guidelines=texts, multi_annotators=int32,
+                            target_auto_error=doubles), who),
+        st.builds(lambda r, w: ("CreateAnnotator", lambda: ad.CreateAnnotator(r, metadata=edge.meta(w))),
+                  st.builds(pb.CreateAnnotatorRequest, annotator_id=texts,
+                            role=st.one_of(st.sampled_from(["annotator", "expert", "admin", ""]), texts)), who),
+        st.builds(lambda r, w: ("GetItemHistory", lambda: ad.GetItemHistory(r, metadata=edge.meta(w))),
+                  st.builds(pb.GetItemHistoryRequest, project=st.one_of(st.just(PROJECT), texts),
+                            item_id=st.one_of(st.just("i1"), texts)), who),
+        st.builds(lambda m, raw, w: ("raw " + m, lambda: edge.channel.unary_unary(m)(raw, metadata=edge.meta(w))),
+                  st.sampled_from(["/labelmesh.v1.IngestService/IngestItems", "/labelmesh.v1.AdminService/CreateAnnotator",
+                                   "/labelmesh.v1.AnnotationService/SubmitLabel"]),
+                  st.binary(max_size=64), who),
+    )
+
+
+def _outcome(call: Callable[[], Any]) -> grpc.RpcError | None:
+    return _call(call)[0]
+
+
+def _call(call: Callable[[], Any]) -> tuple[grpc.RpcError | None, Any]:
+    try:
+        return None, call()
+    except grpc.RpcError as exc:
+        return exc, None
+
+
+def _settle(edge: Edge, flag_id: str) -> None:
+    """The gateway consumes its own feedback flags; wait until it did, so that write is not blamed on later calls."""
+    deadline = time.monotonic() + 60
+    while edge.db["processed_events"].find_one({"_id": flag_id}) is None:
+        assert time.monotonic() < deadline, f"flag {flag_id} was never consumed"
+        time.sleep(0.1)
+
+
+def test_fuzzed_requests_get_proper_statuses_and_change_nothing_when_rejected(edge: Edge) -> None:
+    codes: dict[str, set[str]] = {}
+    known: list[dict[str, str]] = []  # the state after the last check, while nothing was accepted since
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+              phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        name, call = data.draw(_calls(edge))
+        before = known.pop() if known else edge.state()
+        error, response = _call(call)
+        if error is None:
+            codes.setdefault(name, set()).add("OK")
+            if name == "FlagItem":
+                _settle(edge, response.flag_id)
+            return
+        codes.setdefault(name, set()).add(error.code().name)
+        assert error.code() not in IMPROPER, f"{name}: {error.code()} {error.details()!r}"
+        assert error.details(), f"{name}: {error.code()} without a message"
+        after = edge.state()
+        assert after == before, f"{name} was rejected ({error.code()}) but changed stored state"
+        known.append(after)
+
+    check()
+    print("fuzzed outcomes per call:", {name: sorted(seen) for name, seen in sorted(codes.items())})
+    assert edge.process.poll() is None, "the gateway is still running"
+    health = health_pb2_grpc.HealthStub(edge.channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert {"UNAUTHENTICATED", "INVALID_ARGUMENT", "PERMISSION_DENIED"} <= set().union(*codes.values()), codes
+
+
+def test_expired_lease_oversized_and_malformed_requests(edge: Edge) -> None:
+    before = edge.state()
+    expired = _outcome(lambda: edge.annotation.SubmitLabel(
+        pb.SubmitLabelRequest(task_id=edge.expired_lease, label="yes", idempotency_key="late"),
+        metadata=edge.meta("ann")))
+    assert expired is not None and expired.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "expired" in expired.details()
+    skipped = _outcome(lambda: edge.annotation.SkipTask(pb.SkipTaskRequest(task_id=edge.expired_lease),
+                                                        metadata=edge.meta("ann")))
+    assert skipped is not None and skipped.code() == grpc.StatusCode.FAILED_PRECONDITION
+    suspended = _outcome(lambda: edge.annotation.LeaseTask(pb.LeaseTaskRequest(project=PROJECT),
+                                                           metadata=edge.meta("sus")))
+    assert suspended is not None and suspended.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    too_long = _outcome(lambda: edge.ingest.IngestItems(pb.IngestItemsRequest(
+        items=[pb.IngestItem(project=PROJECT, item_id="big", text="x" * 2001)]), metadata=edge.meta("admin")))
+    assert too_long is not None and too_long.code() == grpc.StatusCode.INVALID_ARGUMENT
+    many = [pb.IngestItem(project=PROJECT, item_id=f"m{n}", text="t") for n in range(51)]
+    too_many = _outcome(lambda: edge.ingest.IngestItems(pb.IngestItemsRequest(items=many), metadata=edge.meta("admin")))
+    assert too_many is not None and too_many.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, too_many
+    huge = pb.IngestItemsRequest(items=[pb.IngestItem(project=PROJECT, item_id="h", text="x" * (65 * 1024 * 1024))])
+    oversized = _outcome(lambda: edge.ingest.IngestItems(huge, metadata=edge.meta("admin")))
+    assert oversized is not None and oversized.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    garbage = _outcome(lambda: edge.channel.unary_unary("/labelmesh.v1.IngestService/IngestItems")(
+        b"\xff\xff\xff\xff", metadata=edge.meta("admin")))
+    assert garbage is not None and garbage.code() not in IMPROPER and garbage.details(), garbage
+    assert edge.state() == before, "nothing rejected was stored"
+    assert edge.process.poll() is None

@@ -1,0 +1,55 @@
+"""Active-learning order of the gateway's task queue, over real gRPC, Kafka and FerretDB: spot checks first,
+then the most uncertain pre-labels."""
+
+from __future__ import annotations
+
+import pytest
+
+from labelmesh.client import GatewayClient
+from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
+from schemas.rpc import gateway_pb2 as pb
+from services.gateway.app import create_app
+from services.gateway.settings import GatewaySettings
+from tests.conftest import eventually
+from tests.kafka_helpers import Env
+
+pytestmark = pytest.mark.integration
+ADMIN = "test-admin"
+
+
+def _routed(item_id: str, probs: tuple[float, ...], spot_check: bool = False) -> ItemRouted:
+    top_k = tuple(LabelScore(label=label, probability=p) for label, p in zip(("yes", "no", "maybe"), probs))
+    return ItemRouted(producer="test", project="pq", item_id=item_id, tier=Tier.SINGLE, required_annotators=1,
+                      top_k=top_k, spot_check=spot_check, thresholds=Thresholds(), reasons=("test",))
+
+
+async def test_humans_get_the_most_informative_items_first(env: Env) -> None:
+    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, golden_rate=0.0))
+    await runtime.start()
+    admin = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
+    try:
+        await admin.configure_project("pq", ["yes", "no", "maybe"], guidelines="v1")
+        ids = ("sure", "torn", "fair", "spot", "unknown-a", "unknown-b")
+        await admin.ingest_items([pb.IngestItem(project="pq", item_id=i, text=f"text {i}") for i in ids])
+        # Published oldest first in this order; the queue must not simply hand them out in it.
+        await env.publish_events([
+            _routed("sure", (0.90, 0.05)), _routed("torn", (0.48, 0.46)), _routed("unknown-a", ()),
+            _routed("fair", (0.70, 0.20)), _routed("spot", (0.99, 0.01), spot_check=True), _routed("unknown-b", ()),
+        ])
+
+        async def queued() -> bool:
+            return await runtime.db["tasks"].count_documents({"project": "pq", "status": "open"}) == len(ids)
+
+        await eventually(queued)
+        annotator = admin.as_user(await admin.create_annotator("ann"))
+        order = []
+        while (task := await annotator.lease("pq")) is not None:
+            order.append(task.item_id)
+            await annotator.submit(task.task_id, "yes", key=f"k-{task.item_id}")
+        # Spot check first (it measures auto-label accuracy), then no pre-label at all, then by closeness of the
+        # top two probabilities. (The two unknowns tie; which was queued first depends on Kafka partitions.)
+        assert order[0] == "spot" and set(order[1:3]) == {"unknown-a", "unknown-b"}
+        assert order[3:] == ["torn", "fair", "sure"]
+    finally:
+        await admin.close()
+        await runtime.stop()
