@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import insert_new
 from schemas.events import Envelope, utcnow
 
 
@@ -32,11 +31,6 @@ class Inbox:
         if not events:
             return
         now = utcnow()
-        await bulk_write(
-            self.collection,
-            [
-                UpdateOne({"_id": e.event_id}, {"$setOnInsert": {"type": e.type, "at": now}}, upsert=True)
-                for e in events
-            ],
-            ordered=False,
-        )
+        # One insert command per batch; an id already marked (a redelivery) keeps its first entry.
+        docs = {e.event_id: {"_id": e.event_id, "type": e.type, "at": now} for e in events}
+        await insert_new(self.collection, list(docs.values()))

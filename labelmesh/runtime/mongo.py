@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
 
 # FerretDB 1.24 answers an `update` command by opening one SQLite query per update statement and closes
 # them only when the whole command returns (internal/handler/msg_update.go: `defer closer.Close()` inside
@@ -25,3 +27,43 @@ async def bulk_write(collection: AsyncCollection, ops: Sequence[Any], *, ordered
     """
     for start in range(0, len(ops), MAX_STATEMENTS_PER_COMMAND):
         await collection.bulk_write(list(ops[start : start + MAX_STATEMENTS_PER_COMMAND]), ordered=ordered)
+
+
+# FerretDB 1.24's `insert` command writes its documents in batches (one SQLite transaction each, nothing
+# held open per document; internal/handler/msg_insert.go), so unlike `update` it is safe with any count.
+# Inserting first and updating only the documents that already existed turns a batch of N upserts from
+# N/16 round trips into one; redeliveries and replays, the only source of existing ids, take the old path.
+DUPLICATE_KEY = 11000
+
+
+async def insert_new(collection: AsyncCollection, docs: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert documents (each with its `_id`) in one unordered command; existing ids are left untouched.
+
+    Returns the indexes of the documents whose `_id` already existed. Any other write error raises.
+    """
+    if not docs:
+        return []
+    try:
+        await collection.insert_many(list(docs), ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        return sorted(e["index"] for e in errors)
+    return []
+
+
+async def upsert_many(collection: AsyncCollection, docs: Sequence[dict[str, Any]], *, merge: bool = False) -> None:
+    """Per document, what ReplaceOne(upsert=True) does, or UpdateOne($set, upsert=True) with merge=True
+    (fields the stored document has and `doc` lacks are kept): new ids in one insert command, existing
+    ones through bulk_write in small update commands."""
+    existing = await insert_new(collection, docs)
+    if not existing:
+        return
+    ops = []
+    for index in existing:
+        doc = docs[index]
+        body = {k: v for k, v in doc.items() if k != "_id"}
+        ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": body}, upsert=True) if merge
+                   else ReplaceOne({"_id": doc["_id"]}, body, upsert=True))
+    await bulk_write(collection, ops, ordered=False)

@@ -38,7 +38,8 @@ class ServiceRuntime:
     def __post_init__(self) -> None:
         self.bus = EventBus(self.settings, self.service, self.registry)
         self.mongo: AsyncMongoClient = AsyncMongoClient(
-            self.settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, appname=self.service
+            self.settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, appname=self.service,
+            socketTimeoutMS=int(self.settings.mongo_socket_timeout_s * 1000),
         )
         self.db: AsyncDatabase = self.mongo[self.settings.database_name(self.service)]
         self.bus.inbox = Inbox(self.db)
@@ -117,5 +118,9 @@ def dump_tasks() -> None:
 
     for task in asyncio.all_tasks():
         buffer = io.StringIO()
-        task.print_stack(limit=12, file=buffer)
+        try:
+            task.print_stack(limit=12, file=buffer)
+        except Exception:  # noqa: BLE001 - print_stack fails on frames without a line number (linecache)
+            for frame in task.get_stack(limit=12):
+                buffer.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
         log.warning("task %s:\n%s", task.get_name(), buffer.getvalue())

@@ -36,6 +36,10 @@ class CommonSettings(BaseSettings):
     # default since 3.0 is 45 s; aiokafka's 10 s let a CPU-starved service (2 cores, a model training in a
     # thread) lose its partitions mid-batch and handle the batch twice.
     session_timeout_ms: int = shared(30_000, "SESSION_TIMEOUT_MS")
+    # A database reply that has not come after this long is an error (the batch is redelivered), not a
+    # wait forever: under load FerretDB 1.24 sometimes never answers a command, and a service parked on it
+    # stopped consuming for good (bench/pipeline_throughput.py, SIGUSR1 task dumps of the router).
+    mongo_socket_timeout_s: float = shared(60.0, "MONGO_SOCKET_TIMEOUT_S")
     http_host: str = shared("127.0.0.1", "HTTP_HOST")
     http_port: int = 0
 

@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 from pymongo.errors import DuplicateKeyError
 
+from labelmesh.runtime.mongo import insert_new, upsert_many
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -84,12 +85,17 @@ class Gateway:
         return doc
 
     async def history(self, project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> None:
-        await self.db["history"].update_one(
-            {"_id": key},
-            {"$setOnInsert": {"project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
-                              "detail": json.dumps(detail, default=str)}},
-            upsert=True,
-        )
+        await self.histories([history_entry(project, item_id, kind, detail, key)])
+
+    async def histories(self, entries: list[dict[str, Any]]) -> None:
+        """History entries (from history_entry) in one command; an entry already recorded stays as it was."""
+        await insert_new(self.db["history"], entries)
+
+
+def history_entry(project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> dict[str, Any]:
+    """One item-history entry, keyed by the event that caused it so a redelivery records nothing twice."""
+    return {"_id": key, "project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
+            "detail": json.dumps(detail, default=str)}
 
 
 def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
@@ -180,19 +186,20 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                     trusted_label=item.trusted_label or None,
                 )
             )
-        for event in events:
-            await self.gw.db["items"].replace_one(
-                {"_id": f"{event.project}/{event.item_id}"},
-                {"project": event.project, "item_id": event.item_id, "text": event.payload.text,
-                 "golden_label": event.golden_label, "trusted_label": event.trusted_label,
-                 "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at},
-                upsert=True,
-            )
+        # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
+        await upsert_many(self.gw.db["items"], [
+            {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
+             "text": event.payload.text, "golden_label": event.golden_label, "trusted_label": event.trusted_label,
+             "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at}
+            for event in events
+        ])
         await self.gw.rt.bus.publish(events)
-        for event in events:
-            await self.gw.history(event.project, event.item_id, "ingested",
-                                  {"source": event.source, "golden": event.golden_label is not None,
-                                   "trusted": event.trusted_label is not None}, event.event_id)
+        await self.gw.histories([
+            history_entry(event.project, event.item_id, "ingested",
+                          {"source": event.source, "golden": event.golden_label is not None,
+                           "trusted": event.trusted_label is not None}, event.event_id)
+            for event in events
+        ])
         return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import Counter, Gauge, Histogram
-from pymongo import ReplaceOne
 
 from labelmesh.ml.encoder import Encoder, load_encoder
 from labelmesh.runtime.bus import PoisonEvent
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -161,18 +160,13 @@ class Prelabeler:
                 )
             )
             self.items_total.labels(item.project).inc()
-        await bulk_write(
+        await upsert_many(
             self.rt.db["prelabels"],
             [
-                ReplaceOne(
-                    {"_id": f"{e.project}/{e.item_id}"},
-                    {"model_version": e.model_version, "top_k": [s.model_dump() for s in e.top_k],
-                     "truncated": e.truncated, "event_id": e.event_id},
-                    upsert=True,
-                )
+                {"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
+                 "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
                 for e in out
             ],
-            ordered=False,
         )
         await self.rt.bus.publish(out)
 

@@ -6,10 +6,9 @@ import logging
 
 import numpy as np
 from prometheus_client import Counter, Gauge
-from pymongo import ReplaceOne, UpdateOne
 
 from labelmesh.neighbours import LabelledIndex
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -99,24 +98,22 @@ class Router:
     # --- routing -----------------------------------------------------------------------------------
     async def on_prelabeled(self, events: list[Envelope]) -> None:
         routed: list[ItemRouted] = []
-        docs: list[ReplaceOne] = []
+        docs: list[dict[str, object]] = []
         for event in events:
             assert isinstance(event, ItemPrelabeled)
             config = await self.catalog.require(event)
             vector = np.asarray(event.embedding, dtype=np.float32)
             docs.append(
-                UpdateOne(
-                    {"_id": f"{event.project}/{event.item_id}"},
-                    {"$set": {"project": event.project, "item_id": event.item_id, "embedding": vector.tobytes(),
-                              "top_k": [s.model_dump() for s in event.top_k], "model_version": event.model_version}},
-                    upsert=True,
-                )
+                {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
+                 "embedding": vector.tobytes(), "top_k": [s.model_dump() for s in event.top_k],
+                 "model_version": event.model_version}
             )
             if event.trusted:
                 continue  # its label is already known; qc finalises it from item.ingested
             routed.append(self._route(event, vector, config.multi_annotators))
         if docs:
-            await bulk_write(self.rt.db["items"], docs, ordered=False)
+            # merge: a final label stored before the embedding arrived stays.
+            await upsert_many(self.rt.db["items"], docs, merge=True)
             # A final label can arrive before the item's embedding (topics are not ordered with each other).
             ids = [f"{e.project}/{e.item_id}" for e in events]
             async for doc in self.rt.db["items"].find({"_id": {"$in": ids}, "label": {"$exists": True}}):
@@ -124,10 +121,8 @@ class Router:
                     doc["item_id"], doc["label"], np.frombuffer(doc["embedding"], np.float32)
                 )
         if routed:
-            await bulk_write(
-                self.rt.db["decisions"],
-                [ReplaceOne({"_id": f"{r.project}/{r.item_id}"}, r.model_dump(mode="json"), upsert=True) for r in routed],
-                ordered=False,
+            await upsert_many(
+                self.rt.db["decisions"], [{"_id": f"{r.project}/{r.item_id}", **r.model_dump(mode="json")} for r in routed]
             )
             await self.rt.bus.publish(routed)
         for r in routed:

@@ -3,7 +3,7 @@
 import pytest
 from pymongo import AsyncMongoClient, UpdateOne
 
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import bulk_write, insert_new, upsert_many
 from labelmesh.runtime.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -19,5 +19,38 @@ async def test_three_hundred_upserts_in_one_call_complete(env):
         await bulk_write(collection, ops[:150], ordered=True)  # again: upserts of existing documents
         assert await collection.count_documents({}) == 300
         assert sorted([d["n"] async for d in collection.find({}, {"n": 1})]) == list(range(300))
+    finally:
+        await client.close()
+
+
+async def test_upsert_many_inserts_new_documents_and_replaces_or_merges_existing_ones(env):
+    settings = env.settings(CommonSettings)
+    client = AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        collection = client[settings.database_name("bulk")]["upserts"]
+        await upsert_many(collection, [{"_id": f"d{i}", "n": i, "keep": True} for i in range(200)])
+        assert await collection.count_documents({}) == 200
+        # Replace: an existing document becomes exactly the new one; new ids are inserted beside it.
+        await upsert_many(collection, [{"_id": "d1", "n": -1}, {"_id": "new", "n": 1000}])
+        assert await collection.find_one({"_id": "d1"}) == {"_id": "d1", "n": -1}
+        assert await collection.find_one({"_id": "new"}) == {"_id": "new", "n": 1000}
+        # Merge: fields the stored document has and the new one lacks stay, like $set with upsert.
+        await upsert_many(collection, [{"_id": "d2", "n": -2}, {"_id": "merged-new", "n": 7}], merge=True)
+        assert await collection.find_one({"_id": "d2"}) == {"_id": "d2", "n": -2, "keep": True}
+        assert await collection.find_one({"_id": "merged-new"}) == {"_id": "merged-new", "n": 7}
+        assert await collection.count_documents({}) == 202
+    finally:
+        await client.close()
+
+
+async def test_insert_new_keeps_existing_documents_and_says_which_they_were(env):
+    settings = env.settings(CommonSettings)
+    client = AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        collection = client[settings.database_name("bulk")]["inbox"]
+        assert await insert_new(collection, [{"_id": "a", "v": 1}, {"_id": "b", "v": 1}]) == []
+        assert await insert_new(collection, [{"_id": "c", "v": 2}, {"_id": "a", "v": 2}, {"_id": "b", "v": 2}]) == [1, 2]
+        assert {d["_id"]: d["v"] async for d in collection.find({})} == {"a": 1, "b": 1, "c": 2}
+        assert await insert_new(collection, []) == []
     finally:
         await client.close()

@@ -48,3 +48,24 @@ def test_no_code_calls_collection_bulk_write_directly():
                 if re.search(r"\.bulk_write\(", line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}")
     assert offenders == []
+
+
+class FailingInserts:
+    def __init__(self, codes: list[int]) -> None:
+        self.codes = codes
+
+    async def insert_many(self, docs, ordered):  # noqa: ANN001 - stands in for AsyncCollection.insert_many
+        from pymongo.errors import BulkWriteError
+
+        raise BulkWriteError({"writeErrors": [{"index": i, "code": c, "errmsg": "x"} for i, c in enumerate(self.codes)]})
+
+
+async def test_insert_new_reports_duplicates_but_raises_any_other_write_error():
+    import pytest
+    from pymongo.errors import BulkWriteError
+
+    from labelmesh.runtime.mongo import DUPLICATE_KEY, insert_new
+
+    assert await insert_new(FailingInserts([DUPLICATE_KEY, DUPLICATE_KEY]), [{"_id": 1}, {"_id": 2}]) == [0, 1]  # type: ignore[arg-type]
+    with pytest.raises(BulkWriteError):
+        await insert_new(FailingInserts([DUPLICATE_KEY, 121]), [{"_id": 1}, {"_id": 2}])  # type: ignore[arg-type]

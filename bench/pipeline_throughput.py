@@ -1,0 +1,538 @@
+"""Pipeline throughput: items/s and p50/p99 latency through the five running services, against two ceilings.
+
+Needs Kafka and FerretDB up (`bash deploy/local/up.sh`). In ONE run, on a fresh namespace and topic prefix:
+
+1. raw aiokafka produce-and-consume on the same broker (messages the size of an item.ingested event);
+2. per encoder (the hashing stub, then MiniLM), the five services as separate processes (labelmesh.stack):
+   - bootstrap model v1 from BANKING77 rows through the front door (as `labelmesh bootstrap` does);
+   - loop phase: a trickle of items with simulated annotator bots that lease and submit at once over gRPC,
+     so ingest -> final label per tier shows the pipeline's own overhead, not a queue of human work;
+   - burst phase: N items ingested over gRPC as fast as possible -> items/s and p50/p99 latency
+     ingest -> item.prelabeled and ingest -> item.routed, from the Kafka record timestamps of each item;
+   - model-only: the same encoder + the head the trainer published, on the same texts, in calls of the
+     prelabeler's batch size (the ceiling for the prelabeler stage).
+
+Usage: python bench/pipeline_throughput.py [--items 3000] [--encoders hashing,minilm] [--loop-items 150]
+Writes bench/results/pipeline_throughput.json and prints tables. Service logs: var/bench/<namespace>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import grpc  # noqa: E402
+from _common import REPO, environment, table, write_result  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from pipeline_stats import by_group, first_timestamps, stage_stats  # noqa: E402
+
+from labelmesh.bootstrap import ingest_trusted  # noqa: E402
+from labelmesh.client import GatewayClient  # noqa: E402
+from labelmesh.datasets import Row, categories, load  # noqa: E402
+from labelmesh.infra import create_topics  # noqa: E402
+from labelmesh.runtime.settings import CommonSettings  # noqa: E402
+from labelmesh.stack import Stack  # noqa: E402
+from schemas.events import ItemIngested, ModelUpdated, TextPayload  # noqa: E402
+from schemas.rpc import gateway_pb2 as pb  # noqa: E402
+
+PROJECT = "bench"
+FOLLOWED = ("item.ingested", "item.prelabeled", "item.routed", "label.finalized", "model.updated", "deadletter")
+GOAL_ROUTED_ITEMS_PER_S = 1000.0
+GOAL_SHARE_OF_MODEL = 0.85
+CALL_DEADLINE_S = 20.0
+LEASE_SECONDS = 60  # a lease held by a call that never answered frees its slot after this long
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+# --- 1. the broker's own ceiling -------------------------------------------------------------------------
+def ingested_payload(row: Row) -> bytes:
+    return ItemIngested(producer="gateway", project=PROJECT, item_id=row.item_id, payload=TextPayload(text=row.text),
+                        source="bench", dataset="default").model_dump_json().encode()
+
+
+async def raw_kafka(bootstrap: str, prefix: str, rows: list[Row], n: int) -> dict[str, Any]:
+    """Produce n item.ingested-sized records (same producer settings as the services) while a consumer reads them."""
+    topic = f"{prefix}bench.raw"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 3, 1)])
+    finally:
+        await admin.close()
+    values = [(rows[i % len(rows)].item_id.encode(), ingested_payload(rows[i % len(rows)])) for i in range(n)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                enable_auto_commit=False)
+    await producer.start()
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        await consumer.seek_to_beginning()
+
+        async def consume() -> float:
+            got = 0
+            while got < n:
+                for records in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
+                    got += len(records)
+            return time.perf_counter()
+
+        reader = asyncio.create_task(consume())
+        start = time.perf_counter()
+        futures = [await producer.send(topic, value, key=key) for key, value in values]
+        await asyncio.gather(*futures)
+        produced = time.perf_counter()
+        consumed = await asyncio.wait_for(reader, 300)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    # Consume-only: a second reader over the full topic once everything is on it.
+    again = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+    await again.start()
+    try:
+        read, t0 = 0, time.perf_counter()
+        while read < n:
+            for records in (await again.getmany(timeout_ms=200, max_records=5000)).values():
+                read += len(records)
+        consume_only = time.perf_counter() - t0
+    finally:
+        await again.stop()
+    return {
+        "messages": n,
+        "message_bytes_mean": statistics.fmean(len(v) for _, v in values),
+        "producer": "aiokafka, acks=all, idempotent, linger_ms=5 (as the services)",
+        "produce_msgs_per_s": n / (produced - start),
+        "produce_and_consume_msgs_per_s": n / (consumed - start),
+        "consume_only_msgs_per_s": n / consume_only,
+    }
+
+
+# --- 2. the running pipeline -----------------------------------------------------------------------------
+@dataclass
+class TopicLog:
+    """(item id, record timestamp) per topic, plus the values needed later, read as any consumer would."""
+
+    times: dict[str, list[tuple[str, int]]] = field(default_factory=lambda: {t: [] for t in FOLLOWED})
+    values: dict[str, list[bytes]] = field(default_factory=lambda: {t: [] for t in FOLLOWED})
+    seen: dict[str, set[str]] = field(default_factory=lambda: {t: set() for t in FOLLOWED})
+
+    async def follow(self, bootstrap: str, prefix: str, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(*(prefix + t for t in FOLLOWED), bootstrap_servers=bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False,
+                                    max_partition_fetch_bytes=16 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                    topic = tp.topic.removeprefix(prefix)
+                    for r in records:
+                        item = r.key.decode() if r.key else ""
+                        self.times[topic].append((item, r.timestamp))
+                        self.seen[topic].add(item)
+                        if topic in ("item.routed", "label.finalized", "model.updated", "deadletter"):
+                            self.values[topic].append(r.value)
+        finally:
+            await consumer.stop()
+
+    async def wait_for(self, topic: str, items: set[str], timeout_s: float, stack: Stack) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not items <= self.seen[topic]:
+            if time.monotonic() > deadline:
+                return False
+            _alive(stack)
+            await asyncio.sleep(0.2)
+        return True
+
+
+def _alive(stack: Stack) -> None:
+    """Fail fast when a service process has gone (the machine is shared: someone may have stopped it)."""
+    for name, proc in stack.processes.items():
+        if proc.process is not None and proc.process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.process.returncode} mid-run; see {proc.log_path}")
+
+
+async def _bot(client: GatewayClient, truth: dict[str, str], stop: asyncio.Event, counts: Counter[str],
+               name: str, idle_s: float, errors: Counter[str]) -> None:
+    """A simulated annotator that answers each task at once with the dataset's label."""
+    while not stop.is_set():
+        try:
+            # A deadline on every call, as a real tool would set: a call that never returns must not stop the bot.
+            task = await asyncio.wait_for(client.lease(PROJECT), CALL_DEADLINE_S)
+            if task is None:
+                await asyncio.sleep(idle_s)
+                continue
+            response = await asyncio.wait_for(client.submit(task.task_id, truth[task.item_id], key=task.task_id,
+                                                            time_spent_ms=1), CALL_DEADLINE_S)
+            # A duplicate is the gateway handing back a lease already submitted: counted apart, not as work.
+            counts[f"{name} (duplicate)" if response.duplicate else name] += 1
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:  # counted and reported; the bot carries on
+            reason = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.aio.AioRpcError) else \
+                f"no answer within {CALL_DEADLINE_S:.0f}s"
+            if not errors:
+                print(f"  {name}: {reason}", flush=True)
+            errors[reason[:200]] += 1
+            await asyncio.sleep(idle_s)
+
+
+async def _ingest(client: GatewayClient, rows: list[Row], batch: int, concurrency: int) -> None:
+    queue = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+
+    async def worker() -> None:
+        while queue:
+            chunk = queue.pop(0)
+            response = await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+                                                                source="bench") for r in chunk])
+            assert response.accepted == len(chunk), response
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _infra_pids() -> dict[str, int]:
+    """Kafka's and FerretDB's process ids (read-only: their CPU time during the burst says who was busy)."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "kafka.Kafka" in cmd:
+            found["kafka"] = int(entry.name)
+        elif "ferretdb" in cmd.split(" ")[0]:
+            found["ferretdb"] = int(entry.name)
+    return found
+
+
+def _cpu_snapshot(stack: Stack) -> dict[str, float]:
+    pids = {name: p.process.pid for name, p in stack.processes.items() if p.process}
+    pids |= _infra_pids() | {"bench": os.getpid()}
+    snapshot = {}
+    for name, pid in pids.items():
+        try:
+            snapshot[name] = _cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            pass
+    return snapshot
+
+
+def _tiers(values: list[bytes], items: set[str]) -> dict[str, str]:
+    """Each item's first routing decision as 'tier' or 'tier+spot' (spot-checked auto items need a person)."""
+    tier: dict[str, str] = {}
+    for raw in values:
+        event = json.loads(raw)
+        if event["item_id"] in items and event["item_id"] not in tier:
+            tier[event["item_id"]] = event["tier"] + ("+spot" if event.get("spot_check") else "")
+    return tier
+
+
+def _stats(s: Any) -> dict[str, Any]:
+    return s.as_dict()
+
+
+async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, base: CommonSettings) -> dict[str, Any]:
+    namespace = f"bench{encoder.replace('-', '')}{int(time.time())}"
+    prefix = f"{namespace}."
+    admin_token = secrets.token_urlsafe(16)
+    await create_topics(base.kafka_bootstrap, prefix)
+    log_dir = REPO / "var" / "bench" / namespace
+    stack = Stack(
+        env={"LABELMESH_NAMESPACE": namespace, "LABELMESH_TOPIC_PREFIX": prefix,
+             "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
+             "LABELMESH_PRELABELER_ENCODER": encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin_token,
+             "LABELMESH_GATEWAY_GOLDEN_RATE": "0.0", "LABELMESH_GATEWAY_LEASE_SECONDS": str(LEASE_SECONDS),
+             "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(args.bootstrap * 0.8)),
+             # No retraining inside the measurement: a training run would share the two cores with the burst.
+             "LABELMESH_TRAINER_RETRAIN_EVERY": "1000000"},
+        log_dir=log_dir, port_offset=args.port_offset, grpc_port=args.grpc_port,
+    )
+    boot = rows[:args.bootstrap]
+    loop_rows = rows[args.bootstrap:args.bootstrap + args.loop_items]
+    burst = rows[args.bootstrap + args.loop_items:][:args.items]
+    truth = {r.item_id: r.label for r in rows}
+    log, stop_log, stop_bots = TopicLog(), asyncio.Event(), asyncio.Event()
+    print(f"\n[{encoder}] namespace {namespace}: starting the five services", flush=True)
+    started = time.monotonic()
+    await stack.start_all()
+    follower = asyncio.create_task(log.follow(base.kafka_bootstrap, prefix, stop_log))
+    client = GatewayClient(f"127.0.0.1:{args.grpc_port}", admin_token)
+    result: dict[str, Any] = {"encoder": encoder, "namespace": namespace, "logs": str(log_dir.relative_to(REPO)),
+                              "load_average_at_start": os.getloadavg()}
+    try:
+        await client.configure_project(PROJECT, categories(), guidelines="Label the customer's banking intent.")
+        names = [f"bot-{i}" for i in range(args.bots)] + ["bot-expert"]
+        tokens = {n: await client.create_annotator(n, "expert" if n == "bot-expert" else "annotator") for n in names}
+        print(f"[{encoder}] services up in {time.monotonic() - started:.0f}s; bootstrapping from {len(boot)} rows",
+              flush=True)
+        t_boot = time.monotonic()
+        await ingest_trusted(client, PROJECT, boot)
+        while not log.values["model.updated"]:
+            if time.monotonic() - t_boot > args.timeout:
+                raise TimeoutError("no model.updated after bootstrapping")
+            _alive(stack)
+            await asyncio.sleep(0.5)
+        model = ModelUpdated.model_validate_json(log.values["model.updated"][0])
+        result["bootstrap"] = {"rows": len(boot), "seconds_to_model": time.monotonic() - t_boot,
+                               "model_version": model.model_version,
+                               "heldout_accuracy": model.heldout_metrics.get("heldout_accuracy"),
+                               "thresholds": model.recommended_thresholds.model_dump()}
+        print(f"[{encoder}] model v{model.model_version} after {result['bootstrap']['seconds_to_model']:.0f}s", flush=True)
+
+        # Loop phase: a trickle the pipeline can keep up with, and bots that answer at once.
+        counts: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        bots = [asyncio.create_task(_bot(client.as_user(tokens[n]), truth, stop_bots, counts, n, args.bot_idle_s,
+                                         errors)) for n in names]
+        loop_ids = {r.item_id for r in loop_rows}
+        t_loop = time.monotonic()
+        for i in range(0, len(loop_rows), args.loop_batch):
+            await _ingest(client, loop_rows[i:i + args.loop_batch], args.loop_batch, 1)
+            await asyncio.sleep(args.loop_interval_s)
+        finished = await log.wait_for("label.finalized", loop_ids, args.timeout, stack)
+        stop_bots.set()
+        await asyncio.gather(*bots)
+        loop_tiers = _tiers(log.values["item.routed"], loop_ids)
+        ingested = first_timestamps(log.times["item.ingested"], loop_ids)
+        finals = first_timestamps(log.times["label.finalized"], loop_ids)
+        result["loop"] = {
+            "items": len(loop_rows),
+            "offered_items_per_s": args.loop_batch / args.loop_interval_s,
+            "all_finalized": finished,
+            "seconds": time.monotonic() - t_loop,
+            "human_labels": dict(counts),
+            "bot_errors": dict(errors),
+            "tiers": dict(Counter(loop_tiers.values())),
+            "ingest_to_routed": _stats(stage_stats(ingested, first_timestamps(log.times["item.routed"], loop_ids),
+                                                   loop_ids)),
+            "ingest_to_final": _stats(stage_stats(ingested, finals, loop_ids)),
+            "ingest_to_final_by_tier": {k: _stats(v) for k, v in by_group(ingested, finals, loop_tiers).items()},
+        }
+        print(f"[{encoder}] loop phase: {len(finals)}/{len(loop_ids)} final labels in {result['loop']['seconds']:.0f}s",
+              flush=True)
+
+        # Burst phase: everything at once, as fast as the gateway takes it.
+        burst_ids = {r.item_id for r in burst}
+        load_before = os.getloadavg()
+        cpu_before, wall_before = _cpu_snapshot(stack), time.monotonic()
+        t_first_send = now_ms()
+        await _ingest(client, burst, args.batch, args.concurrency)
+        t_sent = now_ms()
+        routed_all = await log.wait_for("item.routed", burst_ids, args.timeout, stack)
+        wall = time.monotonic() - wall_before
+        cpu_after = _cpu_snapshot(stack)
+        load_after = os.getloadavg()
+        burst_tiers = _tiers(log.values["item.routed"], burst_ids)
+        auto_ids = {i for i, t in burst_tiers.items() if t == "auto"}
+        await log.wait_for("label.finalized", auto_ids, args.final_grace_s, stack)
+        ingested = first_timestamps(log.times["item.ingested"], burst_ids)
+        prelabeled = first_timestamps(log.times["item.prelabeled"], burst_ids)
+        routed = first_timestamps(log.times["item.routed"], burst_ids)
+        finals = first_timestamps(log.times["label.finalized"], burst_ids)
+        result["burst"] = {
+            "items": len(burst),
+            "grpc_batch": args.batch,
+            "grpc_concurrency": args.concurrency,
+            "all_routed": routed_all,
+            "grpc_ingest_items_per_s": len(burst) / ((t_sent - t_first_send) / 1000.0),
+            # Rates from the first item the client sent (so gRPC ingest is included) to the last arrival.
+            "send_to_prelabeled": _stats(stage_stats(ingested, prelabeled, burst_ids, t_first_send)),
+            "send_to_routed": _stats(stage_stats(ingested, routed, burst_ids, t_first_send)),
+            # Latencies: item.ingested record timestamp -> the item's later record timestamps.
+            "ingest_to_prelabeled": _stats(stage_stats(ingested, prelabeled, burst_ids)),
+            "ingest_to_routed": _stats(stage_stats(ingested, routed, burst_ids)),
+            "tiers": dict(Counter(burst_tiers.values())),
+            "auto_ingest_to_final": _stats(stage_stats(ingested, finals, auto_ids)),
+            "cpu_seconds_during_burst": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+            "burst_wall_seconds": wall,
+            "load_average_before_after": [load_before, load_after],
+            "dead_letters": len(log.values["deadletter"]),
+        }
+        b = result["burst"]
+        print(f"[{encoder}] burst: {b['send_to_routed']['arrived']}/{len(burst)} routed, "
+              f"{b['send_to_routed']['items_per_s'] or 0:,.0f} items/s send->routed", flush=True)
+    finally:
+        stop_bots.set()
+        stop_log.set()
+        await follower
+        await client.close()
+        result["exit_codes"] = stack.stop_all()
+    try:
+        result["model_only"] = model_only(encoder, model, [r.text for r in burst], args)
+    except Exception as exc:  # noqa: BLE001 - the pipeline numbers above are kept; the failure is recorded
+        result["model_only"] = {"error": repr(exc)[:500]}
+    if "texts_per_s" in result["model_only"]:
+        share = (result["burst"]["send_to_prelabeled"]["items_per_s"] or 0) / result["model_only"]["texts_per_s"]
+    else:
+        share = None
+    result["prelabeler_share_of_model_only"] = share
+    result["load_average_at_end"] = os.getloadavg()
+    return result
+
+
+# --- 3. the model's own throughput -----------------------------------------------------------------------
+def model_only(encoder_spec: str, model: ModelUpdated, texts: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """Encoder + the published head on the same texts, in calls of the prelabeler's batch size, in this process."""
+    from labelmesh.ml.encoder import load_encoder
+    from services.prelabeler.models import load_artifact
+    from services.prelabeler.settings import PrelabelerSettings
+
+    settings = PrelabelerSettings()
+    encoder = load_encoder(encoder_spec, settings.device)
+    head = load_artifact(model, encoder.name).head
+    head.top_k(encoder.encode_with_info(texts[:64]).embeddings, settings.top_k)  # warm-up
+    calls = [texts[i:i + settings.max_batch] for i in range(0, len(texts), settings.max_batch)]
+    times = []
+    for _ in range(args.model_repeats if encoder_spec.startswith("hashing") else 1):
+        start = time.perf_counter()
+        for chunk in calls:
+            head.top_k(encoder.encode_with_info(chunk).embeddings, settings.top_k)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"texts": len(texts), "call_size": settings.max_batch, "repeats": len(times), "seconds": seconds,
+            "texts_per_s": len(texts) / seconds, "load_average": os.getloadavg()}
+
+
+# --- report ----------------------------------------------------------------------------------------------
+def _fmt(v: float | None, spec: str = ",.0f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_tables(payload: dict[str, Any]) -> None:
+    raw = payload["raw_kafka"]
+    print(f"\nraw aiokafka, {raw['messages']} messages of {raw['message_bytes_mean']:.0f} B: "
+          f"produce {raw['produce_msgs_per_s']:,.0f}/s, produce+consume {raw['produce_and_consume_msgs_per_s']:,.0f}/s, "
+          f"consume only {raw['consume_only_msgs_per_s']:,.0f}/s")
+    rows = []
+    for run in payload["runs"]:
+        b = run["burst"]
+        for stage in ("send_to_prelabeled", "send_to_routed"):
+            lat = b[stage.replace("send_to", "ingest_to")]
+            rows.append([run["encoder"], stage.replace("send_to_", "ingest -> "), f"{b[stage]['arrived']}/{b['items']}",
+                         _fmt(b[stage]["items_per_s"]), _fmt(lat["p50_ms"]), _fmt(lat["p99_ms"])])
+        rows.append([run["encoder"], "model only (encoder + head)", str(run["model_only"].get("texts", "-")),
+                     _fmt(run["model_only"].get("texts_per_s")), "", ""])
+    print("\nburst: N items ingested over gRPC as fast as possible (rates from the first send; latency from the "
+          "item.ingested record)")
+    print(table(["encoder", "stage", "arrived", "items/s", "p50 ms", "p99 ms"], rows))
+    rows = []
+    for run in payload["runs"]:
+        loop = run["loop"]
+        for tier, s in loop["ingest_to_final_by_tier"].items():
+            rows.append([run["encoder"], tier, f"{s['arrived']}/{s['items']}", _fmt(s["p50_ms"]), _fmt(s["p99_ms"])])
+        s = loop["ingest_to_routed"]
+        rows.append([run["encoder"], "(ingest -> routed)", f"{s['arrived']}/{s['items']}", _fmt(s["p50_ms"]),
+                     _fmt(s["p99_ms"])])
+    print(f"\nloop: ingest -> final label per tier, bots answering at once (offered "
+          f"{payload['settings']['loop_batch'] / payload['settings']['loop_interval_s']:.0f} items/s)")
+    print(table(["encoder", "tier", "final/items", "p50 ms", "p99 ms"], rows))
+    print("\ngoals")
+    for goal in payload["goals"]:
+        print(f"  {goal['goal']}: measured {_fmt(goal['measured'], ',.3f')} -> {'met' if goal['met'] else 'NOT met'}")
+    env = payload["environment"]
+    print(f"load average (1/5/15 min) at start {env['load_average_1_5_15']}, at end {payload['load_average_at_end']} "
+          f"on {env['cpus_available']} CPUs")
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return head.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for run in runs:
+        if run["encoder"].startswith("hashing"):
+            v = run["burst"]["send_to_routed"]["items_per_s"] or 0.0
+            out.append({"goal": f"(a) stub model: >= {GOAL_ROUTED_ITEMS_PER_S:,.0f} items/s ingest -> routed",
+                        "measured": v, "met": v >= GOAL_ROUTED_ITEMS_PER_S})
+        else:
+            v = run["prelabeler_share_of_model_only"]
+            out.append({"goal": f"(b) {run['encoder']}: prelabeler stage >= {GOAL_SHARE_OF_MODEL:.0%} of model-only",
+                        "measured": v, "met": v is not None and v >= GOAL_SHARE_OF_MODEL})
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    env_at_start = environment()
+    base = CommonSettings()
+    rows = load("train")
+    random.Random(args.seed).shuffle(rows)
+    needed = args.bootstrap + args.loop_items + args.items
+    if needed > len(rows):
+        raise SystemExit(f"BANKING77 train has {len(rows)} rows; --bootstrap + --loop-items + --items = {needed}")
+    rows = rows[:needed]
+    raw = await raw_kafka(base.kafka_bootstrap, f"benchraw{int(time.time())}.", rows[-args.items:], args.raw_messages)
+    print(f"raw aiokafka: {raw['produce_and_consume_msgs_per_s']:,.0f} msgs/s produce+consume", flush=True)
+    payload: dict[str, Any] = {
+        "benchmark": "pipeline_throughput",
+        "commit": _commit(),
+        "environment": env_at_start,
+        "settings": dict(vars(args)),
+        "raw_kafka": raw,
+        "runs": [],
+    }
+    for encoder in args.encoders.split(","):
+        payload["runs"].append(await pipeline_run(encoder, rows, args, base))
+        # Written after each run, so a later run that fails or is stopped leaves the earlier numbers.
+        payload |= {"goals": goals(payload["runs"]), "load_average_at_end": os.getloadavg()}
+        path = write_result(args.output, payload)
+    print_tables(payload)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=3000, help="items in the burst")
+    ap.add_argument("--encoders", default="hashing,minilm")
+    ap.add_argument("--bootstrap", type=int, default=500, help="trusted rows that train model v1")
+    ap.add_argument("--loop-items", type=int, default=150, help="items in the loop phase (bots label them)")
+    ap.add_argument("--loop-batch", type=int, default=5)
+    ap.add_argument("--loop-interval-s", type=float, default=0.5)
+    ap.add_argument("--bots", type=int, default=4, help="annotator bots (plus one expert bot)")
+    ap.add_argument("--bot-idle-s", type=float, default=0.1, help="a bot's pause when no task is waiting")
+    ap.add_argument("--batch", type=int, default=500, help="items per IngestItems call in the burst")
+    ap.add_argument("--concurrency", type=int, default=2, help="IngestItems calls in flight in the burst")
+    ap.add_argument("--raw-messages", type=int, default=20000)
+    ap.add_argument("--model-repeats", type=int, default=3, help="repeats of the (fast) stub's model-only timing")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for any one phase")
+    ap.add_argument("--final-grace-s", type=float, default=60.0, help="wait for the burst's auto final labels")
+    ap.add_argument("--port-offset", type=int, default=400, help="service HTTP ports 9101+offset..9105+offset")
+    ap.add_argument("--grpc-port", type=int, default=50451)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--output", default="pipeline_throughput", help="result name under bench/results/")
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The pipeline bench's arithmetic: first arrivals, latency pairing, percentiles and rates."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.pipeline_stats import by_group, first_timestamps, latencies_ms, percentile, rate, stage_stats
+
+
+def test_first_timestamps_keeps_each_items_earliest_record_and_only_wanted_items() -> None:
+    records = [("a", 120), ("b", 100), ("a", 90), ("c", 50), ("b", 300)]
+    assert first_timestamps(records) == {"a": 90, "b": 100, "c": 50}
+    assert first_timestamps(records, wanted={"a", "b"}) == {"a": 90, "b": 100}
+
+
+def test_latencies_pair_items_present_at_both_ends() -> None:
+    assert latencies_ms({"a": 100, "b": 200, "c": 300}, {"a": 150, "c": 310, "z": 1}) == {"a": 50, "c": 10}
+
+
+def test_percentile_interpolates_and_is_none_without_values() -> None:
+    assert percentile(range(1, 101), 50) == pytest.approx(50.5)
+    assert percentile([10.0], 99) == 10.0
+    assert percentile([], 50) is None
+
+
+def test_rate_is_count_per_second_of_the_window() -> None:
+    assert rate(500, 1_000.0, 1_500.0) == pytest.approx(1000.0)
+    assert rate(0, 0.0, 10.0) is None
+    assert rate(5, 10.0, 10.0) is None
+
+
+def test_stage_stats_counts_arrivals_and_measures_from_the_window_start() -> None:
+    start = {"a": 1_000, "b": 1_100, "c": 1_200, "other": 0}
+    end = {"a": 1_010, "b": 1_500, "other": 5}
+    s = stage_stats(start, end, ["a", "b", "c"], window_start_ms=900)
+    assert (s.items, s.arrived) == (3, 2)
+    assert s.items_per_s == pytest.approx(2 / 0.6)  # 2 arrivals, last at 1500, window from 900
+    assert s.p50_ms == pytest.approx(205.0)
+    assert s.max_ms == 400.0
+    # Without a window start the earliest ingest of the measured items opens it ("other" is not one of them).
+    assert stage_stats(start, end, ["a", "b"]).items_per_s == pytest.approx(2 / 0.5)
+
+
+def test_stage_stats_of_nothing_arrived_has_no_rate_or_latency() -> None:
+    s = stage_stats({"a": 1}, {}, ["a"])
+    assert (s.arrived, s.items_per_s, s.p50_ms, s.p99_ms) == (0, None, None, None)
+
+
+def test_by_group_splits_latencies_per_tier() -> None:
+    start = {"a": 0, "b": 0, "c": 0}
+    end = {"a": 100, "b": 300, "c": 50}
+    groups = by_group(start, end, {"a": "single", "b": "single", "c": "auto"})
+    assert list(groups) == ["auto", "single"]
+    assert groups["single"].arrived == 2 and groups["single"].max_ms == 300.0
+    assert groups["auto"].p99_ms == 50.0
