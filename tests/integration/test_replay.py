@@ -155,7 +155,7 @@ async def test_qc_rebuilt_from_its_topics_equals_the_original(env: Env) -> None:
     item("exp0")
     routed("exp0", Tier.EXPERT, 1, p=0.4)
     vote("exp0", "exp1", "b", role="expert")
-    settings = env.settings(QcSettings)
+    settings = env.settings(QcSettings, confirm_single=False)  # the stream has no expert answers for overrides
     groups = {f"{env.namespace}.qc": ["item.ingested", "item.routed", "label.submitted"],
               f"{env.namespace}.qc.projects": ["project.configured"]}
     after = await _replay_and_compare(env, "qc", lambda: create_qc(settings), settings, stream, groups)
