@@ -22,7 +22,7 @@ from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
 from labelmesh.datasets import REPO_ROOT, categories, load
 from labelmesh.infra import create_topics
-from labelmesh.report import write_html
+from labelmesh.report import golden_accuracy, write_html
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.simulation import SimulatedAnnotator, default_team
 from labelmesh.stack import Stack
@@ -92,10 +92,6 @@ def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_trut
     human = sum(1 for e in submitted if e["role"] != "expert")
     expert = sum(1 for e in submitted if e["role"] == "expert")
     correct = sum(1 for i, f in finals.items() if f["label"] == truth[i])
-    golden_by: dict[str, list[bool]] = defaultdict(list)
-    for e in log.by_topic["label.submitted"]:
-        if e.get("golden") and e["item_id"] in golden_truth:
-            golden_by[e["annotator_id"]].append(e["label"] == golden_truth[e["item_id"]])
     auto = [i for i, f in finals.items() if f["provenance"] == "auto"]
     n = len(work)
     return {
@@ -116,7 +112,8 @@ def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_trut
             for m in log.by_topic["model.updated"]
         ],
         "flags": dict(Counter(f["kind"] for f in log.by_topic["qc.flagged"])),
-        "golden_accuracy": {a: sum(v) / len(v) for a, v in sorted(golden_by.items())},
+        "golden_accuracy": {a: correct / n for a, (correct, n, _, _) in golden_accuracy(log.by_topic,
+                                                                                       golden_truth).items()},
         "dead_letters": len(log.by_topic["deadletter"]),
     }
 
