@@ -2,8 +2,9 @@
 
 Excluded, because they record *when* this process did something rather than *what* it decided:
 fields named `at` or ending in `_at` (processing times such as a final label's `at`, `suspended_at`,
-`created_at`) and generated ObjectIds (`insert_one` of a document without an `_id`). Everything else,
-including the inbox of processed event ids, takes part.
+`created_at`), `outbox` fields (copies of published events kept to publish again after a crash, with the
+event that caused them, which depends on how the stream was batched) and generated ObjectIds (`insert_one`
+of a document without an `_id`). Everything else, including the inbox of processed event ids, takes part.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ VOLATILE = "<volatile>"
 
 
 def volatile_field(name: str) -> bool:
-    return name == "at" or name.endswith("_at")
+    return name in ("at", "outbox") or name.endswith("_at")
 
 
 def canonical(value: Any) -> Any:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import ValidationError
 from pymongo.errors import ConnectionFailure
 
-from labelmesh.runtime.inbox import Inbox
+from labelmesh.runtime.inbox import Inbox, recovering
 from labelmesh.runtime.settings import CommonSettings
 from schemas.events import EVENT_BY_TOPIC, DeadLetter, Envelope, parse_event
 
@@ -189,10 +189,23 @@ class EventBus:
             events = fresh
         if not events:
             return
-        # Only what was handled goes to the inbox: a dead-lettered event must be accepted again when re-driven.
-        events = await self._run_with_retries(events, origin, handler)
+        started = events
+        token = None
+        if self.inbox is not None:
+            interrupted = await self.inbox.begin(events)
+            if interrupted:
+                log.warning("%d events were being handled by an attempt that did not finish (a crash, or the "
+                            "broker or database away); their stored effects are published again", len(interrupted))
+            token = recovering.set(interrupted)
+        try:
+            # Only what was handled goes to the inbox: a dead-lettered event must be accepted again when re-driven.
+            events = await self._run_with_retries(events, origin, handler)
+        finally:
+            if token is not None:
+                recovering.reset(token)
         if self.inbox is not None:
             await self.inbox.mark(events)
+            await self.inbox.end(started)
         for event in events:
             self.metrics.consumed.labels(self.service, event.TOPIC).inc()
 

@@ -1,18 +1,29 @@
-"""The consumer inbox: which event ids a service has already applied, so redeliveries are no-ops."""
+"""The consumer inbox: which event ids a service has already applied, so redeliveries are no-ops.
+
+Beside it, the in-flight list: ids of the batch a handler is working on right now. A process killed in the
+middle of a batch leaves its ids there; when the batch comes again, those events are "recovering" and the
+handler can republish what it may already have decided and stored, but not yet published (a handler writes
+its state before it publishes, and a decision found already stored is otherwise not announced again).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import insert_new
 from schemas.events import Envelope, utcnow
 
+# The event ids of the batch being handled that a killed process was handling before (see module doc).
+recovering: ContextVar[frozenset[str]] = ContextVar("recovering", default=frozenset())
+
 
 class Inbox:
     def __init__(self, db: AsyncDatabase) -> None:
         self.collection = db["processed_events"]
+        self.inflight = db["inflight_events"]
 
     async def filter_new(self, events: Sequence[Envelope]) -> list[Envelope]:
         if not events:
@@ -27,6 +38,15 @@ class Inbox:
             fresh.append(event)
         return fresh
 
+    async def begin(self, events: Sequence[Envelope]) -> frozenset[str]:
+        """Record the batch as in flight; returns the ids an earlier, interrupted run had already started."""
+        if not events:
+            return frozenset()
+        ids = list({e.event_id for e in events})
+        started = {doc["_id"] async for doc in self.inflight.find({"_id": {"$in": ids}}, {"_id": 1})}
+        await insert_new(self.inflight, [{"_id": i, "at": utcnow()} for i in ids if i not in started])
+        return frozenset(started)
+
     async def mark(self, events: Sequence[Envelope]) -> None:
         if not events:
             return
@@ -34,3 +54,8 @@ class Inbox:
         # One insert command per batch; an id already marked (a redelivery) keeps its first entry.
         docs = {e.event_id: {"_id": e.event_id, "type": e.type, "at": now} for e in events}
         await insert_new(self.collection, list(docs.values()))
+
+    async def end(self, events: Sequence[Envelope]) -> None:
+        """The batch is handled and marked: it is no longer in flight."""
+        if events:
+            await self.inflight.delete_many({"_id": {"$in": list({e.event_id for e in events})}})

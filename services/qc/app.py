@@ -11,6 +11,7 @@ import numpy as np
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from labelmesh.runtime.inbox import recovering
 from labelmesh.runtime.mongo import bulk_write
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -28,6 +29,7 @@ from schemas.events import (
     QcFlagged,
     Tier,
     derived_id,
+    parse_event,
     utcnow,
 )
 from services.qc.domain.consensus import decide as weighted_consensus
@@ -43,6 +45,19 @@ from services.qc.passes import SERVICE, Passes, flag
 from services.qc.settings import QcSettings
 
 log = logging.getLogger(__name__)
+
+
+def _outbox(cause: Envelope, events: Sequence[Envelope]) -> dict[str, Any]:
+    """Stored in the same write as the decision it announces: what to publish again if the process dies
+    between that write and the publish (labelmesh.runtime.inbox's in-flight list says when)."""
+    # JSON text, not documents: FerretDB 1.24 rejects nested arrays, which a flag's evidence can hold.
+    # Which event caused a decision depends on how the stream was batched: kept out of the state proper
+    # (labelmesh.state_digest treats `outbox` as volatile), so a replay still rebuilds equal state.
+    return {"outbox": {"cause": cause.event_id, "events": [e.model_dump_json() for e in events]}}
+
+
+def _unpack(outbox: Mapping[str, Any] | None) -> list[Envelope]:
+    return [parse_event(raw) for raw in (outbox or {}).get("outbox", {}).get("events", [])]
 
 
 def _crossed(new: int, added: int, every: int) -> bool:
@@ -84,7 +99,7 @@ class Qc:
         The decision after each event (not once per batch) keeps the outcome independent of how the
         stream was cut into batches, which a replay or a redelivery changes (tests/integration/test_idempotency).
         """
-        out: list[Envelope] = []
+        out: list[Envelope] = await self._republish(recovering.get())
         labels: Counter[str] = Counter()
         by_annotator: Counter[tuple[str, str]] = Counter()
         finals: Counter[str] = Counter()
@@ -110,6 +125,26 @@ class Qc:
         out.extend(await self._periodic(labels, by_annotator, finals))
         await self._record_flags([e for e in out if isinstance(e, QcFlagged)])
         await self.rt.bus.publish(out)
+
+    async def _republish(self, causes: frozenset[str]) -> list[Envelope]:
+        """Decisions stored for events a killed process was handling, published again (same event ids).
+
+        Handling one of them again finds its decision already stored and, without this, would not announce
+        it: the final label, escalation or suspension would never leave qc. Only after a crash, so the scans
+        (no index on these fields) cost nothing in normal running.
+        """
+        if not causes:
+            return []
+        ids = list(causes)
+        out: list[Envelope] = []
+        async for doc in self.items.find({"final.outbox.cause": {"$in": ids}}, {"final": 1}):
+            out.extend(_unpack(doc["final"]))
+        async for doc in self.items.find({"escalation.outbox.cause": {"$in": ids}}, {"escalation": 1}):
+            out.extend(_unpack(doc["escalation"]))
+        async for doc in self.annotators.find({"suspension.outbox.cause": {"$in": ids}}, {"suspension": 1}):
+            out.extend(_unpack(doc["suspension"]))
+        log.warning("republishing %d decisions stored for %d interrupted events", len(out), len(causes))
+        return out
 
     # --- applying events ---------------------------------------------------------------------------------
     async def _apply_item_facts(self, events: list[Envelope], touched: dict[str, Envelope]) -> None:
@@ -192,9 +227,10 @@ class Qc:
             if e.role == "expert" or (e.project, e.annotator_id) not in suspended or items.get(key, {}).get(
                     "escalated"):
                 continue
-            await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
-            out.append(self._review_flag(e.project, e.item_id, e.annotator_id, e.label,
-                                         "label arrived after its annotator was suspended", {}))
+            review = self._review_flag(e.project, e.item_id, e.annotator_id, e.label,
+                                       "label arrived after its annotator was suspended", {})
+            await self.items.update_one({"_id": key}, {"$set": {"escalated": True, "escalation": _outbox(e, [review])}})
+            out.append(review)
         return out
 
     def _review_flag(self, project: str, item_id: str, annotator: str, label: str, why: str,
@@ -259,7 +295,6 @@ class Qc:
                     return [held]
             return [await self._finalize(doc, step, cause, majority, writes)]
         if isinstance(step, Escalate) and not doc.get("escalated"):
-            await self.items.update_one({"_id": key}, {"$set": {"escalated": True}})
             evidence = dict(step.evidence)
             if majority is not None:
                 evidence["majority"] = {"label": majority.label, "count": majority.count, "tied": list(majority.tied)}
@@ -271,6 +306,8 @@ class Qc:
                 kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=evidence,
                 correlation_id=cause.correlation_id,
             )]
+            await self.items.update_one({"_id": key}, {"$set": {"escalated": True,
+                                                                "escalation": _outbox(cause, flagged)}})
             if any(v.expert for v in state.votes):
                 # Replayed out of order, the expert's answer can already be here: decide now, or never.
                 return flagged + await self._evaluate({**doc, "escalated": True}, cause, reliability, writes)
@@ -288,8 +325,7 @@ class Qc:
                             min_similarity=self.settings.knn_min_similarity)
         if not finding.flagged:
             return None
-        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"escalated": True, "knn_flagged": True}})
-        return flag(
+        held = flag(
             doc["project"], FlagKind.KNN_INCONSISTENCY, FlagSubject.ITEM, doc["item_id"], finding.message,
             {"label": label,
              "votes": [{"annotator": v["annotator"], "label": v["label"]} for v in doc.get("votes", [])],
@@ -299,6 +335,9 @@ class Qc:
                             zip(finding.neighbour_ids, finding.neighbour_labels, finding.similarities, strict=True)]},
             cause=(doc["item_id"], label), item_id=doc["item_id"], correlation_id=cause.correlation_id,
         )
+        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"escalated": True, "knn_flagged": True,
+                                                                   "escalation": _outbox(cause, [held])}})
+        return held
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
                         writes: list[UpdateOne]) -> LabelFinalized:
@@ -322,7 +361,9 @@ class Qc:
         if majority is not None and step.provenance is Provenance.CONSENSUS:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
             final["majority_label"] = majority.label
-        writes.append(UpdateOne({"_id": doc["_id"]}, {"$set": {"final": final}, "$push": {"history": final}}))
+        writes.append(UpdateOne({"_id": doc["_id"]}, {
+            "$set": {"final": {**final, **_outbox(cause, [event])}},
+            "$push": {"history": final}}))
         self.metrics.finals.labels(event.project, event.provenance.value).inc()
         if "embedding" in doc:
             self._index(event.project).upsert(event.item_id, event.label, np.frombuffer(doc["embedding"], np.float32))
@@ -364,7 +405,6 @@ class Qc:
             acc, threshold=self.settings.golden_accuracy_threshold, min_evidence=self.settings.golden_min_evidence
         ):
             return []
-        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow()}})
         suspended = QcFlagged(
             event_id=derived_id(event.event_id, "suspended"), producer=SERVICE, project=event.project,
             subject=FlagSubject.ANNOTATOR, subject_id=event.annotator_id, kind=FlagKind.ANNOTATOR_SUSPENDED,
@@ -373,9 +413,16 @@ class Qc:
             evidence={"golden_n": acc.n, "golden_correct": stats["golden_correct"], "lower": acc.lower,
                       "upper": acc.upper, "threshold": self.settings.golden_accuracy_threshold},
         )
-        return [suspended, *await self._send_back_for_review(event.project, event.annotator_id, acc.accuracy)]
+        reviews, writes = await self._send_back_for_review(event.project, event.annotator_id, acc.accuracy)
+        # The suspension with everything it sends back, stored first: the items' escalations below would
+        # otherwise hide them from a re-run after a crash.
+        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow(),
+                                                         "suspension": _outbox(event, [suspended, *reviews])}})
+        await self._bulk(self.items, writes)
+        return [suspended, *reviews]
 
-    async def _send_back_for_review(self, project: str, annotator: str, accuracy: float) -> list[QcFlagged]:
+    async def _send_back_for_review(self, project: str, annotator: str,
+                                    accuracy: float) -> tuple[list[QcFlagged], list[UpdateOne]]:
         """The suspended annotator's latest labels go to an expert, unless their label was already outvoted."""
         recent = [d async for d in self.labels.find({"project": project, "annotator": annotator, "golden": False,
                                                      "expert": False})]
@@ -393,8 +440,7 @@ class Qc:
             writes.append(UpdateOne({"_id": f"{project}/{item_id}"}, {"$set": {"escalated": True}}))
             flags.append(self._review_flag(project, item_id, annotator, label,
                                            f"golden accuracy {accuracy:.0%}", {"golden_accuracy": accuracy}))
-        await self._bulk(self.items, writes)
-        return flags
+        return flags, writes
 
     # --- periodic passes ---------------------------------------------------------------------------
     async def _periodic(self, labels: Counter[str], by_annotator: Counter[tuple[str, str]],
