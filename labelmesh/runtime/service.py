@@ -31,6 +31,8 @@ class ServiceRuntime:
     settings: CommonSettings
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     on_start: list[Hook] = field(default_factory=list)
+    # Run once the broker is connected: hooks that publish.
+    on_started: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
     # The service object the factory wired, for tests and tools that inspect it.
     component: object | None = None
@@ -54,6 +56,8 @@ class ServiceRuntime:
             await hook()
         await self.bus.broker.start()
         self._started = True
+        for hook in self.on_started:
+            await hook()
         log.info("%s started", self.service)
 
     async def stop(self) -> None:

@@ -68,6 +68,7 @@ class Trainer:
         self.catalog.attach(self.rt.bus)
         self.rt.bus.subscribe([ItemPrelabeled.TOPIC, LabelFinalized.TOPIC], self.on_events, max_records=1000)
         self.rt.on_start.append(self.start_background)
+        self.rt.on_started.append(self.publish_pending)
         self.rt.on_stop.append(self.stop_background)
 
     async def start_background(self) -> None:
@@ -96,6 +97,7 @@ class Trainer:
             while self._due:
                 project = self._due.pop()
                 try:
+                    await self.publish_pending()  # a model whose announcement failed (the broker was away)
                     await self.maybe_train(project)
                 except Exception:  # noqa: BLE001 - the stored labels stay; the check is retried shortly
                     log.exception("training check for %s failed; retrying in %.0fs", project,
@@ -223,21 +225,6 @@ class Trainer:
         if champion_eval is not None:
             metrics["champion_heldout_accuracy"] = champion_eval.accuracy
         thresholds = recommend_thresholds(challenger, config.target_auto_error)
-        await self.models.insert_one({
-            "_id": f"{project}/{version}", "project": project, "version": version, "artifact_id": file_id,
-            "sha256": digest, "size": len(content), "training_set_version": ts_version, "metrics": metrics,
-            "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(), "encoder": encoder,
-            "thresholds": {"auto_accept": thresholds.auto_accept, "single_review": thresholds.single_review},
-        })
-        await self.rt.db["train_state"].update_one(
-            {"_id": project},
-            {"$set": {"trained_on": len(members), **({"champion": version} if decision.promote else {})}},
-            upsert=True,
-        )
-        self.runs.labels(project, "promoted" if decision.promote else "kept_champion").inc()
-        log.info("%s model v%d: %s (%.1fs)", project, version, decision.reason, seconds)
-        if not decision.promote:
-            return None
         event = ModelUpdated(
             event_id=derived_id(project, "model", str(version), ts_version),
             producer=SERVICE, project=project, model_version=version, encoder=encoder,
@@ -249,11 +236,49 @@ class Trainer:
             recommended_thresholds=Thresholds(auto_accept=thresholds.auto_accept,
                                               single_review=thresholds.single_review),
         )
+        # A promoted model carries its announcement (the artifact itself left out: it is in GridFS), marked
+        # published only once the broker has it; a trainer killed in between publishes it on its next start.
+        announcement = event.model_copy(update={"artifact": event.artifact.model_copy(update={"content_b64": ""})})
+        await self.models.insert_one({
+            "_id": f"{project}/{version}", "project": project, "version": version, "artifact_id": file_id,
+            "sha256": digest, "size": len(content), "training_set_version": ts_version, "metrics": metrics,
+            "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(), "encoder": encoder,
+            "thresholds": {"auto_accept": thresholds.auto_accept, "single_review": thresholds.single_review},
+            **({"outbox": announcement.model_dump_json(), "published": False} if decision.promote else {}),
+        })
+        await self.rt.db["train_state"].update_one(
+            {"_id": project},
+            {"$set": {"trained_on": len(members), **({"champion": version} if decision.promote else {})}},
+            upsert=True,
+        )
+        self.runs.labels(project, "promoted" if decision.promote else "kept_champion").inc()
+        log.info("%s model v%d: %s (%.1fs)", project, version, decision.reason, seconds)
+        if not decision.promote:
+            return None
         await self.rt.bus.publish([event])
+        await self.models.update_one({"_id": f"{project}/{version}"}, {"$set": {"published": True}})
         self.version.labels(project).set(version)
         if np.isfinite(challenger.accuracy):
             self.heldout.labels(project).set(challenger.accuracy)
         return event
+
+    async def publish_pending(self) -> int:
+        """Announce each project's champion that was promoted but whose model.updated never reached the broker."""
+        sent = 0
+        async for state in self.rt.db["train_state"].find({"champion": {"$exists": True}}):
+            doc = await self.models.find_one({"_id": f"{state['_id']}/{state['champion']}"})
+            if doc is None or doc.get("published", True) or "outbox" not in doc:
+                continue
+            stream = await self.artifacts.open_download_stream(doc["artifact_id"])
+            content = await stream.read()
+            announcement = ModelUpdated.model_validate_json(doc["outbox"])
+            artifact = announcement.artifact.model_copy(update={"content_b64": base64.b64encode(content).decode()})
+            await self.rt.bus.publish([announcement.model_copy(update={"artifact": artifact})])
+            await self.models.update_one({"_id": doc["_id"]}, {"$set": {"published": True}})
+            log.warning("published model v%d of %s, promoted before the last stop but not announced",
+                        doc["version"], state["_id"])
+            sent += 1
+        return sent
 
     async def _load(self, project: str, version: int) -> TrainedHead:
         doc = await self.models.find_one({"_id": f"{project}/{version}"})
