@@ -252,7 +252,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"label {request.label!r} is not in project {lease['project']!r}'s labels")
         try:
-            await self.gw.queue.finish(lease, "submitted")
+            await self.gw.queue.finish(lease, "submitted", submission=submission_id)
         except LeaseError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         event = LabelSubmitted(

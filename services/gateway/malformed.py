@@ -1,4 +1,5 @@
-"""A server interceptor that answers undecodable request bytes with INVALID_ARGUMENT instead of grpc's UNKNOWN."""
+"""A server interceptor that keeps grpc's UNKNOWN for real bugs: undecodable request bytes are INVALID_ARGUMENT,
+and the broker or the database being down is UNAVAILABLE (the status clients retry on)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from labelmesh.runtime.bus import TRANSIENT_ERRORS
 
 
 class _Malformed:
@@ -23,6 +26,11 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return _Malformed(str(exc) or type(exc).__name__)
 
     return parse
+
+
+async def _unavailable(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    await context.abort(grpc.StatusCode.UNAVAILABLE,
+                        f"the gateway's broker or database is unavailable ({type(exc).__name__}); retry shortly")
 
 
 async def _reject(context: grpc.aio.ServicerContext, request: _Malformed) -> None:
@@ -46,7 +54,10 @@ class RejectMalformedRequests(grpc.aio.ServerInterceptor):
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 if isinstance(request, _Malformed):
                     await _reject(context, request)
-                return await unary(request, context)
+                try:
+                    return await unary(request, context)
+                except TRANSIENT_ERRORS as exc:
+                    await _unavailable(context, exc)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary, request_deserializer=parse, response_serializer=handler.response_serializer
@@ -61,7 +72,10 @@ class RejectMalformedRequests(grpc.aio.ServerInterceptor):
                             await _reject(context, request)
                         yield request
 
-                return await streamed(checked(), context)
+                try:
+                    return await streamed(checked(), context)
+                except TRANSIENT_ERRORS as exc:
+                    await _unavailable(context, exc)
 
             return grpc.stream_unary_rpc_method_handler(
                 stream_unary, request_deserializer=parse, response_serializer=handler.response_serializer

@@ -158,22 +158,27 @@ class TaskQueue:
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
         return await self.leases.find_one({"_id": lease_id})
 
-    async def finish(self, lease: dict[str, Any], state: str) -> None:
-        """Mark a lease submitted or skipped; fails if it expired or was already used."""
-        async with self._lock:
-            await self._finish(lease, state)
+    async def finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
+        """Mark a lease submitted or skipped; fails if it expired or was already used.
 
-    async def _finish(self, lease: dict[str, Any], state: str) -> None:
+        submission names the submission that finishes it: the same submission finishing it again (a
+        client's retry after the gateway died between this step and storing the submission) goes through.
+        """
+        async with self._lock:
+            await self._finish(lease, state, submission)
+
+    async def _finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         now = utcnow()
         result = await self.leases.update_one(
             {"_id": lease["_id"], "state": "leased", "expires_at": {"$gt": now}},
-            {"$set": {"state": state, "finished_at": now}},
+            {"$set": {"state": state, "finished_at": now, "submission": submission}},
         )
         if result.modified_count != 1:
             current = await self.leases.find_one({"_id": lease["_id"]})
             if current and current["state"] in ("leased", "expired"):
                 raise LeaseError("expired", "the lease has expired; lease the task again")
-            raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
+            if not (current and submission and current["state"] == state and current.get("submission") == submission):
+                raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
         if lease.get("golden"):
             return
         if state == "submitted":
