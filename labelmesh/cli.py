@@ -101,11 +101,12 @@ def qc_report(
     until: str = typer.Option(None, help="only labels before this ISO time (UTC)"),
     min_annotators: int = typer.Option(2, help="only items labelled by at least this many annotators"),
     top: int = typer.Option(10, help="how many disputed items to list"),
+    session: str = typer.Option(None, help="only the labels of this calibration session (CreateCalibrationSession)"),
 ) -> None:
     """Calibration-session report from qc's labels: per-item disagreement, pairwise kappa, most disputed items."""
     from labelmesh.qc_report import main
 
-    raise typer.Exit(main(project, since=since, until=until, min_annotators=min_annotators, top=top))
+    raise typer.Exit(main(project, since=since, until=until, min_annotators=min_annotators, top=top, session=session))
 
 
 @app.command()
