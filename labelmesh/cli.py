@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from labelmesh.annotate import annotate
 from labelmesh.runtime.logs import configure_logging
 from services.trainer.cli import export, lineage_app
 
@@ -161,6 +162,7 @@ def replay(
 # The trainer's read-side commands: lineage questions and export snapshots (services/trainer/cli.py).
 app.add_typer(lineage_app, name="lineage")
 app.command("export")(export)
+app.command("annotate")(annotate)  # the terminal reference client (labelmesh/annotate.py)
 
 
 if __name__ == "__main__":
