@@ -7,8 +7,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,19 +27,38 @@ from tests.kafka_helpers import Env
 
 
 @pytest.fixture
-async def gateway(env: Env) -> AsyncIterator[tuple[ServiceRuntime, GatewayClient]]:
-    """The gateway in this process (5 s leases, swept every 0.2 s, no golden tasks) and an admin client;
-    project PROJECT is configured with LABELS and guidelines "v1"."""
-    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, lease_seconds=5.0,
-                                      sweep_seconds=0.2, golden_rate=0.0))
-    await runtime.start()
+async def start_gateway(env: Env) -> AsyncIterator[Callable[..., Awaitable[ServiceRuntime]]]:
+    """Starts gateways in this process (5 s leases, swept every 0.2 s, no golden tasks, admin token ADMIN, any
+    setting overridden); each is stopped after the test."""
+    started: list[ServiceRuntime] = []
+
+    async def start(**overrides: Any) -> ServiceRuntime:
+        settings = {"grpc_port": 0, "admin_token": ADMIN, "lease_seconds": 5.0, "sweep_seconds": 0.2,
+                    "golden_rate": 0.0, **overrides}
+        runtime = create_app(env.settings(GatewaySettings, **settings))
+        await runtime.start()
+        started.append(runtime)
+        return runtime
+
+    try:
+        yield start
+    finally:
+        for runtime in reversed(started):
+            await runtime.stop()
+
+
+@pytest.fixture
+async def gateway(start_gateway: Callable[..., Awaitable[ServiceRuntime]]) -> AsyncIterator[
+        tuple[ServiceRuntime, GatewayClient]]:
+    """A gateway in this process (start_gateway's defaults) and an admin client; project PROJECT is configured
+    with LABELS and guidelines "v1"."""
+    runtime = await start_gateway()
     client = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
     await client.configure_project(PROJECT, LABELS, guidelines="v1")
     try:
         yield runtime, client
     finally:
         await client.close()
-        await runtime.stop()
 
 
 @pytest.fixture
