@@ -41,6 +41,7 @@ from services.gateway.golden import should_inject_golden
 SERVICE = "gateway"
 ID_MAX = 256
 GUIDELINES_MAX_CHARS = 1_000_000
+COMMENT_MAX_CHARS = 4_000
 CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
                       "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -300,6 +301,9 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def SkipTask(self, request: pb.SkipTaskRequest, context: grpc.aio.ServicerContext) -> pb.SkipTaskResponse:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        if len(request.reason) > COMMENT_MAX_CHARS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"reason is longer than {COMMENT_MAX_CHARS} characters")
         lease = await self._lease_of(context, caller, request.task_id)
         try:
             await self.gw.queue.finish(lease, "skipped")
@@ -320,7 +324,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         flag = QcFlagged(
             producer=SERVICE, project=request.project, item_id=request.item_id or None, subject=subject,
             subject_id=request.item_id or request.project, kind=FlagKind.ANNOTATOR_FEEDBACK,
-            message=request.comment[:4000], evidence={"annotator": caller.annotator_id},
+            message=request.comment[:COMMENT_MAX_CHARS], evidence={"annotator": caller.annotator_id},
         )
         await self.gw.rt.bus.publish([flag])
         return pb.FlagItemResponse(flag_id=flag.event_id)
@@ -430,6 +434,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GetItemHistory(self, request: pb.GetItemHistoryRequest, context: grpc.aio.ServicerContext) -> pb.ItemHistory:
         await self.gw.caller(context, Role.ADMIN)
         await self.gw.project(context, request.project)
+        if not request.item_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item_id is required")
         key = f"{request.project}/{request.item_id}"
         if await self.gw.db["items"].find_one({"_id": key}) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r}")
