@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,13 +18,14 @@ from pymongo import MongoClient
 
 from labelmesh.client import GatewayClient
 from labelmesh.runtime.service import ServiceRuntime
+from labelmesh.runtime.settings import CommonSettings
 from schemas.events import FlagKind, FlagSubject, ItemRouted, LabelScore, QcFlagged, Thresholds, Tier
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
 from tests.gateway_helpers import ADMIN, EDGE_ADMIN, EDGE_PROJECT, LABELS, PROJECT, Edge, free_port
-from tests.kafka_helpers import Env
+from tests.kafka_helpers import Env, new_env
 
 
 @pytest.fixture
@@ -63,6 +65,20 @@ async def gateway(start_gateway: Callable[..., Awaitable[ServiceRuntime]]) -> As
 
 @pytest.fixture
 def edge(env: Env, tmp_path: Path) -> Iterator[Edge]:
+    """`labelmesh run gateway` as a process (see _edge_process), fresh for one test."""
+    with _edge_process(env, tmp_path / "gateway.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def module_edge(infrastructure: CommonSettings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """The same gateway process shared by a module's tests, for tables of calls that must change nothing."""
+    with _edge_process(asyncio.run(new_env()), tmp_path_factory.mktemp("edge") / "gateway.log") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _edge_process(env: Env, log_path: Path) -> Iterator[Edge]:
     """`labelmesh run gateway` as a process, with project EDGE_PROJECT, items i1 and i2, annotators ann, exp and
     sus (suspended by a qc.flagged event), and ann's lease on i1 already expired (1 s leases, sweeper off)."""
     grpc_port, http_port = free_port(), free_port()
@@ -71,10 +87,11 @@ def edge(env: Env, tmp_path: Path) -> Iterator[Edge]:
                "LABELMESH_GATEWAY_LEASE_SECONDS": "1.0", "LABELMESH_GATEWAY_SWEEP_SECONDS": "3600",
                "LABELMESH_GATEWAY_GOLDEN_RATE": "0", "LABELMESH_GATEWAY_MAX_TEXT_CHARS": "2000",
                "LABELMESH_GATEWAY_MAX_BATCH_ITEMS": "50"}
-    log = (tmp_path / "gateway.log").open("wb")
+    log = log_path.open("wb")
     process = subprocess.Popen([sys.executable, "-m", "labelmesh.cli", "run", "gateway"], env=environ,
                                stdout=log, stderr=subprocess.STDOUT)
     channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+    mongo = None
     try:
         grpc.channel_ready_future(channel).result(timeout=120)
         admin_meta = (("authorization", f"Bearer {EDGE_ADMIN}"),)
@@ -96,7 +113,8 @@ def edge(env: Env, tmp_path: Path) -> Iterator[Edge]:
             QcFlagged(producer="test", project=EDGE_PROJECT, subject=FlagSubject.ANNOTATOR, subject_id="sus",
                       kind=FlagKind.ANNOTATOR_SUSPENDED, message="suspended for the fuzz test"),
         ]))
-        db = MongoClient(env.mongo_uri, tz_aware=True)[f"{env.namespace}_gateway"]
+        mongo = MongoClient(env.mongo_uri, tz_aware=True)
+        db = mongo[f"{env.namespace}_gateway"]
         ann_meta = (("authorization", f"Bearer {tokens['ann']}"),)
         deadline = time.monotonic() + 60
         while True:  # wait until item.routed became a task and the suspension arrived
@@ -111,6 +129,8 @@ def edge(env: Env, tmp_path: Path) -> Iterator[Edge]:
         time.sleep(1.2)  # the lease (1 s) runs out; the sweeper is off, so only its expiry time tells
         yield Edge(channel, ingest, annotation, admin, tokens, task.task_id, db, process)
     finally:
+        if mongo is not None:
+            mongo.close()
         channel.close()
         process.terminate()
         process.wait(30)
