@@ -56,6 +56,9 @@ class TaskQueue:
         self.golden_seen = db["golden_seen"]
         self.lease_seconds = lease_seconds
         self._lock = asyncio.Lock()
+        # Projects that may have open calibration tasks (absent: not known yet). Saves the extra query on every
+        # lease of a project without a session; like the lock, it relies on one gateway process per database.
+        self._calibrating: dict[str, bool] = {}
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
@@ -104,14 +107,17 @@ class TaskQueue:
         Routing and final labels leave these tasks alone: a calibration label measures agreement, it is not a vote.
         """
         now = utcnow()
-        await insert_new(self.tasks, [
+        tasks = [
             {"_id": f"{session}/{item_id}", "project": project, "item_id": item_id, "golden": False, "status": "open",
              "tier": CALIBRATION, "session": session, "order": n, "required": len(annotators),
              "open_slots": len(annotators), "pending": list(annotators), "annotators": [], "submitted": [],
              "skipped": [], "created_at": now, "prelabel": [], "neighbours": [], "reasons": [],
              "spot_check": False, "priority": 0.0}
             for n, item_id in enumerate(item_ids)
-        ])
+        ]
+        async with self._lock:  # with claim_calibration's check of open sessions
+            await insert_new(self.tasks, tasks)
+            self._calibrating[project] = True
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         doc = await self.leases.find_one(
@@ -138,13 +144,20 @@ class TaskQueue:
 
     async def claim_calibration(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
         """The annotator's next calibration task, in session order (under the lock)."""
+        if self._calibrating.get(project) is False:
+            return None
         task = await self.tasks.find_one_and_update(
             {"project": project, "status": "open", "tier": CALIBRATION, "pending": annotator},
             {"$inc": {"open_slots": -1}, "$pull": {"pending": annotator}, "$push": {"annotators": annotator}},
             sort=[("created_at", 1), ("order", 1)],
             return_document=ReturnDocument.AFTER,
         )
-        return None if task is None else await self._lease(task, annotator, guideline_version)
+        if task is None:
+            open_sessions = await self.tasks.find_one({"project": project, "status": "open", "tier": CALIBRATION},
+                                                      {"_id": 1})
+            self._calibrating[project] = open_sessions is not None
+            return None
+        return await self._lease(task, annotator, guideline_version)
 
     async def claim(self, project: str, annotator: str, role: Role, guideline_version: int = 1) -> Lease | None:
         """Take one open slot of the most informative (then oldest) task this annotator has not had (under the lock)."""

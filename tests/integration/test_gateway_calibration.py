@@ -36,6 +36,8 @@ async def test_three_annotators_label_the_same_items_and_qc_sees_one_session(env
                                  + [pb.IngestItem(project=PROJECT, item_id="g", text="golden", golden_label="no")])
         await env.publish_events([routed("c0", Tier.SINGLE, 1)])  # c0 also waits for one production review
         await eventually(lambda: _count(runtime, "tasks", {"item_id": "c0"}))
+        early = await users["c"].lease(PROJECT)  # before the session: c's lease on c0 runs out below
+        assert early.item_id == "c0" and early.session_id == ""
 
         assert await status_of(admin.create_calibration_session(PROJECT, ["c0", "g"])) == \
             grpc.StatusCode.INVALID_ARGUMENT, "golden answers are never shown"
