@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from labelmesh.annotate import annotate
 from labelmesh.runtime.logs import configure_logging
 from services.trainer.cli import export, lineage_app
 
@@ -101,11 +102,12 @@ def qc_report(
     until: str = typer.Option(None, help="only labels before this ISO time (UTC)"),
     min_annotators: int = typer.Option(2, help="only items labelled by at least this many annotators"),
     top: int = typer.Option(10, help="how many disputed items to list"),
+    session: str = typer.Option(None, help="only the labels of this calibration session (CreateCalibrationSession)"),
 ) -> None:
     """Calibration-session report from qc's labels: per-item disagreement, pairwise kappa, most disputed items."""
     from labelmesh.qc_report import main
 
-    raise typer.Exit(main(project, since=since, until=until, min_annotators=min_annotators, top=top))
+    raise typer.Exit(main(project, since=since, until=until, min_annotators=min_annotators, top=top, session=session))
 
 
 @app.command()
@@ -160,6 +162,7 @@ def replay(
 # The trainer's read-side commands: lineage questions and export snapshots (services/trainer/cli.py).
 app.add_typer(lineage_app, name="lineage")
 app.command("export")(export)
+app.command("annotate")(annotate)  # the terminal reference client (labelmesh/annotate.py)
 
 
 if __name__ == "__main__":

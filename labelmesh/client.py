@@ -59,3 +59,34 @@ class GatewayClient:
         return await self.admin.GetItemHistory(
             pb.GetItemHistoryRequest(project=project, item_id=item_id), metadata=self.metadata
         )
+
+    async def skip(self, task_id: str, reason: str = "") -> None:
+        await self.annotation.SkipTask(pb.SkipTaskRequest(task_id=task_id, reason=reason), metadata=self.metadata)
+
+    async def flag(self, project: str, comment: str, item_id: str = "") -> str:
+        """Flag an item (or, without item_id, the guidelines) with a comment; returns the flag's id."""
+        response = await self.annotation.FlagItem(
+            pb.FlagItemRequest(project=project, item_id=item_id, comment=comment), metadata=self.metadata
+        )
+        return response.flag_id
+
+    async def guidelines(self, project: str, version: int = 0) -> pb.Guidelines:
+        """The project's current guidelines, or an earlier version."""
+        return await self.annotation.GetGuidelines(
+            pb.GetGuidelinesRequest(project=project, version=version), metadata=self.metadata
+        )
+
+    async def publish_guidelines(self, project: str, text: str) -> pb.Guidelines:
+        return await self.admin.PublishGuidelines(
+            pb.PublishGuidelinesRequest(project=project, text=text), metadata=self.metadata
+        )
+
+    async def create_calibration_session(
+        self, project: str, item_ids: list[str] | None = None, n: int = 0, annotators: list[str] | None = None,
+        session_id: str = "",
+    ) -> pb.CalibrationSession:
+        return await self.admin.CreateCalibrationSession(
+            pb.CreateCalibrationSessionRequest(project=project, item_ids=item_ids or [], n=n,
+                                               annotators=annotators or [], session_id=session_id),
+            metadata=self.metadata,
+        )

@@ -30,10 +30,10 @@ async def _report(project: str, top: int, **selection: object) -> str:
 
 
 def main(project: str, *, since: str | None = None, until: str | None = None, min_annotators: int = 2,
-         top: int = 10) -> int:
+         top: int = 10, session: str | None = None) -> int:
     try:
         text = asyncio.run(_report(project, top, since=_when(since), until=_when(until),
-                                   min_annotators=min_annotators))
+                                   min_annotators=min_annotators, session=session))
     except ValueError as exc:
         print(f"qc-report: {exc}", file=sys.stderr)
         return 2

@@ -181,6 +181,8 @@ class LabelSubmitted(Envelope):
     guideline_version: int = Field(ge=1)
     idempotency_key: str = Field(min_length=1, max_length=128)
     golden: bool = False
+    # Set when the label belongs to a calibration session: it measures agreement and is not a vote on the item.
+    session_id: str | None = None
 
 
 class LabelFinalized(Envelope):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19schemas/rpc/gateway.proto\x12\x0clabelmesh.v1\"\x8a\x01\n\nIngestItem\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12\x14\n\x0cgolden_label\x18\x06 \x01(\t\x12\x15\n\rtrusted_label\x18\x07 \x01(\t\"=\n\x12IngestItemsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.labelmesh.v1.IngestItem\"9\n\x13IngestItemsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x10\n\x08item_ids\x18\x02 \x03(\t\"#\n\x10LeaseTaskRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"6\n\x10LabelProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"?\n\tNeighbour\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\"\x8f\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x30\n\x08prelabel\x18\x06 \x03(\x0b\x32\x1e.labelmesh.v1.LabelProbability\x12+\n\nneighbours\x18\x07 \x03(\x0b\x32\x17.labelmesh.v1.Neighbour\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\x19\n\x11guideline_version\x18\t \x01(\x05\x12\x1d\n\x15lease_expires_unix_ms\x18\n \x01(\x03\x12\x0e\n\x06labels\x18\x0b \x03(\t\"d\n\x12SubmitLabelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x15\n\rtime_spent_ms\x18\x03 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"?\n\x13SubmitLabelResponse\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"2\n\x0fSkipTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x12\n\x10SkipTaskResponse\"D\n\x0f\x46lagItemRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"#\n\x10\x46lagItemResponse\x12\x0f\n\x07\x66lag_id\x18\x01 \x01(\t\"\'\n\x14GetGuidelinesRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"L\n\nGuidelines\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\"\x83\x01\n\x17\x43onfigureProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\nguidelines\x18\x03 \x01(\t\x12\x18\n\x10multi_annotators\x18\x04 \x01(\x05\x12\x19\n\x11target_auto_error\x18\x05 \x01(\x01\"E\n\x07Project\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x19\n\x11guideline_version\x18\x03 \x01(\x05\"<\n\x16\x43reateAnnotatorRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"I\n\x14\x41nnotatorCredentials\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"9\n\x15GetItemHistoryRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"E\n\x0cHistoryEntry\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x12\n\nat_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65tail_json\x18\x03 \x01(\t\"\\\n\x0bItemHistory\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1a.labelmesh.v1.HistoryEntry2\xb2\x01\n\rIngestService\x12R\n\x0bIngestItems\x12 .labelmesh.v1.IngestItemsRequest\x1a!.labelmesh.v1.IngestItemsResponse\x12M\n\x0cIngestStream\x12\x18.labelmesh.v1.IngestItem\x1a!.labelmesh.v1.IngestItemsResponse(\x01\x32\x8d\x03\n\x11\x41nnotationService\x12?\n\tLeaseTask\x12\x1e.labelmesh.v1.LeaseTaskRequest\x1a\x12.labelmesh.v1.Task\x12R\n\x0bSubmitLabel\x12 .labelmesh.v1.SubmitLabelRequest\x1a!.labelmesh.v1.SubmitLabelResponse\x12I\n\x08SkipTask\x12\x1d.labelmesh.v1.SkipTaskRequest\x1a\x1e.labelmesh.v1.SkipTaskResponse\x12I\n\x08\x46lagItem\x12\x1d.labelmesh.v1.FlagItemRequest\x1a\x1e.labelmesh.v1.FlagItemResponse\x12M\n\rGetGuidelines\x12\".labelmesh.v1.GetGuidelinesRequest\x1a\x18.labelmesh.v1.Guidelines2\x8f\x02\n\x0c\x41\x64minService\x12P\n\x10\x43onfigureProject\x12%.labelmesh.v1.ConfigureProjectRequest\x1a\x15.labelmesh.v1.Project\x12[\n\x0f\x43reateAnnotator\x12$.labelmesh.v1.CreateAnnotatorRequest\x1a\".labelmesh.v1.AnnotatorCredentials\x12P\n\x0eGetItemHistory\x12#.labelmesh.v1.GetItemHistoryRequest\x1a\x19.labelmesh.v1.ItemHistoryb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19schemas/rpc/gateway.proto\x12\x0clabelmesh.v1\"\x8a\x01\n\nIngestItem\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12\x14\n\x0cgolden_label\x18\x06 \x01(\t\x12\x15\n\rtrusted_label\x18\x07 \x01(\t\"=\n\x12IngestItemsRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.labelmesh.v1.IngestItem\"9\n\x13IngestItemsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x10\n\x08item_ids\x18\x02 \x03(\t\"#\n\x10LeaseTaskRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\"6\n\x10LabelProbability\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"?\n\tNeighbour\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\"\xa3\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04tier\x18\x05 \x01(\t\x12\x30\n\x08prelabel\x18\x06 \x03(\x0b\x32\x1e.labelmesh.v1.LabelProbability\x12+\n\nneighbours\x18\x07 \x03(\x0b\x32\x17.labelmesh.v1.Neighbour\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\x19\n\x11guideline_version\x18\t \x01(\x05\x12\x1d\n\x15lease_expires_unix_ms\x18\n \x01(\x03\x12\x0e\n\x06labels\x18\x0b \x03(\t\x12\x12\n\nsession_id\x18\x0c \x01(\t\"d\n\x12SubmitLabelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x15\n\rtime_spent_ms\x18\x03 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"?\n\x13SubmitLabelResponse\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"2\n\x0fSkipTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x12\n\x10SkipTaskResponse\"D\n\x0f\x46lagItemRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63omment\x18\x03 \x01(\t\"#\n\x10\x46lagItemResponse\x12\x0f\n\x07\x66lag_id\x18\x01 \x01(\t\"8\n\x14GetGuidelinesRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"9\n\x18PublishGuidelinesRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"L\n\nGuidelines\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x0e\n\x06labels\x18\x04 \x03(\t\"\x83\x01\n\x17\x43onfigureProjectRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x12\n\nguidelines\x18\x03 \x01(\t\x12\x18\n\x10multi_annotators\x18\x04 \x01(\x05\x12\x19\n\x11target_auto_error\x18\x05 \x01(\x01\"E\n\x07Project\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x19\n\x11guideline_version\x18\x03 \x01(\x05\"<\n\x16\x43reateAnnotatorRequest\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"I\n\x14\x41nnotatorCredentials\x12\x14\n\x0c\x61nnotator_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\"9\n\x15GetItemHistoryRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\"E\n\x0cHistoryEntry\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x12\n\nat_unix_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x64\x65tail_json\x18\x03 \x01(\t\"\\\n\x0bItemHistory\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12+\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1a.labelmesh.v1.HistoryEntry\"w\n\x1f\x43reateCalibrationSessionRequest\x12\x0f\n\x07project\x18\x01 \x01(\t\x12\x10\n\x08item_ids\x18\x02 \x03(\t\x12\t\n\x01n\x18\x03 \x01(\x05\x12\x12\n\nannotators\x18\x04 \x03(\t\x12\x12\n\nsession_id\x18\x05 \x01(\t\"_\n\x12\x43\x61librationSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07project\x18\x02 \x01(\t\x12\x10\n\x08item_ids\x18\x03 \x03(\t\x12\x12\n\nannotators\x18\x04 \x03(\t2\xb2\x01\n\rIngestService\x12R\n\x0bIngestItems\x12 .labelmesh.v1.IngestItemsRequest\x1a!.labelmesh.v1.IngestItemsResponse\x12M\n\x0cIngestStream\x12\x18.labelmesh.v1.IngestItem\x1a!.labelmesh.v1.IngestItemsResponse(\x01\x32\x8d\x03\n\x11\x41nnotationService\x12?\n\tLeaseTask\x12\x1e.labelmesh.v1.LeaseTaskRequest\x1a\x12.labelmesh.v1.Task\x12R\n\x0bSubmitLabel\x12 .labelmesh.v1.SubmitLabelRequest\x1a!.labelmesh.v1.SubmitLabelResponse\x12I\n\x08SkipTask\x12\x1d.labelmesh.v1.SkipTaskRequest\x1a\x1e.labelmesh.v1.SkipTaskResponse\x12I\n\x08\x46lagItem\x12\x1d.labelmesh.v1.FlagItemRequest\x1a\x1e.labelmesh.v1.FlagItemResponse\x12M\n\rGetGuidelines\x12\".labelmesh.v1.GetGuidelinesRequest\x1a\x18.labelmesh.v1.Guidelines2\xd3\x03\n\x0c\x41\x64minService\x12P\n\x10\x43onfigureProject\x12%.labelmesh.v1.ConfigureProjectRequest\x1a\x15.labelmesh.v1.Project\x12U\n\x11PublishGuidelines\x12&.labelmesh.v1.PublishGuidelinesRequest\x1a\x18.labelmesh.v1.Guidelines\x12[\n\x0f\x43reateAnnotator\x12$.labelmesh.v1.CreateAnnotatorRequest\x1a\".labelmesh.v1.AnnotatorCredentials\x12P\n\x0eGetItemHistory\x12#.labelmesh.v1.GetItemHistoryRequest\x1a\x19.labelmesh.v1.ItemHistory\x12k\n\x18\x43reateCalibrationSession\x12-.labelmesh.v1.CreateCalibrationSessionRequest\x1a .labelmesh.v1.CalibrationSessionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,41 +44,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NEIGHBOUR']._serialized_start=399
   _globals['_NEIGHBOUR']._serialized_end=462
   _globals['_TASK']._serialized_start=465
-  _globals['_TASK']._serialized_end=736
-  _globals['_SUBMITLABELREQUEST']._serialized_start=738
-  _globals['_SUBMITLABELREQUEST']._serialized_end=838
-  _globals['_SUBMITLABELRESPONSE']._serialized_start=840
-  _globals['_SUBMITLABELRESPONSE']._serialized_end=903
-  _globals['_SKIPTASKREQUEST']._serialized_start=905
-  _globals['_SKIPTASKREQUEST']._serialized_end=955
-  _globals['_SKIPTASKRESPONSE']._serialized_start=957
-  _globals['_SKIPTASKRESPONSE']._serialized_end=975
-  _globals['_FLAGITEMREQUEST']._serialized_start=977
-  _globals['_FLAGITEMREQUEST']._serialized_end=1045
-  _globals['_FLAGITEMRESPONSE']._serialized_start=1047
-  _globals['_FLAGITEMRESPONSE']._serialized_end=1082
-  _globals['_GETGUIDELINESREQUEST']._serialized_start=1084
-  _globals['_GETGUIDELINESREQUEST']._serialized_end=1123
-  _globals['_GUIDELINES']._serialized_start=1125
-  _globals['_GUIDELINES']._serialized_end=1201
-  _globals['_CONFIGUREPROJECTREQUEST']._serialized_start=1204
-  _globals['_CONFIGUREPROJECTREQUEST']._serialized_end=1335
-  _globals['_PROJECT']._serialized_start=1337
-  _globals['_PROJECT']._serialized_end=1406
-  _globals['_CREATEANNOTATORREQUEST']._serialized_start=1408
-  _globals['_CREATEANNOTATORREQUEST']._serialized_end=1468
-  _globals['_ANNOTATORCREDENTIALS']._serialized_start=1470
-  _globals['_ANNOTATORCREDENTIALS']._serialized_end=1543
-  _globals['_GETITEMHISTORYREQUEST']._serialized_start=1545
-  _globals['_GETITEMHISTORYREQUEST']._serialized_end=1602
-  _globals['_HISTORYENTRY']._serialized_start=1604
-  _globals['_HISTORYENTRY']._serialized_end=1673
-  _globals['_ITEMHISTORY']._serialized_start=1675
-  _globals['_ITEMHISTORY']._serialized_end=1767
-  _globals['_INGESTSERVICE']._serialized_start=1770
-  _globals['_INGESTSERVICE']._serialized_end=1948
-  _globals['_ANNOTATIONSERVICE']._serialized_start=1951
-  _globals['_ANNOTATIONSERVICE']._serialized_end=2348
-  _globals['_ADMINSERVICE']._serialized_start=2351
-  _globals['_ADMINSERVICE']._serialized_end=2622
+  _globals['_TASK']._serialized_end=756
+  _globals['_SUBMITLABELREQUEST']._serialized_start=758
+  _globals['_SUBMITLABELREQUEST']._serialized_end=858
+  _globals['_SUBMITLABELRESPONSE']._serialized_start=860
+  _globals['_SUBMITLABELRESPONSE']._serialized_end=923
+  _globals['_SKIPTASKREQUEST']._serialized_start=925
+  _globals['_SKIPTASKREQUEST']._serialized_end=975
+  _globals['_SKIPTASKRESPONSE']._serialized_start=977
+  _globals['_SKIPTASKRESPONSE']._serialized_end=995
+  _globals['_FLAGITEMREQUEST']._serialized_start=997
+  _globals['_FLAGITEMREQUEST']._serialized_end=1065
+  _globals['_FLAGITEMRESPONSE']._serialized_start=1067
+  _globals['_FLAGITEMRESPONSE']._serialized_end=1102
+  _globals['_GETGUIDELINESREQUEST']._serialized_start=1104
+  _globals['_GETGUIDELINESREQUEST']._serialized_end=1160
+  _globals['_PUBLISHGUIDELINESREQUEST']._serialized_start=1162
+  _globals['_PUBLISHGUIDELINESREQUEST']._serialized_end=1219
+  _globals['_GUIDELINES']._serialized_start=1221
+  _globals['_GUIDELINES']._serialized_end=1297
+  _globals['_CONFIGUREPROJECTREQUEST']._serialized_start=1300
+  _globals['_CONFIGUREPROJECTREQUEST']._serialized_end=1431
+  _globals['_PROJECT']._serialized_start=1433
+  _globals['_PROJECT']._serialized_end=1502
+  _globals['_CREATEANNOTATORREQUEST']._serialized_start=1504
+  _globals['_CREATEANNOTATORREQUEST']._serialized_end=1564
+  _globals['_ANNOTATORCREDENTIALS']._serialized_start=1566
+  _globals['_ANNOTATORCREDENTIALS']._serialized_end=1639
+  _globals['_GETITEMHISTORYREQUEST']._serialized_start=1641
+  _globals['_GETITEMHISTORYREQUEST']._serialized_end=1698
+  _globals['_HISTORYENTRY']._serialized_start=1700
+  _globals['_HISTORYENTRY']._serialized_end=1769
+  _globals['_ITEMHISTORY']._serialized_start=1771
+  _globals['_ITEMHISTORY']._serialized_end=1863
+  _globals['_CREATECALIBRATIONSESSIONREQUEST']._serialized_start=1865
+  _globals['_CREATECALIBRATIONSESSIONREQUEST']._serialized_end=1984
+  _globals['_CALIBRATIONSESSION']._serialized_start=1986
+  _globals['_CALIBRATIONSESSION']._serialized_end=2081
+  _globals['_INGESTSERVICE']._serialized_start=2084
+  _globals['_INGESTSERVICE']._serialized_end=2262
+  _globals['_ANNOTATIONSERVICE']._serialized_start=2265
+  _globals['_ANNOTATIONSERVICE']._serialized_end=2662
+  _globals['_ADMINSERVICE']._serialized_start=2665
+  _globals['_ADMINSERVICE']._serialized_end=3132
 # @@protoc_insertion_point(module_scope)

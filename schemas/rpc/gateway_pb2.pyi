@@ -63,7 +63,7 @@ class Neighbour(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., label: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels")
+    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels", "session_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class Task(_message.Message):
     GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEASE_EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     project: str
     item_id: str
@@ -86,7 +87,8 @@ class Task(_message.Message):
     guideline_version: int
     lease_expires_unix_ms: int
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    session_id: str
+    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelRequest(_message.Message):
     __slots__ = ("task_id", "label", "time_spent_ms", "idempotency_key")
@@ -137,10 +139,20 @@ class FlagItemResponse(_message.Message):
     def __init__(self, flag_id: _Optional[str] = ...) -> None: ...
 
 class GetGuidelinesRequest(_message.Message):
-    __slots__ = ("project",)
+    __slots__ = ("project", "version")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     project: str
-    def __init__(self, project: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, project: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PublishGuidelinesRequest(_message.Message):
+    __slots__ = ("project", "text")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    text: str
+    def __init__(self, project: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Guidelines(_message.Message):
     __slots__ = ("project", "version", "text", "labels")
@@ -223,3 +235,29 @@ class ItemHistory(_message.Message):
     item_id: str
     entries: _containers.RepeatedCompositeFieldContainer[HistoryEntry]
     def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[HistoryEntry, _Mapping]]] = ...) -> None: ...
+
+class CreateCalibrationSessionRequest(_message.Message):
+    __slots__ = ("project", "item_ids", "n", "annotators", "session_id")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    n: int
+    annotators: _containers.RepeatedScalarFieldContainer[str]
+    session_id: str
+    def __init__(self, project: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., n: _Optional[int] = ..., annotators: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ...) -> None: ...
+
+class CalibrationSession(_message.Message):
+    __slots__ = ("session_id", "project", "item_ids", "annotators")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    project: str
+    item_ids: _containers.RepeatedScalarFieldContainer[str]
+    annotators: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., project: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., annotators: _Optional[_Iterable[str]] = ...) -> None: ...

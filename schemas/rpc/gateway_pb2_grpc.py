@@ -408,6 +408,11 @@ class AdminServiceStub:
                 request_serializer=schemas_dot_rpc_dot_gateway__pb2.ConfigureProjectRequest.SerializeToString,
                 response_deserializer=schemas_dot_rpc_dot_gateway__pb2.Project.FromString,
                 _registered_method=True)
+        self.PublishGuidelines = channel.unary_unary(
+                '/labelmesh.v1.AdminService/PublishGuidelines',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.PublishGuidelinesRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.Guidelines.FromString,
+                _registered_method=True)
         self.CreateAnnotator = channel.unary_unary(
                 '/labelmesh.v1.AdminService/CreateAnnotator',
                 request_serializer=schemas_dot_rpc_dot_gateway__pb2.CreateAnnotatorRequest.SerializeToString,
@@ -418,13 +423,26 @@ class AdminServiceStub:
                 request_serializer=schemas_dot_rpc_dot_gateway__pb2.GetItemHistoryRequest.SerializeToString,
                 response_deserializer=schemas_dot_rpc_dot_gateway__pb2.ItemHistory.FromString,
                 _registered_method=True)
+        self.CreateCalibrationSession = channel.unary_unary(
+                '/labelmesh.v1.AdminService/CreateCalibrationSession',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.CreateCalibrationSessionRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.CalibrationSession.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def ConfigureProject(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates or updates a project; a change of labels or guideline text publishes a new guideline version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishGuidelines(self, request, context):
+        """Publishes new guideline text as the next version, keeping the project's labels and settings.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -441,6 +459,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCalibrationSession(self, request, context):
+        """Every chosen annotator labels the same items; their labels carry the session id (qc-report --session).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -448,6 +473,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ConfigureProject,
                     request_deserializer=schemas_dot_rpc_dot_gateway__pb2.ConfigureProjectRequest.FromString,
                     response_serializer=schemas_dot_rpc_dot_gateway__pb2.Project.SerializeToString,
+            ),
+            'PublishGuidelines': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishGuidelines,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.PublishGuidelinesRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.Guidelines.SerializeToString,
             ),
             'CreateAnnotator': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAnnotator,
@@ -458,6 +488,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetItemHistory,
                     request_deserializer=schemas_dot_rpc_dot_gateway__pb2.GetItemHistoryRequest.FromString,
                     response_serializer=schemas_dot_rpc_dot_gateway__pb2.ItemHistory.SerializeToString,
+            ),
+            'CreateCalibrationSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCalibrationSession,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.CreateCalibrationSessionRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.CalibrationSession.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -487,6 +522,33 @@ class AdminService:
             '/labelmesh.v1.AdminService/ConfigureProject',
             schemas_dot_rpc_dot_gateway__pb2.ConfigureProjectRequest.SerializeToString,
             schemas_dot_rpc_dot_gateway__pb2.Project.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishGuidelines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.AdminService/PublishGuidelines',
+            schemas_dot_rpc_dot_gateway__pb2.PublishGuidelinesRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.Guidelines.FromString,
             options,
             channel_credentials,
             insecure,
@@ -541,6 +603,33 @@ class AdminService:
             '/labelmesh.v1.AdminService/GetItemHistory',
             schemas_dot_rpc_dot_gateway__pb2.GetItemHistoryRequest.SerializeToString,
             schemas_dot_rpc_dot_gateway__pb2.ItemHistory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCalibrationSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.AdminService/CreateCalibrationSession',
+            schemas_dot_rpc_dot_gateway__pb2.CreateCalibrationSessionRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.CalibrationSession.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,12 +26,24 @@ from schemas.events import (
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.auth import Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.calibration import (
+    Annotator,
+    CalibrationError,
+    check_item_request,
+    pick_annotators,
+    pick_items,
+    session_id,
+)
 from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.settings import GatewaySettings
 from services.gateway.golden import should_inject_golden
 
 SERVICE = "gateway"
 ID_MAX = 256
+GUIDELINES_MAX_CHARS = 1_000_000
+COMMENT_MAX_CHARS = 4_000
+CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
+                      "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
 
 class Gateway:
@@ -110,9 +122,10 @@ def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
         prelabel=[pb.LabelProbability(label=s["label"], probability=s["probability"]) for s in task["prelabel"]],
         neighbours=[pb.Neighbour(**n) for n in task["neighbours"]] if expert else [],
         reasons=task["reasons"] if expert else [],
-        guideline_version=project["guideline_version"],
+        guideline_version=lease.guideline_version or project["guideline_version"],
         lease_expires_unix_ms=int(lease.expires_at.timestamp() * 1000),
         labels=project["labels"],
+        session_id=task.get("session") or "",
     )
 
 
@@ -213,7 +226,8 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         served = await self.gw.tasks_served(caller.annotator_id)
         golden_turn = should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
                                            self.gw.settings.golden_salt.get_secret_value())
-        lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn)
+        lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn,
+                                               project["guideline_version"])
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         if lease.fresh:
@@ -259,8 +273,11 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             event_id=derived_id("submitted", submission_id),
             producer=SERVICE, project=lease["project"], item_id=lease["item_id"], task_id=lease["task_id"],
             annotator_id=caller.annotator_id, role=caller.role.value, label=request.label,
-            time_spent_ms=request.time_spent_ms, guideline_version=project["guideline_version"],
+            # The version shown with the task, not one published while the annotator was working on it.
+            time_spent_ms=request.time_spent_ms,
+            guideline_version=lease.get("guideline_version") or project["guideline_version"],
             idempotency_key=request.idempotency_key, golden=bool(lease.get("golden")),
+            session_id=lease.get("session"),
         )
         doc = {"_id": submission_id, "lease_id": request.task_id, "label": request.label,
                "event": event.model_dump_json(), "published": False}
@@ -271,7 +288,8 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         await self._publish(doc)
         await self.gw.history(event.project, event.item_id, "label_submitted",
                               {"annotator": caller.annotator_id, "label": request.label,
-                               "time_spent_ms": request.time_spent_ms}, event.event_id)
+                               "time_spent_ms": request.time_spent_ms, "guideline_version": event.guideline_version,
+                               "session": event.session_id}, event.event_id)
         return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=False)
 
     async def _publish(self, submission: dict[str, Any]) -> None:
@@ -283,6 +301,9 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def SkipTask(self, request: pb.SkipTaskRequest, context: grpc.aio.ServicerContext) -> pb.SkipTaskResponse:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        if len(request.reason) > COMMENT_MAX_CHARS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"reason is longer than {COMMENT_MAX_CHARS} characters")
         lease = await self._lease_of(context, caller, request.task_id)
         try:
             await self.gw.queue.finish(lease, "skipped")
@@ -303,7 +324,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         flag = QcFlagged(
             producer=SERVICE, project=request.project, item_id=request.item_id or None, subject=subject,
             subject_id=request.item_id or request.project, kind=FlagKind.ANNOTATOR_FEEDBACK,
-            message=request.comment[:4000], evidence={"annotator": caller.annotator_id},
+            message=request.comment[:COMMENT_MAX_CHARS], evidence={"annotator": caller.annotator_id},
         )
         await self.gw.rt.bus.publish([flag])
         return pb.FlagItemResponse(flag_id=flag.event_id)
@@ -311,8 +332,16 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     async def GetGuidelines(self, request: pb.GetGuidelinesRequest, context: grpc.aio.ServicerContext) -> pb.Guidelines:
         await self.gw.caller(context)
         project = await self.gw.project(context, request.project)
-        return pb.Guidelines(project=request.project, version=project["guideline_version"],
-                             text=project["guidelines"], labels=project["labels"])
+        if request.version < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be positive, or 0 for the current one")
+        if request.version in (0, project["guideline_version"]):
+            return pb.Guidelines(project=request.project, version=project["guideline_version"],
+                                 text=project["guidelines"], labels=project["labels"])
+        doc = await self.gw.db["guidelines"].find_one({"_id": f"{request.project}/{request.version}"})
+        if doc is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"project {request.project!r} has no guideline version "
+                                                           f"{request.version}")
+        return pb.Guidelines(project=request.project, version=doc["version"], text=doc["text"], labels=doc["labels"])
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -346,20 +375,45 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             problem = problem or f"invalid project: {exc}"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        await self._store(event)
+        return pb.Project(project=request.project, labels=labels, guideline_version=version)
+
+    async def _store(self, event: ProjectConfigured) -> None:
+        """The project as configured, its guideline version kept for good, then project.configured."""
+        labels = list(event.labels)
         await self.gw.db["projects"].replace_one(
-            {"_id": request.project},
-            {"labels": labels, "guidelines": request.guidelines, "guideline_version": version,
+            {"_id": event.project},
+            {"labels": labels, "guidelines": event.guidelines, "guideline_version": event.guideline_version,
              "multi_annotators": event.multi_annotators, "target_auto_error": event.target_auto_error},
             upsert=True,
         )
         await self.gw.db["guidelines"].update_one(
-            {"_id": f"{request.project}/{version}"},
-            {"$setOnInsert": {"project": request.project, "version": version, "text": request.guidelines,
+            {"_id": f"{event.project}/{event.guideline_version}"},
+            {"$setOnInsert": {"project": event.project, "version": event.guideline_version, "text": event.guidelines,
                               "labels": labels, "at": utcnow()}},
             upsert=True,
         )
         await self.gw.rt.bus.publish([event])
-        return pb.Project(project=request.project, labels=labels, guideline_version=version)
+
+    async def PublishGuidelines(self, request: pb.PublishGuidelinesRequest,
+                                context: grpc.aio.ServicerContext) -> pb.Guidelines:
+        await self.gw.caller(context, Role.ADMIN)
+        if not request.text.strip():
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "text is required")
+        if len(request.text) > GUIDELINES_MAX_CHARS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"text is longer than {GUIDELINES_MAX_CHARS} characters")
+        current = await self.gw.project(context, request.project)
+        version = current["guideline_version"]
+        if request.text != current["guidelines"]:  # the same text again (a retry) is not a new version
+            version += 1
+            # Labels and settings as they are: ConfigureProject would reset settings the caller did not send.
+            await self._store(ProjectConfigured(
+                producer=SERVICE, project=request.project, labels=tuple(current["labels"]), guideline_version=version,
+                guidelines=request.text, multi_annotators=current["multi_annotators"],
+                target_auto_error=current["target_auto_error"],
+            ))
+        return pb.Guidelines(project=request.project, version=version, text=request.text, labels=current["labels"])
 
     async def CreateAnnotator(self, request: pb.CreateAnnotatorRequest, context: grpc.aio.ServicerContext) -> pb.AnnotatorCredentials:
         await self.gw.caller(context, Role.ADMIN)
@@ -380,6 +434,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GetItemHistory(self, request: pb.GetItemHistoryRequest, context: grpc.aio.ServicerContext) -> pb.ItemHistory:
         await self.gw.caller(context, Role.ADMIN)
         await self.gw.project(context, request.project)
+        if not request.item_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item_id is required")
         key = f"{request.project}/{request.item_id}"
         if await self.gw.db["items"].find_one({"_id": key}) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r}")
@@ -389,3 +445,64 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                                                       sort=[("at", 1)])
         ]
         return pb.ItemHistory(project=request.project, item_id=request.item_id, entries=entries)
+
+    async def CreateCalibrationSession(self, request: pb.CreateCalibrationSessionRequest,
+                                       context: grpc.aio.ServicerContext) -> pb.CalibrationSession:
+        await self.gw.caller(context, Role.ADMIN)
+        await self.gw.project(context, request.project)
+        db = self.gw.db
+        asked = {"item_ids": list(request.item_ids), "n": request.n, "annotators": list(request.annotators)}
+        try:
+            check_item_request(asked["item_ids"], request.n)
+            session = session_id(request.session_id)
+        except CalibrationError as exc:
+            await context.abort(CALIBRATION_STATUS[exc.code], str(exc))
+        existing = await db["calibration_sessions"].find_one({"_id": session})
+        if existing is not None:
+            if existing["project"] != request.project or existing["request"] != asked:
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session!r} exists with other settings")
+            return _session_message(existing)
+        golden = set()
+        if asked["item_ids"]:
+            keys = [f"{request.project}/{i}" for i in asked["item_ids"]]
+            found = {d["item_id"]: d async for d in db["items"].find({"_id": {"$in": keys}},
+                                                                      {"item_id": 1, "golden_label": 1})}
+            missing = [i for i in asked["item_ids"] if i not in found]
+            if missing:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown items: {', '.join(missing[:20])}")
+            golden = {i for i, d in found.items() if d.get("golden_label")}
+        if golden:
+            # Annotators would meet these again as golden tasks, knowing them: their answers must stay unseen.
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"golden items cannot be calibration items: {', '.join(sorted(golden)[:20])}")
+        known = {d["_id"]: Annotator(d["_id"], d["role"], bool(d.get("suspended")))
+                 async for d in db["annotators"].find({}, {"role": 1, "suspended": 1})}
+        try:
+            if asked["item_ids"]:
+                items = tuple(asked["item_ids"])
+            else:
+                candidates = [d["item_id"] async for d in db["items"].find(
+                    {"project": request.project}, {"item_id": 1, "golden_label": 1}) if not d.get("golden_label")]
+                items = pick_items(candidates, request.n, seed=session)
+            annotators = pick_annotators(known, asked["annotators"])
+        except CalibrationError as exc:
+            await context.abort(CALIBRATION_STATUS[exc.code], str(exc))
+        # Tasks first, then the session: a retry after a crash in between recreates the same session and
+        # insert_new keeps the tasks already there.
+        await self.gw.queue.add_calibration(session, request.project, list(items), list(annotators))
+        doc = {"_id": session, "project": request.project, "item_ids": list(items), "annotators": list(annotators),
+               "request": asked, "created_at": utcnow()}
+        try:
+            await db["calibration_sessions"].insert_one(doc)
+        except DuplicateKeyError:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"session {session!r} was created concurrently")
+        await self.gw.histories([
+            history_entry(request.project, item, "calibration", {"session": session, "annotators": list(annotators)},
+                          f"calibration/{session}/{item}") for item in items
+        ])
+        return _session_message(doc)
+
+
+def _session_message(doc: dict[str, Any]) -> pb.CalibrationSession:
+    return pb.CalibrationSession(session_id=doc["_id"], project=doc["project"], item_ids=doc["item_ids"],
+                                 annotators=doc["annotators"])

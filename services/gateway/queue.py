@@ -12,8 +12,10 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.active import review_priority
+from labelmesh.runtime.mongo import insert_new
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
+from services.gateway.calibration import TIER as CALIBRATION
 
 
 class LeaseError(Exception):
@@ -29,6 +31,7 @@ class Lease:
     lease_id: str
     task: dict[str, Any]
     expires_at: datetime
+    guideline_version: int | None = None  # what the annotator was shown when the lease began
     fresh: bool = False  # handed out by this call (not the annotator's current lease returned again)
 
 
@@ -53,6 +56,9 @@ class TaskQueue:
         self.golden_seen = db["golden_seen"]
         self.lease_seconds = lease_seconds
         self._lock = asyncio.Lock()
+        # Projects that may have open calibration tasks (absent: not known yet). Saves the extra query on every
+        # lease of a project without a session; like the lock, it relies on one gateway process per database.
+        self._calibrating: dict[str, bool] = {}
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
@@ -73,7 +79,8 @@ class TaskQueue:
                    "tier": Tier.SINGLE.value, "required": 0, "open_slots": 0}
         else:
             await self.tasks.update_many(
-                {"project": routed.project, "item_id": routed.item_id, "status": "open", "_id": {"$ne": task_id}},
+                {"project": routed.project, "item_id": routed.item_id, "status": "open", "_id": {"$ne": task_id},
+                 "tier": {"$ne": CALIBRATION}},
                 {"$set": {"status": "superseded"}},
             )
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": False, "status": "open",
@@ -94,6 +101,24 @@ class TaskQueue:
             return False
         return True
 
+    async def add_calibration(self, session: str, project: str, item_ids: list[str], annotators: list[str]) -> None:
+        """One task per item that each of the annotators, and nobody else, gets once (kept in `pending` until leased).
+
+        Routing and final labels leave these tasks alone: a calibration label measures agreement, it is not a vote.
+        """
+        now = utcnow()
+        tasks = [
+            {"_id": f"{session}/{item_id}", "project": project, "item_id": item_id, "golden": False, "status": "open",
+             "tier": CALIBRATION, "session": session, "order": n, "required": len(annotators),
+             "open_slots": len(annotators), "pending": list(annotators), "annotators": [], "submitted": [],
+             "skipped": [], "created_at": now, "prelabel": [], "neighbours": [], "reasons": [],
+             "spot_check": False, "priority": 0.0}
+            for n, item_id in enumerate(item_ids)
+        ]
+        async with self._lock:  # with claim_calibration's check of open sessions
+            await insert_new(self.tasks, tasks)
+            self._calibrating[project] = True
+
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         doc = await self.leases.find_one(
             {"project": project, "annotator": annotator, "state": "leased", "expires_at": {"$gt": utcnow()}}
@@ -101,19 +126,40 @@ class TaskQueue:
         if doc is None:
             return None
         task = await self.tasks.find_one({"_id": doc["task_id"]})
-        return Lease(doc["_id"], task, doc["expires_at"]) if task else None
+        return Lease(doc["_id"], task, doc["expires_at"], doc.get("guideline_version")) if task else None
 
-    async def next_lease(self, project: str, annotator: str, role: Role, golden_turn: bool) -> Lease | None:
-        """The annotator's current lease, else a golden task when it is their turn, else a claimed slot."""
+    async def next_lease(self, project: str, annotator: str, role: Role, golden_turn: bool,
+                         guideline_version: int = 1) -> Lease | None:
+        """The annotator's current lease, else their next calibration task, else a golden task when it is their
+        turn, else a claimed slot. A new lease records the guideline version the annotator is shown."""
         async with self._lock:
             lease = await self.current_lease(project, annotator)
-            if lease is None and golden_turn:
-                lease = await self.claim_golden(project, annotator)
             if lease is None:
-                lease = await self.claim(project, annotator, role)
+                lease = await self.claim_calibration(project, annotator, guideline_version)
+            if lease is None and golden_turn:
+                lease = await self.claim_golden(project, annotator, guideline_version)
+            if lease is None:
+                lease = await self.claim(project, annotator, role, guideline_version)
             return lease
 
-    async def claim(self, project: str, annotator: str, role: Role) -> Lease | None:
+    async def claim_calibration(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
+        """The annotator's next calibration task, in session order (under the lock)."""
+        if self._calibrating.get(project) is False:
+            return None
+        task = await self.tasks.find_one_and_update(
+            {"project": project, "status": "open", "tier": CALIBRATION, "pending": annotator},
+            {"$inc": {"open_slots": -1}, "$pull": {"pending": annotator}, "$push": {"annotators": annotator}},
+            sort=[("created_at", 1), ("order", 1)],
+            return_document=ReturnDocument.AFTER,
+        )
+        if task is None:
+            open_sessions = await self.tasks.find_one({"project": project, "status": "open", "tier": CALIBRATION},
+                                                      {"_id": 1})
+            self._calibrating[project] = open_sessions is not None
+            return None
+        return await self._lease(task, annotator, guideline_version)
+
+    async def claim(self, project: str, annotator: str, role: Role, guideline_version: int = 1) -> Lease | None:
         """Take one open slot of the most informative (then oldest) task this annotator has not had (under the lock)."""
         tiers = [Tier.EXPERT.value] if role is Role.EXPERT else []
         tiers_rest = [t.value for t in Tier if t is not Tier.EXPERT]
@@ -126,10 +172,10 @@ class TaskQueue:
                 return_document=ReturnDocument.AFTER,
             )
             if task is not None:
-                return await self._lease(task, annotator)
+                return await self._lease(task, annotator, guideline_version)
         return None
 
-    async def claim_golden(self, project: str, annotator: str) -> Lease | None:
+    async def claim_golden(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
         seen = [d["item_id"] async for d in self.golden_seen.find({"annotator": annotator, "project": project})]
         task = await self.tasks.find_one(
             {"project": project, "status": "pool", "golden": True, "item_id": {"$nin": seen}}, sort=[("created_at", 1)]
@@ -141,19 +187,20 @@ class TaskQueue:
             {"$set": {"annotator": annotator, "project": project, "item_id": task["item_id"]}},
             upsert=True,
         )
-        return await self._lease(task, annotator)
+        return await self._lease(task, annotator, guideline_version)
 
-    async def _lease(self, task: dict[str, Any], annotator: str) -> Lease:
+    async def _lease(self, task: dict[str, Any], annotator: str, guideline_version: int) -> Lease:
         now = utcnow()
         expires = now + timedelta(seconds=self.lease_seconds)
         lease_id = lease_id_for(task["_id"], annotator)
         await self.leases.replace_one(
             {"_id": lease_id},
             {"task_id": task["_id"], "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
-             "state": "leased", "leased_at": now, "expires_at": expires, "golden": task.get("golden", False)},
+             "state": "leased", "leased_at": now, "expires_at": expires, "golden": task.get("golden", False),
+             "session": task.get("session"), "guideline_version": guideline_version},
             upsert=True,
         )
-        return Lease(lease_id, task, expires, fresh=True)
+        return Lease(lease_id, task, expires, guideline_version, fresh=True)
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
         return await self.leases.find_one({"_id": lease_id})
@@ -181,12 +228,14 @@ class TaskQueue:
                 raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
         if lease.get("golden"):
             return
-        if state == "submitted":
+        if state == "submitted" or lease.get("session"):
+            # A skipped calibration task is done for that annotator: nobody else may take their place.
+            field = "submitted" if state == "submitted" else "skipped"
             task = await self.tasks.find_one_and_update(
-                {"_id": lease["task_id"]}, {"$addToSet": {"submitted": lease["annotator"]}},
+                {"_id": lease["task_id"]}, {"$addToSet": {field: lease["annotator"]}},
                 return_document=ReturnDocument.AFTER,
             )
-            if task and len(task["submitted"]) >= task["required"]:
+            if task and len(task["submitted"]) + len(task.get("skipped", [])) >= task["required"]:
                 await self.tasks.update_one({"_id": task["_id"], "status": "open"}, {"$set": {"status": "done"}})
         else:  # skipped: the slot goes back, but not to the same annotator
             await self.tasks.update_one({"_id": lease["task_id"], "status": "open"}, {"$inc": {"open_slots": 1}})
@@ -206,10 +255,7 @@ class TaskQueue:
                 return count
             count += 1
             if not lease.get("golden"):
-                await self.tasks.update_one(
-                    {"_id": lease["task_id"], "status": "open"},
-                    {"$inc": {"open_slots": 1}, "$pull": {"annotators": lease["annotator"]}},
-                )
+                await self._give_back(lease)
 
     async def requeue_annotator(self, annotator: str) -> int:
         """Take back an annotator's open leases (e.g. when qc suspends them)."""
@@ -224,17 +270,22 @@ class TaskQueue:
             )
             if result.modified_count and not lease.get("golden"):
                 count += 1
-                await self.tasks.update_one(
-                    {"_id": lease["task_id"], "status": "open"},
-                    {"$inc": {"open_slots": 1}, "$pull": {"annotators": annotator}},
-                )
+                await self._give_back(lease)
         return count
+
+    async def _give_back(self, lease: dict[str, Any]) -> None:
+        """An unfinished lease's slot returns to its task; a calibration slot only to the same annotator."""
+        update: dict[str, Any] = {"$inc": {"open_slots": 1}, "$pull": {"annotators": lease["annotator"]}}
+        if lease.get("session"):
+            update["$push"] = {"pending": lease["annotator"]}
+        await self.tasks.update_one({"_id": lease["task_id"], "status": "open"}, update)
 
     async def close_item(self, project: str, item_id: str) -> None:
         """A final label exists: nobody needs to work on the item's open tasks any more."""
         async with self._lock:
             await self.tasks.update_many(
-                {"project": project, "item_id": item_id, "status": "open"}, {"$set": {"status": "closed"}}
+                {"project": project, "item_id": item_id, "status": "open", "tier": {"$ne": CALIBRATION}},
+                {"$set": {"status": "closed"}},
             )
 
     async def open_counts(self) -> dict[tuple[str, str], int]:

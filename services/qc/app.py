@@ -115,6 +115,10 @@ class Qc:
                 if event.golden:
                     out.extend(await self._on_golden_answer(key, event, item))
                     continue
+                if event.session_id:
+                    # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
+                    await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
+                    continue
                 out.extend(await self._on_labels([event], {key: item} if item else {}))
                 touched[key] = event
             else:
@@ -196,7 +200,7 @@ class Qc:
         """
         return {"project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
                 "label": event.label, "expert": event.role == "expert", "golden": event.golden,
-                "time_spent_ms": event.time_spent_ms, "at": event.occurred_at}
+                "time_spent_ms": event.time_spent_ms, "session": event.session_id, "at": event.occurred_at}
 
     async def _on_labels(self, events: list[LabelSubmitted], items: dict[str, Any]) -> list[Envelope]:
         """Store the votes; an item labelled by a suspended annotator goes to an expert."""

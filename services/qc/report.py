@@ -19,13 +19,17 @@ async def session_records(
     until: datetime | None = None,
     min_annotators: int = 2,
     experts: bool = False,
+    session: str | None = None,
 ) -> list[Record]:
     """(item, annotator, label) of the session: labels in [since, until) on items that at least min_annotators labelled.
 
-    A calibration session is every annotator labelling the same items in one sitting; bounding it
-    by time and by how many people labelled an item selects it from everything qc has stored.
+    A calibration session is every annotator labelling the same items in one sitting. One created through
+    the gateway (CreateCalibrationSession) is selected by its id, which its labels carry; otherwise
+    bounding by time and by how many people labelled an item selects it from everything qc has stored.
     """
     query: dict[str, object] = {"project": project}
+    if session:
+        query["session"] = session
     if not experts:
         query["expert"] = False
     docs = [d async for d in db["labels"].find(query, {"item_id": 1, "annotator": 1, "label": 1, "at": 1})]

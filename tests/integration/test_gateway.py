@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from labelmesh.client import GatewayClient
-from labelmesh.runtime.service import ServiceRuntime
-from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
+from schemas.events import Tier
 from schemas.rpc import gateway_pb2 as pb
-from services.gateway.app import create_app
-from services.gateway.settings import GatewaySettings
 from tests.conftest import eventually
+from tests.gateway_helpers import LABELS
+from tests.gateway_helpers import routed as _routed
+from tests.gateway_helpers import status_of as _code
 from tests.kafka_helpers import Env
 
 pytestmark = pytest.mark.integration
-ADMIN = "test-admin"
-LABELS = ["yes", "no", "maybe"]
-
-
-@pytest.fixture
-async def gateway(env: Env) -> AsyncIterator[tuple[ServiceRuntime, GatewayClient]]:
-    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, lease_seconds=5.0,
-                                      sweep_seconds=0.2, golden_rate=0.0))
-    await runtime.start()
-    client = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
-    await client.configure_project("gw", LABELS, guidelines="v1")
-    try:
-        yield runtime, client
-    finally:
-        await client.close()
-        await runtime.stop()
-
-
-def _routed(item_id: str, tier: Tier, required: int) -> ItemRouted:
-    return ItemRouted(producer="test", project="gw", item_id=item_id, tier=tier, required_annotators=required,
-                      top_k=(LabelScore(label="yes", probability=0.6),), thresholds=Thresholds(),
-                      reasons=("test",))
-
-
-async def _code(call) -> grpc.StatusCode:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call
-    return info.value.code()
 
 
 async def test_auth_and_validation_errors_write_nothing(env: Env, gateway) -> None:  # type: ignore[no-untyped-def]

@@ -9,15 +9,8 @@ bytes that are not a protobuf at all, and a message over the size limit.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -25,100 +18,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from pymongo import MongoClient
 
-from labelmesh.state_digest import digest_documents
-from schemas.events import FlagKind, FlagSubject, ItemRouted, LabelScore, QcFlagged, Thresholds, Tier
 from schemas.rpc import gateway_pb2 as pb
-from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from tests.kafka_helpers import Env
+from tests.gateway_helpers import EDGE_PROJECT as PROJECT
+from tests.gateway_helpers import LABELS, Edge
 
 pytestmark = pytest.mark.integration
-ADMIN = "fuzz-admin-token"
-PROJECT = "fz"
-LABELS = ["yes", "no", "maybe"]
 IMPROPER = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Edge:
-    channel: grpc.Channel
-    ingest: pb_grpc.IngestServiceStub
-    annotation: pb_grpc.AnnotationServiceStub
-    admin: pb_grpc.AdminServiceStub
-    tokens: dict[str, str]
-    expired_lease: str
-    db: Any
-    process: subprocess.Popen[bytes]
-
-    def meta(self, who: str) -> tuple[tuple[str, str], ...]:
-        if who == "none":
-            return ()
-        return (("authorization", f"Bearer {self.tokens.get(who, who)}"),)
-
-    def state(self) -> dict[str, str]:
-        names = sorted(n for n in self.db.list_collection_names() if not n.startswith("system."))
-        return digest_documents({n: list(self.db[n].find()) for n in names})
-
-
-@pytest.fixture
-def edge(env: Env, tmp_path: Path) -> Iterator[Edge]:
-    grpc_port, http_port = _free_port(), _free_port()
-    environ = {**os.environ, **env.environ(), "LABELMESH_GATEWAY_GRPC_PORT": str(grpc_port),
-               "LABELMESH_GATEWAY_HTTP_PORT": str(http_port), "LABELMESH_GATEWAY_ADMIN_TOKEN": ADMIN,
-               "LABELMESH_GATEWAY_LEASE_SECONDS": "1.0", "LABELMESH_GATEWAY_SWEEP_SECONDS": "3600",
-               "LABELMESH_GATEWAY_GOLDEN_RATE": "0", "LABELMESH_GATEWAY_MAX_TEXT_CHARS": "2000",
-               "LABELMESH_GATEWAY_MAX_BATCH_ITEMS": "50"}
-    log = (tmp_path / "gateway.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "labelmesh.cli", "run", "gateway"], env=environ,
-                               stdout=log, stderr=subprocess.STDOUT)
-    channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
-    try:
-        grpc.channel_ready_future(channel).result(timeout=120)
-        admin_meta = (("authorization", f"Bearer {ADMIN}"),)
-        admin = pb_grpc.AdminServiceStub(channel)
-        ingest = pb_grpc.IngestServiceStub(channel)
-        annotation = pb_grpc.AnnotationServiceStub(channel)
-        admin.ConfigureProject(pb.ConfigureProjectRequest(project=PROJECT, labels=LABELS, guidelines="g"),
-                               metadata=admin_meta)
-        tokens = {"admin": ADMIN}
-        for name, role in (("ann", "annotator"), ("exp", "expert"), ("sus", "annotator")):
-            tokens[name] = admin.CreateAnnotator(pb.CreateAnnotatorRequest(annotator_id=name, role=role),
-                                                 metadata=admin_meta).token
-        ingest.IngestItems(pb.IngestItemsRequest(items=[pb.IngestItem(project=PROJECT, item_id=i, text=f"text {i}")
-                                                        for i in ("i1", "i2")]), metadata=admin_meta)
-        asyncio.run(env.publish_events([
-            ItemRouted(producer="test", project=PROJECT, item_id="i1", tier=Tier.SINGLE, required_annotators=1,
-                       top_k=(LabelScore(label="yes", probability=0.8),), thresholds=Thresholds()),
-            QcFlagged(producer="test", project=PROJECT, subject=FlagSubject.ANNOTATOR, subject_id="sus",
-                      kind=FlagKind.ANNOTATOR_SUSPENDED, message="suspended for the fuzz test"),
-        ]))
-        db = MongoClient(env.mongo_uri, tz_aware=True)[f"{env.namespace}_gateway"]
-        ann_meta = (("authorization", f"Bearer {tokens['ann']}"),)
-        deadline = time.monotonic() + 60
-        while True:  # wait until item.routed became a task and the suspension arrived
-            try:
-                task = annotation.LeaseTask(pb.LeaseTaskRequest(project=PROJECT), metadata=ann_meta)
-                if db["annotators"].find_one({"_id": "sus", "suspended": True}):
-                    break
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                    raise
-            time.sleep(0.2)
-        time.sleep(1.2)  # the lease (1 s) runs out; the sweeper is off, so only its expiry time tells
-        yield Edge(channel, ingest, annotation, admin, tokens, task.task_id, db, process)
-    finally:
-        channel.close()
-        process.terminate()
-        process.wait(30)
-        log.close()
-
 
 texts = st.one_of(st.sampled_from(["", " ", PROJECT, "i1", "yes", "\x00", "a" * 300]),
                   st.text(st.characters(blacklist_categories=("Cs",)), max_size=40))
@@ -154,7 +60,15 @@ def _calls(edge: Edge) -> st.SearchStrategy[tuple[str, Callable[[], Any]]]:
                   st.builds(pb.FlagItemRequest, project=st.one_of(st.just(PROJECT), texts),
                             item_id=st.one_of(st.just("i2"), texts), comment=texts), who),
         st.builds(lambda r, w: ("GetGuidelines", lambda: a.GetGuidelines(r, metadata=edge.meta(w))),
-                  st.builds(pb.GetGuidelinesRequest, project=st.one_of(st.just(PROJECT), texts)), who),
+                  st.builds(pb.GetGuidelinesRequest, project=st.one_of(st.just(PROJECT), texts), version=int32), who),
+        st.builds(lambda r, w: ("PublishGuidelines", lambda: ad.PublishGuidelines(r, metadata=edge.meta(w))),
+                  st.builds(pb.PublishGuidelinesRequest, project=st.one_of(st.just(PROJECT), texts), text=texts), who),
+        st.builds(lambda r, w: ("CreateCalibrationSession", lambda: ad.CreateCalibrationSession(
+                      r, metadata=edge.meta(w))),
+                  st.builds(pb.CreateCalibrationSessionRequest, project=st.one_of(st.just(PROJECT), texts),
+                            item_ids=st.lists(st.one_of(st.sampled_from(["i1", "i2"]), texts), max_size=3), n=int32,
+                            annotators=st.lists(st.one_of(st.sampled_from(["ann", "exp", "sus"]), texts), max_size=3),
+                            session_id=texts), who),
         st.builds(lambda r, w: ("ConfigureProject", lambda: ad.ConfigureProject(r, metadata=edge.meta(w))),
                   st.builds(pb.ConfigureProjectRequest, project=st.one_of(st.just("fz2"), texts),
                             labels=st.lists(texts, max_size=4), guidelines=texts, multi_annotators=int32,

@@ -1,0 +1,65 @@
+"""Shared by the gateway's integration tests: names, a routed-item factory, and the subprocess gateway's handle."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from labelmesh.state_digest import digest_documents
+from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
+
+ADMIN = "test-admin"  # the in-process `gateway` fixture's admin token
+PROJECT = "gw"  # ... and its project
+EDGE_ADMIN = "fuzz-admin-token"  # the subprocess `edge` fixture's admin token
+EDGE_PROJECT = "fz"  # ... and its project
+LABELS = ["yes", "no", "maybe"]
+
+
+def routed(item_id: str, tier: Tier, required: int, project: str = PROJECT, prelabel: str = "yes",
+           probability: float = 0.6) -> ItemRouted:
+    return ItemRouted(producer="test", project=project, item_id=item_id, tier=tier, required_annotators=required,
+                      top_k=(LabelScore(label=prelabel, probability=probability),), thresholds=Thresholds(),
+                      reasons=("test",))
+
+
+async def status_of(call: Any) -> grpc.StatusCode:
+    """The status an awaited gRPC call fails with (the test fails if it succeeds)."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Edge:
+    """A gateway running as its own process, reached over a blocking channel, with its database opened directly."""
+
+    channel: grpc.Channel
+    ingest: pb_grpc.IngestServiceStub
+    annotation: pb_grpc.AnnotationServiceStub
+    admin: pb_grpc.AdminServiceStub
+    tokens: dict[str, str]
+    expired_lease: str
+    db: Any
+    process: subprocess.Popen[bytes]
+
+    def meta(self, who: str) -> tuple[tuple[str, str], ...]:
+        if who == "none":
+            return ()
+        return (("authorization", f"Bearer {self.tokens.get(who, who)}"),)
+
+    def state(self) -> dict[str, str]:
+        """A digest per collection of the gateway's database: equal before and after means nothing was written."""
+        names = sorted(n for n in self.db.list_collection_names() if not n.startswith("system."))
+        return digest_documents({n: list(self.db[n].find()) for n in names})
