@@ -13,7 +13,7 @@ from contextvars import ContextVar
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import insert_new
+from labelmesh.runtime.mongo import find_by_ids, insert_new
 from schemas.events import Envelope, utcnow
 
 # The event ids of the batch being handled that a killed process was handling before (see module doc).
@@ -29,7 +29,7 @@ class Inbox:
         if not events:
             return []
         ids = list({e.event_id for e in events})
-        seen = {doc["_id"] async for doc in self.collection.find({"_id": {"$in": ids}}, {"_id": 1})}
+        seen = {doc["_id"] for doc in await find_by_ids(self.collection, ids, {"_id": 1})}
         fresh, taken = [], set()
         for event in events:
             if event.event_id in seen or event.event_id in taken:
@@ -43,7 +43,7 @@ class Inbox:
         if not events:
             return frozenset()
         ids = list({e.event_id for e in events})
-        started = {doc["_id"] async for doc in self.inflight.find({"_id": {"$in": ids}}, {"_id": 1})}
+        started = {doc["_id"] for doc in await find_by_ids(self.inflight, ids, {"_id": 1})}
         await insert_new(self.inflight, [{"_id": i, "at": utcnow()} for i in ids if i not in started])
         return frozenset(started)
 

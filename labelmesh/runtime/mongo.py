@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,3 +68,22 @@ async def upsert_many(collection: AsyncCollection, docs: Sequence[dict[str, Any]
         ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": body}, upsert=True) if merge
                    else ReplaceOne({"_id": doc["_id"]}, body, upsert=True))
     await bulk_write(collection, ops, ordered=False)
+
+
+# FerretDB 1.24 hands only `_id` *equality* down to SQLite; `{"_id": {"$in": ids}}` reads and decodes every
+# document of the collection. On qc's items (715 documents with embeddings, in bench/crash_recovery.py's run)
+# an `$in` of one id took 0.37 s against 1.4 ms for a lookup by `_id`, and it grows with the collection, so
+# a handler that looked its batch up with `$in` slowed down as the project grew until qc fell behind for good.
+LOOKUPS_IN_FLIGHT = 8
+
+
+async def find_by_ids(collection: AsyncCollection, ids: Sequence[Any],
+                      projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The documents with these `_id`s (missing ones left out), by point lookups, a few at a time."""
+    unique = list(dict.fromkeys(ids))
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(unique), LOOKUPS_IN_FLIGHT):
+        chunk = unique[start:start + LOOKUPS_IN_FLIGHT]
+        docs = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in chunk))
+        found.extend(d for d in docs if d is not None)
+    return found

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import insert_new, upsert_many
+from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -465,8 +465,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         golden = set()
         if asked["item_ids"]:
             keys = [f"{request.project}/{i}" for i in asked["item_ids"]]
-            found = {d["item_id"]: d async for d in db["items"].find({"_id": {"$in": keys}},
-                                                                      {"item_id": 1, "golden_label": 1})}
+            found = {d["item_id"]: d for d in await find_by_ids(db["items"], keys, {"item_id": 1, "golden_label": 1})}
             missing = [i for i in asked["item_ids"] if i not in found]
             if missing:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown items: {', '.join(missing[:20])}")

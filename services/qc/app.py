@@ -12,7 +12,7 @@ from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from labelmesh.runtime.inbox import recovering
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import bulk_write, find_by_ids
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -182,8 +182,9 @@ class Qc:
                 touched[key] = event
         await self._bulk(self.items, [UpdateOne({"_id": k}, {"$set": v}, upsert=True) for k, v in sets.items()])
         if vectors:  # a final label can arrive before the embedding
-            async for doc in self.items.find({"_id": {"$in": list(vectors)}, "final": {"$exists": True}},
-                                             {"final.label": 1}):
+            for doc in await find_by_ids(self.items, list(vectors), {"final.label": 1}):
+                if "final" not in doc:
+                    continue
                 project, item_id, vector = vectors[doc["_id"]]
                 self._index(project).upsert(item_id, doc["final"]["label"], vector)
 
@@ -255,7 +256,7 @@ class Qc:
     async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
         if not touched:
             return []
-        docs = [d async for d in self.items.find({"_id": {"$in": list(touched)}})]
+        docs = await find_by_ids(self.items, list(touched))
         reliability = {p: await self._reliability(p) for p in {d["project"] for d in docs}}
         out: list[Envelope] = []
         writes: list[UpdateOne] = []  # final labels, written together (one per item)

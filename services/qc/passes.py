@@ -16,7 +16,7 @@ import numpy as np
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import bulk_write, find_by_ids
 from schemas.events import FlagKind, FlagSubject, Provenance, QcFlagged, derived_id, utcnow
 from services.qc.domain import drift, quality_drift
 from services.qc.domain.agreement import AgreementReport, Record, agreement, below_threshold
@@ -226,8 +226,8 @@ class Passes:
         issues = [i for i in report.issues if by_id[i.item_id]["final"]["provenance"] != Provenance.IMPORTED.value]
         self.metrics.label_issues.labels(project).set(len(issues))
         top = issues[: self.settings.label_error_max_flags]
-        known = {d["_id"]: d async for d in self.db["label_issues"].find(
-            {"_id": {"$in": [f"{project}/{i.item_id}" for i in top]}})}
+        known = {d["_id"]: d for d in await find_by_ids(self.db["label_issues"],
+                                                         [f"{project}/{i.item_id}" for i in top])}
         out: list[QcFlagged] = []
         writes = []
         for rank, issue in enumerate(top, start=1):

@@ -8,7 +8,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from labelmesh.neighbours import LabelledIndex
-from labelmesh.runtime.mongo import upsert_many
+from labelmesh.runtime.mongo import find_by_ids, upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -116,7 +116,9 @@ class Router:
             await upsert_many(self.rt.db["items"], docs, merge=True)
             # A final label can arrive before the item's embedding (topics are not ordered with each other).
             ids = [f"{e.project}/{e.item_id}" for e in events]
-            async for doc in self.rt.db["items"].find({"_id": {"$in": ids}, "label": {"$exists": True}}):
+            for doc in await find_by_ids(self.rt.db["items"], ids):
+                if "label" not in doc:
+                    continue
                 self._index(doc["project"]).upsert(
                     doc["item_id"], doc["label"], np.frombuffer(doc["embedding"], np.float32)
                 )

@@ -14,7 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pymongo import ReplaceOne, UpdateOne
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import bulk_write, find_by_ids
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -121,8 +121,8 @@ class Trainer:
         # Versions already stored, read in one query: FerretDB 1.24 stalls on $or filters in updates, so
         # "newer version only" is decided here rather than in the update's filter.
         finals = [e for e in events if isinstance(e, LabelFinalized)]
-        stored = {d["_id"]: d.get("version", 0) async for d in self.examples.find(
-            {"_id": {"$in": [f"{e.project}/{e.item_id}" for e in finals]}}, {"version": 1})} if finals else {}
+        stored = {d["_id"]: d.get("version", 0) for d in await find_by_ids(
+            self.examples, [f"{e.project}/{e.item_id}" for e in finals], {"version": 1})}
         for event in events:
             key = {"_id": f"{event.project}/{event.item_id}"}
             projects.add(event.project)

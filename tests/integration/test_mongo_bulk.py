@@ -3,7 +3,7 @@
 import pytest
 from pymongo import AsyncMongoClient, UpdateOne
 
-from labelmesh.runtime.mongo import bulk_write, insert_new, upsert_many
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_many
 from labelmesh.runtime.settings import CommonSettings
 
 pytestmark = pytest.mark.integration
@@ -52,5 +52,20 @@ async def test_insert_new_keeps_existing_documents_and_says_which_they_were(env)
         assert await insert_new(collection, [{"_id": "c", "v": 2}, {"_id": "a", "v": 2}, {"_id": "b", "v": 2}]) == [1, 2]
         assert {d["_id"]: d["v"] async for d in collection.find({})} == {"a": 1, "b": 1, "c": 2}
         assert await insert_new(collection, []) == []
+    finally:
+        await client.close()
+
+
+async def test_find_by_ids_returns_the_stored_documents_once_and_skips_missing_ids(env):
+    settings = env.settings(CommonSettings)
+    client = AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        collection = client[settings.database_name("bulk")]["lookups"]
+        await insert_new(collection, [{"_id": f"k{i}", "n": i, "big": "x" * 100} for i in range(30)])
+        wanted = ["k3", "nope", "k17", "k3", *[f"k{i}" for i in range(20, 30)]]
+        found = await find_by_ids(collection, wanted, {"n": 1})
+        assert sorted(d["_id"] for d in found) == sorted({"k3", "k17", *[f"k{i}" for i in range(20, 30)]})
+        assert all(set(d) == {"_id", "n"} and d["n"] == int(d["_id"][1:]) for d in found)
+        assert await find_by_ids(collection, []) == []
     finally:
         await client.close()
