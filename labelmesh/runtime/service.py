@@ -116,15 +116,23 @@ class ServiceRuntime:
             await self.stop()
 
 
-def dump_tasks() -> None:
-    """On SIGUSR1: log where every asyncio task is waiting (py-spy shows threads, not coroutines)."""
-    import io
+def _await_chain(task: asyncio.Task[object]) -> list[str]:
+    """The coroutines a task is suspended in, outermost first: Task.get_stack shows only the outermost frame."""
+    lines, awaited = [], task.get_coro()
+    while awaited is not None and len(lines) < 40:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None) \
+            or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            lines.append(f"  awaiting {awaited!r}"[:300])
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None) \
+            or getattr(awaited, "gi_yieldfrom", None)
+    return lines
 
+
+def dump_tasks() -> None:
+    """On SIGUSR1: log where every asyncio task is waiting, down the chain of awaits (py-spy shows threads,
+    not coroutines)."""
     for task in asyncio.all_tasks():
-        buffer = io.StringIO()
-        try:
-            task.print_stack(limit=12, file=buffer)
-        except Exception:  # noqa: BLE001 - print_stack fails on frames without a line number (linecache)
-            for frame in task.get_stack(limit=12):
-                buffer.write(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}\n")
-        log.warning("task %s:\n%s", task.get_name(), buffer.getvalue())
+        log.warning("task %s:\n%s", task.get_name(), "\n".join(_await_chain(task)))
