@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -16,6 +17,9 @@ from labelmesh.runtime.mongo import insert_new
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
+
+
+T = TypeVar("T")
 
 
 class LeaseError(Exception):
@@ -54,11 +58,29 @@ class TaskQueue:
         self.tasks = db["tasks"]
         self.leases = db["leases"]
         self.golden_seen = db["golden_seen"]
+        # The routed tasks of each item ({_id: "project/item", tasks: [...]}), so that superseding and closing
+        # an item's tasks are lookups by _id: FerretDB 1.24 filters anything else by reading every task, and
+        # that, once per routing decision and final label, left the gateway ever further behind as tasks grew.
+        self.by_item = db["item_tasks"]
         self.lease_seconds = lease_seconds
         self._lock = asyncio.Lock()
         # Projects that may have open calibration tasks (absent: not known yet). Saves the extra query on every
         # lease of a project without a session; like the lock, it relies on one gateway process per database.
         self._calibrating: dict[str, bool] = {}
+
+    async def _serial(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` under the queue lock, in a task of its own.
+
+        gRPC cancels a handler whose client gave up (a deadline, a disconnect). Cancelled while it waited
+        for the lock, or while it held it, the handler could leave the lock taken with nobody to wake the
+        next waiter: in the crash run the gateway's consumer waited on it for good after FerretDB restarted,
+        with no task holding it. Shielded, the work always runs to its end and releases the lock itself.
+        """
+        async def locked() -> T:
+            async with self._lock:
+                return await work()
+
+        return await asyncio.shield(asyncio.ensure_future(locked()))
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
@@ -69,8 +91,7 @@ class TaskQueue:
         """A task per routing decision that needs humans; a re-route replaces the item's open task."""
         if routed.required_annotators == 0 and not routed.golden:
             return False
-        async with self._lock:
-            return await self._add(routed)
+        return await self._serial(lambda: self._add(routed))
 
     async def _add(self, routed: ItemRouted) -> bool:
         task_id = routed.event_id
@@ -78,11 +99,9 @@ class TaskQueue:
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": True, "status": "pool",
                    "tier": Tier.SINGLE.value, "required": 0, "open_slots": 0}
         else:
-            await self.tasks.update_many(
-                {"project": routed.project, "item_id": routed.item_id, "status": "open", "_id": {"$ne": task_id},
-                 "tier": {"$ne": CALIBRATION}},
-                {"$set": {"status": "superseded"}},
-            )
+            key = f"{routed.project}/{routed.item_id}"
+            await self._set_open_tasks(key, "superseded", keep=task_id)
+            await self.by_item.update_one({"_id": key}, {"$set": {"tasks": [task_id]}}, upsert=True)
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": False, "status": "open",
                    "tier": routed.tier.value, "required": routed.required_annotators,
                    "open_slots": routed.required_annotators}
@@ -115,9 +134,11 @@ class TaskQueue:
              "spot_check": False, "priority": 0.0}
             for n, item_id in enumerate(item_ids)
         ]
-        async with self._lock:  # with claim_calibration's check of open sessions
+        async def store() -> None:  # under the lock, with claim_calibration's check of open sessions
             await insert_new(self.tasks, tasks)
             self._calibrating[project] = True
+
+        await self._serial(store)
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         doc = await self.leases.find_one(
@@ -132,7 +153,8 @@ class TaskQueue:
                          guideline_version: int = 1) -> Lease | None:
         """The annotator's current lease, else their next calibration task, else a golden task when it is their
         turn, else a claimed slot. A new lease records the guideline version the annotator is shown."""
-        async with self._lock:
+
+        async def choose() -> Lease | None:
             lease = await self.current_lease(project, annotator)
             if lease is None:
                 lease = await self.claim_calibration(project, annotator, guideline_version)
@@ -141,6 +163,8 @@ class TaskQueue:
             if lease is None:
                 lease = await self.claim(project, annotator, role, guideline_version)
             return lease
+
+        return await self._serial(choose)
 
     async def claim_calibration(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
         """The annotator's next calibration task, in session order (under the lock)."""
@@ -211,8 +235,7 @@ class TaskQueue:
         submission names the submission that finishes it: the same submission finishing it again (a
         client's retry after the gateway died between this step and storing the submission) goes through.
         """
-        async with self._lock:
-            await self._finish(lease, state, submission)
+        await self._serial(lambda: self._finish(lease, state, submission))
 
     async def _finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         now = utcnow()
@@ -242,8 +265,7 @@ class TaskQueue:
 
     async def expire_leases(self) -> int:
         """Return every expired lease's slot to its task; the annotator may take it again."""
-        async with self._lock:
-            return await self._expire_leases()
+        return await self._serial(self._expire_leases)
 
     async def _expire_leases(self) -> int:
         count = 0
@@ -259,8 +281,7 @@ class TaskQueue:
 
     async def requeue_annotator(self, annotator: str) -> int:
         """Take back an annotator's open leases (e.g. when qc suspends them)."""
-        async with self._lock:
-            return await self._requeue_annotator(annotator)
+        return await self._serial(lambda: self._requeue_annotator(annotator))
 
     async def _requeue_annotator(self, annotator: str) -> int:
         count = 0
@@ -282,11 +303,14 @@ class TaskQueue:
 
     async def close_item(self, project: str, item_id: str) -> None:
         """A final label exists: nobody needs to work on the item's open tasks any more."""
-        async with self._lock:
-            await self.tasks.update_many(
-                {"project": project, "item_id": item_id, "status": "open", "tier": {"$ne": CALIBRATION}},
-                {"$set": {"status": "closed"}},
-            )
+        await self._serial(lambda: self._set_open_tasks(f"{project}/{item_id}", "closed"))
+
+    async def _set_open_tasks(self, key: str, status: str, keep: str | None = None) -> None:
+        """Give the item's open routed tasks (calibration tasks are not among them) a final status."""
+        doc = await self.by_item.find_one({"_id": key})
+        for task_id in (doc or {}).get("tasks", []):
+            if task_id != keep:
+                await self.tasks.update_one({"_id": task_id, "status": "open"}, {"$set": {"status": status}})
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
