@@ -5,8 +5,9 @@ Writes bench/results/retrain_time.json.
 
 Stages, as the trainer runs them (services/trainer/app.py `train`):
   read   the labelled examples (embedding bytes + label) from FerretDB's `examples` collection, stacked into X;
-  fit    `train_head` with the trainer's defaults (C=50, temperature fitted on k-fold out-of-fold logits:
-         20 folds under 1,000 rows, else 5, so a retrain is k+1 logistic-regression fits);
+  fit    `train_head` as the trainer calls it (C=50): with at least `calibration_min_holdout` (300) held-out
+         labels the temperature is fitted on them (one logistic-regression fit); with fewer, on k-fold
+         out-of-fold logits (20 folds under 1,000 rows, else 5: k+1 fits);
   eval   held-out evaluation of the new head (10% holdout, as the trainer's default).
 `single_fit_seconds` is one logistic-regression fit alone: what a retrain would cost if calibration were
 not refitted by cross-validation. The embeddings are the real MiniLM vectors, cached under .cache/.
@@ -27,6 +28,7 @@ from _common import cached_embeddings, environment, load_split, table, write_res
 from labelmesh.ml import load_encoder, train_head
 from labelmesh.ml.head import DEFAULT_C, _fit_lr
 from services.trainer.evaluation import evaluate
+from services.trainer.settings import TrainerSettings
 
 
 async def db_read_seconds(X: np.ndarray, y: list[str]) -> tuple[float, float]:
@@ -81,7 +83,10 @@ def main() -> None:
                 else (float("nan"), float("nan"))
             load_before = os.getloadavg()[0]
             started, cpu = time.perf_counter(), time.process_time()
-            head = train_head(X, y, encoder_name=encoder.name, classes=taxonomy, seed=repeat)
+            on_holdout = len(holdout) >= TrainerSettings().calibration_min_holdout
+            X_cal = X_all[holdout] if on_holdout else None
+            y_cal = [labels[i] for i in holdout] if on_holdout else None
+            head = train_head(X, y, X_cal, y_cal, encoder_name=encoder.name, classes=taxonomy, seed=repeat)
             fit, fit_cpu = time.perf_counter() - started, time.process_time() - cpu
             started = time.perf_counter()
             result = evaluate(head, X_all[holdout], [labels[i] for i in holdout])

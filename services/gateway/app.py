@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -88,9 +89,10 @@ class GatewayService:
 
     async def on_events(self, events: list[Envelope]) -> None:
         history = []  # written in bulk after the batch: a round trip per event would halve the gateway's rate
+        ops: list[tuple[str, Any]] = []  # the queue's changes, applied in one turn of its lock
         for event in events:
             if isinstance(event, ItemRouted):
-                await self.gw.queue.add(event)
+                ops.append(("add", event))
                 history.append(history_entry(event.project, event.item_id, "routed",
                                              {"tier": event.tier.value, "required": event.required_annotators,
                                               "spot_check": event.spot_check, "golden": event.golden,
@@ -98,7 +100,7 @@ class GatewayService:
                                               "prelabel": [s.model_dump() for s in event.top_k],
                                               "reasons": list(event.reasons)}, event.event_id))
             elif isinstance(event, LabelFinalized):
-                await self.gw.queue.close_item(event.project, event.item_id)
+                ops.append(("close", (event.project, event.item_id)))
                 history.append(history_entry(event.project, event.item_id, "finalized",
                                              {"label": event.label, "version": event.version,
                                               "provenance": event.provenance.value, "confidence": event.confidence},
@@ -110,7 +112,8 @@ class GatewayService:
                                                  event.event_id))
                 if event.subject == FlagSubject.ANNOTATOR and event.kind == FlagKind.ANNOTATOR_SUSPENDED:
                     await self.gw.db["annotators"].update_one({"_id": event.subject_id}, {"$set": {"suspended": True}})
-                    await self.gw.queue.requeue_annotator(event.subject_id)
+                    ops.append(("requeue", event.subject_id))
+        await self.gw.queue.apply(ops)
         await self.gw.histories(history)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
@@ -74,13 +74,22 @@ class TaskQueue:
         gRPC cancels a handler whose client gave up (a deadline, a disconnect). Cancelled while it waited
         for the lock, or while it held it, the handler could leave the lock taken with nobody to wake the
         next waiter: in the crash run the gateway's consumer waited on it for good after FerretDB restarted,
-        with no task holding it. Shielded, the work always runs to its end and releases the lock itself.
+        with no task holding it. Shielded, the work always runs to its end and releases the lock itself;
+        work whose caller left before its turn came is dropped, so timed-out calls do not pile up behind it.
         """
+        abandoned = asyncio.Event()
+
         async def locked() -> T:
             async with self._lock:
+                if abandoned.is_set():  # the caller is gone (its client retries): spend the lock on others
+                    raise asyncio.CancelledError
                 return await work()
 
-        return await asyncio.shield(asyncio.ensure_future(locked()))
+        try:
+            return await asyncio.shield(asyncio.ensure_future(locked()))
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
@@ -300,6 +309,25 @@ class TaskQueue:
         if lease.get("session"):
             update["$push"] = {"pending": lease["annotator"]}
         await self.tasks.update_one({"_id": lease["task_id"], "status": "open"}, update)
+
+    async def apply(self, ops: Sequence[tuple[str, Any]]) -> None:
+        """A consumed batch's changes, in order, in one turn of the lock: ("add", ItemRouted),
+        ("close", (project, item_id)) or ("requeue", annotator). One turn per event let the annotators'
+        lease calls, each a scan of the task queue, take the lock between every two events of a batch."""
+        async def run() -> None:
+            for kind, arg in ops:
+                if kind == "add":
+                    if arg.required_annotators or arg.golden:
+                        await self._add(arg)
+                elif kind == "close":
+                    await self._set_open_tasks(f"{arg[0]}/{arg[1]}", "closed")
+                elif kind == "requeue":
+                    await self._requeue_annotator(arg)
+                else:
+                    raise ValueError(f"unknown queue operation {kind!r}")
+
+        if ops:
+            await self._serial(run)
 
     async def close_item(self, project: str, item_id: str) -> None:
         """A final label exists: nobody needs to work on the item's open tasks any more."""
