@@ -153,7 +153,9 @@ class Router:
                               reasons=("golden item: injected into annotators' streams",))
         policy = RoutingPolicy(multi, self.settings.expert_margin, self.settings.ood_similarity_floor)
         decision = decide_tier(
-            Prelabel([(s.label, s.probability) for s in event.top_k], hits[0].similarity if hits else None),
+            # float32 dot products of unit vectors reach 1.0000001 for a duplicate text: clamp to a cosine.
+            Prelabel([(s.label, s.probability) for s in event.top_k],
+                     max(-1.0, min(1.0, hits[0].similarity)) if hits else None),
             DomainThresholds(thresholds.auto_accept, thresholds.single_review),
             policy,
             open_flag=open_flag,

@@ -95,3 +95,31 @@ async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
         assert rerouted["neighbours"] and rerouted["neighbours"][0]["item_id"] == "boot"
     finally:
         await runtime.stop()
+
+
+async def test_an_item_identical_to_a_labelled_one_is_routed_not_dead_lettered(env: Env) -> None:
+    """float32 similarity of a vector with itself comes out as 1.0000001 (seed 0 here); the crash run
+    dead-lettered such a duplicate text before the router clamped it to a cosine."""
+    runtime = create_app(env.settings(RouterSettings))
+    await runtime.start()
+    try:
+        await env.publish_events([ProjectConfigured(producer="test", project="rt", labels=LABELS, guideline_version=1)])
+        await env.publish_events([
+            _pre("twin-a", [("a", 0.9), ("b", 0.1)], seed=0),
+            LabelFinalized(producer="test", project="rt", item_id="twin-a", label="a", version=1,
+                           provenance=Provenance.IMPORTED, confidence=1.0, human_labels=0, expert_labels=0,
+                           verified=False),
+        ])
+
+        async def twin_a_indexed() -> bool:
+            doc = await runtime.db["items"].find_one({"_id": "rt/twin-a"})
+            return bool(doc and "label" in doc and "embedding" in doc)
+
+        await eventually(twin_a_indexed)
+        await env.publish_events([_pre("twin-b", [("a", 0.9), ("b", 0.1)], seed=0)])
+        routed = await env.read("item.routed", lambda rs: any(r["item_id"] == "twin-b" for r in rs))
+        twin = next(r for r in routed if r["item_id"] == "twin-b")
+        assert twin["neighbours"][0]["item_id"] == "twin-a" and twin["neighbours"][0]["similarity"] <= 1.0
+        assert not await env.read_all("deadletter")
+    finally:
+        await runtime.stop()
