@@ -179,33 +179,41 @@ class TaskQueue:
         """The annotator's next calibration task, in session order (under the lock)."""
         if self._calibrating.get(project) is False:
             return None
-        task = await self.tasks.find_one_and_update(
+        task = await self.tasks.find_one(
             {"project": project, "status": "open", "tier": CALIBRATION, "pending": annotator},
-            {"$inc": {"open_slots": -1}, "$pull": {"pending": annotator}, "$push": {"annotators": annotator}},
             sort=[("created_at", 1), ("order", 1)],
-            return_document=ReturnDocument.AFTER,
         )
         if task is None:
             open_sessions = await self.tasks.find_one({"project": project, "status": "open", "tier": CALIBRATION},
                                                       {"_id": 1})
             self._calibrating[project] = open_sessions is not None
             return None
-        return await self._lease(task, annotator, guideline_version)
+        lease = await self._lease(task, annotator, guideline_version)  # lease first, as in claim()
+        await self.tasks.update_one({"_id": task["_id"]}, {"$inc": {"open_slots": -1}, "$pull": {"pending": annotator},
+                                                          "$push": {"annotators": annotator}})
+        return lease
 
     async def claim(self, project: str, annotator: str, role: Role, guideline_version: int = 1) -> Lease | None:
         """Take one open slot of the most informative (then oldest) task this annotator has not had (under the lock)."""
         tiers = [Tier.EXPERT.value] if role is Role.EXPERT else []
         tiers_rest = [t.value for t in Tier if t is not Tier.EXPERT]
         for allowed in ([tiers, tiers_rest] if tiers else [tiers_rest]):
-            task = await self.tasks.find_one_and_update(
+            task = await self.tasks.find_one(
                 {"project": project, "status": "open", "open_slots": {"$gt": 0},
                  "annotators": {"$ne": annotator}, "tier": {"$in": allowed}},
-                {"$inc": {"open_slots": -1}, "$push": {"annotators": annotator}},
                 sort=[("priority", -1), ("created_at", 1)],
-                return_document=ReturnDocument.AFTER,
             )
-            if task is not None:
-                return await self._lease(task, annotator, guideline_version)
+            if task is None:
+                continue
+            # The lease first, then the slot (the lock makes the pair atomic within this process). Killed in
+            # between, the slot is still free and the lease simply expires; the other order left a slot taken
+            # by nobody, and the item waited for that annotator forever (found in the crash run).
+            lease = await self._lease(task, annotator, guideline_version)
+            await self.tasks.update_one({"_id": task["_id"]},
+                                        {"$inc": {"open_slots": -1}, "$push": {"annotators": annotator}})
+            task["open_slots"] -= 1
+            task["annotators"] = [*task.get("annotators", []), annotator]
+            return lease
         return None
 
     async def claim_golden(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
@@ -305,6 +313,9 @@ class TaskQueue:
 
     async def _give_back(self, lease: dict[str, Any]) -> None:
         """An unfinished lease's slot returns to its task; a calibration slot only to the same annotator."""
+        task = await self.tasks.find_one({"_id": lease["task_id"], "status": "open"}, {"annotators": 1})
+        if task is None or lease["annotator"] not in task.get("annotators", []):
+            return  # the slot was never taken (the gateway died between writing the lease and taking it)
         update: dict[str, Any] = {"$inc": {"open_slots": 1}, "$pull": {"annotators": lease["annotator"]}}
         if lease.get("session"):
             update["$push"] = {"pending": lease["annotator"]}
