@@ -1,6 +1,6 @@
 """Crash tests under load: SIGKILL each service mid-stream, restart Kafka, restart FerretDB; then prove nothing was lost.
 
-    python -m bench.crash_recovery [--rate 8] [--max-items 5000]
+    python -m bench.crash_recovery [--rate 4] [--max-items 5000]
 
 The run has a Kafka broker and a FerretDB of its own (deploy/local's scripts on other ports, with a var
 directory of its own), so restarting them disturbs nothing else on the machine. The five services run as
@@ -401,7 +401,7 @@ FAULTS = [*(f"SIGKILL {name}" for name in SERVICES), "restart Kafka", "restart F
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-items", type=int, default=5000, help="ingestion stops when the faults are over")
-    parser.add_argument("--rate", type=float, default=8.0, help="items ingested per second")
+    parser.add_argument("--rate", type=float, default=4.0, help="items ingested per second")
     parser.add_argument("--var", type=Path, default=REPO / "var" / "crash")
     args = parser.parse_args()
     result = asyncio.run(run(args.var, args.max_items, args.rate, FAULTS))
