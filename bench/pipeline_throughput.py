@@ -228,16 +228,31 @@ def _infra_pids() -> dict[str, int]:
     return found
 
 
-def _cpu_snapshot(stack: Stack) -> dict[str, float]:
+def _pids(stack: Stack) -> dict[str, int]:
     pids = {name: p.process.pid for name, p in stack.processes.items() if p.process}
-    pids |= _infra_pids() | {"bench": os.getpid()}
+    return pids | _infra_pids() | {"bench": os.getpid()}
+
+
+def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     snapshot = {}
-    for name, pid in pids.items():
+    for name, pid in _pids(stack).items():
         try:
             snapshot[name] = _cpu_seconds(pid)
         except (OSError, IndexError, ValueError):
             pass
     return snapshot
+
+
+def _peak_rss_mb(stack: Stack) -> dict[str, float]:
+    """Each process's peak resident memory so far (VmHWM): whether memory stayed bounded under the burst."""
+    peaks = {}
+    for name, pid in _pids(stack).items():
+        try:
+            line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+            peaks[name] = round(int(line.split()[1]) / 1024, 1)
+        except (OSError, StopIteration, ValueError):
+            pass
+    return peaks
 
 
 def _tiers(values: list[bytes], items: set[str]) -> dict[str, str]:
@@ -367,6 +382,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
             "tiers": dict(Counter(burst_tiers.values())),
             "auto_ingest_to_final": _stats(stage_stats(ingested, finals, auto_ids)),
             "cpu_seconds_during_burst": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+            "peak_rss_mb_after_burst": _peak_rss_mb(stack),
             "burst_wall_seconds": wall,
             "load_average_before_after": [load_before, load_after],
             "dead_letters": len(log.values["deadletter"]),

@@ -133,3 +133,30 @@ async def test_concurrent_leases_fill_each_slot_once(env: Env, gateway) -> None:
             await users[name].submit(leased.task_id, "yes", f"{name}-1")
     assert all(t is None for t in await asyncio.gather(*(users[n].lease("gw") for n in names)))
     assert (await runtime.db["tasks"].find_one({"item_id": "hot"}))["status"] == "done"
+
+
+async def test_a_retried_submission_goes_through_when_the_gateway_died_after_finishing_its_lease(
+        env: Env, gateway) -> None:  # type: ignore[no-untyped-def]
+    """The gateway marks the lease submitted, then stores the submission. Killed in between, it used to answer
+    the client's retry with FAILED_PRECONDITION and the label was lost (crash run)."""
+    runtime, admin = gateway
+    user = admin.as_user(await admin.create_annotator("late"))
+    await admin.ingest_items([pb.IngestItem(project="gw", item_id="half", text="half done")])
+    await env.publish_events([_routed("half", Tier.SINGLE, 1)])
+
+    async def queued() -> int:
+        return await runtime.db["tasks"].count_documents({"item_id": "half", "status": "open"})
+
+    await eventually(lambda: _at_least(queued, 1))
+    task = await user.lease("gw")
+    queue = runtime.component.gw.queue
+    lease = await queue.get_lease(task.task_id)
+    # What the killed gateway had done: the lease finished by this submission, the submission not yet stored.
+    await queue.finish(lease, "submitted", submission="late/k-half")
+    assert await runtime.db["submissions"].count_documents({}) == 0
+
+    response = await user.submit(task.task_id, "yes", "k-half")
+    assert response.submission_id == "late/k-half" and not response.duplicate
+    submitted = await env.read("label.submitted", lambda rs: any(r["item_id"] == "half" for r in rs))
+    assert [(r["annotator_id"], r["label"]) for r in submitted if r["item_id"] == "half"] == [("late", "yes")]
+    assert await _code(user.submit(task.task_id, "no", "k-other")) == grpc.StatusCode.FAILED_PRECONDITION
