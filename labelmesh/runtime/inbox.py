@@ -43,9 +43,9 @@ class Inbox:
         if not events:
             return frozenset()
         ids = list({e.event_id for e in events})
-        started = {doc["_id"] for doc in await find_by_ids(self.inflight, ids, {"_id": 1})}
-        await insert_new(self.inflight, [{"_id": i, "at": utcnow()} for i in ids if i not in started])
-        return frozenset(started)
+        # One insert command: the ids it finds already there are the ones an earlier attempt started.
+        existing = await insert_new(self.inflight, [{"_id": i, "at": utcnow()} for i in ids])
+        return frozenset(ids[i] for i in existing)
 
     async def mark(self, events: Sequence[Envelope]) -> None:
         if not events:
