@@ -233,8 +233,6 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
                                and has("drift", "rnd")(rs), timeout=300)
         low = next(f for f in flags if f["kind"] == "low_agreement")
         assert low["subject"] == "dataset" and low["subject_id"] == p
-        pairs = [s for s in low["evidence"]["shortfalls"] if s["measure"] == "cohen_kappa"]
-        assert pairs and all("rnd" in s["annotators"] or "drifter" in s["annotators"] for s in pairs)
         drifts = {(f["subject_id"], f["evidence"]["test"]): f for f in flags if f["kind"] == "drift"}
         assert ("rnd", "quality_crowd") in drifts
         drifter = [f for (who, _), f in drifts.items() if who == "drifter"]
@@ -245,6 +243,10 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
         assert whole["multiply_labelled"] == n and whole["alpha"] is not None and whole["flag_open"]
         pair = next(x for x in whole["pairs"] if {x["a"], x["b"]} == {"ann-1", "ann-2"})
         assert pair["kappa"] > settings.min_kappa, "the careful pair agrees above threshold"
+        # Which pairs fall short is read from the pass over all labels: the flag is raised once, by whichever
+        # pass first saw low agreement, and with small batches that pass can precede any kappa (CI saw it).
+        short = [x for x in whole["pairs"] if x["kappa"] is not None and x["kappa"] < settings.min_kappa]
+        assert short and all({"rnd", "drifter"} & {x["a"], x["b"]} for x in short)
         windows = await _count(runtime, "agreement", {"project": p, "window": {"$ne": "all"}})
         assert windows >= 1
         assert runtime.registry.get_sample_value(
