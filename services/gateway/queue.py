@@ -96,13 +96,10 @@ class TaskQueue:
         await self.leases.create_index([("state", 1), ("expires_at", 1)])
         await self.leases.create_index([("annotator", 1), ("state", 1)])
 
-    async def add(self, routed: ItemRouted) -> bool:
+    async def _add(self, routed: ItemRouted) -> bool:
         """A task per routing decision that needs humans; a re-route replaces the item's open task."""
         if routed.required_annotators == 0 and not routed.golden:
             return False
-        return await self._serial(lambda: self._add(routed))
-
-    async def _add(self, routed: ItemRouted) -> bool:
         task_id = routed.event_id
         if routed.golden:
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": True, "status": "pool",
@@ -296,11 +293,8 @@ class TaskQueue:
             if not lease.get("golden"):
                 await self._give_back(lease)
 
-    async def requeue_annotator(self, annotator: str) -> int:
-        """Take back an annotator's open leases (e.g. when qc suspends them)."""
-        return await self._serial(lambda: self._requeue_annotator(annotator))
-
     async def _requeue_annotator(self, annotator: str) -> int:
+        """Take back an annotator's open leases (e.g. when qc suspends them)."""
         count = 0
         async for lease in self.leases.find({"annotator": annotator, "state": "leased"}):
             result = await self.leases.update_one(
@@ -328,8 +322,7 @@ class TaskQueue:
         async def run() -> None:
             for kind, arg in ops:
                 if kind == "add":
-                    if arg.required_annotators or arg.golden:
-                        await self._add(arg)
+                    await self._add(arg)
                 elif kind == "close":
                     await self._set_open_tasks(f"{arg[0]}/{arg[1]}", "closed")
                 elif kind == "requeue":
@@ -339,10 +332,6 @@ class TaskQueue:
 
         if ops:
             await self._serial(run)
-
-    async def close_item(self, project: str, item_id: str) -> None:
-        """A final label exists: nobody needs to work on the item's open tasks any more."""
-        await self._serial(lambda: self._set_open_tasks(f"{project}/{item_id}", "closed"))
 
     async def _set_open_tasks(self, key: str, status: str, keep: str | None = None) -> None:
         """Give the item's open routed tasks (calibration tasks are not among them) a final status."""
