@@ -225,6 +225,14 @@ async def _fault(action: str, stack: Stack, infra: PrivateInfra, load: Load) -> 
     return fault
 
 
+async def _lag(settings: CommonSettings) -> dict[str, int]:
+    """Unconsumed records per consumer group, for every service's groups."""
+    lag: dict[str, int] = {}
+    for service in SERVICES:
+        lag.update(await consumer_lag(settings, service))
+    return lag
+
+
 async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, Any]:
     """Everything the clients were told succeeded, looked up in the services' stores and on the topics."""
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_uri, tz_aware=True)
@@ -252,9 +260,7 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
             ids_per_version[(r["item_id"], r["version"])].add(r["event_id"])
             versions[r["item_id"]].add(r["version"])
     submission_events = {derived_id("submitted", s) for s in load.submissions}
-    lag = {}
-    for service in SERVICES:
-        lag.update(await consumer_lag(settings, service))
+    lag = await _lag(settings)
     return {
         "items_ingested": len(load.ingested),
         "items_with_final": len(load.ingested & finals.keys()),
@@ -325,6 +331,7 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
     state = Load()
     stop, stop_watch = asyncio.Event(), asyncio.Event()
     client = GatewayClient(f"127.0.0.1:{stack.grpc_port}", ADMIN)
+    mongo: AsyncMongoClient | None = None
     started = time.monotonic()
     try:
         await stack.start_all()
@@ -334,13 +341,12 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
             tokens[f"expert-{n}"] = await client.create_annotator(f"expert-{n}", role="expert")
         await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text, trusted_label=r.label)
                                    for r in bootstrap_rows])
-        mongo: AsyncMongoClient = AsyncMongoClient(infra.mongo_uri)
+        mongo = AsyncMongoClient(infra.mongo_uri)
 
         async def model_ready() -> bool:
             return await mongo[settings.database_name("prelabeler")]["models"].count_documents({}) > 0
 
         await _wait(model_ready, 300, "model v1")
-        await mongo.close()
         watcher = asyncio.create_task(_watch_finals(infra.bootstrap, prefix, stop_watch, state))
         workers = [asyncio.create_task(_annotate(client.as_user(t), n, truth, stop, state)) for n, t in tokens.items()]
         faults_over = asyncio.Event()
@@ -353,15 +359,10 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
         faults_over.set()
         await ingest
         load_s = time.monotonic() - started
-        settings_db = settings
 
         async def all_final() -> bool:
-            client_db: AsyncMongoClient = AsyncMongoClient(infra.mongo_uri)
-            try:
-                n = await client_db[settings_db.database_name("qc")]["items"].count_documents(
-                    {"project": PROJECT, "final": {"$exists": True}, "trusted_label": None})
-            finally:
-                await client_db.close()
+            n = await mongo[settings.database_name("qc")]["items"].count_documents(
+                {"project": PROJECT, "final": {"$exists": True}, "trusted_label": None})
             return n >= len(state.ingested)
 
         # Every 3 s: counting reads every qc item on FerretDB, which the run should not spend its database on.
@@ -370,10 +371,7 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
         await asyncio.gather(*workers)
 
         async def no_lag() -> bool:
-            lags: dict[str, int] = {}
-            for service in SERVICES:
-                lags.update(await consumer_lag(settings, service))
-            return not any(lags.values())
+            return not any((await _lag(settings)).values())
 
         await _wait(no_lag, 120, "consumer lag back to zero")
         stop_watch.set()
@@ -381,6 +379,8 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
         invariants = await check_invariants(settings, state)
         exit_codes = stack.stop_all()
     finally:
+        if mongo is not None:
+            await mongo.close()
         stop.set()
         stop_watch.set()
         await client.close()
