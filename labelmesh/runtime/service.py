@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.bus import EventBus
 from labelmesh.runtime.inbox import Inbox
+from labelmesh.runtime.mongo_metrics import CommandTimer
 from labelmesh.runtime.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ServiceRuntime:
         self.mongo: AsyncMongoClient = AsyncMongoClient(
             self.settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000, appname=self.service,
             socketTimeoutMS=int(self.settings.mongo_socket_timeout_s * 1000),
+            event_listeners=[CommandTimer(self.registry, self.service)],
         )
         self.db: AsyncDatabase = self.mongo[self.settings.database_name(self.service)]
         self.bus.inbox = Inbox(self.db)
