@@ -98,6 +98,12 @@ class Pipeline:
         """Until qc's inbox holds every one of these events: the handler, its writes and its publishes are done."""
         ids = [e.event_id for e in events]
         await self.wait_for_qc("processed_events", {"_id": {"$in": ids}}, len(ids), timeout, poll_s=1.0)
+        # Claimed above; finished once none of them is in flight any more.
+        deadline = time.monotonic() + timeout
+        while await self.db["inflight_events"].count_documents({"_id": {"$in": ids}}):
+            if time.monotonic() > deadline:
+                raise TimeoutError("qc did not finish the batch it claimed")
+            await asyncio.sleep(1.0)
 
     async def run(self) -> dict[str, Any]:
         args = self.args

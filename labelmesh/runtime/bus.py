@@ -57,6 +57,12 @@ class BusMetrics:
         self.batch_seconds = Histogram(
             "labelmesh_batch_seconds", "Time to handle one consumed batch", ["service"], registry=registry
         )
+        # Where a batch's time goes: waiting for the process's other handlers, the inbox's records, the
+        # handler itself (its publishing counted apart as well), so a slow stage points at its cause.
+        self.phase_seconds = Histogram(
+            "labelmesh_batch_phase_seconds", "Time per consumed batch by phase", ["service", "phase"],
+            registry=registry,
+        )
         self.service = service
 
 
@@ -95,6 +101,7 @@ class EventBus:
 
     async def publish(self, events: Sequence[Envelope]) -> None:
         """Send events keyed by their subject and wait until the broker has them all."""
+        started = time.perf_counter()
         pending = []
         for event in events:
             pending.append(
@@ -109,6 +116,7 @@ class EventBus:
             self.metrics.published.labels(self.service, event.TOPIC).inc()
         if pending:
             await asyncio.gather(*pending)
+        self.metrics.phase_seconds.labels(self.service, "publish").observe(time.perf_counter() - started)
 
     async def dead_letter(self, record: Any, reason: str) -> None:
         letter = DeadLetter(
@@ -152,6 +160,7 @@ class EventBus:
             started = time.perf_counter()
             if exclusive:
                 async with self._exclusive:
+                    self.metrics.phase_seconds.labels(self.service, "lock_wait").observe(time.perf_counter() - started)
                     await self._handle_records(list(records), handler)
             else:
                 await self._handle_records(list(records), handler)
@@ -183,29 +192,32 @@ class EventBus:
                 continue
             events.append(event)
             origin[event.event_id] = record
-        if self.inbox is not None:
-            fresh = await self.inbox.filter_new(events)
-            self.metrics.duplicates.labels(self.service).inc(len(events) - len(fresh))
-            events = fresh
         if not events:
             return
-        started = events
-        token = None
-        if self.inbox is not None:
-            interrupted = await self.inbox.begin(events)
+        if self.inbox is None:
+            events = await self._run_with_retries(events, origin, handler)
+        else:
+            phase = time.perf_counter()
+            todo, interrupted = await self.inbox.begin(events)
+            self.metrics.phase_seconds.labels(self.service, "inbox_begin").observe(time.perf_counter() - phase)
+            self.metrics.duplicates.labels(self.service).inc(len(events) - len(todo))
             if interrupted:
                 log.warning("%d events were being handled by an attempt that did not finish (a crash, or the "
                             "broker or database away); their stored effects are published again", len(interrupted))
             token = recovering.set(interrupted)
-        try:
-            # Only what was handled goes to the inbox: a dead-lettered event must be accepted again when re-driven.
-            events = await self._run_with_retries(events, origin, handler)
-        finally:
-            if token is not None:
+            phase = time.perf_counter()
+            try:
+                handled = await self._run_with_retries(todo, origin, handler) if todo else []
+            finally:
                 recovering.reset(token)
-        if self.inbox is not None:
-            await self.inbox.mark(events)
-            await self.inbox.end(started)
+            self.metrics.phase_seconds.labels(self.service, "handler").observe(time.perf_counter() - phase)
+            # Only what was handled stays claimed: a dead-lettered event must be accepted again when re-driven.
+            phase = time.perf_counter()
+            kept = {e.event_id for e in handled}
+            await self.inbox.release([e for e in todo if e.event_id not in kept])
+            await self.inbox.end(events)
+            self.metrics.phase_seconds.labels(self.service, "inbox_end").observe(time.perf_counter() - phase)
+            events = handled
         for event in events:
             self.metrics.consumed.labels(self.service, event.TOPIC).inc()
 

@@ -100,7 +100,9 @@ def _call(call: Callable[[], Any]) -> tuple[grpc.RpcError | None, Any]:
 def _settle(edge: Edge, flag_id: str) -> None:
     """The gateway consumes its own feedback flags; wait until it did, so that write is not blamed on later calls."""
     deadline = time.monotonic() + 60
-    while edge.db["processed_events"].find_one({"_id": flag_id}) is None:
+    # Claimed by the inbox and no longer in flight: the handler has finished with it.
+    while (edge.db["processed_events"].find_one({"_id": flag_id}) is None
+           or edge.db["inflight_events"].find_one({"_id": flag_id}) is not None):
         assert time.monotonic() < deadline, f"flag {flag_id} was never consumed"
         time.sleep(0.1)
 

@@ -1,0 +1,48 @@
+"""The consumer inbox against the real FerretDB: which events of a batch are handled, skipped or recovering."""
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from labelmesh.runtime.inbox import Inbox
+from labelmesh.runtime.settings import CommonSettings
+from schemas.events import QcFlagged
+
+pytestmark = pytest.mark.integration
+
+
+def flag(n: int) -> QcFlagged:
+    return QcFlagged(producer="test", project="p", subject="item", subject_id=f"i{n}", kind="disagreement",
+                     message="m", event_id=f"e{n}")
+
+
+async def test_a_finished_event_is_skipped_an_interrupted_one_recovers_and_a_released_one_comes_back(env):
+    settings = env.settings(CommonSettings)
+    client = AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        inbox = Inbox(client[settings.database_name("inbox")])
+        # A fresh batch, with one event delivered twice in it: each id is handled once, nothing recovering.
+        todo, recovering = await inbox.begin([flag(1), flag(2), flag(1)])
+        assert [e.event_id for e in todo] == ["e1", "e2"] and recovering == frozenset()
+        assert not await inbox.handled("e1"), "claimed but still in flight"
+        await inbox.end([flag(1), flag(2)])
+        assert await inbox.handled("e1") and await inbox.handled("e2")
+
+        # Redelivered after the batch finished: skipped. e3 is new.
+        todo, recovering = await inbox.begin([flag(1), flag(3)])
+        assert [e.event_id for e in todo] == ["e3"] and recovering == frozenset()
+        # ...and this attempt dies before its end(): the same batch again is handled, e3 as recovering.
+        todo, recovering = await inbox.begin([flag(1), flag(3)])
+        assert [e.event_id for e in todo] == ["e3"] and recovering == frozenset({"e3"})
+        await inbox.end([flag(1), flag(3)])
+
+        # A dead-lettered event is released, so a re-drive of it is accepted again.
+        todo, _ = await inbox.begin([flag(4)])
+        await inbox.release(todo)
+        await inbox.end(todo)
+        assert not await inbox.handled("e4")
+        todo, recovering = await inbox.begin([flag(4)])
+        assert [e.event_id for e in todo] == ["e4"] and recovering == frozenset()
+        await inbox.end(todo)
+        assert await inbox.inflight.count_documents({}) == 0
+    finally:
+        await client.close()
