@@ -54,13 +54,13 @@ async def insert_new(collection: AsyncCollection, docs: Sequence[dict[str, Any]]
     return []
 
 
-async def upsert_many(collection: AsyncCollection, docs: Sequence[dict[str, Any]], *, merge: bool = False) -> None:
+async def upsert_many(collection: AsyncCollection, docs: Sequence[dict[str, Any]], *, merge: bool = False) -> list[int]:
     """Per document, what ReplaceOne(upsert=True) does, or UpdateOne($set, upsert=True) with merge=True
     (fields the stored document has and `doc` lacks are kept): new ids in one insert command, existing
-    ones through bulk_write in small update commands."""
+    ones through bulk_write in small update commands. Returns the indexes of the documents that existed."""
     existing = await insert_new(collection, docs)
     if not existing:
-        return
+        return existing
     ops = []
     for index in existing:
         doc = docs[index]
@@ -68,6 +68,7 @@ async def upsert_many(collection: AsyncCollection, docs: Sequence[dict[str, Any]
         ops.append(UpdateOne({"_id": doc["_id"]}, {"$set": body}, upsert=True) if merge
                    else ReplaceOne({"_id": doc["_id"]}, body, upsert=True))
     await bulk_write(collection, ops, ordered=False)
+    return existing
 
 
 # FerretDB 1.24 hands only `_id` *equality* down to SQLite; `{"_id": {"$in": ids}}` reads and decodes every

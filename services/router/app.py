@@ -113,10 +113,10 @@ class Router:
             routed.append(self._route(event, vector, config.multi_annotators))
         if docs:
             # merge: a final label stored before the embedding arrived stays.
-            await upsert_many(self.rt.db["items"], docs, merge=True)
-            # A final label can arrive before the item's embedding (topics are not ordered with each other).
-            ids = [f"{e.project}/{e.item_id}" for e in events]
-            for doc in await find_by_ids(self.rt.db["items"], ids):
+            existed = await upsert_many(self.rt.db["items"], docs, merge=True)
+            # A final label can arrive before the item's embedding (topics are not ordered with each other);
+            # only an item stored before this batch can have one, so only those are read back.
+            for doc in await find_by_ids(self.rt.db["items"], [docs[i]["_id"] for i in existed]):
                 if "label" not in doc:
                     continue
                 self._index(doc["project"]).upsert(

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 from gridfs import AsyncGridFSBucket
 from prometheus_client import Counter, Gauge, Histogram
-from pymongo import ReplaceOne, UpdateOne
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
-from labelmesh.runtime.mongo import bulk_write, find_by_ids
+from labelmesh.runtime.mongo import find_by_ids, upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -115,43 +114,36 @@ class Trainer:
                     log.exception("timed retrain of %s failed", state["_id"])
 
     async def on_events(self, events: list[Envelope]) -> None:
-        ops: list[UpdateOne] = []
+        # One merged $set per example: new examples (nearly all) are then one insert for the whole batch.
+        sets: dict[str, dict[str, Any]] = {}
         versions: list[dict[str, Any]] = []
         projects: set[str] = set()
-        # Versions already stored, read in one query: FerretDB 1.24 stalls on $or filters in updates, so
+        # Versions already stored, read by id: FerretDB 1.24 stalls on $or filters in updates, so
         # "newer version only" is decided here rather than in the update's filter.
         finals = [e for e in events if isinstance(e, LabelFinalized)]
         stored = {d["_id"]: d.get("version", 0) for d in await find_by_ids(
             self.examples, [f"{e.project}/{e.item_id}" for e in finals], {"version": 1})}
         for event in events:
-            key = {"_id": f"{event.project}/{event.item_id}"}
+            key = f"{event.project}/{event.item_id}"
             projects.add(event.project)
             if isinstance(event, ItemPrelabeled):
                 vector = np.asarray(event.embedding, dtype=np.float32)
-                ops.append(UpdateOne(key, {"$set": {"project": event.project, "item_id": event.item_id,
-                                                    "embedding": vector.tobytes(), "encoder": event.encoder}},
-                                     upsert=True))
+                sets.setdefault(key, {"_id": key}).update(
+                    project=event.project, item_id=event.item_id, embedding=vector.tobytes(), encoder=event.encoder)
             elif isinstance(event, LabelFinalized):
-                if stored.get(key["_id"], 0) >= event.version:
+                if stored.get(key, 0) >= event.version:
                     continue
-                stored[key["_id"]] = event.version
-                ops.append(UpdateOne(
-                    key,
-                    {"$set": {"project": event.project, "item_id": event.item_id, "label": event.label,
-                              "version": event.version, "provenance": event.provenance.value,
-                              "golden": event.golden, "guideline_version": event.guideline_version,
-                              "holdout": event.golden or in_holdout(event.project, event.item_id,
-                                                                    self.settings.holdout_fraction)}},
-                    upsert=True,
-                ))
+                stored[key] = event.version
+                sets.setdefault(key, {"_id": key}).update(
+                    project=event.project, item_id=event.item_id, label=event.label, version=event.version,
+                    provenance=event.provenance.value, golden=event.golden, guideline_version=event.guideline_version,
+                    holdout=event.golden or in_holdout(event.project, event.item_id, self.settings.holdout_fraction))
                 versions.append({"_id": f"{event.project}/{event.item_id}@{event.version}",
                                  "project": event.project, "item_id": event.item_id, "version": event.version,
                                  "label": event.label, "provenance": event.provenance.value,
                                  "guideline_version": event.guideline_version, "at": event.occurred_at})
-        if ops:
-            await bulk_write(self.examples, ops, ordered=True)
-        await bulk_write(self.rt.db["label_versions"],
-                         [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in versions], ordered=False)
+        await upsert_many(self.examples, list(sets.values()), merge=True)
+        await upsert_many(self.rt.db["label_versions"], versions)
         for project in projects:
             self.request_check(project)
 

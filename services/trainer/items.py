@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.bus import EventBus
-from labelmesh.runtime.mongo import bulk_write
+from labelmesh.runtime.mongo import upsert_many
 from schemas.events import Envelope, ItemIngested
 
 
@@ -26,7 +25,7 @@ class ItemTexts:
         for event in events:
             assert isinstance(event, ItemIngested)
             latest[f"{event.project}/{event.item_id}"] = event
-        ops = [UpdateOne({"_id": key}, {"$set": {"project": e.project, "item_id": e.item_id, "text": e.payload.text,
-                                                 "source": e.source, "dataset": e.dataset}}, upsert=True)
-               for key, e in latest.items()]
-        await bulk_write(self.collection, ops, ordered=False)
+        # New items in one insert; the ones stored before (redeliveries, replays) get a $set each.
+        await upsert_many(self.collection, [
+            {"_id": key, "project": e.project, "item_id": e.item_id, "text": e.payload.text, "source": e.source,
+             "dataset": e.dataset} for key, e in latest.items()], merge=True)
