@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from labelmesh.ml.encoder import Encoder, load_encoder
+from labelmesh.ml.encoder import EncodeResult, Encoder, load_encoder
 from labelmesh.runtime.bus import PoisonEvent
 from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
@@ -125,22 +128,55 @@ class Prelabeler:
         if not items:
             return
         self.batch_size.observe(len(items))
-        encoded = self.encoder.encode_with_info(texts)
-        vectors, token_cut = encoded.embeddings, encoded.truncated
-        out: list[ItemPrelabeled] = []
+        # Captured once per consumed batch: a model swap takes effect from the next batch.
+        models = {item.project: self.active.get(item.project) for item in items}
+        # The batch is embedded in chunks, each in a worker thread while the previous chunk is stored and
+        # published: the forward pass (which releases the GIL) then overlaps the building of events, the
+        # database write and the broker's acknowledgement, instead of waiting for them.
+        step = max(1, self.settings.encode_chunk)
+        spans = [(start, min(start + step, len(items))) for start in range(0, len(items), step)]
+
+        def encode(span: tuple[int, int]) -> asyncio.Task[EncodeResult]:
+            return asyncio.create_task(asyncio.to_thread(self.encoder.encode_with_info, texts[span[0]:span[1]]))
+
+        pending = encode(spans[0])
+        try:
+            for k, (start, end) in enumerate(spans):
+                encoded = await pending
+                if k + 1 < len(spans):
+                    pending = encode(spans[k + 1])
+                out = self._prelabel(items[start:end], truncated[start:end], encoded, models)
+                await upsert_many(
+                    self.rt.db["prelabels"],
+                    [{"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
+                      "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
+                     for e in out],
+                )
+                await self.rt.bus.publish(out)
+        finally:
+            if not pending.done():  # a failed write or publish: let the running chunk finish before retrying
+                with contextlib.suppress(Exception):
+                    await pending
+
+    def _prelabel(self, items: list[ItemIngested], truncated: list[bool], encoded: EncodeResult,
+                  models: dict[str, ActiveModel | None]) -> list[ItemPrelabeled]:
+        vectors = encoded.embeddings
         by_project: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             by_project.setdefault(item.project, []).append(i)
         top_k: dict[int, tuple[LabelScore, ...]] = {}
         versions: dict[int, int | None] = {}
         for project, rows in by_project.items():
-            model = self.active.get(project)  # captured once: a swap takes effect from the next batch
+            model = models[project]
             ranked = model.head.top_k(vectors[rows], self.settings.top_k) if model else [[] for _ in rows]
             for row, labels in zip(rows, ranked, strict=True):
                 top_k[row] = tuple(LabelScore(label=l, probability=min(1.0, max(0.0, float(p)))) for l, p in labels)
                 versions[row] = model.version if model else None
+        # Six decimals keep the events small; rounded in one numpy call (per-float round() was 54 ms per 256).
+        rounded = np.round(vectors.astype(np.float64), 6).tolist()
+        out: list[ItemPrelabeled] = []
         for i, item in enumerate(items):
-            cut = truncated[i] or bool(token_cut[i])
+            cut = truncated[i] or bool(encoded.truncated[i])
             if cut:
                 self.truncated_total.labels(item.project).inc()
             out.append(
@@ -153,22 +189,14 @@ class Prelabeler:
                     model_version=versions[i],
                     encoder=self.encoder.name,
                     top_k=top_k[i],
-                    embedding=tuple(round(float(x), 6) for x in vectors[i]),
+                    embedding=tuple(rounded[i]),
                     truncated=cut,
                     trusted=item.trusted_label is not None,
                     golden=item.golden_label is not None,
                 )
             )
             self.items_total.labels(item.project).inc()
-        await upsert_many(
-            self.rt.db["prelabels"],
-            [
-                {"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
-                 "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
-                for e in out
-            ],
-        )
-        await self.rt.bus.publish(out)
+        return out
 
 
 def create_app(settings: PrelabelerSettings | None = None, encoder: Encoder | None = None) -> ServiceRuntime:

@@ -12,7 +12,10 @@ class PrelabelerSettings(CommonSettings):
 
     encoder: str = "minilm"
     device: str = "cpu"
-    max_batch: int = 256
+    # Items per consumed batch at most (a burst fills it; a trickle waits max_wait_ms). Embedded in chunks of
+    # encode_chunk, each overlapping the previous chunk's store and publish (bench/pipeline_throughput.py).
+    max_batch: int = 1024
+    encode_chunk: int = 256
     max_wait_ms: int = 50
     top_k: int = 5
     max_text_chars: int = 20_000
