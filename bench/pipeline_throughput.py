@@ -9,6 +9,8 @@ Needs Kafka and FerretDB up (`bash deploy/local/up.sh`). In ONE run, on a fresh 
      so ingest -> final label per tier shows the pipeline's own overhead, not a queue of human work;
    - burst phase: N items ingested over gRPC as fast as possible -> items/s and p50/p99 latency
      ingest -> item.prelabeled and ingest -> item.routed, from the Kafka record timestamps of each item;
+   - prelabeler alone: the other four services paused (SIGSTOP), the same texts as new items produced
+     straight to item.ingested -> the prelabeler service's own items/s and latency (issue #3);
    - model-only: the same encoder + the head the trainer published, on the same texts, in calls of the
      prelabeler's batch size (the ceiling for the prelabeler stage).
 
@@ -255,6 +257,86 @@ def _peak_rss_mb(stack: Stack) -> dict[str, float]:
     return peaks
 
 
+def _histogram_sums(stack: Stack) -> dict[str, dict[str, list[float]]]:
+    """Per histogram family and 'service label...': [seconds, observations] so far, from each service's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {"labelmesh_mongo_command_seconds": ("command", "collection"),
+                "labelmesh_batch_phase_seconds": ("phase",), "labelmesh_batch_seconds": ()}
+    out: dict[str, dict[str, list[float]]] = {f: {} for f in families}
+    for name, proc in stack.processes.items():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.name not in families:
+                continue
+            for sample in family.samples:
+                key = " ".join([name, *(str(sample.labels.get(k)) for k in families[family.name])])
+                slot = 0 if sample.name.endswith("_sum") else 1 if sample.name.endswith("_count") else None
+                if slot is not None:
+                    out[family.name].setdefault(key, [0.0, 0.0])[slot] += sample.value
+    return out
+
+
+def _during(before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]], family: str,
+            fields: tuple[str, ...], top: int = 25) -> list[dict[str, Any]]:
+    """A histogram's largest time sums between two snapshots, largest first."""
+    rows = []
+    for key, (seconds, count) in after[family].items():
+        s0, c0 = before[family].get(key, [0.0, 0.0])
+        if count - c0 > 0:
+            rows.append({**dict(zip(("service", *fields), key.split(" "), strict=True)),
+                         "seconds": round(seconds - s0, 3), "observations": int(count - c0),
+                         "ms_each": round(1000 * (seconds - s0) / (count - c0), 3)})
+    return sorted(rows, key=lambda r: -r["seconds"])[:top]
+
+
+async def prelabeler_alone(stack: Stack, log: TopicLog, rows: list[Row], base: CommonSettings, prefix: str,
+                           timeout_s: float) -> dict[str, Any]:
+    """The prelabeler stage with nothing else running: the other four services are paused (SIGSTOP) and
+    item.ingested records are produced straight to the topic (as the gateway does), so the rate is the
+    prelabeler's own (consume, inbox, embed, store, publish on the real broker and database), to set
+    beside the model-only rate. In the full pipeline the other services share the two cores with it."""
+    import signal
+
+    others = [p.process for name, p in stack.processes.items() if name != "prelabeler" and p.process]
+    ids = {f"alone-{r.item_id}" for r in rows}
+    producer = AIOKafkaProducer(bootstrap_servers=base.kafka_bootstrap, acks="all", enable_idempotence=True,
+                                linger_ms=5)
+    await producer.start()
+    for proc in others:
+        proc.send_signal(signal.SIGSTOP)
+    cpu_before, wall_before = _cpu_snapshot(stack), time.monotonic()
+    try:
+        t_first_send = now_ms()
+        events = [ItemIngested(producer="bench", project=PROJECT, item_id=f"alone-{r.item_id}",
+                               payload=TextPayload(text=r.text), source="bench") for r in rows]
+        sends = [await producer.send(prefix + ItemIngested.TOPIC, e.model_dump_json().encode(), key=e.key.encode())
+                 for e in events]
+        await asyncio.gather(*sends)
+        arrived = await log.wait_for("item.prelabeled", ids, timeout_s, stack)
+        wall = time.monotonic() - wall_before
+        cpu_after = _cpu_snapshot(stack)
+    finally:
+        for proc in others:
+            proc.send_signal(signal.SIGCONT)
+        await producer.stop()
+    ingested = first_timestamps(log.times["item.ingested"], ids)
+    prelabeled = first_timestamps(log.times["item.prelabeled"], ids)
+    return {"items": len(rows), "all_prelabeled": arrived, "wall_seconds": wall,
+            # The bench's own share: producing the items and following every topic, as consumers would.
+            "cpu_seconds": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after
+                            if k in ("prelabeler", "kafka", "ferretdb", "bench")},
+            "load_average_after": os.getloadavg(),
+            "send_to_prelabeled": _stats(stage_stats(ingested, prelabeled, ids, t_first_send)),
+            "ingest_to_prelabeled": _stats(stage_stats(ingested, prelabeled, ids))}
+
+
 def _tiers(values: list[bytes], items: set[str]) -> dict[str, str]:
     """Each item's first routing decision as 'tier' or 'tier+spot' (spot-checked auto items need a person)."""
     tier: dict[str, str] = {}
@@ -353,12 +435,14 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         burst_ids = {r.item_id for r in burst}
         load_before = os.getloadavg()
         cpu_before, wall_before = _cpu_snapshot(stack), time.monotonic()
+        histograms_before = await asyncio.to_thread(_histogram_sums, stack)
         t_first_send = now_ms()
         await _ingest(client, burst, args.batch, args.concurrency)
         t_sent = now_ms()
         routed_all = await log.wait_for("item.routed", burst_ids, args.timeout, stack)
         wall = time.monotonic() - wall_before
         cpu_after = _cpu_snapshot(stack)
+        histograms_after = await asyncio.to_thread(_histogram_sums, stack)
         load_after = os.getloadavg()
         burst_tiers = _tiers(log.values["item.routed"], burst_ids)
         auto_ids = {i for i, t in burst_tiers.items() if t == "auto"}
@@ -383,6 +467,12 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
             "auto_ingest_to_final": _stats(stage_stats(ingested, finals, auto_ids)),
             "cpu_seconds_during_burst": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
             "peak_rss_mb_after_burst": _peak_rss_mb(stack),
+            # Client-side times, summed over concurrent calls: where each service waited, not CPU.
+            "database_commands_during_burst": _during(histograms_before, histograms_after,
+                                                      "labelmesh_mongo_command_seconds", ("command", "collection")),
+            "batch_phases_during_burst": _during(histograms_before, histograms_after,
+                                                 "labelmesh_batch_phase_seconds", ("phase",), top=40),
+            "batches_during_burst": _during(histograms_before, histograms_after, "labelmesh_batch_seconds", ()),
             "burst_wall_seconds": wall,
             "load_average_before_after": [load_before, load_after],
             "dead_letters": len(log.values["deadletter"]),
@@ -390,6 +480,11 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         b = result["burst"]
         print(f"[{encoder}] burst: {b['send_to_routed']['arrived']}/{len(burst)} routed, "
               f"{b['send_to_routed']['items_per_s'] or 0:,.0f} items/s send->routed", flush=True)
+        if args.alone:
+            result["prelabeler_alone"] = await prelabeler_alone(stack, log, burst, base, prefix, args.timeout)
+            a = result["prelabeler_alone"]["send_to_prelabeled"]
+            print(f"[{encoder}] prelabeler alone: {a['arrived']}/{len(burst)} prelabeled, "
+                  f"{a['items_per_s'] or 0:,.0f} items/s", flush=True)
     finally:
         stop_bots.set()
         stop_log.set()
@@ -405,6 +500,9 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
     else:
         share = None
     result["prelabeler_share_of_model_only"] = share
+    if "prelabeler_alone" in result and "texts_per_s" in result["model_only"]:
+        alone = result["prelabeler_alone"]["send_to_prelabeled"]["items_per_s"] or 0
+        result["prelabeler_alone_share_of_model_only"] = alone / result["model_only"]["texts_per_s"]
     result["load_average_at_end"] = os.getloadavg()
     return result
 
@@ -449,6 +547,11 @@ def print_tables(payload: dict[str, Any]) -> None:
             lat = b[stage.replace("send_to", "ingest_to")]
             rows.append([run["encoder"], stage.replace("send_to_", "ingest -> "), f"{b[stage]['arrived']}/{b['items']}",
                          _fmt(b[stage]["items_per_s"]), _fmt(lat["p50_ms"]), _fmt(lat["p99_ms"])])
+        if "prelabeler_alone" in run:
+            a = run["prelabeler_alone"]
+            rows.append([run["encoder"], "ingest -> prelabeled, prelabeler alone",
+                         f"{a['send_to_prelabeled']['arrived']}/{a['items']}", _fmt(a["send_to_prelabeled"]["items_per_s"]),
+                         _fmt(a["ingest_to_prelabeled"]["p50_ms"]), _fmt(a["ingest_to_prelabeled"]["p99_ms"])])
         rows.append([run["encoder"], "model only (encoder + head)", str(run["model_only"].get("texts", "-")),
                      _fmt(run["model_only"].get("texts_per_s")), "", ""])
     print("\nburst: N items ingested over gRPC as fast as possible (rates from the first send; latency from the "
@@ -496,6 +599,10 @@ def goals(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             v = run["prelabeler_share_of_model_only"]
             out.append({"goal": f"(b) {run['encoder']}: prelabeler stage >= {GOAL_SHARE_OF_MODEL:.0%} of model-only",
                         "measured": v, "met": v is not None and v >= GOAL_SHARE_OF_MODEL})
+            if "prelabeler_alone_share_of_model_only" in run:
+                v = run["prelabeler_alone_share_of_model_only"]
+                out.append({"goal": f"#3 {run['encoder']}: the prelabeler service alone >= {GOAL_SHARE_OF_MODEL:.0%} "
+                                    "of model-only", "measured": v, "met": v >= GOAL_SHARE_OF_MODEL})
     return out
 
 
@@ -545,6 +652,8 @@ def main() -> None:
     ap.add_argument("--final-grace-s", type=float, default=60.0, help="wait for the burst's auto final labels")
     ap.add_argument("--port-offset", type=int, default=400, help="service HTTP ports 9101+offset..9105+offset")
     ap.add_argument("--grpc-port", type=int, default=50451)
+    ap.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
+                    help="after the burst, time the prelabeler with the other services paused")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--output", default="pipeline_throughput", help="result name under bench/results/")
     asyncio.run(main_async(ap.parse_args()))
