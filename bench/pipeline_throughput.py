@@ -613,7 +613,12 @@ async def main_async(args: argparse.Namespace) -> None:
     random.Random(args.seed).shuffle(rows)
     needed = args.bootstrap + args.loop_items + args.items
     if needed > len(rows):
-        raise SystemExit(f"BANKING77 train has {len(rows)} rows; --bootstrap + --loop-items + --items = {needed}")
+        if not args.repeat_texts:
+            raise SystemExit(f"BANKING77 train has {len(rows)} rows; --bootstrap + --loop-items + --items = {needed} "
+                             "(--repeat-texts reuses them as new items)")
+        # A load test beyond the data set: the texts again, as new items (new ids), in the same order.
+        rows = [Row(item_id=f"{r.item_id}-r{i // len(rows)}" if i >= len(rows) else r.item_id, text=r.text,
+                    label=r.label) for i, r in ((i, rows[i % len(rows)]) for i in range(needed))]
     rows = rows[:needed]
     raw = await raw_kafka(base.kafka_bootstrap, f"benchraw{int(time.time())}.", rows[-args.items:], args.raw_messages)
     print(f"raw aiokafka: {raw['produce_and_consume_msgs_per_s']:,.0f} msgs/s produce+consume", flush=True)
@@ -654,6 +659,8 @@ def main() -> None:
     ap.add_argument("--grpc-port", type=int, default=50451)
     ap.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
                     help="after the burst, time the prelabeler with the other services paused")
+    ap.add_argument("--repeat-texts", action="store_true",
+                    help="allow more items than BANKING77 has rows, by reusing its texts under new item ids")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--output", default="pipeline_throughput", help="result name under bench/results/")
     asyncio.run(main_async(ap.parse_args()))
