@@ -112,6 +112,7 @@ from bench.quality_sim import (
     OracleSchedule,
     Prices,
     Stream,
+    labelled_neighbours,
     nearest_labelled_similarity,
     run,
 )
@@ -166,10 +167,14 @@ TEAMS = {
                    "(the issue's 'annotators about 90% accurate')",
 }
 VARIANTS = {
-    "labelmesh": {},  # the services' defaults
-    "labelmesh_confirm": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2},
-    "labelmesh_confirm_step": {"confirm_single": True, "target_single_error": 0.5, "multi_annotators": 2,
-                               "step_up_when_refuted": True},
+    # The services' defaults: bench/quality_sim.Labelmesh reads each from the service's settings class.
+    "labelmesh": {},
+    # The best policy before qc weighed reviewers against the model (labelmesh_confirm_step in the results of
+    # 2026-11-28 09:04): confirm_single escalating every override, single band to 0.50, two annotators in the
+    # multi tier, 8% spot checks, golden tasks at 5% throughout, the trainer's thresholds at every model.
+    "labelmesh_before": {"review_with_model": False, "target_single_error": 0.5, "single_floor": 0.5,
+                         "multi_annotators": 2, "spot_check_rate": 0.08, "golden_settled_rate": 0.05,
+                         "follow_trainer_thresholds": True, "confirm_single": True, "step_up_when_refuted": True},
 }
 
 
@@ -288,13 +293,12 @@ def main() -> None:
     ap.add_argument("--label-price", default="0.10")
     ap.add_argument("--expert-price", default="0.50")
     ap.add_argument("--teams", default=",".join(TEAMS))
-    ap.add_argument("--targets", default="0.005,0.01,0.02,0.03,0.05,0.08", help="labelmesh target auto errors")
+    ap.add_argument("--targets", default="0.005,0.01,0.02,0.03,0.04,0.05,0.08", help="labelmesh target auto errors")
     ap.add_argument("--fixed-auto", default="0.80,0.85,0.90,0.93,0.95,0.97,0.99")
     ap.add_argument("--fixed-single", default="0.30,0.50,0.60,0.70,0.80,0.90")
-    ap.add_argument("--online", default="ninety_team:labelmesh_confirm_step:0.02,ninety_team:labelmesh_confirm:0.02,"
-                                        "ninety_team:labelmesh_confirm_step:0.01",
+    ap.add_argument("--online", default="ninety_team:labelmesh:0.05,ninety_team:labelmesh:0.04",
                     help="'team:variant:target,...' rerun with models retrained on the run's own final labels "
-                         "(~19 fits each, ~15 min on 2 busy cores); empty to skip")
+                         "(~19 fits each, ~5 min on 2 busy cores); empty to skip")
     ap.add_argument("--encoder", default="minilm")
     ap.add_argument("--replot", action="store_true", help="only re-render the tables, plot and page from quality.json")
     args = ap.parse_args()
@@ -317,12 +321,13 @@ def main() -> None:
     schedule = cached_schedule(stream, args.retrain_every, args.seed)
     schedule_seconds = time.perf_counter() - started
     nearest = nearest_labelled_similarity(stream)
+    neighbours = labelled_neighbours(stream, Labelmesh().knn_k)
     print(f"model schedule ready ({schedule_seconds:.0f}s); {len(stream)} items to label", flush=True)
 
     def go(team: str, policy, models=schedule, variant: str | None = None) -> dict:
         t = time.perf_counter()
         result = run(stream, policy, make_team(team, args.seed, similar), models=models, nearest=nearest,
-                     seed=args.seed)
+                     neighbours=neighbours, seed=args.seed)
         s = result.summary(prices) | {"variant": variant or policy.name, "curve": result.curve,
                                       "seconds": round(time.perf_counter() - t, 1)}
         print(f"  {team:12s} {s['variant']:17s} {json.dumps(s['params'])[:60]:60s} acc {s['accuracy']:.4f} "
@@ -356,11 +361,14 @@ def finish(summary: dict, args: argparse.Namespace, stream: Stream, schedule_sec
                         f"{len(stream.golden_ids)} golden items, {len(stream)} streamed items; all-MiniLM-L6-v2 "
                         f"embeddings; retrained every {args.retrain_every} items; prices ${args.label_price} per "
                         f"label, ${args.expert_price} per expert label.")
-    summary["notes"] = ("labelmesh = the services' defaults; labelmesh_confirm = the same plus qc's confirm_single "
-                        "(a lone reviewer who overrides the pre-label is escalated to an expert), a single-review "
-                        "band learned to target_single_error 0.5 and 2 annotators in the multi tier; "
-                        "labelmesh_confirm_step = that plus learn_thresholds(step_up_when_refuted=True) (a refuted "
-                        "auto border steps up instead of switching the auto tier off). "
+    summary["notes"] = ("labelmesh = the services' defaults, read from their settings classes: qc weighs a lone "
+                        "reviewer against the pre-label's calibrated top-k and keeps their label at posterior >= "
+                        "0.95 (else an expert), the router's single band reaches down to 0.30 (target_single_error "
+                        "0.5), spot checks at 5%, golden tasks at 5% for an annotator's first 400 tasks then 2%, "
+                        "the trainer's thresholds only for the first model, 3 annotators in the multi tier. "
+                        "labelmesh_before = the best policy of the previous results (labelmesh_confirm_step): "
+                        "every override escalated, single band to 0.50, 2 in multi, 8% spot checks, golden at 5%, "
+                        "the trainer's thresholds at every model. "
                         "Models in the sweep are retrained on true labels "
                         "(see the script's docstring); 'online' points retrain on the run's own final labels.")
     summary["schedule_seconds"] = schedule_seconds
