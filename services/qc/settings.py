@@ -19,7 +19,7 @@ class QcSettings(CommonSettings):
     # With confirm_single: weigh the lone reviewer against the pre-label's calibrated top-k (Bayes, see
     # services/qc/domain/model_prior.py) instead of escalating every override. The reviewer's label is final
     # when its posterior reaches min_single_confidence: a plausible override is kept, a confirmation of a
-    # shaky pre-label is not. 0.95: reviewed items then end ~98-99% right, the accuracy the project aims at.
+    # shaky pre-label is not (model_prior.DEFAULT_MIN_SINGLE_CONFIDENCE explains 0.85).
     review_with_model: bool = True
     min_single_confidence: float = DEFAULT_MIN_SINGLE_CONFIDENCE
     # Share of a reviewer's mistakes assumed to land on a label the task showed (model_prior explains 0.9).

@@ -205,7 +205,8 @@ def _route_top(project: str, item: str, top: tuple[tuple[str, float], ...]) -> I
 
 async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
     """qc's defaults: a proven reviewer overriding a near tie is kept, overriding a confident model is escalated."""
-    runtime = create_app(env.settings(QcSettings))
+    settings = env.settings(QcSettings)
+    runtime = create_app(settings)
     await runtime.start()
     p = "qr"
     try:
@@ -213,7 +214,7 @@ async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
         await env.publish_events([_config(p)] + [_ingest(p, g, golden_label="a") for g in golden]
                                  + [_ingest(p, w) for w in ("tie", "sure")]
                                  + [_route_top(p, "tie", (("a", 0.50), ("b", 0.49), ("c", 0.01))),
-                                    _route_top(p, "sure", (("a", 0.90), ("b", 0.05), ("c", 0.05)))])
+                                    _route_top(p, "sure", (("a", 0.95), ("b", 0.03), ("c", 0.02)))])
 
         async def known() -> bool:
             return (await _count(runtime, "items", {"project": p, "golden_label": "a"}) == 20
@@ -231,11 +232,11 @@ async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
         await env.publish_events([_label(p, "tie", "rev", "b"), _label(p, "sure", "rev", "b")])
         finals = await env.read("label.finalized", lambda rs: any(r["item_id"] == "tie" for r in rs))
         tie = next(r for r in finals if r["item_id"] == "tie")
-        assert tie["label"] == "b" and tie["provenance"] == "single_review"
+        assert tie["label"] == "b" and tie["provenance"] == "single_review" and tie["confidence"] > 0.95
         flags = await env.read("qc.flagged", lambda rs: any(r["item_id"] == "sure" for r in rs))
         sure = next(f for f in flags if f["item_id"] == "sure")
-        assert sure["kind"] == "disagreement" and sure["evidence"]["posterior"] < 0.95
-        assert sure["evidence"]["prelabel"] == ["a", 0.9]
+        assert sure["kind"] == "disagreement" and sure["evidence"]["posterior"] < settings.min_single_confidence
+        assert sure["evidence"]["prelabel"] == ["a", 0.95]
         assert "sure" not in {r["item_id"] for r in finals}, "the override waits for an expert"
     finally:
         await runtime.stop()
