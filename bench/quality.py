@@ -171,10 +171,12 @@ VARIANTS = {
     "labelmesh": {},
     # The best policy before qc weighed reviewers against the model (labelmesh_confirm_step in the results of
     # 2026-11-28 09:04): confirm_single escalating every override, single band to 0.50, two annotators in the
-    # multi tier, 8% spot checks, golden tasks at 5% throughout, the trainer's thresholds at every model.
+    # multi tier, 8% spot checks, golden tasks at 5% throughout, the trainer's thresholds at every model, held-out
+    # auto labels judging and calibrating models.
     "labelmesh_before": {"review_with_model": False, "target_single_error": 0.5, "single_floor": 0.5,
                          "multi_annotators": 2, "spot_check_rate": 0.08, "golden_settled_rate": 0.05,
-                         "follow_trainer_thresholds": True, "confirm_single": True, "step_up_when_refuted": True},
+                         "follow_trainer_thresholds": True, "confirm_single": True, "step_up_when_refuted": True,
+                         "heldout_verified_only": False},
 }
 
 

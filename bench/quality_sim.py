@@ -10,16 +10,22 @@ Which code is shared with the live services, and which stand-ins replace the she
   similarity (max cosine to bootstrap, golden and earlier items, as labelmesh.neighbours gives the
   router), spot checks drawn by spot_check.is_spot_checked, thresholds re-learned by
   thresholds.learn_thresholds every `relearn_every` verified observations (weight 1/rate for spot
-  checks), reset to the trainer's recommendation on every promoted model: services/router/app.py's rules.
+  checks), starting from the first model's recommended thresholds (later recommendations only with
+  the router's adopt_every_recommendation): services/router/app.py's rules.
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
   the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
   confirm_single, which escalates spot checks that overrule the auto label).
-- gateway: annotators pull tasks; golden tasks are injected by gateway.golden.should_inject_golden and
-  chosen by choose_golden, suspended annotators get no work. Stand-ins: the annotator who takes a
+- gateway: annotators pull tasks; golden tasks are injected by gateway.golden.should_inject_golden at
+  golden_rate_for's rate (full for an annotator's first tasks, then settled) and chosen by choose_golden,
+  suspended annotators get no work. Stand-ins: the annotator who takes a
   task is drawn at random (weighted by speed) among the active ones of the right role, and experts
   only take expert tasks (the live queue lets an idle expert take ordinary tasks too).
 - qc: services.qc.finalize.next_step decides every final label, with consensus.decide as the
-  weighted consensus and golden.smoothed_accuracy of each annotator's golden record as reliability;
+  weighted consensus, ReviewPolicy (model_prior.label_posterior over the item's top-k) for lone
+  reviewers, and golden.smoothed_accuracy of each annotator's golden record as reliability (the live
+  qc also blends in a Dawid-Skene estimate once an annotator has 20+ multiply-labelled items);
+  knn_check.knn_check runs on every single-review and consensus label against the item's 10 nearest
+  labelled items (bootstrap, golden, earlier finals: qc's index), and a flagged label goes to an expert;
   golden.golden_accuracy / should_flag suspend annotators; an Escalate is re-routed to an expert
   (decide_tier with unresolved_disagreement), as the router does on qc.flagged.
 - trainer: services.trainer.lineage.in_holdout picks the held-out items, evaluation.evaluate /
@@ -238,6 +244,10 @@ class OnlineTrainer:
         self.hold_boot = _trainer_split(stream.boot_ids, HOLDOUT_FRACTION)
         self.hold_stream = _trainer_split(stream.ids, HOLDOUT_FRACTION)
         self.number = 0
+        # run() fills these from the policy: items whose final label is an unchecked auto label, and whether
+        # the trainer leaves them out of calibration (TrainerSettings.heldout_excludes_auto).
+        self.unverified: set[str] = set()
+        self.calibrate_verified_only = False
 
     def due(self, position: int, finals: dict[str, str]) -> ModelVersion | None:
         if position % self.every:
@@ -250,9 +260,11 @@ class OnlineTrainer:
         X = np.vstack([s.boot_X[~self.hold_boot], s.X[:position][train]])
         y = [l for l, h in zip(s.boot_y, self.hold_boot) if not h] + [
             finals[i] for i, t in zip(s.ids[:position], train) if t]
-        X_cal = np.vstack([s.boot_X[self.hold_boot], s.golden_X, s.X[:position][~train]])
+        cal = ~train & np.array([not (self.calibrate_verified_only and i in self.unverified)
+                                 for i in s.ids[:position]], dtype=bool)
+        X_cal = np.vstack([s.boot_X[self.hold_boot], s.golden_X, s.X[:position][cal]])
         y_cal = [l for l, h in zip(s.boot_y, self.hold_boot) if h] + list(s.golden_y) + [
-            finals[i] for i, t in zip(s.ids[:position], train) if not t]
+            finals[i] for i, c in zip(s.ids[:position], cal) if c]
         head = self.fit_fn(X, y, X_cal, y_cal, s.labels, self.seed)
         return ModelVersion.of(self.number, position, head, len(y), s)
 
@@ -323,9 +335,9 @@ class Labelmesh:
     shown_error_share: float = _default(QcSettings, "shown_error_share")
     promotion_tolerance: float = _default(TrainerSettings, "promotion_tolerance")
     min_eval_items: int = _default(TrainerSettings, "min_eval_items")
-    # services/trainer/app.py evaluates on every held-out final label, auto labels (the previous model's own
-    # predictions) included; True keeps only human-verified and known (bootstrap, golden) labels.
-    heldout_verified_only: bool = False
+    # The trainer judges and calibrates models on held-out human and known (bootstrap, golden) labels only, not
+    # on auto labels (the previous model's own predictions): evaluation.judges_models.
+    heldout_verified_only: bool = _default(TrainerSettings, "heldout_excludes_auto")
     name: str = "labelmesh"
 
 
@@ -493,6 +505,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
     hold_y = [l for l, h in zip(stream.boot_y, hold_boot) if h] + list(stream.golden_y)
     champion: ModelVersion | None = None
     finals: dict[str, str] = {}
+    if isinstance(models, OnlineTrainer):
+        models.calibrate_verified_only = is_lm and policy.heldout_verified_only
     # Router state.
     if isinstance(policy, FixedThreshold):
         thresholds = Thresholds(policy.auto_accept, policy.single_review)
@@ -596,6 +610,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                             thresholds = new_thresholds
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
         finals[item_id] = final
+        if not verified and isinstance(models, OnlineTrainer):
+            models.unverified.add(item_id)
         if hold_stream[i] and (verified or not (is_lm and policy.heldout_verified_only)):
             hold_X.append(stream.X[i:i + 1])
             hold_y.append(final)

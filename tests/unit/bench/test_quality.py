@@ -131,6 +131,8 @@ def test_online_trainer_retrains_on_the_run_s_own_labels(small):
     result = run(stream, Labelmesh(), team(), models=online, nearest=nearest)
     assert [m["at_item"] for m in result.models] == [0, 400, 800]
     assert result.items == len(stream)
+    # The trainer leaves unchecked auto labels out of calibration: run() tells it which those are.
+    assert online.calibrate_verified_only and len(online.unverified) == result.provenance.get("auto", 0) > 0
 
 
 def test_unhinted_mistakes_go_to_the_nearest_intents():
@@ -145,7 +147,8 @@ def test_unhinted_mistakes_go_to_the_nearest_intents():
 
 def test_router_and_trainer_knobs_change_what_they_say(small):
     stream, schedule, nearest = small
-    follows = run(stream, Labelmesh(follow_trainer_thresholds=True), team(), models=schedule, nearest=nearest)
+    follows = run(stream, Labelmesh(follow_trainer_thresholds=True, heldout_verified_only=False), team(),
+                  models=schedule, nearest=nearest)
     assert follows.thresholds[0][0] == 0  # the first model's recommendation is put in force at once
     assert {400, 800} <= {position for position, _, _ in follows.thresholds}, "and every later one"
     # The router's default: the first recommendation starts the project off, later ones are not taken.
@@ -154,7 +157,7 @@ def test_router_and_trainer_knobs_change_what_they_say(small):
     assert all(position not in (400, 800) for position, _, _ in own.thresholds)
     verified = run(stream, Labelmesh(heldout_verified_only=True, follow_trainer_thresholds=True), team(),
                    models=schedule, nearest=nearest)
-    # Auto labels never reach the held-out set, so the last model is judged on fewer items.
+    # Auto labels never reach the held-out set (the trainer's default), so the last model is judged on fewer items.
     assert verified.models[-1]["heldout_n"] < follows.models[-1]["heldout_n"]
 
 
@@ -176,6 +179,9 @@ def test_labelmesh_defaults_are_the_services_defaults():
     assert (policy.golden_rate, policy.golden_settled_rate, policy.golden_warmup_tasks) == (
         gateway.golden_rate, gateway.golden_settled_rate, gateway.golden_warmup_tasks)
     assert policy.multi_annotators == ProjectConfigured.model_fields["multi_annotators"].default
+    from services.trainer.settings import TrainerSettings
+
+    assert policy.heldout_verified_only == TrainerSettings().heldout_excludes_auto
 
 
 def test_labelled_neighbours_are_qc_s_index_at_the_item_s_turn(small):

@@ -143,3 +143,11 @@ def test_review_with_the_model_keeps_plausible_overrides_and_escalates_doubtful_
     assert next_step(single(confident, "b"), {"x": 0.9}, majority, review=review).label == "b"
     with pytest.raises(ValueError, match="min_confidence"):
         ReviewPolicy(n_classes=77, min_confidence=1.0)
+
+
+def test_auto_labels_do_not_judge_models() -> None:
+    from services.trainer.evaluation import judges_models
+
+    assert not judges_models("auto")
+    assert all(judges_models(p) for p in ("single_review", "consensus", "expert", "corrected", "imported", None))
+    assert judges_models("auto", exclude_auto=False)
