@@ -268,11 +268,12 @@ def html(summary: dict, png: Path, tables: dict[str, list[list]], headers: list[
     image = base64.b64encode(png.read_bytes()).decode()
     head = "".join(f"<th>{h}</th>" for h in headers)
     parts = []
+    groups = {**summary["teams"], **summary.get("check_seeds", {})}
     for team, rows in tables.items():
         body = "".join("<tr>" + "".join(f"<td>{c:.4f}</td>" if isinstance(c, float) else f"<td>{c}</td>" for c in r)
                        + "</tr>" for r in rows)
-        goal = summary["teams"][team]["goal"]
-        parts.append(f"<h2>{team}</h2><p>{TEAMS[team]}</p><p><b>{goal['verdict']}</b></p>"
+        goal = groups[team]["goal"]
+        parts.append(f"<h2>{team}</h2><p>{groups[team]['team']}</p><p><b>{goal['verdict']}</b></p>"
                      f"<table><tr>{head}</tr>{body}</table>")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>labelmesh quality benchmark</title>
 <style>body{{font-family:sans-serif;max-width:1250px;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
@@ -301,6 +302,9 @@ def main() -> None:
     ap.add_argument("--online", default="ninety_team:labelmesh:0.05,ninety_team:labelmesh:0.04",
                     help="'team:variant:target,...' rerun with models retrained on the run's own final labels "
                          "(~19 fits each, ~5 min on 2 busy cores); empty to skip")
+    ap.add_argument("--check-seeds", default="1",
+                    help="other seeds (stream order, team, draws) for a robustness check of ninety_team: labelmesh "
+                         "variants and the fixed frontier on oracle models; empty to skip")
     ap.add_argument("--encoder", default="minilm")
     ap.add_argument("--replot", action="store_true", help="only re-render the tables, plot and page from quality.json")
     args = ap.parse_args()
@@ -326,10 +330,13 @@ def main() -> None:
     neighbours = labelled_neighbours(stream, Labelmesh().knn_k)
     print(f"model schedule ready ({schedule_seconds:.0f}s); {len(stream)} items to label", flush=True)
 
-    def go(team: str, policy, models=schedule, variant: str | None = None) -> dict:
+    world = (stream, nearest, neighbours, args.seed)
+
+    def go(team: str, policy, models=schedule, variant: str | None = None, world=world) -> dict:
         t = time.perf_counter()
-        result = run(stream, policy, make_team(team, args.seed, similar), models=models, nearest=nearest,
-                     neighbours=neighbours, seed=args.seed)
+        stream_, nearest_, neighbours_, seed = world
+        result = run(stream_, policy, make_team(team, seed, similar), models=models, nearest=nearest_,
+                     neighbours=neighbours_, seed=seed)
         s = result.summary(prices) | {"variant": variant or policy.name, "curve": result.curve,
                                       "seconds": round(time.perf_counter() - t, 1)}
         print(f"  {team:12s} {s['variant']:17s} {json.dumps(s['params'])[:60]:60s} acc {s['accuracy']:.4f} "
@@ -349,6 +356,19 @@ def main() -> None:
             for s in map(float, args.fixed_single.split(",")) if s <= a
         ]
         summary["teams"][team] = res
+    for seed in [int(x) for x in filter(None, args.check_seeds.split(","))]:
+        other = build_stream(X, labels, [r.item_id for r in rows], seed, args.bootstrap, args.golden, args.items)
+        other_schedule = cached_schedule(other, args.retrain_every, seed)
+        other_world = (other, nearest_labelled_similarity(other), labelled_neighbours(other, Labelmesh().knn_k), seed)
+        res = {"team": TEAMS["ninety_team"]}
+        for variant, overrides in VARIANTS.items():
+            res[variant] = [go("ninety_team", Labelmesh(target_auto_error=t, **overrides), other_schedule, variant,
+                               other_world) for t in targets]
+        res["fixed_threshold"] = [
+            go("ninety_team", FixedThreshold(a, s), other_schedule, None, other_world)
+            for a in map(float, args.fixed_auto.split(",")) for s in map(float, args.fixed_single.split(",")) if s <= a
+        ]
+        summary.setdefault("check_seeds", {})[f"ninety_team, seed {seed}"] = res
     finish(summary, args, stream, schedule_seconds)  # written now; each online point rewrites it when done
     for spec in filter(None, args.online.split(",")):
         team, variant, target = spec.split(":")
@@ -390,7 +410,8 @@ def report(summary: dict) -> None:
                 p["second_half_all_human_labels_per_item"]]
 
     tables = {}
-    for team, res in summary["teams"].items():
+    groups = {**summary["teams"], **summary.get("check_seeds", {})}  # check seeds: robustness, no plot
+    for team, res in groups.items():
         for p in res["fixed_threshold"]:
             p.pop("models", None)  # the same shared schedule 76 times over; labelmesh points keep theirs
         front = pareto(res["fixed_threshold"])
@@ -408,7 +429,7 @@ def report(summary: dict) -> None:
             "verdict": ("goal MET by " + ", ".join(f"{p['variant']} at target {p['params']['target_auto_error']:g}"
                                                    for p in meeting)) if meeting else "goal NOT MET by labelmesh",
         }
-        rows = [row(res["manual_single"], "-"), row(res["manual_double"], "-")]
+        rows = [row(res[m], "-") for m in ("manual_single", "manual_double") if m in res]
         for v in VARIANTS:
             rows += [row(p, f"target={p['params']['target_auto_error']:g}") for p in res[v]]
         rows += [row(p, f"ONLINE target={p['params']['target_auto_error']:g}") for p in res.get("online", [])]
@@ -421,8 +442,8 @@ def report(summary: dict) -> None:
     plot(summary, png)
     (RESULTS / "quality.html").write_text(html(summary, png, tables, headers))
     for team, rows in tables.items():
-        goal = summary["teams"][team]["goal"]
-        print(f"\n{team}: {TEAMS[team]}")
+        goal = groups[team]["goal"]
+        print(f"\n{team}: {groups[team]['team']}")
         print(table(headers, rows))
         print(f"{goal['verdict']}; fewest labels/item at >= 98%: {goal['min_labels_at_98']}; "
               f"at >= 97%: {goal['min_labels_at_97']}")
