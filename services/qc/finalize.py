@@ -114,7 +114,9 @@ def next_step(
     if state.required <= 1:
         vote = state.votes[0]
         if confirm_single and review is not None and state.prelabel is not None and state.top_k:
-            posterior = label_posterior(state.top_k, [(vote.annotator, vote.label)], reliability, review.n_classes,
+            # A label set changed since the model was trained can name more labels than the project has now.
+            n_classes = max(review.n_classes, len({*(label for label, _ in state.top_k), vote.label}))
+            posterior = label_posterior(state.top_k, [(vote.annotator, vote.label)], reliability, n_classes,
                                         shown_error_share=review.shown_error_share).get(vote.label, 0.0)
             if posterior >= review.min_confidence:
                 return Final(vote.label, Provenance.SINGLE_REVIEW, posterior, verified=True)

@@ -143,6 +143,9 @@ def test_review_with_the_model_keeps_plausible_overrides_and_escalates_doubtful_
     assert next_step(single(confident, "b"), {"x": 0.9}, majority, review=review).label == "b"
     with pytest.raises(ValueError, match="min_confidence"):
         ReviewPolicy(n_classes=77, min_confidence=1.0)
+    # More labels shown and voted than the project now has (a retired label): still decided, not an error.
+    odd = next_step(single(shaky, "z"), {"x": 0.9}, majority, confirm_single=True, review=ReviewPolicy(n_classes=3))
+    assert isinstance(odd, Final | Escalate)
 
 
 def test_auto_labels_do_not_judge_models() -> None:
