@@ -27,7 +27,8 @@ DEFAULT_PRIOR_FLOOR = 0.01
 # 94%), and an expert is ~97% right, so escalating a label already 85% likely buys at most ~12 points per
 # expert label, while the auto border the router learns sits where pre-labels are ~85% right and those
 # are accepted with no look at all. Spending experts below 0.85 instead bought the same final accuracy
-# for ~0.03 fewer labels per item (98.4% at 0.435 vs 98.5% at 0.466, BANKING77, 90% annotators).
+# for ~0.03 fewer labels per item (98.4% at 0.435 vs 98.5% at 0.466: side runs of bench/quality.py, target
+# 0.04, 90% annotators).
 DEFAULT_MIN_SINGLE_CONFIDENCE = 0.85
 
 
