@@ -10,16 +10,22 @@ Which code is shared with the live services, and which stand-ins replace the she
   similarity (max cosine to bootstrap, golden and earlier items, as labelmesh.neighbours gives the
   router), spot checks drawn by spot_check.is_spot_checked, thresholds re-learned by
   thresholds.learn_thresholds every `relearn_every` verified observations (weight 1/rate for spot
-  checks), reset to the trainer's recommendation on every promoted model: services/router/app.py's rules.
+  checks), starting from the first model's recommended thresholds (later recommendations only with
+  the router's adopt_every_recommendation): services/router/app.py's rules.
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
   the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
   confirm_single, which escalates spot checks that overrule the auto label).
-- gateway: annotators pull tasks; golden tasks are injected by gateway.golden.should_inject_golden and
-  chosen by choose_golden, suspended annotators get no work. Stand-ins: the annotator who takes a
+- gateway: annotators pull tasks; golden tasks are injected by gateway.golden.should_inject_golden at
+  golden_rate_for's rate (full for an annotator's first tasks, then settled) and chosen by choose_golden,
+  suspended annotators get no work. Stand-ins: the annotator who takes a
   task is drawn at random (weighted by speed) among the active ones of the right role, and experts
   only take expert tasks (the live queue lets an idle expert take ordinary tasks too).
 - qc: services.qc.finalize.next_step decides every final label, with consensus.decide as the
-  weighted consensus and golden.smoothed_accuracy of each annotator's golden record as reliability;
+  weighted consensus, ReviewPolicy (model_prior.label_posterior over the item's top-k) for lone
+  reviewers, and golden.smoothed_accuracy of each annotator's golden record as reliability (the live
+  qc also blends in a Dawid-Skene estimate once an annotator has 20+ multiply-labelled items);
+  knn_check.knn_check runs on every single-review and consensus label against the item's 10 nearest
+  labelled items (bootstrap, golden, earlier finals: qc's index), and a flagged label goes to an expert;
   golden.golden_accuracy / should_flag suspend annotators; an Escalate is re-routed to an expert
   (decide_tier with unresolved_disagreement), as the router does on qc.flagged.
 - trainer: services.trainer.lineage.in_holdout picks the held-out items, evaluation.evaluate /
@@ -36,19 +42,23 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 
 from labelmesh.ml.head import TrainedHead, train_head
 from labelmesh.simulation import SimulatedAnnotator
-from schemas.events import Provenance
+from schemas.events import ProjectConfigured, Provenance
 from schemas.events import Tier as EventTier
 from services.qc.domain.consensus import decide as weighted_consensus
 from services.qc.domain.final_label import human_cost
 from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_accuracy
-from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
-from services.gateway.golden import choose_golden, should_inject_golden
+from services.qc.domain.knn_check import knn_check
+from services.gateway.golden import choose_golden, golden_rate_for, should_inject_golden
+from services.gateway.settings import GatewaySettings
+from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
+from services.qc.settings import QcSettings
 from services.router.domain.spot_check import is_spot_checked
 from services.router.domain.thresholds import Observation, learn_thresholds
 from services.router.domain.tiers import (
@@ -58,8 +68,10 @@ from services.router.domain.tiers import (
     Tier,
     decide_tier,
 )
+from services.router.settings import RouterSettings
 from services.trainer.evaluation import decide_promotion, evaluate, recommend_thresholds
 from services.trainer.lineage import in_holdout
+from services.trainer.settings import TrainerSettings
 
 PROJECT = "banking77"
 TOP_K = 5  # the prelabeler's default top_k
@@ -99,6 +111,39 @@ def nearest_labelled_similarity(stream: Stream, block: int = 1024) -> np.ndarray
         sims[np.arange(stop - start)[:, None] <= np.arange(stop)[None, :] - start] = -np.inf  # only earlier items
         out[start:stop] = np.maximum(out[start:stop], sims.max(axis=1))
     return np.clip(out, -1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Per stream item, its k most similar bootstrap, golden and earlier stream items: what qc's kNN index holds.
+
+    Rows index the stacked bootstrap, golden and stream embeddings (-1 where fewer than k exist); which items
+    they are does not depend on the policy, only their final labels do, so one computation serves every run.
+    """
+
+    rows: np.ndarray
+    similarities: np.ndarray
+    X: np.ndarray  # the stacked embeddings the rows point into
+
+
+def labelled_neighbours(stream: Stream, k: int, block: int = 512) -> Neighbours:
+    known = np.vstack([stream.boot_X, stream.golden_X, stream.X]).astype(np.float32)
+    offset = len(stream.boot_ids) + len(stream.golden_ids)
+    X = np.asarray(stream.X, dtype=np.float32)
+    rows = np.full((len(X), k), -1, dtype=np.int64)
+    sims = np.full((len(X), k), -np.inf, dtype=np.float32)
+    for start in range(0, len(X), block):
+        stop = min(len(X), start + block)
+        S = X[start:stop] @ known[:offset + stop].T
+        S[np.arange(offset + stop)[None, :] >= offset + np.arange(start, stop)[:, None]] = -np.inf  # earlier only
+        kk = min(k, S.shape[1])
+        top = np.argpartition(-S, kk - 1, axis=1)[:, :kk]
+        top_s = np.take_along_axis(S, top, axis=1)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        rows[start:stop, :kk] = np.take_along_axis(top, order, axis=1)
+        sims[start:stop, :kk] = np.take_along_axis(top_s, order, axis=1)
+    rows[~np.isfinite(sims)] = -1
+    return Neighbours(rows, sims, known)
 
 
 @dataclass
@@ -199,6 +244,10 @@ class OnlineTrainer:
         self.hold_boot = _trainer_split(stream.boot_ids, HOLDOUT_FRACTION)
         self.hold_stream = _trainer_split(stream.ids, HOLDOUT_FRACTION)
         self.number = 0
+        # run() fills these from the policy: items whose final label is an unchecked auto label, and whether
+        # the trainer leaves them out of calibration (TrainerSettings.heldout_excludes_auto).
+        self.unverified: set[str] = set()
+        self.calibrate_verified_only = False
 
     def due(self, position: int, finals: dict[str, str]) -> ModelVersion | None:
         if position % self.every:
@@ -211,9 +260,11 @@ class OnlineTrainer:
         X = np.vstack([s.boot_X[~self.hold_boot], s.X[:position][train]])
         y = [l for l, h in zip(s.boot_y, self.hold_boot) if not h] + [
             finals[i] for i, t in zip(s.ids[:position], train) if t]
-        X_cal = np.vstack([s.boot_X[self.hold_boot], s.golden_X, s.X[:position][~train]])
+        cal = ~train & np.array([not (self.calibrate_verified_only and i in self.unverified)
+                                 for i in s.ids[:position]], dtype=bool)
+        X_cal = np.vstack([s.boot_X[self.hold_boot], s.golden_X, s.X[:position][cal]])
         y_cal = [l for l, h in zip(s.boot_y, self.hold_boot) if h] + list(s.golden_y) + [
-            finals[i] for i, t in zip(s.ids[:position], train) if not t]
+            finals[i] for i, c in zip(s.ids[:position], cal) if c]
         head = self.fit_fn(X, y, X_cal, y_cal, s.labels, self.seed)
         return ModelVersion.of(self.number, position, head, len(y), s)
 
@@ -247,32 +298,46 @@ class FixedThreshold:
     name: str = "fixed_threshold"
 
 
+def _default(settings: type, name: str) -> Any:
+    """A service setting's default as the class declares it (environment variables do not leak into the bench)."""
+    return settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class Labelmesh:
-    """The live services' settings that matter here (defaults = the services' defaults)."""
+    """The live services' settings that matter here; each default IS the service's default, read from its class."""
 
-    target_auto_error: float = 0.02  # project setting
-    target_single_error: float = 0.20  # router
-    multi_annotators: int = 3  # project setting
-    spot_check_rate: float = 0.08  # router
-    relearn_every: int = 25  # router
-    min_evidence: int = 50  # router
-    single_floor: float = 0.50  # thresholds.learn_thresholds(floor=...), not a router setting yet
-    step_up_when_refuted: bool = False  # thresholds.learn_thresholds(step_up_when_refuted=...), idem
-    expert_margin: float = 0.05  # router
-    ood_similarity_floor: float = 0.30  # router
-    golden_rate: float = 0.05  # gateway
-    min_consensus_confidence: float = 0.75  # qc
-    golden_threshold: float = 0.80  # qc
-    golden_min_evidence: int = 10  # qc
-    promotion_tolerance: float = 0.01  # trainer
-    min_eval_items: int = 30  # trainer
-    confirm_single: bool = False  # qc: finalize.next_step(confirm_single=...)
-    # services/router/app.py puts the trainer's recommended thresholds in force on every model.updated.
-    follow_trainer_thresholds: bool = True
-    # services/trainer/app.py evaluates on every held-out final label, auto labels (the previous model's own
-    # predictions) included; True keeps only human-verified and known (bootstrap, golden) labels.
-    heldout_verified_only: bool = False
+    target_auto_error: float = _default(ProjectConfigured, "target_auto_error")  # project setting
+    multi_annotators: int = _default(ProjectConfigured, "multi_annotators")  # project setting
+    target_single_error: float = _default(RouterSettings, "target_single_error")
+    spot_check_rate: float = _default(RouterSettings, "spot_check_rate")
+    relearn_every: int = _default(RouterSettings, "relearn_every")
+    min_evidence: int = _default(RouterSettings, "min_evidence")
+    single_floor: float = _default(RouterSettings, "single_floor")
+    step_up_when_refuted: bool = _default(RouterSettings, "step_up_when_refuted")
+    expert_margin: float = _default(RouterSettings, "expert_margin")
+    ood_similarity_floor: float = _default(RouterSettings, "ood_similarity_floor")
+    # services/router/app.py takes the trainer's recommended thresholds for a project's first model, and for
+    # every later one only with adopt_every_recommendation.
+    follow_trainer_thresholds: bool = _default(RouterSettings, "adopt_every_recommendation")
+    golden_rate: float = _default(GatewaySettings, "golden_rate")
+    golden_settled_rate: float = _default(GatewaySettings, "golden_settled_rate")
+    golden_warmup_tasks: int = _default(GatewaySettings, "golden_warmup_tasks")
+    min_consensus_confidence: float = _default(QcSettings, "min_consensus_confidence")
+    knn_k: int = _default(QcSettings, "knn_k")
+    knn_threshold: float = _default(QcSettings, "knn_threshold")
+    knn_min_similarity: float = _default(QcSettings, "knn_min_similarity")
+    golden_threshold: float = _default(QcSettings, "golden_accuracy_threshold")
+    golden_min_evidence: int = _default(QcSettings, "golden_min_evidence")
+    confirm_single: bool = _default(QcSettings, "confirm_single")  # finalize.next_step(confirm_single=...)
+    review_with_model: bool = _default(QcSettings, "review_with_model")  # finalize.next_step(review=...)
+    min_single_confidence: float = _default(QcSettings, "min_single_confidence")
+    shown_error_share: float = _default(QcSettings, "shown_error_share")
+    promotion_tolerance: float = _default(TrainerSettings, "promotion_tolerance")
+    min_eval_items: int = _default(TrainerSettings, "min_eval_items")
+    # The trainer judges and calibrates models on held-out human and known (bootstrap, golden) labels only, not
+    # on auto labels (the previous model's own predictions): evaluation.judges_models.
+    heldout_verified_only: bool = _default(TrainerSettings, "heldout_excludes_auto")
     name: str = "labelmesh"
 
 
@@ -286,12 +351,15 @@ class Crowd:
     """Hands tasks to simulated annotators as the gateway would, and keeps qc's golden record of each."""
 
     def __init__(self, team: list[SimulatedAnnotator], stream: Stream, rng: random.Random, *,
-                 golden_rate: float = 0.0, golden_threshold: float = 0.8, golden_min_evidence: int = 10) -> None:
+                 golden_rate: float = 0.0, golden_threshold: float = 0.8, golden_min_evidence: int = 10,
+                 golden_settled_rate: float | None = None, golden_warmup_tasks: int = 0) -> None:
         self.team = {a.name: a for a in team}
         self.labels = list(stream.labels)
         self.stream = stream
         self.rng = rng
         self.golden_rate = golden_rate
+        self.golden_settled_rate = golden_rate if golden_settled_rate is None else golden_settled_rate
+        self.golden_warmup_tasks = golden_warmup_tasks
         self.golden_threshold, self.golden_min_evidence = golden_threshold, golden_min_evidence
         self.served: Counter[str] = Counter()
         self.golden_seen: dict[str, set[str]] = {a: set() for a in self.team}
@@ -336,7 +404,9 @@ class Crowd:
         while True:
             annotator = self._pick(role, exclude)
             while self.golden_rate and annotator.name not in self.suspended and should_inject_golden(
-                annotator.name, self.served[annotator.name], self.golden_rate
+                annotator.name, self.served[annotator.name],
+                golden_rate_for(self.served[annotator.name], self.golden_rate, self.golden_settled_rate,
+                                self.golden_warmup_tasks),
             ):
                 before = self.served[annotator.name]
                 self._golden(annotator)
@@ -368,7 +438,8 @@ class RunResult:
     expert_labels: int = 0  # work labels by experts
     golden_labels: int = 0  # answers to golden tasks, any role
     golden_expert_labels: int = 0
-    escalations: int = 0
+    escalations: int = 0  # items qc sent to an expert: disagreements, doubtful reviews, kNN flags
+    knn_flags: int = 0
     tiers: Counter[str] = field(default_factory=Counter)
     tier_errors: Counter[str] = field(default_factory=Counter)
     provenance: Counter[str] = field(default_factory=Counter)
@@ -393,6 +464,7 @@ class RunResult:
             "golden_labels_per_item": self.golden_labels / n,
             "cost_per_label_usd": float(cost / n),
             "escalations": self.escalations,
+            "knn_flags": self.knn_flags,
             "tiers": {k: v / n for k, v in sorted(self.tiers.items())},
             "tier_accuracy": {k: 1 - self.tier_errors[k] / v for k, v in sorted(self.tiers.items())},
             "provenance": dict(self.provenance),
@@ -410,13 +482,16 @@ def _model_info(model: ModelVersion, promoted: bool, heldout: Any, reason: str,
 
 
 def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, models: ModelSource | None = None,
-        nearest: np.ndarray | None = None, seed: int = 0, curve_every: int = 500) -> RunResult:
+        nearest: np.ndarray | None = None, neighbours: Neighbours | None = None, seed: int = 0,
+        curve_every: int = 500) -> RunResult:
     """Label the whole stream under `policy` with `team` (fresh annotators: they keep state)."""
     rng = random.Random(f"quality/{policy.name}/{seed}")
     is_lm = isinstance(policy, Labelmesh)
     crowd = Crowd(team, stream, rng, golden_rate=policy.golden_rate if is_lm else 0.0,
                   golden_threshold=policy.golden_threshold if is_lm else 0.8,
-                  golden_min_evidence=policy.golden_min_evidence if is_lm else 10)
+                  golden_min_evidence=policy.golden_min_evidence if is_lm else 10,
+                  golden_settled_rate=policy.golden_settled_rate if is_lm else None,
+                  golden_warmup_tasks=policy.golden_warmup_tasks if is_lm else 0)
     params = {k: v for k, v in asdict(policy).items() if k != "name"}
     result = RunResult(policy.name, params)
     uses_model = isinstance(policy, FixedThreshold | Labelmesh)
@@ -430,6 +505,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
     hold_y = [l for l, h in zip(stream.boot_y, hold_boot) if h] + list(stream.golden_y)
     champion: ModelVersion | None = None
     finals: dict[str, str] = {}
+    if isinstance(models, OnlineTrainer):
+        models.calibrate_verified_only = is_lm and policy.heldout_verified_only
     # Router state.
     if isinstance(policy, FixedThreshold):
         thresholds = Thresholds(policy.auto_accept, policy.single_review)
@@ -444,6 +521,25 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
     def consensus(votes: Sequence[tuple[str, str]], reliability: dict[str, float]) -> tuple[str, float, bool]:
         r = weighted_consensus(votes, reliability, min_confidence=policy.min_consensus_confidence, n_classes=k)
         return r.label, r.confidence, r.resolved
+
+    offset = len(stream.boot_ids) + len(stream.golden_ids)
+
+    def row_label(row: int) -> str:
+        if row < len(stream.boot_ids):
+            return stream.boot_y[row]
+        if row < offset:
+            return stream.golden_y[row - len(stream.boot_ids)]
+        return finals[stream.ids[row - offset]]  # an earlier stream item: final by now
+
+    def knn_flagged(i: int, label: str) -> bool:
+        """qc's _knn_check: services.qc.domain.knn_check over the item's nearest labelled items."""
+        if neighbours.rows.shape[1] < policy.knn_k:
+            raise ValueError(f"neighbours hold {neighbours.rows.shape[1]} per item, qc looks at {policy.knn_k}")
+        rows = neighbours.rows[i, :policy.knn_k]
+        rows = rows[rows >= 0]
+        return knn_check(stream.X[i], label, neighbours.X[rows], [row_label(r) for r in rows],
+                         [str(r) for r in rows], k=policy.knn_k, threshold=policy.knn_threshold,
+                         min_similarity=policy.knn_min_similarity).flagged
 
     for i, (item_id, truth) in enumerate(zip(stream.ids, stream.truth)):
         crowd.position = i
@@ -464,7 +560,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                     crowd.model = new
                     if is_lm:
                         recommended = recommend_thresholds(challenger, policy.target_auto_error)
-                        if policy.follow_trainer_thresholds:
+                        # The router takes the first model's recommendation, later ones only if told to.
+                        if policy.follow_trainer_thresholds or not result.models:
                             thresholds = recommended
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
                 result.models.append(_model_info(new, promoted, challenger, reason, recommended))
@@ -490,8 +587,11 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                 final = _fixed_labels(crowd, decision, top, truth, shown)
                 verified = decision.tier is not Tier.AUTO
             else:
+                review = ReviewPolicy(k, policy.min_single_confidence, policy.shown_error_share) \
+                    if policy.review_with_model else None
                 final, verified = _labelmesh_labels(crowd, decision, prelabel, thresholds, routing, truth, shown,
-                                                    consensus, result, policy.confirm_single)
+                                                    consensus, result, policy.confirm_single, review,
+                                                    None if neighbours is None else partial(knn_flagged, i))
                 if verified and top:
                     # A spot check keeps its 1/rate weight when qc escalated it. (services/router/app.py looks up
                     # the item's latest decision, which a re-route replaces; the difference only arises with
@@ -504,14 +604,14 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                         new_thresholds = learn_thresholds(
                             evidence, thresholds, target_auto_error=policy.target_auto_error,
                             target_single_error=policy.target_single_error, min_evidence=policy.min_evidence,
-                            floor=policy.single_floor, step_up_when_refuted=policy.step_up_when_refuted,
-                            candidate_grid=tuple(round(0.01 * c, 2)
-                                                 for c in range(int(policy.single_floor * 100), 100)),
+                            single_floor=policy.single_floor, step_up_when_refuted=policy.step_up_when_refuted,
                         ).thresholds
                         if new_thresholds != thresholds:
                             thresholds = new_thresholds
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
         finals[item_id] = final
+        if not verified and isinstance(models, OnlineTrainer):
+            models.unverified.add(item_id)
         if hold_stream[i] and (verified or not (is_lm and policy.heldout_verified_only)):
             hold_X.append(stream.X[i:i + 1])
             hold_y.append(final)
@@ -546,8 +646,14 @@ def _fixed_labels(crowd: Crowd, decision: Any, top: list[tuple[str, float]], tru
 
 def _labelmesh_labels(crowd: Crowd, decision: Any, prelabel: Prelabel, thresholds: Thresholds,
                       routing: RoutingPolicy, truth: str, shown: list[str], consensus: Any,
-                      result: RunResult, confirm_single: bool) -> tuple[str, bool]:
-    """Collect the labels the routing asks for, let qc's next_step decide, re-route escalations to an expert."""
+                      result: RunResult, confirm_single: bool,
+                      review: ReviewPolicy | None = None,
+                      knn_flagged: Callable[[str], bool] | None = None) -> tuple[str, bool]:
+    """Collect the labels the routing asks for, let qc's next_step decide, re-route escalations to an expert.
+
+    knn_flagged(label): qc's kNN check on a human final label (single review or consensus); a flagged label
+    goes to an expert instead (the router re-routes an item with an open flag to the expert tier).
+    """
     tier = decision.tier
     votes: list[Vote] = []
     if tier is Tier.EXPERT:
@@ -560,17 +666,21 @@ def _labelmesh_labels(crowd: Crowd, decision: Any, prelabel: Prelabel, threshold
     state = ItemState(
         tier=EventTier(tier.value), required=decision.required_annotators, spot_check=decision.spot_check,
         escalated=tier is Tier.EXPERT, prelabel=(prelabel.top_k[0][0], prelabel.confidence) if prelabel.top_k
-        else None, votes=tuple(votes),
+        else None, top_k=prelabel.top_k, votes=tuple(votes),
     )
-    step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single)
-    if isinstance(step, Escalate):
+    step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single, review=review)
+    knn = (isinstance(step, Final) and step.provenance in (Provenance.SINGLE_REVIEW, Provenance.CONSENSUS)
+           and knn_flagged is not None and knn_flagged(step.label))
+    if knn:
+        result.knn_flags += 1
+    if isinstance(step, Escalate) or knn:
         result.escalations += 1
-        rerouted = decide_tier(prelabel, thresholds, routing, unresolved_disagreement=True)
+        rerouted = decide_tier(prelabel, thresholds, routing, unresolved_disagreement=not knn, open_flag=knn)
         tier = rerouted.tier
         name, label = crowd.label(truth, shown, "expert", set())
         state = replace(state, tier=EventTier(tier.value), escalated=True,
                         votes=(*state.votes, Vote(name, label, expert=True)))
-        step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single)
+        step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single, review=review)
     if isinstance(step, Final):
         result.provenance[step.provenance.value] += 1
         return step.label, step.verified and step.provenance is not Provenance.IMPORTED

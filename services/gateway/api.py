@@ -36,7 +36,7 @@ from services.gateway.calibration import (
 )
 from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.settings import GatewaySettings
-from services.gateway.golden import should_inject_golden
+from services.gateway.golden import golden_rate_for, should_inject_golden
 
 SERVICE = "gateway"
 ID_MAX = 256
@@ -224,8 +224,9 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
         project = await self.gw.project(context, request.project)
         served = await self.gw.tasks_served(caller.annotator_id)
-        golden_turn = should_inject_golden(caller.annotator_id, served, self.gw.settings.golden_rate,
-                                           self.gw.settings.golden_salt.get_secret_value())
+        settings = self.gw.settings
+        rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate, settings.golden_warmup_tasks)
+        golden_turn = should_inject_golden(caller.annotator_id, served, rate, settings.golden_salt.get_secret_value())
         lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn,
                                                project["guideline_version"])
         if lease is None:

@@ -7,6 +7,31 @@ from collections.abc import Collection, Sequence
 from labelmesh.draws import uniform_draw
 
 DEFAULT_GOLDEN_RATE = 0.05
+# After this many tasks an annotator has answered ~20 golden items at the full rate: enough for qc's
+# suspension rule (10 answers) and for their reliability to rest on their own record rather than the
+# prior (worth 4 answers). From then on golden items only watch for drift, at the settled rate.
+DEFAULT_GOLDEN_WARMUP_TASKS = 400
+DEFAULT_SETTLED_GOLDEN_RATE = 0.02
+
+
+def golden_rate_for(
+    task_number: int,
+    rate: float = DEFAULT_GOLDEN_RATE,
+    settled_rate: float = DEFAULT_SETTLED_GOLDEN_RATE,
+    warmup_tasks: int = DEFAULT_GOLDEN_WARMUP_TASKS,
+) -> float:
+    """The golden rate for an annotator's task_number-th task: `rate` while their record is built, then settled_rate.
+
+    settled_rate is capped at rate (a settled annotator never gets more golden tasks than a new one).
+    """
+    if task_number < 0:
+        raise ValueError(f"task_number must be >= 0, got {task_number}")
+    if warmup_tasks < 0:
+        raise ValueError(f"warmup_tasks must be >= 0, got {warmup_tasks}")
+    for name, value in (("rate", rate), ("settled_rate", settled_rate)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"golden {name} must be in [0, 1], got {value}")
+    return rate if task_number < warmup_tasks else min(rate, settled_rate)
 
 
 def should_inject_golden(

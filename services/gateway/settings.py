@@ -22,6 +22,9 @@ class GatewaySettings(CommonSettings):
     # an index for the range), so with 300 s leases every 5 s is plenty.
     sweep_seconds: float = 5.0
     golden_rate: float = 0.05
+    # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate (services/gateway/golden.py).
+    golden_settled_rate: float = 0.02
+    golden_warmup_tasks: int = 400
     # Keeps the golden schedule unpredictable: the draw is public code, so without a secret salt anyone could
     # compute which of their tasks are golden. Set it from a Secret in production.
     golden_salt: SecretStr = SecretStr("")

@@ -38,7 +38,7 @@ from services.qc.domain.golden import golden_accuracy, should_flag
 from services.qc.domain.knn_check import knn_check
 from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
-from services.qc.finalize import Escalate, Final, ItemState, Vote, next_step
+from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
 from services.qc.index import LabelledEmbeddings
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, Passes, flag
@@ -195,7 +195,8 @@ class Qc:
                 top = event.top_k[0] if event.top_k else None
                 update |= {"tier": event.tier.value, "required": event.required_annotators,
                            "spot_check": event.spot_check, "model_version": event.model_version,
-                           "prelabel": [top.label, top.probability] if top else None}
+                           "prelabel": [top.label, top.probability] if top else None,
+                           "routed_top_k": [s.model_dump() for s in event.top_k]}
                 if event.tier is Tier.EXPERT:
                     update["escalated"] = True
                 touched[key] = event
@@ -305,6 +306,7 @@ class Qc:
             spot_check=doc.get("spot_check", False),
             escalated=doc.get("escalated", False),
             prelabel=tuple(doc["prelabel"]) if doc.get("prelabel") else None,
+            top_k=tuple((s["label"], s["probability"]) for s in doc.get("routed_top_k") or ()),
             votes=tuple(Vote(v["annotator"], v["label"], v["expert"]) for v in doc.get("votes", [])),
             final_label=(doc.get("final") or {}).get("label"),
         )
@@ -316,7 +318,9 @@ class Qc:
                                         n_classes=n_classes)
             return result.label, result.confidence, result.resolved
 
-        step = next_step(state, reliability, consensus, confirm_single=self.settings.confirm_single)
+        review = ReviewPolicy(n_classes, self.settings.min_single_confidence, self.settings.shown_error_share) \
+            if self.settings.review_with_model and n_classes and n_classes >= 2 else None
+        step = next_step(state, reliability, consensus, confirm_single=self.settings.confirm_single, review=review)
         human = [(v.annotator, v.label) for v in state.votes if not v.expert]
         majority = majority_vote(human) if human else None
         if isinstance(step, Final):

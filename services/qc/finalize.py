@@ -6,6 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import Provenance, Tier
+from services.qc.domain.model_prior import (
+    DEFAULT_MIN_SINGLE_CONFIDENCE,
+    DEFAULT_SHOWN_ERROR_SHARE,
+    label_posterior,
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,8 @@ class ItemState:
     spot_check: bool = False
     escalated: bool = False
     prelabel: tuple[str, float] | None = None
+    # The pre-label's calibrated top-k as the task showed it (item.routed); empty when unknown.
+    top_k: tuple[tuple[str, float], ...] = ()
     votes: tuple[Vote, ...] = ()
     final_label: str | None = None
 
@@ -49,11 +56,31 @@ class Wait:
     reason: str
 
 
+@dataclass(frozen=True)
+class ReviewPolicy:
+    """How a lone reviewer's label is weighed against the model's (services.qc.domain.model_prior).
+
+    The reviewer's label is final when its posterior, with the pre-label's top-k as the prior, reaches
+    min_confidence; otherwise an expert looks. n_classes is the project's label-set size.
+    """
+
+    n_classes: int
+    min_confidence: float = DEFAULT_MIN_SINGLE_CONFIDENCE
+    shown_error_share: float = DEFAULT_SHOWN_ERROR_SHARE
+
+    def __post_init__(self) -> None:
+        if self.n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
+        if not 0.0 < self.min_confidence < 1.0:
+            raise ValueError(f"min_confidence must be in (0, 1), got {self.min_confidence}")
+
+
 Consensus = Callable[[Sequence[tuple[str, str]], Mapping[str, float]], tuple[str, float, bool]]
 
 
 def next_step(
-    state: ItemState, reliability: Mapping[str, float], consensus: Consensus, *, confirm_single: bool = False
+    state: ItemState, reliability: Mapping[str, float], consensus: Consensus, *, confirm_single: bool = False,
+    review: ReviewPolicy | None = None,
 ) -> Final | Escalate | Wait:
     """Decide an item's final label from its routing and votes; a known answer always wins.
 
@@ -62,6 +89,9 @@ def next_step(
     disagree. A reviewer who errs mostly picks a label that looks like the truth, rarely the very label
     the model chose, so confirmation is strong evidence even at moderate confidence, and the single band
     can reach far lower (bench/quality.py measures what it buys and costs). Off by default.
+    review: with confirm_single, when the item's top-k is known, the lone reviewer's label is weighed
+    against the model's instead: kept when its posterior reaches review.min_confidence (an override
+    the model found plausible is kept; a confirmation of a shaky pre-label is not), else escalated.
     """
     known = state.trusted_label or state.golden_label
     if known:
@@ -83,6 +113,18 @@ def next_step(
         return Wait(f"{len(state.votes)} of {state.required} labels")
     if state.required <= 1:
         vote = state.votes[0]
+        if confirm_single and review is not None and state.prelabel is not None and state.top_k:
+            # A label set changed since the model was trained can name more labels than the project has now.
+            n_classes = max(review.n_classes, len({*(label for label, _ in state.top_k), vote.label}))
+            posterior = label_posterior(state.top_k, [(vote.annotator, vote.label)], reliability, n_classes,
+                                        shown_error_share=review.shown_error_share).get(vote.label, 0.0)
+            if posterior >= review.min_confidence:
+                return Final(vote.label, Provenance.SINGLE_REVIEW, posterior, verified=True)
+            return Escalate(
+                f"single reviewer's {vote.label!r} against the pre-label {state.prelabel[0]!r} "
+                f"({state.prelabel[1]:.2f}): posterior {posterior:.3f} < {review.min_confidence}",
+                {"votes": [[vote.annotator, vote.label]], "prelabel": list(state.prelabel), "posterior": posterior},
+            )
         if confirm_single and state.prelabel is not None and vote.label != state.prelabel[0]:
             return Escalate(
                 f"single reviewer overrides the pre-label {state.prelabel[0]!r} ({state.prelabel[1]:.2f}) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
+from services.qc.domain.model_prior import DEFAULT_MIN_SINGLE_CONFIDENCE, DEFAULT_SHOWN_ERROR_SHARE
 
 
 class QcSettings(CommonSettings):
@@ -15,6 +16,14 @@ class QcSettings(CommonSettings):
     # A lone reviewer who overrides the model's label is final only after an expert agrees: a 90% reviewer
     # makes about 10% of correct model labels look wrong (bench/results/quality.json).
     confirm_single: bool = True
+    # With confirm_single: weigh the lone reviewer against the pre-label's calibrated top-k (Bayes, see
+    # services/qc/domain/model_prior.py) instead of escalating every override. The reviewer's label is final
+    # when its posterior reaches min_single_confidence: a plausible override is kept, a confirmation of a
+    # shaky pre-label is not (model_prior.DEFAULT_MIN_SINGLE_CONFIDENCE explains 0.85).
+    review_with_model: bool = True
+    min_single_confidence: float = DEFAULT_MIN_SINGLE_CONFIDENCE
+    # Share of a reviewer's mistakes assumed to land on a label the task showed (model_prior explains 0.9).
+    shown_error_share: float = DEFAULT_SHOWN_ERROR_SHARE
     golden_accuracy_threshold: float = 0.80
     golden_min_evidence: int = 10
     # When an annotator is suspended, this many of their latest labels go back for review.

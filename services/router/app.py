@@ -223,6 +223,7 @@ class Router:
             target_single_error=self.settings.target_single_error,
             min_evidence=self.settings.min_evidence,
             step_up_when_refuted=self.settings.step_up_when_refuted,
+            single_floor=self.settings.single_floor,
         )
         new = Thresholds(auto_accept=update.thresholds.auto_accept, single_review=update.thresholds.single_review)
         if new != current:

@@ -5,18 +5,27 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
+from services.router.domain.thresholds import DEFAULT_SINGLE_FLOOR
 
 
 class RouterSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="LABELMESH_ROUTER_", extra="ignore")
 
-    spot_check_rate: float = 0.08
+    # The seed's lowest rate (5-10%): spot checks verify the auto border (each weighs 1/rate in the learner),
+    # and at 5% they measured it as well as at 8% for 0.015 fewer labels per item (bench/results/quality.json).
+    spot_check_rate: float = 0.05
     expert_margin: float = 0.05
     ood_similarity_floor: float = 0.30
     neighbours: int = 5
     # Thresholds are re-learned after this many new verified observations in a project.
     relearn_every: int = 25
-    target_single_error: float = 0.20
+    # Pre-label error the single band may have. With qc's confirm_single and review_with_model (its defaults),
+    # a reviewer who overrides a draft unconvincingly is checked by an expert, so a wrong draft costs an expert
+    # label rather than a wrong final label: the band may reach down to where drafts are right half the time.
+    # Set 0.20 (band error ~ what one anchored reviewer catches) if qc's confirm_single is off.
+    target_single_error: float = 0.50
+    # Lowest single-review border the learner may reach (thresholds.DEFAULT_SINGLE_FLOOR explains 0.30).
+    single_floor: float = DEFAULT_SINGLE_FLOOR
     min_evidence: int = 50
     conservative_shift: float = 0.02
     # A refuted auto-accept border rises to the lowest value the evidence does not refute, instead of

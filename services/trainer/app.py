@@ -30,6 +30,7 @@ from services.trainer.evaluation import (
     Evaluation,
     decide_promotion,
     evaluate,
+    judges_models,
     recommend_thresholds,
 )
 from services.trainer.items import ItemTexts
@@ -184,7 +185,8 @@ class Trainer:
         if config is None:
             return None
         train_docs = await self._usable(project, holdout=False)
-        eval_docs = await self._usable(project, holdout=True)
+        eval_docs = [d for d in await self._usable(project, holdout=True)
+                     if judges_models(d.get("provenance"), exclude_auto=self.settings.heldout_excludes_auto)]
         X = np.stack([np.frombuffer(d["embedding"], np.float32) for d in train_docs])
         y = [d["label"] for d in train_docs]
         encoder = train_docs[0]["encoder"]

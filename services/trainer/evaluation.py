@@ -12,6 +12,16 @@ from services.router.domain.thresholds import Observation, learn_thresholds
 from services.router.domain.tiers import Thresholds
 
 
+def judges_models(provenance: str | None, *, exclude_auto: bool = True) -> bool:
+    """Whether a held-out final label may judge and calibrate a model: any but an unchecked auto label.
+
+    An auto label is the previous model's own prediction: a similar model agrees with it by construction,
+    so it inflates held-out accuracy and, used for temperature scaling, makes the new model overconfident
+    exactly where it auto-labels. Human labels, and known ones (bootstrap, golden), judge fairly.
+    """
+    return not (exclude_auto and provenance == "auto")
+
+
 @dataclass(frozen=True)
 class Evaluation:
     n: int

@@ -197,6 +197,51 @@ async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> No
         await runtime.stop()
 
 
+def _route_top(project: str, item: str, top: tuple[tuple[str, float], ...]) -> ItemRouted:
+    return ItemRouted(producer="test", project=project, item_id=item, tier=Tier.SINGLE, required_annotators=1,
+                      model_version=1, top_k=tuple(LabelScore(label=lbl, probability=p) for lbl, p in top),
+                      thresholds=Thresholds())
+
+
+async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
+    """qc's defaults: a proven reviewer overriding a near tie is kept, overriding a confident model is escalated."""
+    settings = env.settings(QcSettings)
+    runtime = create_app(settings)
+    await runtime.start()
+    p = "qr"
+    try:
+        golden = [f"g{i}" for i in range(20)]
+        await env.publish_events([_config(p)] + [_ingest(p, g, golden_label="a") for g in golden]
+                                 + [_ingest(p, w) for w in ("tie", "sure")]
+                                 + [_route_top(p, "tie", (("a", 0.50), ("b", 0.49), ("c", 0.01))),
+                                    _route_top(p, "sure", (("a", 0.95), ("b", 0.03), ("c", 0.02)))])
+
+        async def known() -> bool:
+            return (await _count(runtime, "items", {"project": p, "golden_label": "a"}) == 20
+                    and await _count(runtime, "items", {"project": p, "tier": "single"}) == 2)
+
+        await eventually(known)
+        # 20 of 20 golden answers right: reliability (20 + 0.8 * 4) / 24 = 0.97.
+        await env.publish_events([_label(p, g, "rev", "a", golden=True) for g in golden])
+
+        async def proven() -> bool:
+            doc = await runtime.db["annotators"].find_one({"_id": f"{p}/rev"})
+            return bool(doc) and doc.get("golden_n") == 20
+
+        await eventually(proven)
+        await env.publish_events([_label(p, "tie", "rev", "b"), _label(p, "sure", "rev", "b")])
+        finals = await env.read("label.finalized", lambda rs: any(r["item_id"] == "tie" for r in rs))
+        tie = next(r for r in finals if r["item_id"] == "tie")
+        assert tie["label"] == "b" and tie["provenance"] == "single_review" and tie["confidence"] > 0.95
+        flags = await env.read("qc.flagged", lambda rs: any(r["item_id"] == "sure" for r in rs))
+        sure = next(f for f in flags if f["item_id"] == "sure")
+        assert sure["kind"] == "disagreement" and sure["evidence"]["posterior"] < settings.min_single_confidence
+        assert sure["evidence"]["prelabel"] == ["a", 0.95]
+        assert "sure" not in {r["item_id"] for r in finals}, "the override waits for an expert"
+    finally:
+        await runtime.stop()
+
+
 async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> None:
     settings = env.settings(QcSettings, confirm_single=False, agreement_every=30, agreement_min_items=15, drift_every=20,
                             quality_baseline=20, quality_window=20, quality_step=5, drift_baseline=40,

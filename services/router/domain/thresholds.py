@@ -38,12 +38,18 @@ DEFAULT_TARGET_AUTO_ERROR = 0.02
 # over [0.70, 0.95] the band's error is ~17.5%, so 0.20 roughly reproduces the seed's 0.70 border.
 # qc's measured miss rate should replace the 90% assumption per project.
 DEFAULT_TARGET_SINGLE_ERROR = 0.20
-# Below 0.5 the model's label is more likely wrong than right: it is neither safe to auto-accept nor a
-# useful draft for a single reviewer, whatever the evidence says.
+# Below 0.5 the model's label is more likely wrong than right: never safe to auto-accept, whatever the
+# evidence says. (The single band's floor is separate: see DEFAULT_SINGLE_FLOOR.)
 DEFAULT_FLOOR = 0.50
+# How low one reviewer may be asked to check a pre-label. When qc weighs the lone reviewer against the
+# model's top-k (qc's review_with_model) and sends an unconvincing override to an expert, a wrong draft
+# costs one expert label, not a wrong final label, so one reviewer plus an expert on doubt is cheaper
+# than a consensus of several down to where the draft is right only about half the time. Below 0.30 the
+# top-1 is usually wrong, and several annotators labelling from scratch are the better use of effort.
+DEFAULT_SINGLE_FLOOR = 0.30
 # Fewer verified items than this in a region and the region is not tested at all.
 DEFAULT_MIN_EVIDENCE = 50
-DEFAULT_GRID: tuple[float, ...] = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # 0.50 .. 0.99
+DEFAULT_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))  # 0.01 .. 0.99; floors cut it
 AUTO_OFF = 1.0  # confidence > 1.0 never happens: no item is auto-accepted
 
 
@@ -338,16 +344,19 @@ def learn_thresholds(
     floor: float = DEFAULT_FLOOR,
     candidate_grid: Sequence[float] = DEFAULT_GRID,
     step_up_when_refuted: bool = False,
+    single_floor: float | None = None,
 ) -> ThresholdUpdate:
-    """Learn both borders in the only valid order: auto first, then the single band below the new auto border."""
+    """Learn both borders in the only valid order: auto first, then the single band below the new auto border.
+
+    floor bounds the auto border; single_floor (default: floor) the single-review border.
+    """
     obs = list(evidence)
-    common = dict(
-        confidence=confidence, method=method, min_evidence=min_evidence, floor=floor, candidate_grid=candidate_grid
-    )
+    common = dict(confidence=confidence, method=method, min_evidence=min_evidence, candidate_grid=candidate_grid)
     # Only the auto border steps up: a refuted single band already falls back to the auto border (single off).
     auto = learn_auto_threshold(obs, current.auto_accept, target_error=target_auto_error,
-                                step_up_when_refuted=step_up_when_refuted, **common)
-    single = learn_single_threshold(obs, current.single_review, auto.new, target_error=target_single_error, **common)
+                                step_up_when_refuted=step_up_when_refuted, floor=floor, **common)
+    single = learn_single_threshold(obs, current.single_review, auto.new, target_error=target_single_error,
+                                    floor=floor if single_floor is None else single_floor, **common)
     # learn_single_threshold saw the single border already clipped to the new auto border; report the real old one.
     single = replace(single, old=current.single_review)
     return ThresholdUpdate(Thresholds(auto.new, single.new), (auto, single))

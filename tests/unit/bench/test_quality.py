@@ -131,6 +131,8 @@ def test_online_trainer_retrains_on_the_run_s_own_labels(small):
     result = run(stream, Labelmesh(), team(), models=online, nearest=nearest)
     assert [m["at_item"] for m in result.models] == [0, 400, 800]
     assert result.items == len(stream)
+    # The trainer leaves unchecked auto labels out of calibration: run() tells it which those are.
+    assert online.calibrate_verified_only and len(online.unverified) == result.provenance.get("auto", 0) > 0
 
 
 def test_unhinted_mistakes_go_to_the_nearest_intents():
@@ -145,10 +147,54 @@ def test_unhinted_mistakes_go_to_the_nearest_intents():
 
 def test_router_and_trainer_knobs_change_what_they_say(small):
     stream, schedule, nearest = small
-    follows = run(stream, Labelmesh(), team(), models=schedule, nearest=nearest)
+    follows = run(stream, Labelmesh(follow_trainer_thresholds=True, heldout_verified_only=False), team(),
+                  models=schedule, nearest=nearest)
     assert follows.thresholds[0][0] == 0  # the first model's recommendation is put in force at once
+    assert {400, 800} <= {position for position, _, _ in follows.thresholds}, "and every later one"
+    # The router's default: the first recommendation starts the project off, later ones are not taken.
     own = run(stream, Labelmesh(follow_trainer_thresholds=False), team(), models=schedule, nearest=nearest)
-    assert all(position not in (0, 400, 800) for position, _, _ in own.thresholds)
-    verified = run(stream, Labelmesh(heldout_verified_only=True), team(), models=schedule, nearest=nearest)
-    # Auto labels never reach the held-out set, so the last model is judged on fewer items.
+    assert own.thresholds[0][0] == 0
+    assert all(position not in (400, 800) for position, _, _ in own.thresholds)
+    verified = run(stream, Labelmesh(heldout_verified_only=True, follow_trainer_thresholds=True), team(),
+                   models=schedule, nearest=nearest)
+    # Auto labels never reach the held-out set (the trainer's default), so the last model is judged on fewer items.
     assert verified.models[-1]["heldout_n"] < follows.models[-1]["heldout_n"]
+
+
+def test_labelmesh_defaults_are_the_services_defaults():
+    from schemas.events import ProjectConfigured
+    from services.gateway.settings import GatewaySettings
+    from services.qc.settings import QcSettings
+    from services.router.settings import RouterSettings
+
+    policy = Labelmesh()
+    router, qc, gateway = RouterSettings(), QcSettings(), GatewaySettings()
+    assert (policy.spot_check_rate, policy.target_single_error, policy.single_floor, policy.step_up_when_refuted,
+            policy.follow_trainer_thresholds) == (router.spot_check_rate, router.target_single_error,
+                                                  router.single_floor, router.step_up_when_refuted,
+                                                  router.adopt_every_recommendation)
+    assert (policy.confirm_single, policy.review_with_model, policy.min_single_confidence,
+            policy.shown_error_share) == (qc.confirm_single, qc.review_with_model, qc.min_single_confidence,
+                                          qc.shown_error_share)
+    assert (policy.golden_rate, policy.golden_settled_rate, policy.golden_warmup_tasks) == (
+        gateway.golden_rate, gateway.golden_settled_rate, gateway.golden_warmup_tasks)
+    assert policy.multi_annotators == ProjectConfigured.model_fields["multi_annotators"].default
+    from services.trainer.settings import TrainerSettings
+
+    assert policy.heldout_verified_only == TrainerSettings().heldout_excludes_auto
+
+
+def test_labelled_neighbours_are_qc_s_index_at_the_item_s_turn(small):
+    from bench.quality_sim import labelled_neighbours
+
+    stream, schedule, nearest = small
+    nb = labelled_neighbours(stream, k=10, block=128)
+    offset = len(stream.boot_ids) + len(stream.golden_ids)
+    known = np.vstack([stream.boot_X, stream.golden_X, stream.X]).astype(np.float64)
+    for i in (0, 5, 129, 1199):
+        sims = known[:offset + i] @ stream.X[i].astype(np.float64)
+        assert set(nb.rows[i]) == set(np.argsort(-sims)[:10])
+        assert nb.rows[i].max() < offset + i, "only items labelled before this one"
+    # The kNN check runs in labelmesh runs and sends what it flags to an expert.
+    result = run(stream, Labelmesh(), team(), models=schedule, nearest=nearest, neighbours=nb)
+    assert 0 <= result.knn_flags <= result.escalations and result.items == len(stream)

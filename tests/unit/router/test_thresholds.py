@@ -279,3 +279,14 @@ def test_conservative_shift_raises_both_borders_and_caps_at_one():
 def test_conservative_shift_rejects_non_positive_amounts():
     with pytest.raises(ValueError, match="amount"):
         conservative_shift(Thresholds(), 0.0)
+
+
+def test_the_single_border_has_its_own_floor():
+    perfect_high = [Observation(c / 1000, True) for c in range(500, 1000) for _ in range(3)]
+    half_right_low = [Observation(c / 1000, c % 3 != 0) for c in range(250, 500) for _ in range(3)]
+    update = learn_thresholds(perfect_high + half_right_low, Thresholds(0.95, 0.70), target_single_error=0.5,
+                              single_floor=0.30)
+    assert update.thresholds.auto_accept >= 0.50, "the auto border keeps the common floor"
+    assert 0.30 <= update.thresholds.single_review < 0.50
+    same_floor = learn_thresholds(perfect_high + half_right_low, Thresholds(0.95, 0.70), target_single_error=0.5)
+    assert same_floor.thresholds.single_review == 0.50

@@ -56,3 +56,17 @@ def test_choose_golden_spreads_over_candidates():
     picks = Counter(choose_golden("ann-1", n, golden) for n in range(4000))
     assert set(picks) == set(golden)
     assert all(abs(c / 4000 - 0.25) < four_sigma(0.25, 4000) for c in picks.values())
+
+
+def test_golden_rate_settles_after_the_warmup():
+    from services.gateway.golden import golden_rate_for
+
+    assert golden_rate_for(0, 0.05, 0.02, 400) == 0.05
+    assert golden_rate_for(399, 0.05, 0.02, 400) == 0.05
+    assert golden_rate_for(400, 0.05, 0.02, 400) == 0.02
+    assert golden_rate_for(10_000, 0.0, 0.02, 400) == 0.0, "golden tasks off stays off"
+    assert golden_rate_for(500, 0.05, 0.2, 400) == 0.05, "settling never raises the rate"
+    with pytest.raises(ValueError, match="task_number"):
+        golden_rate_for(-1)
+    with pytest.raises(ValueError, match="settled_rate"):
+        golden_rate_for(0, 0.05, 1.5)

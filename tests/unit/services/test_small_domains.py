@@ -116,3 +116,41 @@ def test_confirm_single_escalates_a_reviewer_who_overrides_the_prelabel() -> Non
     settled = ItemState(tier=Tier.EXPERT, required=1, escalated=True, prelabel=("a", 0.7),
                         votes=(Vote("x", "b"), Vote("e", "b", True)))
     assert next_step(settled, {}, majority, confirm_single=True) == Final("b", Provenance.EXPERT, 1.0, True)
+
+
+def test_review_with_the_model_keeps_plausible_overrides_and_escalates_doubtful_ones() -> None:
+    from services.qc.finalize import ReviewPolicy
+
+    review = ReviewPolicy(n_classes=77)
+    shaky = (("a", 0.45), ("b", 0.40), ("c", 0.05), ("d", 0.04), ("e", 0.03))
+    confident = (("a", 0.90), ("b", 0.03), ("c", 0.02))
+
+    def single(top, label):  # type: ignore[no-untyped-def]
+        return ItemState(tier=Tier.SINGLE, required=1, prelabel=top[0], top_k=top, votes=(Vote("x", label),))
+
+    kept = next_step(single(shaky, "b"), {"x": 0.9}, majority, confirm_single=True, review=review)
+    assert isinstance(kept, Final) and kept.label == "b" and kept.provenance is Provenance.SINGLE_REVIEW
+    assert kept.confidence >= review.min_confidence
+    doubt = next_step(single(confident, "b"), {"x": 0.9}, majority, confirm_single=True, review=review)
+    assert isinstance(doubt, Escalate) and doubt.evidence["posterior"] < review.min_confidence
+    confirmed = next_step(single(confident, "a"), {"x": 0.9}, majority, confirm_single=True, review=review)
+    assert isinstance(confirmed, Final) and confirmed.label == "a"
+    # Without the top-k (or without review) it is confirm_single's plain rule: any override escalates.
+    plain = ItemState(tier=Tier.SINGLE, required=1, prelabel=("a", 0.45), votes=(Vote("x", "b"),))
+    assert isinstance(next_step(plain, {"x": 0.9}, majority, confirm_single=True, review=review), Escalate)
+    assert isinstance(next_step(single(shaky, "b"), {"x": 0.9}, majority, confirm_single=True), Escalate)
+    # confirm_single off: the reviewer's word is final whatever the model says.
+    assert next_step(single(confident, "b"), {"x": 0.9}, majority, review=review).label == "b"
+    with pytest.raises(ValueError, match="min_confidence"):
+        ReviewPolicy(n_classes=77, min_confidence=1.0)
+    # More labels shown and voted than the project now has (a retired label): still decided, not an error.
+    odd = next_step(single(shaky, "z"), {"x": 0.9}, majority, confirm_single=True, review=ReviewPolicy(n_classes=3))
+    assert isinstance(odd, Final | Escalate)
+
+
+def test_auto_labels_do_not_judge_models() -> None:
+    from services.trainer.evaluation import judges_models
+
+    assert not judges_models("auto")
+    assert all(judges_models(p) for p in ("single_review", "consensus", "expert", "corrected", "imported", None))
+    assert judges_models("auto", exclude_auto=False)
