@@ -12,7 +12,6 @@ import os
 import statistics
 import time
 
-import numpy as np
 from _common import environment, load_split, table, write_result
 
 from labelmesh.ml.encoder import HashingEncoder, MiniLMEncoder
