@@ -100,6 +100,12 @@ class MiniLMEncoder:
         threads: int | None = None,
     ) -> None:
         _force_offline()
+        # OpenMP's workers spin for a while after every parallel region by default. A service shares its cores
+        # with the event loop, the broker and the database, and the spinning took their CPU: a MiniLM burst
+        # through the five services went from 46 to 114 items/s ingest -> routed with PASSIVE (one run each,
+        # bench/pipeline_throughput.py). Read when torch loads OpenMP, so it must be set before the import;
+        # an OMP_WAIT_POLICY already in the environment wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
