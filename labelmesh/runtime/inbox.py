@@ -23,9 +23,9 @@ recovering: ContextVar[frozenset[str]] = ContextVar("recovering", default=frozen
 class Inbox:
     """Both records are written with one insert command per batch, whose duplicate-key answers say which ids
     were there already. That is the only batched existence check FerretDB 1.24 does cheaply: an `$in` on
-    `_id` decodes every document of the collection, and a point lookup per event cost ~60 ms of a loaded
-    FerretDB's time each (five services, one lookup per event: 3,000 items took 16 items/s,
-    bench/results/pipeline_throughput.json's database_commands_during_burst).
+    `_id` decodes every document of the collection, and one lookup per event in five services held a
+    3,000-item burst to 16 items/s (those lookups were scans then, see deploy/local/ferretdb.sh; even
+    through the index they are a round trip per event).
     """
 
     def __init__(self, db: AsyncDatabase) -> None:
