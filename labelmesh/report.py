@@ -77,7 +77,10 @@ def golden_accuracy(log: Events, golden_truth: Mapping[str, str]) -> dict[str, t
     out = {}
     for who, marks in sorted(answers.items()):
         low, high = proportion_confint(sum(marks), len(marks), alpha=0.05, method="wilson")
-        out[who] = (sum(marks), len(marks), float(low), float(high))
+        rate = sum(marks) / len(marks)
+        # Wilson's bound at 20 of 20 is 0.9999999999999999: the interval must still hold the rate (the
+        # plot's error bars are rate - low and high - rate, and a negative one stopped the demo's report).
+        out[who] = (sum(marks), len(marks), min(float(low), rate), max(float(high), rate))
     return out
 
 

@@ -57,6 +57,17 @@ def test_golden_accuracy_has_a_wilson_interval_around_the_rate():
     assert 0.0 < low < 1.0 and high == 1.0
 
 
+def test_a_perfect_golden_record_keeps_its_rate_inside_the_interval_and_the_page_renders(tmp_path):
+    answers = [{"item_id": f"g{i}", "annotator_id": "ann-1", "label": "x", "occurred_at": at(i)} for i in range(20)]
+    log = {**LOG, "label.submitted": answers}
+    truth = {f"g{i}": "x" for i in range(20)}
+    correct, n, low, high = golden_accuracy(log, truth)["ann-1"]
+    assert (correct, n) == (20, 20) and low < 1.0 and high >= correct / n  # Wilson gives 0.9999999999999999
+    path = write_html(tmp_path / "r.html", {"items": 3, "final_accuracy": 2 / 3, "models": []}, log, TRUTH,
+                      sorted(WORK), truth, namespace="ns")
+    assert path.read_text().count("data:image/png;base64,") == 5
+
+
 def test_flags_are_placed_in_minutes_since_start():
     assert flag_timeline(LOG) == [(3.0, "disagreement", "c", "2 labels differ")]
 
