@@ -105,41 +105,41 @@ class Qc:
         by_annotator: Counter[tuple[str, str]] = Counter()
         finals: Counter[str] = Counter()
         run: list[Envelope] = []  # consecutive item facts, each item at most once
+        run_keys: set[str] = set()
+
+        def take(decided: list[Envelope]) -> None:
+            finals.update(e.project for e in decided if isinstance(e, LabelFinalized) and e.version == 1)
+            out.extend(decided)
 
         async def flush() -> None:
             if run:
-                decided = await self._apply_facts_and_evaluate(run)
-                finals.update(e.project for e in decided if isinstance(e, LabelFinalized) and e.version == 1)
-                out.extend(decided)
+                take(await self._apply_facts_and_evaluate(run))
                 run.clear()
+                run_keys.clear()
 
         for event in events:
             key = f"{event.project}/{event.item_id}"
-            touched: dict[str, Envelope] = {}
             if not isinstance(event, LabelSubmitted):
-                if any(f"{e.project}/{e.item_id}" == key for e in run):
+                if key in run_keys:
                     await flush()  # the item's earlier fact is decided on first, as if it had come alone
                 run.append(event)
+                run_keys.add(key)
                 continue
             await flush()
-            if isinstance(event, LabelSubmitted):
-                await self.catalog.require(event)
-                labels[event.project] += 1
-                if event.role != "expert":
-                    by_annotator[(event.project, event.annotator_id)] += 1
-                item = await self.items.find_one({"_id": key})
-                if event.golden:
-                    out.extend(await self._on_golden_answer(key, event, item))
-                    continue
-                if event.session_id:
-                    # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
-                    await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
-                    continue
-                out.extend(await self._on_labels([event], {key: item} if item else {}))
-                touched[key] = event
-            decided = await self._evaluate_many(touched)
-            finals.update(e.project for e in decided if isinstance(e, LabelFinalized) and e.version == 1)
-            out.extend(decided)
+            await self.catalog.require(event)
+            labels[event.project] += 1
+            if event.role != "expert":
+                by_annotator[(event.project, event.annotator_id)] += 1
+            item = await self.items.find_one({"_id": key})
+            if event.golden:
+                out.extend(await self._on_golden_answer(key, event, item))
+                continue
+            if event.session_id:
+                # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
+                await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
+                continue
+            out.extend(await self._on_labels([event], {key: item} if item else {}))
+            take(await self._evaluate_many({key: event}))
         await flush()
         out.extend(await self._periodic(labels, by_annotator, finals))
         await self._record_flags([e for e in out if isinstance(e, QcFlagged)])
