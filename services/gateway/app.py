@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge
 
+from labelmesh.runtime.pacing import next_due
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFinalized, QcFlagged
 from schemas.rpc import gateway_pb2 as pb
@@ -24,7 +25,6 @@ from services.gateway.settings import GatewaySettings
 
 SERVICE = "gateway"
 log = logging.getLogger(__name__)
-COUNT_SHARE = 0.05  # the most of the time the open-task count may take (see _sweep)
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name)
 
 
@@ -89,10 +89,10 @@ class GatewayService:
                     started = time.monotonic()
                     for (project, tier), n in (await self.gw.queue.open_counts()).items():
                         self.open_tasks.labels(project, tier).set(n)
-                    # The count reads every task (FerretDB 1.24 filters only `_id` in SQLite): with tens of
-                    # thousands of tasks it took seconds of the database's time at every sweep. Spaced so it
-                    # takes at most COUNT_SHARE of the time; the gauge is then a little older on a big queue.
-                    counts_due = time.monotonic() + (time.monotonic() - started) / COUNT_SHARE
+                    # The count reads every task: with tens of thousands of tasks it took seconds of the
+                    # database's time at every sweep. Spaced (labelmesh.runtime.pacing); the gauge is then a
+                    # little older on a big queue.
+                    counts_due = next_due(started)
             except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup
                 log.exception("lease sweep failed; retrying")
 

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
 from labelmesh.runtime.mongo import find_by_ids, upsert_many
+from labelmesh.runtime.pacing import next_due
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
@@ -39,7 +40,6 @@ from services.trainer.settings import TrainerSettings
 
 SERVICE = "trainer"
 log = logging.getLogger(__name__)
-CHECK_SHARE = 0.05  # the most of the time counting examples for a retrain check may take (see maybe_train)
 
 
 class Trainer:
@@ -166,10 +166,9 @@ class Trainer:
             n = await self.examples.count_documents(
                 {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": False}
             )
-            # The count reads every example (FerretDB 1.24 filters only `_id` in SQLite): 0.9 s each at a few
-            # thousand examples under load. The next check waits so counting takes at most CHECK_SHARE of the
-            # time; a retrain is then due a little later, on a few more labels.
-            self._next_check[project] = time.monotonic() + (time.monotonic() - counted) / CHECK_SHARE
+            # The count reads every example: 0.9 s each at a few thousand examples under load. The next check
+            # is spaced (labelmesh.runtime.pacing); a retrain is then due a little later, on a few more labels.
+            self._next_check[project] = next_due(counted)
             await self.rt.db["train_state"].update_one({"_id": project}, {"$set": {"available": n}}, upsert=True)
             fresh = n - state["trained_on"]
             due = (
