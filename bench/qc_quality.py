@@ -100,7 +100,7 @@ class Pipeline:
         await self.wait_for_qc("processed_events", {"_id": {"$in": ids}}, len(ids), timeout, poll_s=1.0)
         # Claimed above; finished once none of them is in flight any more.
         deadline = time.monotonic() + timeout
-        while await self.db["inflight_events"].count_documents({"_id": {"$in": ids}}):
+        while await self.db["inflight_events"].count_documents({"ids": {"$in": ids}}):
             if time.monotonic() > deadline:
                 raise TimeoutError("qc did not finish the batch it claimed")
             await asyncio.sleep(1.0)

@@ -206,7 +206,8 @@ class EventBus:
             events = await self._run_with_retries(events, origin, handler)
         else:
             phase = time.perf_counter()
-            todo, interrupted = await self.inbox.begin(events)
+            claim = await self.inbox.begin(events)
+            todo, interrupted = claim.todo, claim.recovering
             self.metrics.phase_seconds.labels(self.service, "inbox_begin").observe(time.perf_counter() - phase)
             self.metrics.duplicates.labels(self.service).inc(len(events) - len(todo))
             if interrupted:
@@ -223,7 +224,7 @@ class EventBus:
             phase = time.perf_counter()
             kept = {e.event_id for e in handled}
             await self.inbox.release([e for e in todo if e.event_id not in kept])
-            await self.inbox.end(events)
+            await self.inbox.end(claim)
             self.metrics.phase_seconds.labels(self.service, "inbox_end").observe(time.perf_counter() - phase)
             events = handled
         for event in events:

@@ -102,7 +102,7 @@ def _settle(edge: Edge, flag_id: str) -> None:
     deadline = time.monotonic() + 60
     # Claimed by the inbox and no longer in flight: the handler has finished with it.
     while (edge.db["processed_events"].find_one({"_id": flag_id}) is None
-           or edge.db["inflight_events"].find_one({"_id": flag_id}) is not None):
+           or edge.db["inflight_events"].find_one({"ids": flag_id}) is not None):
         assert time.monotonic() < deadline, f"flag {flag_id} was never consumed"
         time.sleep(0.1)
 

@@ -127,7 +127,7 @@ class Qc:
         """The process dies after the handler wrote the effects of `applied` events, before its batch finished."""
         bus = self.runtime.bus
         events = [_decode(r, bus.settings.topic_prefix) for r in records]
-        todo, _ = await bus.inbox.begin(events)  # claimed and in flight, as the bus leaves them mid-batch
+        todo = (await bus.inbox.begin(events)).todo  # claimed and in flight, as the bus leaves them mid-batch
         if todo[:applied]:
             await self.runtime.component.on_events(todo[:applied])
 

@@ -21,28 +21,41 @@ async def test_a_finished_event_is_skipped_an_interrupted_one_recovers_and_a_rel
     try:
         inbox = Inbox(client[settings.database_name("inbox")])
         # A fresh batch, with one event delivered twice in it: each id is handled once, nothing recovering.
-        todo, recovering = await inbox.begin([flag(1), flag(2), flag(1)])
-        assert [e.event_id for e in todo] == ["e1", "e2"] and recovering == frozenset()
+        claim = await inbox.begin([flag(1), flag(2), flag(1)])
+        assert [e.event_id for e in claim.todo] == ["e1", "e2"] and claim.recovering == frozenset()
         assert not await inbox.handled("e1"), "claimed but still in flight"
-        await inbox.end([flag(1), flag(2)])
+        await inbox.end(claim)
         assert await inbox.handled("e1") and await inbox.handled("e2")
 
         # Redelivered after the batch finished: skipped. e3 is new.
-        todo, recovering = await inbox.begin([flag(1), flag(3)])
-        assert [e.event_id for e in todo] == ["e3"] and recovering == frozenset()
+        claim = await inbox.begin([flag(1), flag(3)])
+        assert [e.event_id for e in claim.todo] == ["e3"] and claim.recovering == frozenset()
+        assert await inbox.in_flight("e3") and not await inbox.in_flight("e1"), "only the new event is in flight"
         # ...and this attempt dies before its end(): the same batch again is handled, e3 as recovering.
-        todo, recovering = await inbox.begin([flag(1), flag(3)])
-        assert [e.event_id for e in todo] == ["e3"] and recovering == frozenset({"e3"})
-        await inbox.end([flag(1), flag(3)])
+        claim = await inbox.begin([flag(1), flag(3)])
+        assert [e.event_id for e in claim.todo] == ["e3"] and claim.recovering == frozenset({"e3"})
+        await inbox.end(claim)
+        assert await inbox.handled("e3"), "the recovered attempt's record no longer holds e3"
+
+        # An interrupted batch recovered in parts: its record keeps the ids not yet handled again.
+        await inbox.begin([flag(5), flag(6)])  # dies
+        claim = await inbox.begin([flag(5)])
+        assert claim.recovering == frozenset({"e5"})
+        await inbox.end(claim)
+        assert await inbox.handled("e5") and not await inbox.handled("e6")
+        claim = await inbox.begin([flag(6)])
+        assert claim.recovering == frozenset({"e6"})
+        await inbox.end(claim)
+        assert await inbox.handled("e6")
 
         # A dead-lettered event is released, so a re-drive of it is accepted again.
-        todo, _ = await inbox.begin([flag(4)])
-        await inbox.release(todo)
-        await inbox.end(todo)
+        claim = await inbox.begin([flag(4)])
+        await inbox.release(claim.todo)
+        await inbox.end(claim)
         assert not await inbox.handled("e4")
-        todo, recovering = await inbox.begin([flag(4)])
-        assert [e.event_id for e in todo] == ["e4"] and recovering == frozenset()
-        await inbox.end(todo)
+        claim = await inbox.begin([flag(4)])
+        assert [e.event_id for e in claim.todo] == ["e4"] and claim.recovering == frozenset()
+        await inbox.end(claim)
         assert await inbox.inflight.count_documents({}) == 0
     finally:
         await client.close()
