@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Per partition, what the producer gathers into one record batch. aiokafka's default, 16 KiB, holds three
+# or four item.prelabeled events (each carries its 384-float embedding, ~4 KB of JSON), so a chunk of 256
+# went out as ~70 batches per partition, each validated, appended and indexed by the broker on its own.
+PRODUCER_BATCH_BYTES = 1024 * 1024
 # Failures of the infrastructure itself: retried until it is back, never dead-lettered.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionFailure, KafkaError, OSError, TimeoutError)
 
@@ -97,6 +101,7 @@ class EventBus:
             acks="all",
             enable_idempotence=True,
             linger_ms=5,
+            max_batch_size=PRODUCER_BATCH_BYTES,
             max_request_size=MAX_MESSAGE_BYTES,
             allow_auto_create_topics=False,
             middlewares=[KafkaPrometheusMiddleware(registry=registry, app_name=service, metrics_prefix="faststream")],
