@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
@@ -137,6 +138,7 @@ class MiniLMEncoder:
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_tokens)
         self._pad_id = int(hf_tokenizer.pad_token_id or 0)
+        self._tokenize_lock = threading.Lock()
 
         model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
         model.eval()
@@ -160,7 +162,11 @@ class MiniLMEncoder:
         return self._fingerprint
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        encodings = self._tokenizer.encode_batch(list(texts))
+        # Calls may come from several threads (the prelabeler embeds chunks concurrently). The Rust tokenizer
+        # sits behind a RefCell in its Python binding ("Already borrowed" when two threads meet in it), and
+        # tokenising is a few percent of a chunk's time, so callers take turns here; the forward passes overlap.
+        with self._tokenize_lock:
+            encodings = self._tokenizer.encode_batch(list(texts))
         ids = [e.ids for e in encodings]
         n_tokens = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
         truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
@@ -300,19 +306,20 @@ def load_encoder(
     fp16: bool = False,
     max_tokens: int | None = None,
     batch_size: int | None = None,
+    threads: int | None = None,
 ) -> Encoder:
     """Build an encoder from a spec.
 
     "minilm" / "minilm-l6-v2": the packaged all-MiniLM-L6-v2; "path:/some/dir": a BERT-style model
     directory (named after the directory); "hashing" / "hashing-<dim>": the hashing stub.
-    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present); `fp16` applies on CUDA only.
+    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present); `fp16` applies on CUDA only; `threads` is
+    torch's intra-op thread count on CPU (default: every available CPU).
     """
     if spec in ("minilm", MINILM_NAME):
-        return MiniLMEncoder(device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size)
+        return MiniLMEncoder(device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size, threads=threads)
     if spec.startswith("path:"):
-        return MiniLMEncoder(
-            spec.removeprefix("path:"), device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size
-        )
+        return MiniLMEncoder(spec.removeprefix("path:"), device=device, fp16=fp16, max_tokens=max_tokens,
+                             batch_size=batch_size, threads=threads)
     if spec == "hashing":
         return HashingEncoder()
     if spec.startswith("hashing-") and spec.removeprefix("hashing-").isdigit():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from labelmesh.ml.encoder import EncodeResult, Encoder, load_encoder
+from labelmesh.ml.encoder import EncodeResult, Encoder, available_cpus, load_encoder
 from labelmesh.runtime.bus import PoisonEvent
 from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
@@ -25,6 +26,7 @@ from schemas.events import (
     QcFlagged,
     derived_id,
 )
+from services.prelabeler.concurrency import encode_plan
 from services.prelabeler.models import ActiveModel, ModelRejected, load_artifact
 from services.prelabeler.settings import PrelabelerSettings
 from services.prelabeler.validation import check_text
@@ -34,10 +36,11 @@ log = logging.getLogger(__name__)
 
 
 class Prelabeler:
-    def __init__(self, rt: ServiceRuntime, settings: PrelabelerSettings, encoder: Encoder) -> None:
+    def __init__(self, rt: ServiceRuntime, settings: PrelabelerSettings, encoder: Encoder, workers: int = 1) -> None:
         self.rt = rt
         self.settings = settings
         self.encoder = encoder
+        self.workers = max(1, workers)
         self.catalog = ProjectCatalog(rt.db)
         self.active: dict[str, ActiveModel] = {}
         self.items_total = Counter(
@@ -139,12 +142,14 @@ class Prelabeler:
         def encode(span: tuple[int, int]) -> asyncio.Task[EncodeResult]:
             return asyncio.create_task(asyncio.to_thread(self.encoder.encode_with_info, texts[span[0]:span[1]]))
 
-        pending = encode(spans[0])
+        # Up to `workers` chunks are embedded at once; results are taken in order, so events go out in the
+        # order the items came in.
+        pending = deque(encode(span) for span in spans[:self.workers])
         try:
             for k, (start, end) in enumerate(spans):
-                encoded = await pending
-                if k + 1 < len(spans):
-                    pending = encode(spans[k + 1])
+                encoded = await pending.popleft()
+                if k + self.workers < len(spans):
+                    pending.append(encode(spans[k + self.workers]))
                 out = self._prelabel(items[start:end], truncated[start:end], encoded, models)
                 await upsert_many(
                     self.rt.db["prelabels"],
@@ -154,9 +159,9 @@ class Prelabeler:
                 )
                 await self.rt.bus.publish(out)
         finally:
-            if not pending.done():  # a failed write or publish: let the running chunk finish before retrying
+            for task in pending:  # a failed write or publish: let the running chunks finish before retrying
                 with contextlib.suppress(Exception):
-                    await pending
+                    await task
 
     def _prelabel(self, items: list[ItemIngested], truncated: list[bool], encoded: EncodeResult,
                   models: dict[str, ActiveModel | None]) -> list[ItemPrelabeled]:
@@ -202,7 +207,13 @@ class Prelabeler:
 def create_app(settings: PrelabelerSettings | None = None, encoder: Encoder | None = None) -> ServiceRuntime:
     settings = settings or PrelabelerSettings()
     rt = ServiceRuntime(SERVICE, settings)
-    service = Prelabeler(rt, settings, encoder or load_encoder(settings.encoder, settings.device))
+    plan = encode_plan(settings.device, available_cpus(), settings.encode_workers)
+    if encoder is None:
+        encoder = load_encoder(settings.encoder, settings.device, threads=plan.threads)
+        if str(getattr(encoder, "device", "cpu")).startswith("cuda"):  # "auto" found a GPU
+            plan = encode_plan("cuda", available_cpus(), settings.encode_workers)
+    log.info("embedding %d chunk(s) at a time, %d torch thread(s) each", plan.workers, plan.threads)
+    service = Prelabeler(rt, settings, encoder, plan.workers)
     service.wire()
     rt.component = service
     return rt

@@ -16,6 +16,11 @@ class PrelabelerSettings(CommonSettings):
     # encode_chunk, each overlapping the previous chunk's store and publish (bench/pipeline_throughput.py).
     max_batch: int = 1024
     encode_chunk: int = 256
+    # Chunks embedded at the same time, each with its share of the CPUs' torch threads. 0 = one per CPU on CPU
+    # (one thread each), one on CUDA. On 2 CPUs two single-threaded chunks at once embedded 258-270 texts/s
+    # against 213-217 for one chunk at a time on two threads (MiniLM, chunks of 256, same process and texts):
+    # small matrices split poorly across threads, and a thread the event loop delays stalls its partner.
+    encode_workers: int = 0
     max_wait_ms: int = 50
     top_k: int = 5
     max_text_chars: int = 20_000
