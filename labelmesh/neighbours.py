@@ -51,6 +51,12 @@ class LabelledIndex:
         self._labels[row] = label
         self._matrix[row] = vector
 
+    def rows(self) -> tuple[np.ndarray, list[str], list[str]]:
+        """(unit rows n x d, labels, ids): views of the index as it is now, not copies; do not modify them."""
+        if self.dim is None:
+            return np.zeros((0, 0), dtype=np.float32), [], []
+        return self._matrix[: self._size], self._labels, self._ids
+
     def label_of(self, item_id: str) -> str | None:
         row = self._rows.get(item_id)
         return None if row is None else self._labels[row]

@@ -11,6 +11,7 @@ import numpy as np
 from pymongo import ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from labelmesh.neighbours import LabelledIndex
 from labelmesh.runtime.inbox import recovering
 from labelmesh.runtime.mongo import bulk_write, find_by_ids, upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
@@ -39,7 +40,6 @@ from services.qc.domain.knn_check import knn_check
 from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
-from services.qc.index import LabelledEmbeddings
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, Passes, flag
 from services.qc.settings import QcSettings
@@ -75,7 +75,7 @@ class Qc:
         self.labels = rt.db["labels"]
         self.metrics = QcMetrics(rt.registry)
         self.passes = Passes(rt.db, settings, self.metrics)
-        self.indexes: dict[str, LabelledEmbeddings] = {}
+        self.indexes: dict[str, LabelledIndex] = {}
         self.final_items: dict[str, int] = {}  # per project; see _periodic
 
     def wire(self) -> None:
@@ -91,8 +91,8 @@ class Qc:
             self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
                                                np.frombuffer(doc["embedding"], np.float32))
 
-    def _index(self, project: str) -> LabelledEmbeddings:
-        return self.indexes.setdefault(project, LabelledEmbeddings())
+    def _index(self, project: str) -> LabelledIndex:
+        return self.indexes.setdefault(project, LabelledIndex())
 
     async def on_events(self, events: list[Envelope]) -> None:
         """Each event in order, decided right after it is applied, exactly as if it had come alone.
@@ -358,7 +358,7 @@ class Qc:
         index = self._index(doc["project"])
         if "embedding" not in doc or doc.get("knn_flagged") or len(index) < self.settings.knn_k:
             return None
-        matrix, labels, ids = index.matrix()
+        matrix, labels, ids = index.rows()
         finding = knn_check(np.frombuffer(doc["embedding"], np.float32), label, matrix, labels, ids,
                             item_id=doc["item_id"], k=self.settings.knn_k, threshold=self.settings.knn_threshold,
                             min_similarity=self.settings.knn_min_similarity)

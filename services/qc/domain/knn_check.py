@@ -36,6 +36,37 @@ class KnnFinding:
     message: str
 
 
+def _unit_norms(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=-1).astype(np.float64)
+    if np.any(norms == 0):
+        raise ValueError("an embedding is all zeros: cosine similarity is undefined")
+    return norms
+
+
+def _positions(ids: Sequence[str], item_id: str) -> list[int]:
+    """Where item_id sits in ids (list.index runs in C; ids of an index are unique, so this is one scan)."""
+    found: list[int] = []
+    start = 0
+    while True:
+        try:
+            start = ids.index(item_id, start)
+        except ValueError:
+            return found
+        found.append(start)
+        start += 1
+
+
+def _top(sims: np.ndarray, take: int) -> np.ndarray:
+    """Positions of the `take` largest values, largest first, ties in position order: what a stable sort of
+    all of them gives, at the cost of a partition and a sort of the few that can make it."""
+    neg = -sims
+    if take < len(neg):
+        kth = np.partition(neg, take - 1)[take - 1]
+        candidates = np.flatnonzero(neg <= kth)
+        return candidates[np.argsort(neg[candidates], kind="stable")][:take]
+    return np.argsort(neg, kind="stable")[:take]
+
+
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
     if np.any(norms == 0):
@@ -60,24 +91,29 @@ def knn_check(
     Flagged when one other label holds at least threshold * k of the neighbours that are at least
     min_similarity alike. With the defaults: 8 of the 10 nearest carry the same other label.
     """
-    matrix = np.asarray(embeddings, dtype=float)
+    # float32 rows stay float32: qc's index holds 384-d float32 rows for every final label of a project, and
+    # the float64 copy, the per-id exclusion loop and a full sort cost O(n) Python work per human label.
+    matrix = np.asarray(embeddings)
+    if matrix.dtype not in (np.float32, np.float64):
+        matrix = matrix.astype(np.float64)
     if matrix.ndim != 2 or len(matrix) != len(labels) or len(labels) != len(ids):
         raise ValueError("embeddings must be 2-D with one row per label and per id")
-    query = np.asarray(embedding, dtype=float)
+    query = np.asarray(embedding, dtype=matrix.dtype)
     if matrix.size and query.shape != (matrix.shape[1],):
         raise ValueError(f"embedding has shape {query.shape}, the labelled ones have {matrix.shape[1]} columns")
     if k < 1 or not 0.0 < threshold <= 1.0:
         raise ValueError(f"need k >= 1 and threshold in (0, 1], got k={k}, threshold={threshold}")
 
-    keep = np.array([i != item_id for i in ids], dtype=bool) if item_id is not None else np.ones(len(ids), bool)
-    candidates = np.flatnonzero(keep)
-    if len(candidates):
-        sims = _unit_rows(matrix[candidates]) @ _unit_rows(query[None, :])[0]
-        order = np.argsort(-sims, kind="stable")[:k]
+    excluded = _positions(ids, item_id) if item_id is not None else []
+    take = min(k, len(ids) - len(excluded))
+    if take > 0:
+        sims = (matrix @ _unit_rows(query[None, :])[0]).astype(np.float64) / _unit_norms(matrix)
+        sims[excluded] = -np.inf
+        order = _top(sims, take)
         order = order[sims[order] >= min_similarity]
     else:
         sims, order = np.empty(0), np.empty(0, dtype=int)
-    chosen = candidates[order]
+    chosen = order
     n_labels = tuple(labels[i] for i in chosen)
     others = Counter(x for x in n_labels if x != label)
     majority, count = min(others.items(), key=lambda kv: (-kv[1], kv[0])) if others else (None, 0)

@@ -91,3 +91,20 @@ def test_bad_input_is_refused(labelled):
         knn_check(np.zeros(DIM), "x", rows, labels, ids)
     with pytest.raises(ValueError):
         knn_check(a, "x", rows, labels[:-1], ids)
+
+
+def test_top_k_by_partition_is_what_a_stable_full_sort_gives_ties_included():
+    from services.qc.domain.knn_check import _top
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        sims = rng.integers(0, 6, size=int(rng.integers(1, 40))).astype(float) / 5  # many ties
+        take = int(rng.integers(1, len(sims) + 1))
+        assert _top(sims, take).tolist() == np.argsort(-sims, kind="stable")[:take].tolist()
+
+
+def test_the_item_itself_is_never_its_own_neighbour_wherever_it_sits(labelled):
+    rows, labels, ids, a, _ = labelled
+    for position in (0, 17, 59):
+        finding = knn_check(rows[position], labels[position], rows, labels, ids, item_id=ids[position])
+        assert ids[position] not in finding.neighbour_ids and len(finding.neighbour_ids) == 10

@@ -3,7 +3,7 @@
 import numpy as np
 
 from services.qc.app import _crossed
-from services.qc.index import LabelledEmbeddings
+from labelmesh.neighbours import LabelledIndex
 
 
 def test_a_pass_is_due_when_the_counter_passes_a_multiple():
@@ -13,12 +13,18 @@ def test_a_pass_is_due_when_the_counter_passes_a_multiple():
 
 
 def test_index_replaces_relabelled_items_and_skips_zero_vectors():
-    index = LabelledEmbeddings()
+    index = LabelledIndex()
     index.upsert("a", "x", np.array([1.0, 0.0], np.float32))
     index.upsert("b", "y", np.array([0.0, 1.0], np.float32))
-    matrix, labels, ids = index.matrix()
+    matrix, labels, ids = index.rows()
     assert matrix.shape == (2, 2) and labels == ["x", "y"] and ids == ["a", "b"]
     index.upsert("a", "z", np.array([1.0, 1.0], np.float32))
     index.upsert("c", "x", np.zeros(2, np.float32))
-    matrix, labels, ids = index.matrix()
-    assert len(index) == 2 and labels == ["z", "y"] and matrix[0].tolist() == [1.0, 1.0]
+    matrix, labels, ids = index.rows()
+    assert len(index) == 2 and labels == ["z", "y"]
+    assert np.allclose(matrix[0], [2 ** -0.5, 2 ** -0.5]), "rows are stored as unit vectors"
+
+
+def test_an_empty_index_has_no_rows():
+    matrix, labels, ids = LabelledIndex().rows()
+    assert matrix.shape == (0, 0) and labels == [] and ids == []
