@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,6 +64,22 @@ def _unpack(outbox: Mapping[str, Any] | None) -> list[Envelope]:
 def _crossed(new: int, added: int, every: int) -> bool:
     """Did a counter that just grew by `added` to `new` pass a multiple of `every`?"""
     return every > 0 and added > 0 and new // every > (new - added) // every
+
+
+def _growing_pass(new: int, added: int, every: int, growth: float) -> int | None:
+    """The number of the last pass due at a point in (new - added, new], or None. The points are `every`, then
+    each at least `every` after the last and at least `growth` times larger: multiples of `every` while the
+    project is small, then geometric, so a pass that reads all of a project's items costs O(n log n) in all
+    over its life instead of O(n^2). growth=0 gives the multiples of `every` (pass k at k * every)."""
+    if every <= 0 or added <= 0 or new < every:
+        return None
+    point, number, last = every, 1, None
+    while point <= new:
+        if point > new - added:
+            last = number
+        point = max(point + every, math.ceil(point * (1 + growth)))
+        number += 1
+    return last
 
 
 class Qc:
@@ -514,8 +531,9 @@ class Qc:
                 self.final_items[project] = await self.items.count_documents(
                     {"project": project, "final": {"$exists": True}})
             total = self.final_items[project]
-            if _crossed(total, added, s.label_error_every):
-                out.extend(await self.passes.label_errors(project, total // s.label_error_every))
+            number = _growing_pass(total, added, s.label_error_every, s.label_error_growth)
+            if number is not None:
+                out.extend(await self.passes.label_errors(project, number))
         return out
 
     async def _record_flags(self, flags: list[QcFlagged]) -> None:

@@ -42,8 +42,11 @@ class QcSettings(CommonSettings):
     knn_threshold: float = 0.8
     knn_min_similarity: float = 0.5
 
-    # Confident learning over the final labels, every N final labels of a project.
+    # Confident learning over the final labels: every N final labels of a project, and once the project is
+    # large, when it has grown by label_error_growth since the last pass (each pass fits label_error_folds
+    # models on every final label: at 100,000 items, a pass every 500 would refit all of them 200 times).
     label_error_every: int = 500
+    label_error_growth: float = 0.25
     label_error_folds: int = 5
     label_error_max_flags: int = 50
 
