@@ -34,6 +34,12 @@ LOG_FILE="$LOG_DIR/ferretdb.log"
 PID_FILE="$RUN_DIR/ferretdb.pid"
 # Unique to this var dir: lets stop/status recognise our own process.
 MARKER="--sqlite-url=file:$DATA_DIR/"
+# SQLite's default synchronous=FULL syncs the write-ahead log at every commit, and FerretDB commits every
+# statement. NORMAL (SQLite's advice for WAL) syncs at checkpoints: a commit still survives FerretDB or a
+# service being killed, and the database stays consistent; only a power cut or kernel crash can lose the
+# last commits. This is the local and CI server (production uses MongoDB). Claiming 15,000 events through
+# the inbox (one insert per batch of 500 plus one per event): 1.65 s and 1.0 s of FerretDB CPU with FULL,
+# 1.0 s and 0.7 s with NORMAL.
 
 # The build carries one patch (see patch_id_lookup); the stamp names it, so an unpatched build is rebuilt.
 BUILD_ID="$FERRETDB_VERSION+id-index"
@@ -111,7 +117,7 @@ cmd_start() {
   printf '\n=== %s ferretdb.sh start ===\n' "$(date -Is)" >>"$LOG_FILE"
   setsid "$BIN" \
     --handler=sqlite \
-    "$MARKER" \
+    "$MARKER?_pragma=synchronous(NORMAL)" \
     --listen-addr="$BIND_HOST:$MONGO_PORT" \
     --state-dir="$STATE_DIR" \
     --debug-addr="$FERRETDB_DEBUG_ADDR" \
