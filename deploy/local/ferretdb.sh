@@ -9,7 +9,8 @@
 # stop    SIGTERM, wait, SIGKILL after FERRETDB_STOP_TIMEOUT seconds
 # status  exit 0 when running and answering
 #
-# Env: MONGO_PORT (27017), FERRETDB_VERSION (v1.24.2), FERRETDB_DEBUG_ADDR
+# Env: MONGO_PORT (27017), FERRETDB_VERSION (v1.24.2), FERRETDB_GOGC (400), FERRETDB_GOMEMLIMIT (1GiB),
+# FERRETDB_DEBUG_ADDR
 # ("-" = debug HTTP listener off), FERRETDB_LOG_LEVEL (info),
 # FERRETDB_START_TIMEOUT (60), LABELMESH_VAR (<repo>/var), LABELMESH_CACHE
 # (<repo>/.cache).
@@ -40,6 +41,9 @@ MARKER="--sqlite-url=file:$DATA_DIR/"
 # last commits. This is the local and CI server (production uses MongoDB). Claiming 15,000 events through
 # the inbox (one insert per batch of 500 plus one per event): 1.65 s and 1.0 s of FerretDB CPU with FULL,
 # 1.0 s and 0.7 s with NORMAL.
+# Go's collector took 14% of FerretDB's CPU in a MiniLM burst (pprof): GOGC=400 lets the heap grow to five
+# times the live data between collections, and GOMEMLIMIT caps that. FerretDB's CPU in a 3,000-item stub
+# burst went from 6.2-6.9 to 5.5 s (two runs each); its resident memory after both runs was 149 MB.
 
 # The build carries one patch (see patch_id_lookup); the stamp names it, so an unpatched build is rebuilt.
 BUILD_ID="$FERRETDB_VERSION+id-index"
@@ -115,7 +119,7 @@ cmd_start() {
   t0="$(now_s)"
   log "starting on $BIND_HOST:$MONGO_PORT, data in $DATA_DIR, log $LOG_FILE"
   printf '\n=== %s ferretdb.sh start ===\n' "$(date -Is)" >>"$LOG_FILE"
-  setsid "$BIN" \
+  GOGC="${FERRETDB_GOGC:-400}" GOMEMLIMIT="${FERRETDB_GOMEMLIMIT:-1GiB}" setsid "$BIN" \
     --handler=sqlite \
     "$MARKER?_pragma=synchronous(NORMAL)" \
     --listen-addr="$BIND_HOST:$MONGO_PORT" \
