@@ -1,6 +1,7 @@
 """Against the real FerretDB: a bulk write far larger than its connection pool completes and stores everything."""
 
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient, UpdateOne
 
 from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_many
@@ -67,5 +68,30 @@ async def test_find_by_ids_returns_the_stored_documents_once_and_skips_missing_i
         assert sorted(d["_id"] for d in found) == sorted({"k3", "k17", *[f"k{i}" for i in range(20, 30)]})
         assert all(set(d) == {"_id", "n"} and d["n"] == int(d["_id"][1:]) for d in found)
         assert await find_by_ids(collection, []) == []
+    finally:
+        await client.close()
+
+
+async def test_id_in_queries_find_update_and_delete_exactly_the_listed_documents(env):
+    """The patched FerretDB reads an `$in` of string or ObjectID `_id`s through the index (up to 1,000 of them);
+    longer or mixed lists take the full scan. Every path must answer as MongoDB does, and find_by_ids must
+    keep the order it was asked in across its queries of IDS_PER_QUERY ids."""
+    settings = env.settings(CommonSettings)
+    client = AsyncMongoClient(settings.mongo_uri, serverSelectionTimeoutMS=5000)
+    try:
+        collection = client[settings.database_name("bulk")]["in_lookups"]
+        oid = ObjectId()
+        await insert_new(collection, [{"_id": f"k{i}", "n": i} for i in range(1_500)] + [{"_id": oid, "n": -1},
+                                                                                          {"_id": 7, "n": 7}])
+        pushed = ["k5", "k1499", "missing", oid]
+        assert sorted([d["n"] async for d in collection.find({"_id": {"$in": pushed}})]) == [-1, 5, 1499]
+        scanned = [f"k{i}" for i in range(1_100)] + [7]  # too long, and not only strings: no pushdown
+        assert await collection.count_documents({"_id": {"$in": scanned}}) == 1_101
+        wanted = [f"k{i}" for i in range(1_199, -1, -1)]  # three queries of IDS_PER_QUERY, asked in reverse
+        assert [d["n"] for d in await find_by_ids(collection, wanted)] == list(range(1_199, -1, -1))
+        assert (await collection.update_many({"_id": {"$in": ["k1", "k2", oid]}}, {"$set": {"seen": True}})
+                ).modified_count == 3
+        assert (await collection.delete_many({"_id": {"$in": ["k1", "k3", "nope"]}})).deleted_count == 2
+        assert await collection.count_documents({"seen": True}) == 2 and await collection.count_documents({}) == 1_500
     finally:
         await client.close()
