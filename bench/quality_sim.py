@@ -333,7 +333,7 @@ class Labelmesh:
     review_with_model: bool = _default(QcSettings, "review_with_model")  # finalize.next_step(review=...)
     min_single_confidence: float = _default(QcSettings, "min_single_confidence")
     shown_error_share: float = _default(QcSettings, "shown_error_share")
-    promotion_tolerance: float = _default(TrainerSettings, "promotion_tolerance")
+    promotion_alpha: float = _default(TrainerSettings, "promotion_alpha")
     min_eval_items: int = _default(TrainerSettings, "min_eval_items")
     # The trainer judges and calibrates models on held-out human and known (bootstrap, golden) labels only, not
     # on auto labels (the previous model's own predictions): evaluation.judges_models.
@@ -550,7 +550,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                 challenger = evaluate(new.head, X_h, hold_y)
                 if is_lm:
                     current = evaluate(champion.head, X_h, hold_y) if champion else None
-                    decision = decide_promotion(challenger, current, policy.promotion_tolerance, policy.min_eval_items)
+                    decision = decide_promotion(challenger, current, policy.promotion_alpha, policy.min_eval_items)
                     promoted, reason = decision.promote, decision.reason
                 else:
                     promoted, reason = True, "the fixed policy always takes the newest model"
