@@ -183,7 +183,7 @@ VARIANTS = {
     "labelmesh_before": {"review_with_model": False, "target_single_error": 0.5, "single_floor": 0.5,
                          "multi_annotators": 2, "spot_check_rate": 0.08, "golden_settled_rate": 0.05,
                          "follow_trainer_thresholds": True, "confirm_single": True, "step_up_when_refuted": True,
-                         "heldout_verified_only": False},
+                         "heldout_verified_only": False, "auto_border_error": None, "single_start": None},
 }
 
 
@@ -392,12 +392,14 @@ def finish(summary: dict, args: argparse.Namespace, stream: Stream, schedule_sec
                         f"label, ${args.expert_price} per expert label.")
     summary["notes"] = ("labelmesh = the services' defaults, read from their settings classes: qc weighs a lone "
                         "reviewer against the pre-label's calibrated top-k and keeps their label at posterior >= "
-                        "0.95 (else an expert), the router's single band reaches down to 0.30 (target_single_error "
-                        "0.5), spot checks at 5%, golden tasks at 5% for an annotator's first 400 tasks then 2%, "
-                        "the trainer's thresholds only for the first model, 3 annotators in the multi tier. "
+                        "0.85 (else an expert), the router's single band reaches down to 0.15 (target_single_error "
+                        "0.5) and starts there, the auto border also needs the pre-labels just above it (a 0.05 "
+                        "band) shown under 15% wrong, spot checks at 5%, golden tasks at 5% for an annotator's "
+                        "first 400 tasks then 2%, the trainer's thresholds only for the first model, 3 annotators "
+                        "in the multi tier, a challenger model kept out only when a paired test shows it worse. "
                         "labelmesh_before = the best policy of the previous results (labelmesh_confirm_step): "
                         "every override escalated, single band to 0.50, 2 in multi, 8% spot checks, golden at 5%, "
-                        "the trainer's thresholds at every model. "
+                        "the trainer's thresholds at every model, no border band. "
                         "Models in the sweep are retrained on true labels "
                         "(see the script's docstring); 'online' points retrain on the run's own final labels.")
     summary["schedule_seconds"] = schedule_seconds

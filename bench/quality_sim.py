@@ -60,7 +60,7 @@ from services.gateway.settings import GatewaySettings
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
 from services.qc.settings import QcSettings
 from services.router.domain.spot_check import is_spot_checked
-from services.router.domain.thresholds import Observation, learn_thresholds
+from services.router.domain.thresholds import Observation, learn_thresholds, starting_thresholds
 from services.router.domain.tiers import (
     Prelabel,
     RoutingPolicy,
@@ -314,6 +314,8 @@ class Labelmesh:
     relearn_every: int = _default(RouterSettings, "relearn_every")
     min_evidence: int = _default(RouterSettings, "min_evidence")
     single_floor: float = _default(RouterSettings, "single_floor")
+    auto_border_error: float | None = _default(RouterSettings, "auto_border_error")
+    single_start: float | None = _default(RouterSettings, "single_start")
     step_up_when_refuted: bool = _default(RouterSettings, "step_up_when_refuted")
     expert_margin: float = _default(RouterSettings, "expert_margin")
     ood_similarity_floor: float = _default(RouterSettings, "ood_similarity_floor")
@@ -562,7 +564,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                         recommended = recommend_thresholds(challenger, policy.target_auto_error)
                         # The router takes the first model's recommendation, later ones only if told to.
                         if policy.follow_trainer_thresholds or not result.models:
-                            thresholds = recommended
+                            thresholds = starting_thresholds(recommended,
+                                                             None if result.models else policy.single_start)
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
                 result.models.append(_model_info(new, promoted, challenger, reason, recommended))
         result.items += 1
@@ -605,6 +608,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                             evidence, thresholds, target_auto_error=policy.target_auto_error,
                             target_single_error=policy.target_single_error, min_evidence=policy.min_evidence,
                             single_floor=policy.single_floor, step_up_when_refuted=policy.step_up_when_refuted,
+                            auto_border_error=policy.auto_border_error,
                         ).thresholds
                         if new_thresholds != thresholds:
                             thresholds = new_thresholds
