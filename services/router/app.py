@@ -182,7 +182,9 @@ class Router:
                     )
                     await self._set_thresholds(
                         event.project, Thresholds(auto_accept=start.auto_accept, single_review=start.single_review),
-                        f"trainer's recommendation for model v{event.model_version}",
+                        f"trainer's recommendation for model v{event.model_version}"
+                        + (f", single border starting at {start.single_review} (single_start)"
+                           if start.single_review != recommended.single_review else ""),
                         {"heldout_metrics": event.heldout_metrics,
                          "training_set_version": event.training_set_version},
                     )
