@@ -10,8 +10,10 @@ Which code is shared with the live services, and which stand-ins replace the she
   similarity (max cosine to bootstrap, golden and earlier items, as labelmesh.neighbours gives the
   router), spot checks drawn by spot_check.is_spot_checked, thresholds re-learned by
   thresholds.learn_thresholds every `relearn_every` verified observations (weight 1/rate for spot
-  checks), starting from the first model's recommended thresholds (later recommendations only with
-  the router's adopt_every_recommendation): services/router/app.py's rules.
+  checks), starting from the first model's recommended thresholds with the single border no higher than
+  the router's single_start (thresholds.starting_thresholds; later recommendations only with the router's
+  adopt_every_recommendation), the auto border also held to auto_border_error in the band just above it:
+  services/router/app.py's rules. The trainer's promotion is its paired test (evaluation.decide_promotion).
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
   the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
   confirm_single, which escalates spot checks that overrule the auto label).
