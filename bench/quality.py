@@ -41,38 +41,57 @@ bootstrap rows are not counted (they are the same for labelmesh and the fixed po
 baselines do not need them: +0.053 labels per item if you charge them). The goal from issue 9
 (>= 98% accuracy at <= 0.45 human labels per item) is judged on all_human, experts included.
 
-Results (seed 0, 9,443 items; bench/results/quality.json, 2026-11-28 14:15). ninety_team, the goal's team:
+Results (bench/results/quality.json, 2026-12-03 08:34-09:01, one run of python -m bench.quality --check-seeds 1,2).
+ninety_team, the goal's team, seed 0, 9,443 items:
 - manual_single 91.0% at 1.00 labels/item ($0.100); manual_double 99.3% at 2.18 ($0.290).
-- labelmesh with the services' defaults: 98.5% at 0.434 labels/item ($0.077, target 0.04): the goal is met;
-  98.7% at 0.521 (0.03), 98.0% at 0.388 (0.05, just under). Retrained on its own final labels (--online, as
-  the live trainer does): 98.2% at 0.433 (target 0.05), also meeting it; 98.6% at 0.522 (0.04).
-  Where the 0.434 goes (target 0.04): tiers auto 71.5%, single 25.6%, multi 1.4% (3 labels each), expert
-  1.5%; ordinary labels 0.349 ~ single reviews 0.256 + spot checks ~0.036 + multi 0.042 + golden ~0.015;
-  expert labels 0.085 = escalations 0.066 (doubtful reviews, disagreements, 0.009 kNN flags) + the expert
-  tier 0.015 + experts' golden answers. The first 2,000 items cost 0.73 labels/item (1.27 in the first 500,
-  while the model is at 70%).
-- labelmesh_before (the previous best policy, same simulation): 98.1% at 0.459 (0.04), 98.3% at 0.523.
-  The previous results file had it at 98.2% at 0.495 (labelmesh_confirm_step, target 0.03), before the
-  simulation ran qc's kNN check.
-- The fixed-threshold frontier: 98.3% at 0.573 (a=0.90, s=0.90) is its only point >= 98%; 97.5% at 0.426.
-- What changed (each a service default, see the notes in quality.json): qc weighs a lone reviewer against
-  the pre-label's calibrated top-k and keeps their label from posterior 0.85 (escalations 0.078 -> 0.066
-  per item at more single reviews); the router's single band reaches down to 0.30 (multi tier 5% -> 1.4% of
-  items); spot checks at 5%; golden tasks settle to 2% after an annotator's first 400 tasks; the trainer
-  judges and calibrates on held-out human labels only (online at target 0.05, in a side run with the old
-  rule: 97.7% at 0.400 with auto labels in the held-out set; 98.2% at 0.433 without, in quality.json).
-Robustness (--check-seeds 1, ninety_team, another stream order and team draw): NOT met there. labelmesh
-98.2% at 0.498 (0.03), 97.9% at 0.444 (0.04); labelmesh_before 98.0% at 0.478 (0.05); fixed frontier 98.2%
-at 0.606. On that seed the learned auto border lets more errors through at the same share (70% auto gives
-97.9%, on seed 0 71.5% gives 98.5%), and the threshold learner's path moves a point by +-0.03 labels/item
-and +-0.3 accuracy points between neighbouring targets: the goal's margin on seed 0 is inside that noise.
-default_team (with the drifter and the random clicker): labelmesh 98.2% at 0.461 (0.05), 98.4% at 0.512;
-labelmesh_before 98.2% at 0.527; manual_double 98.2% at 2.52; no fixed setting passes 95.8%.
-Goal over the whole stream: met on seed 0 (offline 98.5% at 0.434, online 98.2% at 0.433), not on seed 1
-(98.2% at 0.498). What limits it: single reviews of the 25-35% of items between the learned borders (~0.26
-labels/item), escalations to experts (~0.07), the weak first model (the first 2,000 items cost 0.7+), and
-spot checks, golden tasks and the multi tier (~0.1 together). The simulation's stand-ins are listed in
-bench/quality_sim.py; the multi tier's 3 annotators are all counted (the live gateway issues them at once).
+- labelmesh with the services' defaults: 98.4% at 0.422 labels/item (target 0.05) and 98.3% at 0.404 (0.08) meet
+  the goal; 98.6% at 0.494 (0.04), 98.7% at 0.548 (0.03). Retrained on its own final labels (--online, as the live
+  trainer does): 98.25% at 0.446 (target 0.05), also meeting it; 98.6% at 0.479 (0.04).
+  Where the 0.422 goes (target 0.05): tiers auto 70.5%, single 28.2%, expert 1.4%, no multi; ordinary labels
+  0.332 (single reviews, spot checks and their golden answers), expert labels 0.090 (escalations 0.073 per item,
+  0.010 of them kNN flags, the expert tier, experts' golden answers); golden answers of both kinds 0.018. Per
+  tier: auto 98.7% right, single 97.6%, expert 96.1%.
+  The first 500 items cost 0.91 labels/item, the first 2,000 0.63; the second half 0.334 at 98.5%.
+- labelmesh_before (the best policy of two rounds ago, its own rules pinned): 98.4% at 0.494 (0.03), 97.99% at
+  0.459 (0.04).
+- The fixed-threshold frontier: 98.3% at 0.572 (a=0.90, s=0.90) is its only point >= 98%; 97.6% at 0.472.
+- What changed (each a service default; bench/results/quality.json of 2026-11-28 14:15 is "before"):
+  1. router: the auto border is also held to its own error: the pre-labels in the 0.05 band just above it must
+     be shown (one-sided 95% bound) under 15% wrong before it moves down, and it steps up when that band is shown
+     over 15% (RouterSettings.auto_border_error, thresholds.learn_auto_threshold(border_error=)). Before, only the
+     auto region's average counted; dominated by near-certain items, it let the border slide to where the
+     pre-labels were 10-15% wrong, by how far depending on the seed: accuracy fell with the target to 96.3% (0.08).
+  2. router: the single band starts at its floor for a project's first model instead of the seed's 0.70
+     (RouterSettings.single_start, thresholds.starting_thresholds), and the floor is 0.15 instead of 0.30: the
+     3-annotator multi tier (1.4-1.8% of items, 3 labels each; 27% of the first 500 items in a seed-1 side run)
+     gives way to one reviewer plus an expert on doubt. The first 500 items cost 0.91 labels/item, not 1.27.
+  3. trainer: a challenger model is kept out only when a paired test (one-sided McNemar, scipy's binomtest,
+     alpha 0.05) on the shared held-out items shows it worse, not when it is 1 point less accurate there (the
+     hard, human-checked items: 1-5 of 19 models trained on more labels were rejected per run before, 0-1 now).
+  Before, seed 0: 98.5% at 0.434 (0.04), 98.0% at 0.388 (0.05), 96.3% at 0.346 (0.08); online 98.2% at 0.433
+  (0.05), 98.6% at 0.522 (0.04).
+Robustness (--check-seeds 1,2, ninety_team, other stream orders and team draws): met on both.
+  Seed 1: labelmesh 98.3% at 0.441 (0.08); 98.4% at 0.465 (0.05), 98.2% at 0.455 (0.04). Before: 98.2% at 0.498
+  (0.03), 97.9% at 0.444 (0.04), 97.1% at 0.363 (0.08): not met. Fixed frontier 98.2% at 0.656.
+  Seed 2: labelmesh 98.2% at 0.439 (0.08), 98.3% at 0.452 (0.05). Before (a side run of the old code, not in a
+  results file): 98.2% at 0.460 (0.05), 98.7% at 0.560 (0.04): not met. Fixed frontier 98.1% at 0.581.
+  Across seeds 0-2 and targets 0.005-0.08 every labelmesh point is 98.2-98.7% (before: 96.3-98.9%).
+default_team (with the drifter and the random clicker): labelmesh 98.2% at 0.441 (0.08), 98.2% at 0.460 (0.05);
+labelmesh_before 98.2% at 0.543; manual_double 98.2% at 2.52; no fixed setting passes 95.8%.
+Goal over the whole stream: met at target 0.08 on seeds 0, 1 and 2 (98.26% at 0.404, 98.26% at 0.441, 98.23% at
+0.439) and at 0.05 on seed 0. The margin is thin: +0.2-0.3 accuracy points and 0.009-0.046 labels/item, about the
++-0.03 labels/item a point moves between neighbouring targets. The settings were chosen on side runs over
+seeds 0-2 (auto_border_error 0.10/0.12/0.15, single floor 0.30/0.15/0.01), so seed 2 is no longer an unseen
+check. Seed 3, run after the settings were fixed (a side run, not in quality.json): NOT met. 98.6% at 0.500
+(0.04), 98.4% at 0.474 (0.05), 97.9% at 0.396 (0.08); the old code there: 98.7% at 0.592 (0.04), 98.6% at 0.559
+(0.05), 97.9% at 0.415 (0.08). At target 0.08 only the 15% band holds the auto border, and on seed 3 the band
+evidence let it drop from 0.95 to 0.85 at item 2,005 and stay (auto items at 0.85-0.90 ended 92% right): 0.15
+permits ~10% wrong pre-labels at the border, and 0.10-0.12 cost 0.01-0.03 more labels/item in the side runs.
+What limits it: single reviews of the 27-32% of items between the borders (ordinary labels 0.32-0.37 per item,
+mostly those reviews) and their escalations to experts (0.068-0.081 per item; expert labels 0.085-0.100), the
+weak first model (the first 2,000 items cost 0.63-0.69 labels/item), spot checks (5%, the
+lowest rate spot_check allows) and golden answers (~0.02). The simulation's stand-ins are listed in
+bench/quality_sim.py.
 """
 
 from __future__ import annotations
@@ -183,7 +202,7 @@ VARIANTS = {
     "labelmesh_before": {"review_with_model": False, "target_single_error": 0.5, "single_floor": 0.5,
                          "multi_annotators": 2, "spot_check_rate": 0.08, "golden_settled_rate": 0.05,
                          "follow_trainer_thresholds": True, "confirm_single": True, "step_up_when_refuted": True,
-                         "heldout_verified_only": False},
+                         "heldout_verified_only": False, "auto_border_error": None, "single_start": None},
 }
 
 
@@ -392,12 +411,14 @@ def finish(summary: dict, args: argparse.Namespace, stream: Stream, schedule_sec
                         f"label, ${args.expert_price} per expert label.")
     summary["notes"] = ("labelmesh = the services' defaults, read from their settings classes: qc weighs a lone "
                         "reviewer against the pre-label's calibrated top-k and keeps their label at posterior >= "
-                        "0.95 (else an expert), the router's single band reaches down to 0.30 (target_single_error "
-                        "0.5), spot checks at 5%, golden tasks at 5% for an annotator's first 400 tasks then 2%, "
-                        "the trainer's thresholds only for the first model, 3 annotators in the multi tier. "
+                        "0.85 (else an expert), the router's single band reaches down to 0.15 (target_single_error "
+                        "0.5) and starts there, the auto border also needs the pre-labels just above it (a 0.05 "
+                        "band) shown under 15% wrong, spot checks at 5%, golden tasks at 5% for an annotator's "
+                        "first 400 tasks then 2%, the trainer's thresholds only for the first model, 3 annotators "
+                        "in the multi tier, a challenger model kept out only when a paired test shows it worse. "
                         "labelmesh_before = the best policy of the previous results (labelmesh_confirm_step): "
                         "every override escalated, single band to 0.50, 2 in multi, 8% spot checks, golden at 5%, "
-                        "the trainer's thresholds at every model. "
+                        "the trainer's thresholds at every model, no border band. "
                         "Models in the sweep are retrained on true labels "
                         "(see the script's docstring); 'online' points retrain on the run's own final labels.")
     summary["schedule_seconds"] = schedule_seconds

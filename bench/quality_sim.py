@@ -10,8 +10,10 @@ Which code is shared with the live services, and which stand-ins replace the she
   similarity (max cosine to bootstrap, golden and earlier items, as labelmesh.neighbours gives the
   router), spot checks drawn by spot_check.is_spot_checked, thresholds re-learned by
   thresholds.learn_thresholds every `relearn_every` verified observations (weight 1/rate for spot
-  checks), starting from the first model's recommended thresholds (later recommendations only with
-  the router's adopt_every_recommendation): services/router/app.py's rules.
+  checks), starting from the first model's recommended thresholds with the single border no higher than
+  the router's single_start (thresholds.starting_thresholds; later recommendations only with the router's
+  adopt_every_recommendation), the auto border also held to auto_border_error in the band just above it:
+  services/router/app.py's rules. The trainer's promotion is its paired test (evaluation.decide_promotion).
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
   the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
   confirm_single, which escalates spot checks that overrule the auto label).
@@ -60,7 +62,7 @@ from services.gateway.settings import GatewaySettings
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
 from services.qc.settings import QcSettings
 from services.router.domain.spot_check import is_spot_checked
-from services.router.domain.thresholds import Observation, learn_thresholds
+from services.router.domain.thresholds import Observation, learn_thresholds, starting_thresholds
 from services.router.domain.tiers import (
     Prelabel,
     RoutingPolicy,
@@ -314,6 +316,8 @@ class Labelmesh:
     relearn_every: int = _default(RouterSettings, "relearn_every")
     min_evidence: int = _default(RouterSettings, "min_evidence")
     single_floor: float = _default(RouterSettings, "single_floor")
+    auto_border_error: float | None = _default(RouterSettings, "auto_border_error")
+    single_start: float | None = _default(RouterSettings, "single_start")
     step_up_when_refuted: bool = _default(RouterSettings, "step_up_when_refuted")
     expert_margin: float = _default(RouterSettings, "expert_margin")
     ood_similarity_floor: float = _default(RouterSettings, "ood_similarity_floor")
@@ -333,7 +337,7 @@ class Labelmesh:
     review_with_model: bool = _default(QcSettings, "review_with_model")  # finalize.next_step(review=...)
     min_single_confidence: float = _default(QcSettings, "min_single_confidence")
     shown_error_share: float = _default(QcSettings, "shown_error_share")
-    promotion_tolerance: float = _default(TrainerSettings, "promotion_tolerance")
+    promotion_alpha: float = _default(TrainerSettings, "promotion_alpha")
     min_eval_items: int = _default(TrainerSettings, "min_eval_items")
     # The trainer judges and calibrates models on held-out human and known (bootstrap, golden) labels only, not
     # on auto labels (the previous model's own predictions): evaluation.judges_models.
@@ -550,7 +554,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                 challenger = evaluate(new.head, X_h, hold_y)
                 if is_lm:
                     current = evaluate(champion.head, X_h, hold_y) if champion else None
-                    decision = decide_promotion(challenger, current, policy.promotion_tolerance, policy.min_eval_items)
+                    decision = decide_promotion(challenger, current, policy.promotion_alpha, policy.min_eval_items)
                     promoted, reason = decision.promote, decision.reason
                 else:
                     promoted, reason = True, "the fixed policy always takes the newest model"
@@ -562,7 +566,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                         recommended = recommend_thresholds(challenger, policy.target_auto_error)
                         # The router takes the first model's recommendation, later ones only if told to.
                         if policy.follow_trainer_thresholds or not result.models:
-                            thresholds = recommended
+                            thresholds = starting_thresholds(recommended,
+                                                             None if result.models else policy.single_start)
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
                 result.models.append(_model_info(new, promoted, challenger, reason, recommended))
         result.items += 1
@@ -605,6 +610,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                             evidence, thresholds, target_auto_error=policy.target_auto_error,
                             target_single_error=policy.target_single_error, min_evidence=policy.min_evidence,
                             single_floor=policy.single_floor, step_up_when_refuted=policy.step_up_when_refuted,
+                            auto_border_error=policy.auto_border_error,
                         ).thresholds
                         if new_thresholds != thresholds:
                             thresholds = new_thresholds

@@ -175,9 +175,16 @@ class Router:
                 # (spot checks, reviews) moves the thresholds. Adopting every recommendation undid that
                 # evidence at each retrain and toggled auto-labelling on and off (bench/quality.py).
                 if self.settings.adopt_every_recommendation or event.project not in self.thresholds:
+                    recommended = event.recommended_thresholds
+                    start = learning.starting_thresholds(
+                        DomainThresholds(recommended.auto_accept, recommended.single_review),
+                        self.settings.single_start if event.project not in self.thresholds else None,
+                    )
                     await self._set_thresholds(
-                        event.project, event.recommended_thresholds,
-                        f"trainer's recommendation for model v{event.model_version}",
+                        event.project, Thresholds(auto_accept=start.auto_accept, single_review=start.single_review),
+                        f"trainer's recommendation for model v{event.model_version}"
+                        + (f", single border starting at {start.single_review} (single_start)"
+                           if start.single_review != recommended.single_review else ""),
                         {"heldout_metrics": event.heldout_metrics,
                          "training_set_version": event.training_set_version},
                     )
@@ -224,6 +231,7 @@ class Router:
             min_evidence=self.settings.min_evidence,
             step_up_when_refuted=self.settings.step_up_when_refuted,
             single_floor=self.settings.single_floor,
+            auto_border_error=self.settings.auto_border_error,
         )
         new = Thresholds(auto_accept=update.thresholds.auto_accept, single_review=update.thresholds.single_review)
         if new != current:

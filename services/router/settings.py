@@ -24,9 +24,20 @@ class RouterSettings(CommonSettings):
     # label rather than a wrong final label: the band may reach down to where drafts are right half the time.
     # Set 0.20 (band error ~ what one anchored reviewer catches) if qc's confirm_single is off.
     target_single_error: float = 0.50
-    # Lowest single-review border the learner may reach (thresholds.DEFAULT_SINGLE_FLOOR explains 0.30).
+    # Lowest single-review border the learner may reach (thresholds.DEFAULT_SINGLE_FLOOR explains 0.15).
     single_floor: float = DEFAULT_SINGLE_FLOOR
     min_evidence: int = 50
+    # A project's single border starts no higher than this (thresholds.starting_thresholds; None: the trainer's
+    # recommendation as is). Assumes qc's review_with_model, like target_single_error 0.50.
+    single_start: float | None = DEFAULT_SINGLE_FLOOR
+    # The auto border's own pre-label error: the band just above it (thresholds.DEFAULT_BORDER_BAND wide) must be
+    # shown under this before the border moves down, and a border whose band is shown above it steps up
+    # (thresholds.DEFAULT_BORDER_BAND explains why the region's average alone overshoots). None: off.
+    # bench/quality.py, 90% annotators, seeds 0-2 x targets 0.04/0.05/0.08 (side runs): off, final accuracy
+    # ranged 96.3-98.9% with the target (mean 97.80% at 0.428 labels/item); 0.15: 98.1-98.9% (mean 98.40% at
+    # 0.477); 0.10: 98.4-98.7% (mean 98.48% at 0.485); 0.12 with the single floor at 0.15: mean 98.39% at 0.460,
+    # 0.15 with it: 98.33% at 0.449, of these the only one meeting 98% at <= 0.45 on all three seeds (target 0.08).
+    auto_border_error: float | None = 0.15
     conservative_shift: float = 0.02
     # A refuted auto-accept border rises to the lowest value the evidence does not refute, instead of
     # switching auto-labelling off until the next model (bench/results/quality.json).

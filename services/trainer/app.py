@@ -207,7 +207,7 @@ class Trainer:
         if state.get("champion"):
             champion_head = await self._load(project, state["champion"])
             champion_eval = evaluate(champion_head, X_eval, y_eval)
-        decision = decide_promotion(challenger, champion_eval, self.settings.promotion_tolerance,
+        decision = decide_promotion(challenger, champion_eval, self.settings.promotion_alpha,
                                     self.settings.min_eval_items)
         members = [(d["item_id"], d["version"], d["label"]) for d in train_docs]
         ts_version = training_set_version(members)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binomtest
 
 from labelmesh.ml.calibration import expected_calibration_error
 from labelmesh.ml.head import TrainedHead
@@ -50,18 +51,42 @@ class Promotion:
     reason: str
 
 
-def decide_promotion(challenger: Evaluation, champion: Evaluation | None, tolerance: float, min_items: int) -> Promotion:
-    """Promote unless the challenger is measurably worse than the champion on the same held-out items."""
+# One-sided significance level of the paired test that keeps a champion (decide_promotion).
+DEFAULT_PROMOTION_ALPHA = 0.05
+
+
+def decide_promotion(challenger: Evaluation, champion: Evaluation | None, alpha: float = DEFAULT_PROMOTION_ALPHA,
+                     min_items: int = 30) -> Promotion:
+    """Promote unless the challenger is shown to be worse than the champion on the same held-out items.
+
+    Both models are judged on the same items, so the comparison is paired: only the items exactly one
+    of them gets right carry information (McNemar's exact test, one-sided: scipy's binomial test on
+    those discordant items). The champion is kept when the challenger loses significantly more of them
+    than it wins (p < alpha). A fixed accuracy tolerance instead rejected challengers on noise: the
+    held-out set is the hard, human-checked items (a few hundred), where a model trained on more data
+    lost 1-3 points by chance and the router kept a staler model (bench/results/quality.json, models).
+    Without per-item outcomes (evaluations built without observations) the accuracies are compared as is.
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if champion is None:
         return Promotion(True, "first model")
     if challenger.n < min_items:
         return Promotion(True, f"only {challenger.n} held-out items (< {min_items}); promoted on trust")
-    if challenger.accuracy + tolerance >= champion.accuracy:
-        return Promotion(True, f"held-out accuracy {challenger.accuracy:.4f} vs champion {champion.accuracy:.4f}")
-    return Promotion(
-        False, f"held-out accuracy {challenger.accuracy:.4f} is worse than champion {champion.accuracy:.4f} "
-               f"by more than {tolerance}",
-    )
+    paired = len(challenger.observations) == len(champion.observations) == challenger.n == champion.n
+    if not paired:
+        if challenger.accuracy >= champion.accuracy:
+            return Promotion(True, f"held-out accuracy {challenger.accuracy:.4f} vs champion {champion.accuracy:.4f}")
+        return Promotion(False, f"held-out accuracy {challenger.accuracy:.4f} is worse than champion "
+                                f"{champion.accuracy:.4f} (no per-item outcomes for a paired test)")
+    lost = sum(c.correct and not n.correct for c, n in zip(champion.observations, challenger.observations))
+    won = sum(n.correct and not c.correct for c, n in zip(champion.observations, challenger.observations))
+    p = binomtest(lost, lost + won, 0.5, alternative="greater").pvalue if lost + won else 1.0
+    versus = (f"held-out accuracy {challenger.accuracy:.4f} vs champion {champion.accuracy:.4f}; of {challenger.n} "
+              f"items the challenger alone gets {won} right, the champion alone {lost} (one-sided McNemar p={p:.3f})")
+    if p < alpha:
+        return Promotion(False, f"challenger is worse than the champion: {versus} < {alpha}")
+    return Promotion(True, versus)
 
 
 def recommend_thresholds(evaluation: Evaluation, target_auto_error: float) -> Thresholds:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
+from services.trainer.evaluation import DEFAULT_PROMOTION_ALPHA
 
 
 class TrainerSettings(CommonSettings):
@@ -18,13 +19,14 @@ class TrainerSettings(CommonSettings):
     holdout_fraction: float = 0.10
     # With at least this many held-out labels the temperature is fitted on them, else by cross-validation.
     calibration_min_holdout: int = 300
-    # A challenger may be this much less accurate on held-out items and still be promoted (noise allowance).
     # Held-out auto labels (the previous model's unchecked predictions) neither judge nor calibrate a new model
     # (evaluation.judges_models). Retrained on its own labels in the quality benchmark, keeping them made models
     # overconfident: 97.7% final accuracy at 0.40 labels/item, vs 98.2% at 0.43 without them (bench/quality.py,
     # online point at target 0.05, 90% annotators).
     heldout_excludes_auto: bool = True
-    promotion_tolerance: float = 0.01
+    # A challenger is promoted unless a paired test on the held-out items shows it worse than the champion at
+    # this one-sided level (evaluation.decide_promotion).
+    promotion_alpha: float = DEFAULT_PROMOTION_ALPHA
     min_eval_items: int = 30
     # A training check that failed (e.g. the database was away) is tried again after this long.
     retry_delay_s: float = 5.0

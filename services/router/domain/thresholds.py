@@ -44,9 +44,20 @@ DEFAULT_FLOOR = 0.50
 # How low one reviewer may be asked to check a pre-label. When qc weighs the lone reviewer against the
 # model's top-k (qc's review_with_model) and sends an unconvincing override to an expert, a wrong draft
 # costs one expert label, not a wrong final label, so one reviewer plus an expert on doubt is cheaper
-# than a consensus of several down to where the draft is right only about half the time. Below 0.30 the
-# top-1 is usually wrong, and several annotators labelling from scratch are the better use of effort.
-DEFAULT_SINGLE_FLOOR = 0.30
+# than a consensus of several. That holds below where the draft is right half the time too: the posterior
+# then rests mostly on the reviewer, a doubtful label costs one expert label (~2 labels for the item), and a
+# consensus of three costs 3+. bench/quality.py (90% annotators, seeds 0-2, targets 0.04-0.08): a floor of
+# 0.15 instead of 0.30 cost 0.009 fewer labels per item at 0.03 points lower accuracy on average; 0.01 gave
+# exactly the same runs as 0.15 in those side runs. Several annotators labelling from
+# scratch remain for items with no usable pre-label.
+DEFAULT_SINGLE_FLOOR = 0.15
+# The auto border's own error: the pre-labels just above it, in a band BORDER_BAND wide, may be wrong at most this
+# often (one-sided upper bound), whatever the auto region's average. The average over the region is dominated by
+# the many near-certain items at the top, so a learner held to it alone keeps lowering the border, past where the
+# model's pre-labels are 10-15% wrong, for as long as those items keep the average under target: how far it gets
+# depends on how lucky the spot checks were (bench/quality.py, --check-seeds). A reviewer, at ~1.3 labels per
+# item with escalations, fixes most of the errors at such a border; see RouterSettings.auto_border_error.
+DEFAULT_BORDER_BAND = 0.05
 # Fewer verified items than this in a region and the region is not tested at all.
 DEFAULT_MIN_EVIDENCE = 50
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))  # 0.01 .. 0.99; floors cut it
@@ -204,14 +215,34 @@ def _learn(
     method: Method,
     min_evidence: int,
     step_up: bool = False,
+    band: Callable[[float], np.ndarray] | None = None,
+    band_target: float | None = None,
 ) -> ThresholdChange:
     if not 0.0 < target < 1.0:
         raise ValueError(f"target error must be in (0, 1), got {target}")
+    if band_target is not None and not 0.0 < band_target < 1.0:
+        raise ValueError(f"border error must be in (0, 1), got {band_target}")
+
+    def bounds(mask: np.ndarray) -> _Tested:
+        n, errors, n_eff, x_eff = ev.stats(mask)
+        upper = upper_error_bound(x_eff, n_eff, confidence, method)
+        return _Tested(0.0, n, errors, upper, lower_error_bound(x_eff, n_eff, confidence, method))
 
     def test(t: float) -> _Tested:
-        n, errors, n_eff, x_eff = ev.stats(region(t))
-        upper = upper_error_bound(x_eff, n_eff, confidence, method)
-        return _Tested(t, n, errors, upper, lower_error_bound(x_eff, n_eff, confidence, method))
+        return replace(bounds(region(t)), threshold=t)
+
+    def border_ok(t: float) -> bool:
+        """The band just above t is shown to be under band_target (no border test: always)."""
+        if band is None or band_target is None:
+            return True
+        b = bounds(band(t))
+        return b.n >= min_evidence and b.upper < band_target
+
+    def border_refuted(t: float) -> bool:
+        if band is None or band_target is None:
+            return False
+        b = bounds(band(t))
+        return b.n >= min_evidence and b.lower > band_target
 
     def change(new: float, at: _Tested, reason: str) -> ThresholdChange:
         return ThresholdChange(border, current, new, reason, at.n, at.errors, at.upper, target, method, confidence)
@@ -219,6 +250,17 @@ def _learn(
     pct = f"{confidence:.0%}"
     tested = [r for r in map(test, _reachable(ev, current, candidates, region)) if r.n >= min_evidence]
     passing = [r for r in tested if r.upper < target]
+    if band is not None and band_target is not None:
+        # Below the current border, every step down must also keep the band above it under band_target: the
+        # border stops at the first band that is not shown to be, instead of jumping past it.
+        # A current border whose band is shown to be over band_target is no longer kept (see refutation below).
+        ok = {r.threshold: border_ok(r.threshold) for r in passing}
+        keep_current = not border_refuted(current)
+        below = sorted((r for r in passing if r.threshold < current), key=lambda r: -r.threshold)
+        stop = current if not keep_current else next((r.threshold for r in below if not ok[r.threshold]), None)
+        passing = [r for r in passing
+                   if (r.threshold > current and ok[r.threshold]) or (r.threshold == current and keep_current)
+                   or (r.threshold < current and (stop is None or r.threshold > stop))]
     if passing:
         best = passing[0]
         return change(
@@ -228,8 +270,13 @@ def _learn(
             f"target: {best.errors}/{best.n} wrong, bound {best.upper:.4f} < {target}",
         )
     now = test(current)
-    if now.n >= min_evidence and now.lower > target:
-        above = [r for r in tested if r.threshold > current and r.lower <= target] if step_up else []
+    if border_refuted(current) and not (now.n >= min_evidence and now.lower > target):
+        b = bounds(band(current))  # type: ignore[misc]
+        now = replace(now, n=b.n, errors=b.errors, lower=b.lower, upper=b.upper)
+        target = band_target  # type: ignore[assignment]  # what the evidence refutes, for the reason below
+    if (now.n >= min_evidence and now.lower > target) or border_refuted(current):
+        above = [r for r in tested if r.threshold > current and r.lower <= target
+                 and not border_refuted(r.threshold)] if step_up else []
         if above:
             up = above[0]
             return change(
@@ -272,13 +319,19 @@ def learn_auto_threshold(
     floor: float = DEFAULT_FLOOR,
     candidate_grid: Sequence[float] = DEFAULT_GRID,
     step_up_when_refuted: bool = False,
+    border_error: float | None = None,
+    border_band: float = DEFAULT_BORDER_BAND,
 ) -> ThresholdChange:
     """Lowest auto-accept border whose auto-label error (items with confidence > t) is provably under target.
 
     Kept when evidence is thin or inconclusive; switched off (1.0) when the evidence shows the current
     border's error is above target, or, with step_up_when_refuted, raised to the lowest candidate whose
     region the evidence does not refute (off only when there is none). Never learned below floor.
+    border_error: also the band (t, t + border_band] must be provably under it before the border moves down
+    to t, and a border whose band is shown above it is refuted like one whose region is (DEFAULT_BORDER_BAND).
     """
+    if not border_band > 0.0:
+        raise ValueError(f"border_band must be > 0, got {border_band}")
     ev = _Evidence(evidence)
     candidates = [t for t in (*candidate_grid, current) if floor <= t < 1.0]
     return _learn(
@@ -293,6 +346,8 @@ def learn_auto_threshold(
         method,
         min_evidence,
         step_up_when_refuted,
+        band=lambda t: (ev.conf > t) & (ev.conf <= t + border_band),
+        band_target=border_error,
     )
 
 
@@ -345,21 +400,42 @@ def learn_thresholds(
     candidate_grid: Sequence[float] = DEFAULT_GRID,
     step_up_when_refuted: bool = False,
     single_floor: float | None = None,
+    auto_border_error: float | None = None,
 ) -> ThresholdUpdate:
     """Learn both borders in the only valid order: auto first, then the single band below the new auto border.
 
-    floor bounds the auto border; single_floor (default: floor) the single-review border.
+    floor bounds the auto border; single_floor (default: floor) the single-review border; auto_border_error
+    the error of the pre-labels just above the auto border (learn_auto_threshold's border_error).
     """
     obs = list(evidence)
     common = dict(confidence=confidence, method=method, min_evidence=min_evidence, candidate_grid=candidate_grid)
     # Only the auto border steps up: a refuted single band already falls back to the auto border (single off).
     auto = learn_auto_threshold(obs, current.auto_accept, target_error=target_auto_error,
-                                step_up_when_refuted=step_up_when_refuted, floor=floor, **common)
+                                step_up_when_refuted=step_up_when_refuted, floor=floor,
+                                border_error=auto_border_error, **common)
     single = learn_single_threshold(obs, current.single_review, auto.new, target_error=target_single_error,
                                     floor=floor if single_floor is None else single_floor, **common)
     # learn_single_threshold saw the single border already clipped to the new auto border; report the real old one.
     single = replace(single, old=current.single_review)
     return ThresholdUpdate(Thresholds(auto.new, single.new), (auto, single))
+
+
+def starting_thresholds(recommended: Thresholds, single_start: float | None = None) -> Thresholds:
+    """The borders a project starts with: the trainer's recommendation, the single border no higher than single_start.
+
+    The trainer recommends from its first model's held-out items, a hundred or so, too few to move the single
+    border from the seed's 0.70; the router's learner then needs ~500 items of its own evidence to take it down
+    to its floor, and until then every item under 0.70 is labelled by a consensus of several annotators (3+
+    labels each, ~1.3 labels per item over a project's first 500 items: bench/quality.py). Where qc weighs a
+    lone reviewer against the model and sends a doubtful label to an expert (qc's review_with_model), a single
+    review is the cheaper check down to the router's single floor from the start; evidence that the band is
+    worse than its target still moves the border up (learn_single_threshold). None: the recommendation as is.
+    """
+    if single_start is None or single_start >= recommended.single_review:
+        return recommended
+    if not 0.0 <= single_start <= 1.0:
+        raise ValueError(f"single_start must be in [0, 1], got {single_start}")
+    return replace(recommended, single_review=single_start)
 
 
 def conservative_shift(

@@ -155,6 +155,11 @@ def test_router_and_trainer_knobs_change_what_they_say(small):
     own = run(stream, Labelmesh(follow_trainer_thresholds=False), team(), models=schedule, nearest=nearest)
     assert own.thresholds[0][0] == 0
     assert all(position not in (400, 800) for position, _, _ in own.thresholds)
+    # The router starts the single border no higher than single_start (thresholds.starting_thresholds).
+    started = run(stream, Labelmesh(single_start=0.2), team(), models=schedule, nearest=nearest)
+    unstarted = run(stream, Labelmesh(single_start=None), team(), models=schedule, nearest=nearest)
+    assert started.thresholds[0] == (0, unstarted.thresholds[0][1], min(0.2, unstarted.thresholds[0][2]))
+    assert unstarted.thresholds[0][2] > 0.2
     verified = run(stream, Labelmesh(heldout_verified_only=True, follow_trainer_thresholds=True), team(),
                    models=schedule, nearest=nearest)
     # Auto labels never reach the held-out set (the trainer's default), so the last model is judged on fewer items.
@@ -182,6 +187,8 @@ def test_labelmesh_defaults_are_the_services_defaults():
     from services.trainer.settings import TrainerSettings
 
     assert policy.heldout_verified_only == TrainerSettings().heldout_excludes_auto
+    assert policy.promotion_alpha == TrainerSettings().promotion_alpha
+    assert (policy.auto_border_error, policy.single_start) == (router.auto_border_error, router.single_start)
 
 
 def test_labelled_neighbours_are_qc_s_index_at_the_item_s_turn(small):

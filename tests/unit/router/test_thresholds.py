@@ -15,6 +15,7 @@ from services.router.domain.thresholds import (
     learn_single_threshold,
     learn_thresholds,
     lower_error_bound,
+    starting_thresholds,
     upper_error_bound,
 )
 from services.router.domain.tiers import Thresholds
@@ -290,3 +291,60 @@ def test_the_single_border_has_its_own_floor():
     assert 0.30 <= update.thresholds.single_review < 0.50
     same_floor = learn_thresholds(perfect_high + half_right_low, Thresholds(0.95, 0.70), target_single_error=0.5)
     assert same_floor.thresholds.single_review == 0.50
+
+
+# --- the auto border's own band ---------------------------------------------------------------
+
+
+def test_border_band_stops_the_border_where_pre_labels_get_too_wrong():
+    # A calibrated model (error 1 - c) checked 20,000 times: the auto region's average stays under 8% far below
+    # the point where the pre-labels at the border itself are wrong 10% of the time.
+    evidence = stream(20_000, lambda c: 1 - c, lo=0.5)
+    average_only = learn_auto_threshold(evidence, target_error=0.08)
+    banded = learn_auto_threshold(evidence, target_error=0.08, border_error=0.10)
+    assert average_only.new <= 0.86
+    assert banded.new > average_only.new
+    in_band = [o for o in evidence if banded.new < o.confidence <= banded.new + 0.05]
+    wrong = sum(not o.correct for o in in_band)
+    assert upper_error_bound(wrong, len(in_band)) < 0.10
+    # One grid step lower, the band is no longer shown to be under 10%.
+    lower = round(banded.new - 0.01, 2)
+    below = [o for o in evidence if lower < o.confidence <= lower + 0.05]
+    assert upper_error_bound(sum(not o.correct for o in below), len(below)) >= 0.10
+
+
+def test_border_band_needs_evidence_in_the_band_before_moving_down():
+    clean_high = [Observation(0.995, True)] * 2000
+    thin_band = band(0.90, 0.95, 20, 0)
+    assert learn_auto_threshold(clean_high + thin_band, target_error=0.04).new < 0.95
+    assert learn_auto_threshold(clean_high + thin_band, target_error=0.04, border_error=0.10).new == 0.95
+
+
+def test_border_band_refutation_steps_the_border_up():
+    # The region above 0.85 averages ~3%, under a 4% target, but the band just above 0.85 is 30% wrong.
+    evidence = band(0.85, 0.90, 200, 60) + band(0.90, 1.00, 2000, 0)
+    assert learn_auto_threshold(evidence, 0.85, target_error=0.04).new == 0.85
+    change = learn_auto_threshold(evidence, 0.85, target_error=0.04, border_error=0.10, step_up_when_refuted=True)
+    assert 0.85 < change.new <= 0.90 and change.changed
+    in_band = [o for o in evidence if change.new < o.confidence <= change.new + 0.05]
+    assert lower_error_bound(sum(not o.correct for o in in_band), len(in_band)) <= 0.10
+    update = learn_thresholds(evidence, Thresholds(0.85, 0.5), target_auto_error=0.04, auto_border_error=0.10,
+                              step_up_when_refuted=True)
+    assert update.thresholds.auto_accept == change.new
+
+
+def test_border_band_must_be_positive():
+    with pytest.raises(ValueError, match="border_band"):
+        learn_auto_threshold([], border_error=0.1, border_band=0.0)
+
+
+# --- starting thresholds ----------------------------------------------------------------------
+
+
+def test_starting_thresholds_lower_only_the_single_border():
+    recommended = Thresholds(0.95, 0.70)
+    assert starting_thresholds(recommended, 0.30) == Thresholds(0.95, 0.30)
+    assert starting_thresholds(recommended, None) == recommended
+    assert starting_thresholds(Thresholds(0.95, 0.20), 0.30) == Thresholds(0.95, 0.20), "never raised"
+    with pytest.raises(ValueError, match="single_start"):
+        starting_thresholds(recommended, -0.1)

@@ -10,6 +10,7 @@ from schemas.events import Provenance, Tier
 from services.gateway.auth import bearer, hash_token, new_token
 from services.prelabeler.validation import check_text
 from services.qc.finalize import Escalate, Final, ItemState, Vote, Wait, next_step
+from services.router.domain.thresholds import Observation
 from services.trainer.evaluation import Evaluation, decide_promotion
 from services.trainer.lineage import in_holdout, training_set_version
 
@@ -92,14 +93,35 @@ def test_training_set_version_is_a_content_hash() -> None:
     assert 0.08 < share < 0.12
 
 
+def judged(outcomes: str) -> Evaluation:
+    """An evaluation from per-item outcomes on a shared held-out set: '1' right, '0' wrong."""
+    obs = tuple(Observation(0.9, o == "1") for o in outcomes)
+    return Evaluation(len(obs), sum(o.correct for o in obs) / len(obs), 0.0, obs)
+
+
 def test_promotion_rules() -> None:
     good = Evaluation(100, 0.90, 0.02, ())
     worse = Evaluation(100, 0.85, 0.02, ())
-    assert decide_promotion(good, None, 0.01, 30).promote
-    assert decide_promotion(good, worse, 0.01, 30).promote
-    kept = decide_promotion(worse, good, 0.01, 30)
+    assert decide_promotion(good, None, 0.05, 30).promote
+    assert decide_promotion(good, worse, 0.05, 30).promote
+    kept = decide_promotion(worse, good, 0.05, 30)  # no per-item outcomes: accuracies compared as they are
     assert not kept.promote and "worse" in kept.reason
-    assert decide_promotion(Evaluation(5, 0.1, 0.0, ()), good, 0.01, 30).promote
+    assert decide_promotion(Evaluation(5, 0.1, 0.0, ()), good, 0.05, 30).promote
+    with pytest.raises(ValueError, match="alpha"):
+        decide_promotion(good, worse, 0.0, 30)
+
+
+def test_promotion_is_a_paired_test_on_the_shared_held_out_items() -> None:
+    # 200 items both models get right, then the items only one of them gets right.
+    champion = judged("1" * 200 + "1" * 8 + "0" * 4 + "0" * 30)
+    slightly_worse = judged("1" * 200 + "0" * 8 + "1" * 4 + "0" * 30)  # 8 lost, 4 won: p = 0.19, noise
+    decision = decide_promotion(slightly_worse, champion, 0.05, 30)
+    assert slightly_worse.accuracy < champion.accuracy - 0.01  # the old 1-point tolerance would have kept the champion
+    assert decision.promote and "p=0.194" in decision.reason
+    clearly_worse = judged("1" * 200 + "0" * 12 + "0" * 30)  # 12 lost, 0 won: p = 0.0002
+    rejected = decide_promotion(clearly_worse, champion, 0.05, 30)
+    assert not rejected.promote and "worse" in rejected.reason
+    assert decide_promotion(champion, champion, 0.05, 30).promote  # no discordant items: nothing shows it worse
 
 
 def test_confirm_single_escalates_a_reviewer_who_overrides_the_prelabel() -> None:
