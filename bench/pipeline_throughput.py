@@ -11,8 +11,20 @@ Needs Kafka and FerretDB up (`bash deploy/local/up.sh`). In ONE run, on a fresh 
      ingest -> item.prelabeled and ingest -> item.routed, from the Kafka record timestamps of each item;
    - prelabeler alone: the other four services paused (SIGSTOP), the same texts as new items produced
      straight to item.ingested -> the prelabeler service's own items/s and latency (issue #3);
-   - model-only: the same encoder + the head the trainer published, on the same texts, in calls of the
-     prelabeler's batch size (the ceiling for the prelabeler stage).
+   - model-only: the same encoder + the head the trainer published, on the same texts, timed two ways in
+     this process: one call of the prelabeler's batch size at a time on every CPU's thread, and the
+     prelabeler's own plan (chunks embedded concurrently, one torch thread each on CPU); the faster is the
+     ceiling for the prelabeler stage, so a service that found a better way to run the model is not
+     measured against a slower one.
+
+Results (bench/results/pipeline_throughput.json, 2026-12-03 09:09, one run, 2 shared cores; model-only MiniLM
+varied 221-268 texts/s between runs that day, ~1.6x slower than 2026-11-28's 439):
+- stub: ingest -> prelabeled 835 items/s, ingest -> routed 510 (p50 3.6 s, p99 5.2 s); the prelabeler alone
+  1,869; raw aiokafka 17,554 messages/s produce+consume. The code of 2026-11-28 on the same machine that
+  morning: 167-174 routed (two runs).
+- MiniLM: prelabeler alone 197 items/s = 73% of model-only's 268 (concurrent chunks; one call at a time: 230);
+  inside the full pipeline 89 = 33%. Four runs of the same defaults that day: alone 73, 75, 80 and 87% of
+  their own model-only. The code of 2026-11-28, same morning: 49% (113 of 231).
 
 Usage: python bench/pipeline_throughput.py [--items 3000] [--encoders hashing,minilm] [--loop-items 150]
 Writes bench/results/pipeline_throughput.json and prints tables. Service logs: var/bench/<namespace>/.
