@@ -36,8 +36,8 @@ class KnnFinding:
     message: str
 
 
-def _unit_norms(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=-1).astype(np.float64)
+def _norms(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=-1)
     if np.any(norms == 0):
         raise ValueError("an embedding is all zeros: cosine similarity is undefined")
     return norms
@@ -68,10 +68,7 @@ def _top(sims: np.ndarray, take: int) -> np.ndarray:
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=-1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError("an embedding is all zeros: cosine similarity is undefined")
-    return matrix / norms
+    return matrix / _norms(matrix)[..., None]
 
 
 def knn_check(
@@ -107,13 +104,12 @@ def knn_check(
     excluded = _positions(ids, item_id) if item_id is not None else []
     take = min(k, len(ids) - len(excluded))
     if take > 0:
-        sims = (matrix @ _unit_rows(query[None, :])[0]).astype(np.float64) / _unit_norms(matrix)
+        sims = (matrix @ _unit_rows(query[None, :])[0]).astype(np.float64) / _norms(matrix).astype(np.float64)
         sims[excluded] = -np.inf
-        order = _top(sims, take)
-        order = order[sims[order] >= min_similarity]
+        chosen = _top(sims, take)
+        chosen = chosen[sims[chosen] >= min_similarity]
     else:
-        sims, order = np.empty(0), np.empty(0, dtype=int)
-    chosen = order
+        sims, chosen = np.empty(0), np.empty(0, dtype=int)
     n_labels = tuple(labels[i] for i in chosen)
     others = Counter(x for x in n_labels if x != label)
     majority, count = min(others.items(), key=lambda kv: (-kv[1], kv[0])) if others else (None, 0)
@@ -136,7 +132,7 @@ def knn_check(
         k=k,
         neighbour_ids=tuple(ids[i] for i in chosen),
         neighbour_labels=n_labels,
-        similarities=tuple(float(s) for s in sims[order]),
+        similarities=tuple(float(s) for s in sims[chosen]),
         majority_label=majority,
         majority_share=share,
         agreeing_share=agreeing,

@@ -248,6 +248,7 @@ def _learn(
         return ThresholdChange(border, current, new, reason, at.n, at.errors, at.upper, target, method, confidence)
 
     pct = f"{confidence:.0%}"
+    refuted = border_refuted(current)
     tested = [r for r in map(test, _reachable(ev, current, candidates, region)) if r.n >= min_evidence]
     passing = [r for r in tested if r.upper < target]
     if band is not None and band_target is not None:
@@ -255,7 +256,7 @@ def _learn(
         # border stops at the first band that is not shown to be, instead of jumping past it.
         # A current border whose band is shown to be over band_target is no longer kept (see refutation below).
         ok = {r.threshold: border_ok(r.threshold) for r in passing}
-        keep_current = not border_refuted(current)
+        keep_current = not refuted
         below = sorted((r for r in passing if r.threshold < current), key=lambda r: -r.threshold)
         stop = current if not keep_current else next((r.threshold for r in below if not ok[r.threshold]), None)
         passing = [r for r in passing
@@ -270,11 +271,11 @@ def _learn(
             f"target: {best.errors}/{best.n} wrong, bound {best.upper:.4f} < {target}",
         )
     now = test(current)
-    if border_refuted(current) and not (now.n >= min_evidence and now.lower > target):
+    if refuted and not (now.n >= min_evidence and now.lower > target):
         b = bounds(band(current))  # type: ignore[misc]
         now = replace(now, n=b.n, errors=b.errors, lower=b.lower, upper=b.upper)
         target = band_target  # type: ignore[assignment]  # what the evidence refutes, for the reason below
-    if (now.n >= min_evidence and now.lower > target) or border_refuted(current):
+    if (now.n >= min_evidence and now.lower > target) or refuted:
         above = [r for r in tested if r.threshold > current and r.lower <= target
                  and not border_refuted(r.threshold)] if step_up else []
         if above:
