@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections import deque
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -26,7 +24,7 @@ from schemas.events import (
     QcFlagged,
     derived_id,
 )
-from services.prelabeler.concurrency import encode_plan
+from services.prelabeler.concurrency import embed_pieces, encode_plan, longest_first, piece_size
 from services.prelabeler.models import ActiveModel, ModelRejected, load_artifact
 from services.prelabeler.settings import PrelabelerSettings
 from services.prelabeler.validation import check_text
@@ -133,35 +131,41 @@ class Prelabeler:
         self.batch_size.observe(len(items))
         # Captured once per consumed batch: a model swap takes effect from the next batch.
         models = {item.project: self.active.get(item.project) for item in items}
-        # The batch is embedded in chunks, each in a worker thread while the previous chunk is stored and
-        # published: the forward pass (which releases the GIL) then overlaps the building of events, the
-        # database write and the broker's acknowledgement, instead of waiting for them.
-        step = max(1, self.settings.encode_chunk)
-        spans = [(start, min(start + step, len(items))) for start in range(0, len(items), step)]
+        # Worker threads embed the batch piece by piece, longest texts first, from one shared queue, while
+        # this loop stores and publishes what is done every publish_chunk items: the forward passes (which
+        # release the GIL) overlap the building of events, the database write and the broker's
+        # acknowledgement. Events go out in the order their pieces finish, not the order items came in;
+        # every item's own events stay in order, and nothing downstream orders items within a batch.
+        pieces = longest_first(texts, piece_size(self.settings.encode_piece, getattr(self.encoder, "batch_size", None)))
+        ready: list[tuple[list[int], EncodeResult]] = []
+        async with contextlib.aclosing(
+            embed_pieces(self.encoder.encode_with_info, texts, pieces, self.workers)
+        ) as embedded:
+            async for piece in embedded:
+                ready.append(piece)
+                if sum(len(rows) for rows, _ in ready) >= self.settings.publish_chunk:
+                    await self._store_and_publish(items, truncated, ready, models)
+                    ready = []
+        if ready:
+            await self._store_and_publish(items, truncated, ready, models)
 
-        def encode(span: tuple[int, int]) -> asyncio.Task[EncodeResult]:
-            return asyncio.create_task(asyncio.to_thread(self.encoder.encode_with_info, texts[span[0]:span[1]]))
-
-        # Up to `workers` chunks are embedded at once; results are taken in order, so events go out in the
-        # order the items came in.
-        pending = deque(encode(span) for span in spans[:self.workers])
-        try:
-            for k, (start, end) in enumerate(spans):
-                encoded = await pending.popleft()
-                if k + self.workers < len(spans):
-                    pending.append(encode(spans[k + self.workers]))
-                out = self._prelabel(items[start:end], truncated[start:end], encoded, models)
-                await upsert_many(
-                    self.rt.db["prelabels"],
-                    [{"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
-                      "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
-                     for e in out],
-                )
-                await self.rt.bus.publish(out)
-        finally:
-            for task in pending:  # a failed write or publish: let the running chunks finish before retrying
-                with contextlib.suppress(Exception):
-                    await task
+    async def _store_and_publish(self, items: list[ItemIngested], truncated: list[bool],
+                                 done: list[tuple[list[int], EncodeResult]],
+                                 models: dict[str, ActiveModel | None]) -> None:
+        rows = [row for piece, _ in done for row in piece]
+        encoded = EncodeResult(
+            embeddings=np.concatenate([result.embeddings for _, result in done]),
+            n_tokens=np.concatenate([result.n_tokens for _, result in done]),
+            truncated=np.concatenate([result.truncated for _, result in done]),
+        )
+        out = self._prelabel([items[i] for i in rows], [truncated[i] for i in rows], encoded, models)
+        await upsert_many(
+            self.rt.db["prelabels"],
+            [{"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
+              "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
+             for e in out],
+        )
+        await self.rt.bus.publish(out)
 
     def _prelabel(self, items: list[ItemIngested], truncated: list[bool], encoded: EncodeResult,
                   models: dict[str, ActiveModel | None]) -> list[ItemPrelabeled]:

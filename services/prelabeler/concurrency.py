@@ -1,8 +1,15 @@
-"""How the prelabeler spreads embedding over the machine: chunks embedded at once, torch threads per chunk."""
+"""How the prelabeler spreads embedding over the machine: pieces embedded at once, torch threads per piece,
+and which piece goes next."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+
+from labelmesh.ml.encoder import EncodeResult
 
 
 @dataclass(frozen=True)
@@ -20,3 +27,69 @@ def encode_plan(device: str, cpus: int, workers: int = 0) -> EncodePlan:
         return EncodePlan(workers=max(1, workers or 1), threads=cpus)
     chosen = max(1, workers or cpus)
     return EncodePlan(workers=chosen, threads=max(1, cpus // chosen))
+
+
+# Texts per piece by default, at least. Timed in one process on 2 CPUs (MiniLM, 2,000 BANKING77 texts in
+# batches of 1,024, two single-threaded workers, medians of 3 rounds, 2026-12-03): pieces of 32 259, 64 248,
+# 128 283 texts/s (314 in the round with least steal); one call of 1,024 on two threads 290. A piece is
+# embedded in the encoder's own micro-batches, so a bigger one costs only a longer tail.
+MIN_PIECE = 128
+
+
+def piece_size(setting: int, encoder_batch: int | None) -> int:
+    """The piece size: the setting when given, else the encoder's micro-batch but at least MIN_PIECE
+    (an encoder without one, the hashing stub, gets 256)."""
+    return setting if setting > 0 else max(MIN_PIECE, encoder_batch or 256)
+
+
+def longest_first(texts: Sequence[str], piece: int) -> list[list[int]]:
+    """Row indices cut into pieces of `piece`, longest texts first.
+
+    Workers that take pieces from one shared queue in this order finish together: whatever a worker is
+    still embedding when the queue runs dry is one of the shortest pieces (longest-processing-time-first
+    scheduling). It also puts texts of similar length side by side, so a piece pads little. Characters stand
+    in for tokens here: they sort the same way closely enough, and cost nothing to count.
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # sorted() is stable: ties keep arrival order
+    step = max(1, piece)
+    return [order[start:start + step] for start in range(0, len(order), step)]
+
+
+async def embed_pieces(
+    encode: Callable[[list[str]], EncodeResult], texts: Sequence[str], pieces: list[list[int]], workers: int
+) -> AsyncIterator[tuple[list[int], EncodeResult]]:
+    """Embed the pieces on `workers` threads that share one queue; yields (rows, result) as each is done.
+
+    A fixed split of a batch among the workers left one CPU idle for ~0.75 s of every ~5 s batch of 1,024
+    (MiniLM, two workers, 2026-12-03 trace): equal counts of texts are not equal work. Threads, not
+    processes: torch releases the GIL in the forward pass. Close the generator (contextlib.aclosing) when
+    leaving early: the workers stop after the piece they are on, and it waits for them.
+    """
+    loop = asyncio.get_running_loop()
+    queue = deque(pieces)  # popleft is atomic, so the threads share it without a lock
+    done: asyncio.Queue[tuple[list[int], EncodeResult | BaseException]] = asyncio.Queue()
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            try:
+                rows = queue.popleft()
+            except IndexError:
+                return
+            try:
+                result: EncodeResult | BaseException = encode([texts[i] for i in rows])
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side, which raises it
+                loop.call_soon_threadsafe(done.put_nowait, (rows, exc))
+                return
+            loop.call_soon_threadsafe(done.put_nowait, (rows, result))
+
+    running = [asyncio.create_task(asyncio.to_thread(work)) for _ in range(max(1, min(workers, len(pieces))))]
+    try:
+        for _ in pieces:
+            rows, result = await done.get()
+            if isinstance(result, BaseException):
+                raise result
+            yield rows, result
+    finally:
+        stop.set()
+        await asyncio.gather(*running, return_exceptions=True)

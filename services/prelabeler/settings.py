@@ -12,11 +12,13 @@ class PrelabelerSettings(CommonSettings):
 
     encoder: str = "minilm"
     device: str = "cpu"
-    # Items per consumed batch at most (a burst fills it; a trickle waits max_wait_ms). Embedded in chunks of
-    # encode_chunk, each overlapping the previous chunk's store and publish (bench/pipeline_throughput.py).
+    # Items per consumed batch at most (a burst fills it; a trickle waits max_wait_ms). Embedded in pieces of
+    # encode_piece (0 = concurrency.piece_size: 128 for MiniLM on CPU, 512 on CUDA), longest texts first, while
+    # what is done is stored and published every publish_chunk items (bench/pipeline_throughput.py).
     max_batch: int = 1024
-    encode_chunk: int = 256
-    # Chunks embedded at the same time, each with its share of the CPUs' torch threads. 0 = one per CPU on CPU
+    encode_piece: int = 0
+    publish_chunk: int = 256
+    # Pieces embedded at the same time, each with its share of the CPUs' torch threads. 0 = one per CPU on CPU
     # (one thread each), one on CUDA. On 2 CPUs two single-threaded chunks at once embedded 258-270 texts/s
     # against 213-217 for one chunk at a time on two threads (MiniLM, chunks of 256, same process and texts):
     # small matrices split poorly across threads, and a thread the event loop delays stalls its partner.

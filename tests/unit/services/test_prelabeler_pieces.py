@@ -1,0 +1,103 @@
+"""The prelabeler's embedding schedule: longest texts first, pieces shared by worker threads."""
+
+import asyncio
+import contextlib
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from labelmesh.ml.encoder import EncodeResult
+from services.prelabeler.concurrency import embed_pieces, longest_first
+
+
+def fake_encode(texts: list[str]) -> EncodeResult:
+    lengths = np.array([len(t) for t in texts], dtype=np.int32)
+    return EncodeResult(np.tile(lengths[:, None], (1, 2)).astype(np.float32), lengths, lengths > 4)
+
+
+def test_pieces_hold_every_row_once_longest_first_and_ties_in_arrival_order():
+    texts = ["aa", "aaaa", "a", "aaaa", "aaa"]
+    assert longest_first(texts, 2) == [[1, 3], [4, 0], [2]]
+    assert longest_first([], 2) == []
+    assert longest_first(texts, 0) == [[1], [3], [4], [0], [2]]  # a piece holds one row at least
+
+
+def collect(texts: list[str], pieces: list[list[int]], workers: int, encode=fake_encode):
+    async def run():
+        return [piece async for piece in embed_pieces(encode, texts, pieces, workers)]
+
+    return asyncio.run(run())
+
+
+def test_every_piece_comes_back_once_with_its_own_rows_results():
+    texts = [f"t{'x' * (i % 7)}" for i in range(50)]
+    pieces = longest_first(texts, 4)
+    done = collect(texts, pieces, workers=3)
+    assert sorted(map(sorted, (rows for rows, _ in done))) == sorted(map(sorted, pieces))
+    for rows, result in done:
+        assert result.n_tokens.tolist() == [len(texts[i]) for i in rows]
+
+
+def test_the_workers_share_the_queue():
+    seen: list[str] = []
+    both = threading.Barrier(2, timeout=5)  # broken (and raised) unless two threads embed at the same time
+
+    def encode(texts: list[str]) -> EncodeResult:
+        seen.append(threading.current_thread().name)
+        if len(seen) <= 2:
+            both.wait()
+        return fake_encode(texts)
+
+    texts = ["a"] * 8
+    assert len(collect(texts, longest_first(texts, 1), workers=2, encode=encode)) == 8
+    assert len(set(seen)) == 2
+
+
+def test_a_failing_piece_raises_in_the_caller_and_the_workers_stop():
+    calls = []
+
+    def encode(texts: list[str]) -> EncodeResult:
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return fake_encode(texts)
+
+    texts = ["a"] * 10
+    with pytest.raises(RuntimeError, match="out of memory"):
+        collect(texts, longest_first(texts, 1), workers=1, encode=encode)
+    assert len(calls) == 2  # the worker stopped instead of embedding the other eight
+
+
+def test_leaving_early_waits_for_the_piece_in_hand_and_embeds_no_more():
+    started = []
+    release = threading.Event()
+
+    def encode(texts: list[str]) -> EncodeResult:
+        started.append(texts)
+        if len(started) == 2:  # the piece in hand when the caller leaves
+            release.wait(5)
+            time.sleep(0.05)
+        return fake_encode(texts)
+
+    async def run():
+        texts = ["a"] * 10
+        async with contextlib.aclosing(embed_pieces(encode, texts, longest_first(texts, 1), 1)) as embedded:
+            async for _ in embedded:
+                release.set()
+                break
+        at_close = len(started)
+        await asyncio.sleep(0.05)
+        return at_close, len(started)
+
+    assert asyncio.run(run()) == (2, 2)
+
+
+def test_piece_size_is_the_setting_or_the_encoders_micro_batch_at_least_the_minimum():
+    from services.prelabeler.concurrency import MIN_PIECE, piece_size
+
+    assert piece_size(64, 32) == 64
+    assert piece_size(0, 32) == MIN_PIECE
+    assert piece_size(0, 512) == 512
+    assert piece_size(0, None) == 256
