@@ -28,8 +28,10 @@ Which code is shared with the live services, and which stand-ins replace the she
   qc also blends in a Dawid-Skene estimate once an annotator has 20+ multiply-labelled items);
   knn_check.knn_check runs on every single-review and consensus label against the item's 10 nearest
   labelled items (bootstrap, golden, earlier finals: qc's index), and a flagged label goes to an expert;
-  golden.golden_accuracy / should_flag suspend annotators; an Escalate is re-routed to an expert
-  (decide_tier with unresolved_disagreement), as the router does on qc.flagged.
+  golden.golden_accuracy / should_flag suspend annotators, on golden answers and on experts' verdicts on
+  lone reviewers (verdicts.lone_reviewer_verdict, qc's expert_agreement_* settings; the live qc also sends a
+  suspended annotator's latest labels back to an expert, which is not simulated); an Escalate is re-routed
+  to an expert (decide_tier with unresolved_disagreement), as the router does on qc.flagged.
 - trainer: services.trainer.lineage.in_holdout picks the held-out items, evaluation.evaluate /
   decide_promotion / recommend_thresholds judge each new model on them. Model versions come from a
   ModelSource: `oracle_schedule` trains on the true labels of everything seen so far (one schedule
@@ -59,6 +61,7 @@ from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_acc
 from services.qc.domain.knn_check import knn_check
 from services.gateway.golden import choose_golden, golden_rate_for, should_inject_golden
 from services.gateway.settings import GatewaySettings
+from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
 from services.qc.settings import QcSettings
 from services.router.domain.spot_check import is_spot_checked
@@ -333,6 +336,8 @@ class Labelmesh:
     knn_min_similarity: float = _default(QcSettings, "knn_min_similarity")
     golden_threshold: float = _default(QcSettings, "golden_accuracy_threshold")
     golden_min_evidence: int = _default(QcSettings, "golden_min_evidence")
+    expert_agreement_threshold: float = _default(QcSettings, "expert_agreement_threshold")
+    expert_agreement_min_evidence: int = _default(QcSettings, "expert_agreement_min_evidence")
     confirm_single: bool = _default(QcSettings, "confirm_single")  # finalize.next_step(confirm_single=...)
     review_with_model: bool = _default(QcSettings, "review_with_model")  # finalize.next_step(review=...)
     min_single_confidence: float = _default(QcSettings, "min_single_confidence")
@@ -356,7 +361,8 @@ class Crowd:
 
     def __init__(self, team: list[SimulatedAnnotator], stream: Stream, rng: random.Random, *,
                  golden_rate: float = 0.0, golden_threshold: float = 0.8, golden_min_evidence: int = 10,
-                 golden_settled_rate: float | None = None, golden_warmup_tasks: int = 0) -> None:
+                 golden_settled_rate: float | None = None, golden_warmup_tasks: int = 0,
+                 verdict_threshold: float = 0.0, verdict_min_evidence: int = 10) -> None:
         self.team = {a.name: a for a in team}
         self.labels = list(stream.labels)
         self.stream = stream
@@ -368,6 +374,8 @@ class Crowd:
         self.served: Counter[str] = Counter()
         self.golden_seen: dict[str, set[str]] = {a: set() for a in self.team}
         self.golden_record: dict[str, list[int]] = {}  # annotator -> [correct, n]
+        self.verdict_threshold, self.verdict_min_evidence = verdict_threshold, verdict_min_evidence
+        self.verdict_record: dict[str, list[int]] = {}  # annotator -> [upheld, n]
         self.suspended: dict[str, int] = {}  # annotator -> stream position when suspended
         self.labels_by_role: Counter[str] = Counter()  # ordinary work labels by role
         self.golden_by_role: Counter[str] = Counter()
@@ -402,6 +410,15 @@ class Crowd:
         acc = golden_accuracy(record[0], record[1])
         if should_flag(acc, threshold=self.golden_threshold, min_evidence=self.golden_min_evidence):
             self.suspended.setdefault(annotator.name, self.position)
+
+    def verdict(self, verdict: Verdict) -> None:
+        """An expert's verdict on a lone reviewer, and the suspension rule qc applies to them (threshold 0: off)."""
+        record = self.verdict_record.setdefault(verdict.annotator, [0, 0])
+        record[0] += verdict.upheld
+        record[1] += 1
+        if self.verdict_threshold and should_flag(golden_accuracy(*record), threshold=self.verdict_threshold,
+                                                  min_evidence=self.verdict_min_evidence):
+            self.suspended.setdefault(verdict.annotator, self.position)
 
     def label(self, truth: str, suggested: Sequence[str], role: str, exclude: set[str]) -> tuple[str, str]:
         """One work label for an item from someone of `role` not in exclude; golden tasks may come first."""
@@ -495,7 +512,9 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                   golden_threshold=policy.golden_threshold if is_lm else 0.8,
                   golden_min_evidence=policy.golden_min_evidence if is_lm else 10,
                   golden_settled_rate=policy.golden_settled_rate if is_lm else None,
-                  golden_warmup_tasks=policy.golden_warmup_tasks if is_lm else 0)
+                  golden_warmup_tasks=policy.golden_warmup_tasks if is_lm else 0,
+                  verdict_threshold=policy.expert_agreement_threshold if is_lm else 0.0,
+                  verdict_min_evidence=policy.expert_agreement_min_evidence if is_lm else 10)
     params = {k: v for k, v in asdict(policy).items() if k != "name"}
     result = RunResult(policy.name, params)
     uses_model = isinstance(policy, FixedThreshold | Labelmesh)
@@ -687,6 +706,9 @@ def _labelmesh_labels(crowd: Crowd, decision: Any, prelabel: Prelabel, threshold
         state = replace(state, tier=EventTier(tier.value), escalated=True,
                         votes=(*state.votes, Vote(name, label, expert=True)))
         step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single, review=review)
+        verdict = lone_reviewer_verdict(state.votes)
+        if verdict is not None:
+            crowd.verdict(verdict)
     if isinstance(step, Final):
         result.provenance[step.provenance.value] += 1
         return step.label, step.verified and step.provenance is not Provenance.IMPORTED

@@ -40,6 +40,7 @@ from services.qc.domain.golden import golden_accuracy, should_flag
 from services.qc.domain.knn_check import knn_check
 from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
+from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, Passes, flag
@@ -349,7 +350,10 @@ class Qc:
                 held = await self._knn_check(doc, step.label, cause)
                 if held is not None:
                     return [held]
-            return [await self._finalize(doc, step, cause, majority, writes)]
+            verdict = lone_reviewer_verdict(state.votes) if step.provenance in (
+                Provenance.EXPERT, Provenance.CORRECTED) else None
+            suspension = await self._on_verdict(cause, doc["project"], key, verdict) if verdict else []
+            return [await self._finalize(doc, step, cause, majority, writes), *suspension]
         if isinstance(step, Escalate) and not doc.get("escalated"):
             evidence = dict(step.evidence)
             if majority is not None:
@@ -461,24 +465,60 @@ class Qc:
             acc, threshold=self.settings.golden_accuracy_threshold, min_evidence=self.settings.golden_min_evidence
         ):
             return []
-        suspended = QcFlagged(
-            event_id=derived_id(event.event_id, "suspended"), producer=SERVICE, project=event.project,
-            subject=FlagSubject.ANNOTATOR, subject_id=event.annotator_id, kind=FlagKind.ANNOTATOR_SUSPENDED,
-            message=(f"golden accuracy {acc.accuracy:.0%} over {acc.n} items (95% interval {acc.lower:.0%}-"
-                     f"{acc.upper:.0%}) is below {self.settings.golden_accuracy_threshold:.0%}"),
-            evidence={"golden_n": acc.n, "golden_correct": stats["golden_correct"], "lower": acc.lower,
-                      "upper": acc.upper, "threshold": self.settings.golden_accuracy_threshold},
+        return await self._suspend(
+            event, event.project, event.annotator_id,
+            (f"golden accuracy {acc.accuracy:.0%} over {acc.n} items (95% interval {acc.lower:.0%}-"
+             f"{acc.upper:.0%}) is below {self.settings.golden_accuracy_threshold:.0%}"),
+            {"golden_n": acc.n, "golden_correct": stats["golden_correct"], "lower": acc.lower,
+             "upper": acc.upper, "threshold": self.settings.golden_accuracy_threshold},
+            f"golden accuracy {acc.accuracy:.0%}", {"golden_accuracy": acc.accuracy},
         )
-        reviews, writes = await self._send_back_for_review(event.project, event.annotator_id, acc.accuracy)
+
+    async def _on_verdict(self, cause: Envelope, project: str, item_key: str, verdict: Verdict) -> list[Envelope]:
+        """Count an expert's verdict on a lone reviewer (once per item); suspend them when the verdicts say so."""
+        akey = {"_id": f"{project}/{verdict.annotator}"}
+        try:
+            stats = await self.annotators.find_one_and_update(
+                {**akey, "verdict_items": {"$ne": item_key}},
+                {"$inc": {"verdicts_n": 1, "verdicts_upheld": int(verdict.upheld)}, "$push": {"verdict_items": item_key},
+                 "$set": {"project": project, "annotator": verdict.annotator}},
+                upsert=True, return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
+            stats = await self.annotators.find_one(akey)
+        s = self.settings
+        upheld = golden_accuracy(stats["verdicts_upheld"], stats["verdicts_n"])
+        if stats.get("suspended") or not should_flag(upheld, threshold=s.expert_agreement_threshold,
+                                                     min_evidence=s.expert_agreement_min_evidence):
+            return []
+        return await self._suspend(
+            cause, project, verdict.annotator,
+            (f"experts upheld {upheld.accuracy:.0%} of {upheld.n} labels of theirs that were escalated (95% "
+             f"interval {upheld.lower:.0%}-{upheld.upper:.0%}), below {s.expert_agreement_threshold:.0%}"),
+            {"verdicts_n": upheld.n, "verdicts_upheld": stats["verdicts_upheld"], "lower": upheld.lower,
+             "upper": upheld.upper, "threshold": s.expert_agreement_threshold},
+            f"experts upheld {upheld.accuracy:.0%} of their escalated labels", {"expert_upheld": upheld.accuracy},
+        )
+
+    async def _suspend(self, cause: Envelope, project: str, annotator: str, message: str, evidence: dict[str, Any],
+                       why: str, review_evidence: dict[str, Any]) -> list[Envelope]:
+        """Suspend an annotator: a flag, and their latest labels back to an expert (_send_back_for_review)."""
+        suspended = QcFlagged(
+            event_id=derived_id(cause.event_id, "suspended"), producer=SERVICE, project=project,
+            subject=FlagSubject.ANNOTATOR, subject_id=annotator, kind=FlagKind.ANNOTATOR_SUSPENDED,
+            message=message, evidence=evidence,
+        )
+        reviews, writes = await self._send_back_for_review(project, annotator, why, review_evidence)
         # The suspension with everything it sends back, stored first: the items' escalations below would
         # otherwise hide them from a re-run after a crash.
-        await self.annotators.update_one(akey, {"$set": {"suspended": True, "suspended_at": utcnow(),
-                                                         "suspension": _outbox(event, [suspended, *reviews])}})
+        await self.annotators.update_one({"_id": f"{project}/{annotator}"}, {"$set": {
+            "suspended": True, "suspended_at": utcnow(), "suspension": _outbox(cause, [suspended, *reviews])}})
         await self._bulk(self.items, writes)
         return [suspended, *reviews]
 
-    async def _send_back_for_review(self, project: str, annotator: str,
-                                    accuracy: float) -> tuple[list[QcFlagged], list[UpdateOne]]:
+    async def _send_back_for_review(self, project: str, annotator: str, why: str,
+                                    evidence: dict[str, Any]) -> tuple[list[QcFlagged], list[UpdateOne]]:
         """The suspended annotator's latest labels go to an expert, unless their label was already outvoted."""
         recent = [d async for d in self.labels.find({"project": project, "annotator": annotator, "golden": False,
                                                      "expert": False})]
@@ -494,8 +534,7 @@ class Qc:
             if doc.get("escalated") or (doc.get("final") and doc["final"]["label"] != label):
                 continue  # an expert will look anyway, or the final label does not rest on this vote
             writes.append(UpdateOne({"_id": f"{project}/{item_id}"}, {"$set": {"escalated": True}}))
-            flags.append(self._review_flag(project, item_id, annotator, label,
-                                           f"golden accuracy {accuracy:.0%}", {"golden_accuracy": accuracy}))
+            flags.append(self._review_flag(project, item_id, annotator, label, why, evidence))
         return flags, writes
 
     # --- periodic passes ---------------------------------------------------------------------------

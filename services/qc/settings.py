@@ -26,6 +26,14 @@ class QcSettings(CommonSettings):
     shown_error_share: float = DEFAULT_SHOWN_ERROR_SHARE
     golden_accuracy_threshold: float = 0.80
     golden_min_evidence: int = 10
+    # Experts' verdicts on lone reviewers (services/qc/domain/verdicts.py) suspend an annotator too: after
+    # expert_agreement_min_evidence verdicts, when the one-sided 95% upper bound of the share upheld is below
+    # expert_agreement_threshold. The items were escalated because they looked wrong, so the bar is far below
+    # golden accuracy's: with it, 0 of 10 upheld suspends at the 10th verdict and 20% upheld by the 14th
+    # (median), while a reviewer upheld 55% of the time is suspended within 200 verdicts in 1 of 300
+    # simulated careers, and at 60% in none (at a 0.50 bar: 1 in 19 at 55%).
+    expert_agreement_threshold: float = 0.40
+    expert_agreement_min_evidence: int = 10
     # When an annotator is suspended, this many of their latest labels go back for review.
     review_recent_labels: int = 50
 

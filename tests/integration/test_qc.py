@@ -242,6 +242,53 @@ async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
         await runtime.stop()
 
 
+async def test_experts_overturning_a_lone_reviewer_again_and_again_suspend_them(env: Env) -> None:
+    """qc's defaults: ten escalated labels of one reviewer, all overturned by experts, suspend them; the item
+    they confirmed alone goes back to an expert. A reviewer the experts uphold keeps working."""
+    settings = env.settings(QcSettings)
+    runtime = create_app(settings)
+    await runtime.start()
+    p = "qv"
+    sure = (("a", 0.95), ("b", 0.03), ("c", 0.02))
+    try:
+        clicked = [f"c{i}" for i in range(10)]
+        careful = [f"k{i}" for i in range(10)]
+        await env.publish_events([_config(p)] + [_ingest(p, i) for i in [*clicked, *careful, "ok"]]
+                                 + [_route_top(p, i, sure) for i in [*clicked, *careful, "ok"]])
+        async def routed() -> bool:
+            return await _count(runtime, "items", {"project": p, "tier": "single"}) == 21
+
+        await eventually(routed)
+        # Both override a confident model: every label waits for an expert. 'clicker' also confirms one item.
+        await env.publish_events([_label(p, "ok", "clicker", "a")]
+                                 + [_label(p, i, "clicker", "d") for i in clicked]
+                                 + [_label(p, i, "careful", "b") for i in careful])
+        await env.read("qc.flagged", lambda rs: sum(r["kind"] == "disagreement" for r in rs) >= 20)
+        # The experts side with the model against 'clicker' every time, and with 'careful' every time.
+        await env.publish_events([_label(p, i, "exp-1", "a", role="expert") for i in clicked]
+                                 + [_label(p, i, "exp-1", "b", role="expert") for i in careful])
+        flags = await env.read("qc.flagged", lambda rs: any(r["kind"] == "suspended_annotator_label" for r in rs),
+                               timeout=120)
+        suspended = [f for f in flags if f["kind"] == "annotator_suspended"]
+        assert [f["subject_id"] for f in suspended] == ["clicker"]
+        assert suspended[0]["evidence"]["verdicts_n"] == 10 and suspended[0]["evidence"]["verdicts_upheld"] == 0
+        assert suspended[0]["evidence"]["upper"] < settings.expert_agreement_threshold
+        back = [f for f in flags if f["kind"] == "suspended_annotator_label"]
+        assert [f["item_id"] for f in back] == ["ok"] and back[0]["evidence"]["annotator"] == "clicker"
+
+        async def counted() -> bool:
+            doc = await runtime.db["annotators"].find_one({"_id": f"{p}/careful"})
+            return bool(doc) and doc.get("verdicts_n") == 10
+
+        await eventually(counted)
+        careful_doc = await runtime.db["annotators"].find_one({"_id": f"{p}/careful"})
+        assert careful_doc["verdicts_upheld"] == 10 and not careful_doc.get("suspended")
+        finals = await env.read("label.finalized", lambda rs: sum(r["item_id"] in careful for r in rs) == 10)
+        assert {r["label"] for r in finals if r["item_id"] in careful} == {"b"}
+    finally:
+        await runtime.stop()
+
+
 async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> None:
     settings = env.settings(QcSettings, confirm_single=False, agreement_every=30, agreement_min_items=15, drift_every=20,
                             quality_baseline=20, quality_window=20, quality_step=5, drift_baseline=40,

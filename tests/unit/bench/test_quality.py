@@ -183,6 +183,8 @@ def test_labelmesh_defaults_are_the_services_defaults():
                                           qc.shown_error_share)
     assert (policy.golden_rate, policy.golden_settled_rate, policy.golden_warmup_tasks) == (
         gateway.golden_rate, gateway.golden_settled_rate, gateway.golden_warmup_tasks)
+    assert (policy.expert_agreement_threshold, policy.expert_agreement_min_evidence) == (
+        qc.expert_agreement_threshold, qc.expert_agreement_min_evidence)
     assert policy.multi_annotators == ProjectConfigured.model_fields["multi_annotators"].default
     from services.trainer.settings import TrainerSettings
 
