@@ -29,6 +29,10 @@ and model-only MiniLM 121-314 texts/s within minutes (steal_seconds now records 
   lost 8.7 s to steal), 225/298. So 67-108%, not a steady 85%. Alternating with the code of 09:09 (static
   pairs of 256-text chunks), pieces of 32, three runs each: alone 200, 222, 198 against 178, 160, 189 items/s,
   +12% by the medians.
+- The prelabeler's workers were busy 89% and 87% of the alone phase (encode_utilisation, two runs, 13:05);
+  with the tail of each batch cut into smaller pieces and flushed while the last ones run, 95% and 94% (13:15;
+  alone / model-only 195/230 and 205/231, 85% and 89%). The rest is the gap between batches: the handler
+  returns, the offsets are committed, the next batch is fetched and claimed in the inbox.
 
 Usage: python bench/pipeline_throughput.py [--items 3000] [--encoders hashing,minilm] [--loop-items 150]
 Writes bench/results/pipeline_throughput.json and prints tables. Service logs: var/bench/<namespace>/.
@@ -310,6 +314,23 @@ def _histogram_sums(stack: Stack) -> dict[str, dict[str, list[float]]]:
     return out
 
 
+def _encode_seconds(stack: Stack) -> tuple[float, float]:
+    """The prelabeler's embedding seconds so far, summed over its workers, and its worker count (/metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    busy, workers = 0.0, 0.0
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.processes['prelabeler'].port}/metrics", timeout=5) as r:
+        for family in text_string_to_metric_families(r.read().decode()):
+            for sample in family.samples:
+                if sample.name == "labelmesh_prelabeler_encode_seconds_sum":
+                    busy = sample.value
+                elif sample.name == "labelmesh_prelabeler_encode_workers":
+                    workers = sample.value
+    return busy, workers
+
+
 def _during(before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]], family: str,
             fields: tuple[str, ...], top: int = 25) -> list[dict[str, Any]]:
     """A histogram's largest time sums between two snapshots, largest first."""
@@ -336,6 +357,7 @@ async def prelabeler_alone(stack: Stack, log: TopicLog, rows: list[Row], base: C
     producer = AIOKafkaProducer(bootstrap_servers=base.kafka_bootstrap, acks="all", enable_idempotence=True,
                                 linger_ms=5)
     await producer.start()
+    encoding_before, workers = _encode_seconds(stack)
     for proc in others:
         proc.send_signal(signal.SIGSTOP)
     cpu_before, wall_before = _cpu_snapshot(stack), time.monotonic()
@@ -355,10 +377,15 @@ async def prelabeler_alone(stack: Stack, log: TopicLog, rows: list[Row], base: C
         await producer.stop()
     ingested = first_timestamps(log.times["item.ingested"], ids)
     prelabeled = first_timestamps(log.times["item.prelabeled"], ids)
+    encoding = _encode_seconds(stack)[0] - encoding_before
     return {"items": len(rows), "all_prelabeled": arrived, "wall_seconds": wall,
+            # Its workers' embedding time over what they could have spent (wall x workers): how much of the
+            # service's embedding capacity was in use, whatever the machine's speed at that moment.
+            "encode_seconds": round(encoding, 2), "encode_workers": workers,
+            "encode_utilisation": encoding / (wall * workers) if wall and workers else None,
             # The bench's own share: producing the items and following every topic, as consumers would.
             "cpu_seconds": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after
-                            if k in ("prelabeler", "kafka", "ferretdb", "bench")},
+                            if k in ("prelabeler", "kafka", "ferretdb", "bench", "steal")},
             "load_average_after": os.getloadavg(),
             "send_to_prelabeled": _stats(stage_stats(ingested, prelabeled, ids, t_first_send)),
             "ingest_to_prelabeled": _stats(stage_stats(ingested, prelabeled, ids))}
@@ -569,7 +596,7 @@ def model_only(encoder_spec: str, model: ModelUpdated, texts: list[str], args: a
         return result
 
     async def pieces() -> None:
-        async for _ in embed_pieces(run, texts, longest_first(texts, piece), plan.workers):
+        async for _ in embed_pieces(run, texts, longest_first(texts, piece, plan.workers), plan.workers):
             pass
 
     stolen: list[float] = []
@@ -651,6 +678,13 @@ def print_tables(payload: dict[str, Any]) -> None:
     print("\ngoals")
     for goal in payload["goals"]:
         print(f"  {goal['goal']}: measured {_fmt(goal['measured'], ',.3f')} -> {'met' if goal['met'] else 'NOT met'}")
+    for run in payload["runs"]:
+        alone = run.get("prelabeler_alone", {})
+        if alone.get("encode_utilisation") is not None:
+            print(f"  {run['encoder']}: the prelabeler alone kept its {alone['encode_workers']:.0f} embedding workers "
+                  f"busy {alone['encode_utilisation']:.0%} of the time; the hypervisor took "
+                  f"{alone['cpu_seconds'].get('steal', 0):.1f} CPU-s meanwhile, "
+                  f"{run['model_only'].get('steal_seconds', 0):.1f} during model-only")
     env = payload["environment"]
     print(f"load average (1/5/15 min) at start {env['load_average_1_5_15']}, at end {payload['load_average_at_end']} "
           f"on {env['cpus_available']} CPUs")

@@ -50,6 +50,15 @@ class Prelabeler:
         self.model_version = Gauge(
             "labelmesh_prelabeler_model_version", "Model version in service", ["project"], registry=rt.registry
         )
+        # Seconds the workers spent embedding, one observation per piece. Its rate over workers (the
+        # labelmesh_prelabeler_encode_workers gauge) is the share of the embedding capacity in use: below ~1
+        # under a backlog, the service's own work (consume, store, publish) is what holds it back.
+        self.encode_seconds = Histogram(
+            "labelmesh_prelabeler_encode_seconds", "Time one worker spent embedding one piece", registry=rt.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        Gauge("labelmesh_prelabeler_encode_workers", "Pieces embedded at the same time",
+              registry=rt.registry).set(self.workers)
         self.batch_size = Histogram(
             "labelmesh_prelabeler_batch_size", "Items per embedded batch", registry=rt.registry,
             buckets=(1, 8, 32, 64, 128, 256, 512, 1024),
@@ -136,18 +145,28 @@ class Prelabeler:
         # release the GIL) overlap the building of events, the database write and the broker's
         # acknowledgement. Events go out in the order their pieces finish, not the order items came in;
         # every item's own events stay in order, and nothing downstream orders items within a batch.
-        pieces = longest_first(texts, piece_size(self.settings.encode_piece, getattr(self.encoder, "batch_size", None)))
+        pieces = longest_first(texts, piece_size(self.settings.encode_piece, getattr(self.encoder, "batch_size", None)),
+                               self.workers)
         ready: list[tuple[list[int], EncodeResult]] = []
         async with contextlib.aclosing(
-            embed_pieces(self.encoder.encode_with_info, texts, pieces, self.workers)
+            embed_pieces(self._encode, texts, pieces, self.workers)
         ) as embedded:
+            received = 0
             async for piece in embedded:
                 ready.append(piece)
-                if sum(len(rows) for rows, _ in ready) >= self.settings.publish_chunk:
+                received += 1
+                # Also flush once every piece left is in a worker's hands, so that what waits for the last
+                # (small) pieces to finish is only those pieces.
+                if (sum(len(rows) for rows, _ in ready) >= self.settings.publish_chunk
+                        or received >= len(pieces) - self.workers):
                     await self._store_and_publish(items, truncated, ready, models)
                     ready = []
         if ready:
             await self._store_and_publish(items, truncated, ready, models)
+
+    def _encode(self, texts: list[str]) -> EncodeResult:
+        with self.encode_seconds.time():  # prometheus_client's metrics are safe to update from worker threads
+            return self.encoder.encode_with_info(texts)
 
     async def _store_and_publish(self, items: list[ItemIngested], truncated: list[bool],
                                  done: list[tuple[list[int], EncodeResult]],

@@ -34,6 +34,7 @@ def encode_plan(device: str, cpus: int, workers: int = 0) -> EncodePlan:
 # 128 283 texts/s (314 in the round with least steal); one call of 1,024 on two threads 290. A piece is
 # embedded in the encoder's own micro-batches, so a bigger one costs only a longer tail.
 MIN_PIECE = 128
+MIN_TAIL_PIECE = 16  # the smallest piece the tail of a batch is cut into
 
 
 def piece_size(setting: int, encoder_batch: int | None) -> int:
@@ -42,17 +43,25 @@ def piece_size(setting: int, encoder_batch: int | None) -> int:
     return setting if setting > 0 else max(MIN_PIECE, encoder_batch or 256)
 
 
-def longest_first(texts: Sequence[str], piece: int) -> list[list[int]]:
-    """Row indices cut into pieces of `piece`, longest texts first.
+def longest_first(texts: Sequence[str], piece: int, workers: int = 1) -> list[list[int]]:
+    """Row indices cut into pieces of up to `piece`, longest texts first, smaller pieces at the end.
 
     Workers that take pieces from one shared queue in this order finish together: whatever a worker is
     still embedding when the queue runs dry is one of the shortest pieces (longest-processing-time-first
-    scheduling). It also puts texts of similar length side by side, so a piece pads little. Characters stand
-    in for tokens here: they sort the same way closely enough, and cost nothing to count.
+    scheduling), and once fewer than 2 x workers full pieces are left, each piece is half of the rest's
+    fair share (guided self-scheduling), so the last ones are small. It also puts texts of similar length
+    side by side, so a piece pads little. Characters stand in for tokens here: they sort the same way
+    closely enough, and cost nothing to count.
     """
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # sorted() is stable: ties keep arrival order
-    step = max(1, piece)
-    return [order[start:start + step] for start in range(0, len(order), step)]
+    step, share = max(1, piece), 2 * max(1, workers)
+    pieces, start = [], 0
+    while start < len(order):
+        left = len(order) - start
+        size = step if left >= share * step else min(step, max(MIN_TAIL_PIECE, -(-left // share)))
+        pieces.append(order[start:start + size])
+        start += size
+    return pieces
 
 
 async def embed_pieces(

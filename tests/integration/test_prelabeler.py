@@ -60,6 +60,9 @@ async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
         assert first["model_version"] is None and first["top_k"] == []  # no model yet: embed only
         assert len(first["embedding"]) == 384
         assert abs(float(np.linalg.norm(first["embedding"])) - 1.0) < 1e-3
+        # The embedding capacity in use is visible to Prometheus: time per piece, and how many run at once.
+        assert runtime.registry.get_sample_value("labelmesh_prelabeler_encode_seconds_count") >= 1
+        assert runtime.registry.get_sample_value("labelmesh_prelabeler_encode_workers") >= 1
 
         letters = await env.read("deadletter", lambda rs: len(rs) >= 3)
         reasons = " | ".join(r["reason"] for r in letters)

@@ -24,6 +24,16 @@ def test_pieces_hold_every_row_once_longest_first_and_ties_in_arrival_order():
     assert longest_first(texts, 0) == [[1], [3], [4], [0], [2]]  # a piece holds one row at least
 
 
+def test_the_tail_of_a_batch_comes_in_smaller_pieces():
+    texts = ["x" * (1000 - i) for i in range(1000)]
+    pieces = longest_first(texts, 128, workers=2)
+    sizes = [len(p) for p in pieces]
+    assert sorted(i for p in pieces for i in p) == list(range(1000))
+    assert sizes[:4] == [128] * 4 and sizes == sorted(sizes, reverse=True)
+    assert sizes[-1] <= 16 and min(sizes) >= 1
+    assert longest_first(texts[:100], 128, workers=2)[0] == list(range(25))  # a short batch: a quarter each
+
+
 def collect(texts: list[str], pieces: list[list[int]], workers: int, encode=fake_encode):
     async def run():
         return [piece async for piece in embed_pieces(encode, texts, pieces, workers)]
