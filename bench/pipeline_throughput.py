@@ -31,7 +31,7 @@ and model-only MiniLM 121-314 texts/s within minutes (steal_seconds now records 
   +12% by the medians.
 - The prelabeler's workers were busy 89% and 87% of the alone phase (encode_utilisation, two runs, 13:05);
   with the tail of each batch cut into smaller pieces and flushed while the last ones run, 95% and 94% (13:15;
-  alone / model-only 195/230 and 205/231, 85% and 89%). The rest is the gap between batches: the handler
+  alone / model-only 195/230 and 205/231, 84.8% and 88.7%). The rest is the gap between batches: the handler
   returns, the offsets are committed, the next batch is fetched and claimed in the inbox.
 
 Usage: python bench/pipeline_throughput.py [--items 3000] [--encoders hashing,minilm] [--loop-items 150]
