@@ -17,14 +17,19 @@ Needs Kafka and FerretDB up (`bash deploy/local/up.sh`). In ONE run, on a fresh 
      ceiling for the prelabeler stage, so a service that found a better way to run the model is not
      measured against a slower one.
 
-Results (bench/results/pipeline_throughput.json, 2026-12-03 12:13, one run, 2 shared cores). The machine was
-slower and noisier than in the morning: raw aiokafka 12,036 messages/s produce+consume against 17,554 at 09:09,
-and model-only MiniLM 121-314 texts/s within minutes (steal_seconds now records the hypervisor's share).
-- stub: ingest -> prelabeled 575 items/s, ingest -> routed 324 (p50 5.9 s, p99 8.4 s); the prelabeler alone
+Results (bench/results/pipeline_throughput.json, 2026-12-03 13:34, one run, 2 shared cores, 0.1-0.3 CPU-s of
+steal in the measured phases):
+- stub: ingest -> prelabeled 598 items/s, ingest -> routed 382 (p50 4.6 s, p99 6.9 s); the prelabeler alone
+  1,435; raw aiokafka 10,879 messages/s produce+consume. FerretDB used 7.2 of the burst's 15.3 CPU-s.
+- MiniLM: prelabeler alone 245 items/s = 88% of model-only's 278 (longest-first pieces; one call at a time 245),
+  its two embedding workers busy 92% of the time; inside the full pipeline 109 = 39%.
+Earlier that day, on a slower, noisier machine (raw aiokafka 12,036 messages/s in the full run of 12:13, model-only
+MiniLM 121-314 texts/s within minutes; steal_seconds now records the hypervisor's share):
+- stub, 12:13: ingest -> prelabeled 575 items/s, ingest -> routed 324 (p50 5.9 s, p99 8.4 s); the prelabeler alone
   1,314. Alternating runs that hour, two each: routed 461 and 442 against 439 and 397 for the code of 09:09,
   prelabeler alone 1,710 and 1,771 against 1,844 and 1,744: the same within the noise.
-- MiniLM: prelabeler alone 206 items/s = 86% of model-only's 239 (longest-first pieces; one call at a time
-  204); inside the full pipeline 98 = 42%. Every run of longest-first pieces that day, alone / model-only:
+- MiniLM, 12:13: prelabeler alone 206 items/s = 86% of model-only's 239 (longest-first pieces; one call at a
+  time 204); inside the full pipeline 98 = 42%. Every run of longest-first pieces that day, alone / model-only:
   pieces of 32: 200/215, 222/205, 198/297, 185/252; of 128 (the default since): 206/239, 194/204 (model-only
   lost 8.7 s to steal), 225/298. So 67-108%, not a steady 85%. Alternating with the code of 09:09 (static
   pairs of 256-text chunks), pieces of 32, three runs each: alone 200, 222, 198 against 178, 160, 189 items/s,
