@@ -404,21 +404,23 @@ class Crowd:
         shown = [lbl for lbl, _ in self.model.top_k(k, golden=True)] if self.model else []
         answer = annotator.answer(self.stream.golden_y[k], self.labels, shown)
         self.golden_by_role[annotator.role] += 1
-        record = self.golden_record.setdefault(annotator.name, [0, 0])
-        record[0] += answer == self.stream.golden_y[k]
-        record[1] += 1
-        acc = golden_accuracy(record[0], record[1])
-        if should_flag(acc, threshold=self.golden_threshold, min_evidence=self.golden_min_evidence):
-            self.suspended.setdefault(annotator.name, self.position)
+        self._record(self.golden_record, annotator.name, answer == self.stream.golden_y[k], self.golden_threshold,
+                     self.golden_min_evidence)
 
     def verdict(self, verdict: Verdict) -> None:
         """An expert's verdict on a lone reviewer, and the suspension rule qc applies to them (threshold 0: off)."""
-        record = self.verdict_record.setdefault(verdict.annotator, [0, 0])
-        record[0] += verdict.upheld
+        self._record(self.verdict_record, verdict.annotator, verdict.upheld, self.verdict_threshold,
+                     self.verdict_min_evidence)
+
+    def _record(self, records: dict[str, list[int]], name: str, ok: bool, threshold: float,
+                min_evidence: int) -> None:
+        """One more outcome in a [right, n] record; qc's rule suspends the annotator when it flags them."""
+        record = records.setdefault(name, [0, 0])
+        record[0] += ok
         record[1] += 1
-        if self.verdict_threshold and should_flag(golden_accuracy(*record), threshold=self.verdict_threshold,
-                                                  min_evidence=self.verdict_min_evidence):
-            self.suspended.setdefault(verdict.annotator, self.position)
+        if threshold and should_flag(golden_accuracy(record[0], record[1]), threshold=threshold,
+                                     min_evidence=min_evidence):
+            self.suspended.setdefault(name, self.position)
 
     def label(self, truth: str, suggested: Sequence[str], role: str, exclude: set[str]) -> tuple[str, str]:
         """One work label for an item from someone of `role` not in exclude; golden tasks may come first."""

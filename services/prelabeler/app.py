@@ -156,13 +156,11 @@ class Prelabeler:
                 ready.append(piece)
                 received += 1
                 # Also flush once every piece left is in a worker's hands, so that what waits for the last
-                # (small) pieces to finish is only those pieces.
+                # (small) pieces to finish is only those pieces; the last piece is always flushed here.
                 if (sum(len(rows) for rows, _ in ready) >= self.settings.publish_chunk
                         or received >= len(pieces) - self.workers):
                     await self._store_and_publish(items, truncated, ready, models)
                     ready = []
-        if ready:
-            await self._store_and_publish(items, truncated, ready, models)
 
     def _encode(self, texts: list[str]) -> EncodeResult:
         with self.encode_seconds.time():  # prometheus_client's metrics are safe to update from worker threads

@@ -446,16 +446,8 @@ class Qc:
         await self.labels.replace_one({"_id": event.event_id}, self._label_doc(event, item), upsert=True)
         correct = item["golden_label"] == event.label
         akey = {"_id": f"{event.project}/{event.annotator_id}"}
-        try:
-            stats = await self.annotators.find_one_and_update(
-                {**akey, "golden_events": {"$ne": event.event_id}},
-                {"$inc": {"golden_n": 1, "golden_correct": int(correct)}, "$push": {"golden_events": event.event_id},
-                 "$set": {"project": event.project, "annotator": event.annotator_id}},
-                upsert=True, return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
-            stats = await self.annotators.find_one(akey)
+        stats = await self._count_once(event.project, event.annotator_id, "golden_events", event.event_id,
+                                       {"golden_n": 1, "golden_correct": int(correct)})
         acc = golden_accuracy(stats["golden_correct"], stats["golden_n"])
         await self.annotators.update_one(akey, {"$set": {"golden_lower": acc.lower, "golden_upper": acc.upper}})
         self.metrics.golden_accuracy.labels(event.project, event.annotator_id).set(acc.accuracy)
@@ -476,17 +468,8 @@ class Qc:
 
     async def _on_verdict(self, cause: Envelope, project: str, item_key: str, verdict: Verdict) -> list[Envelope]:
         """Count an expert's verdict on a lone reviewer (once per item); suspend them when the verdicts say so."""
-        akey = {"_id": f"{project}/{verdict.annotator}"}
-        try:
-            stats = await self.annotators.find_one_and_update(
-                {**akey, "verdict_items": {"$ne": item_key}},
-                {"$inc": {"verdicts_n": 1, "verdicts_upheld": int(verdict.upheld)}, "$push": {"verdict_items": item_key},
-                 "$set": {"project": project, "annotator": verdict.annotator}},
-                upsert=True, return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
-            stats = await self.annotators.find_one(akey)
+        stats = await self._count_once(project, verdict.annotator, "verdict_items", item_key,
+                                       {"verdicts_n": 1, "verdicts_upheld": int(verdict.upheld)})
         s = self.settings
         upheld = golden_accuracy(stats["verdicts_upheld"], stats["verdicts_n"])
         if stats.get("suspended") or not should_flag(upheld, threshold=s.expert_agreement_threshold,
@@ -500,6 +483,21 @@ class Qc:
              "upper": upheld.upper, "threshold": s.expert_agreement_threshold},
             f"experts upheld {upheld.accuracy:.0%} of their escalated labels", {"expert_upheld": upheld.accuracy},
         )
+
+    async def _count_once(self, project: str, annotator: str, seen_field: str, seen: str,
+                          counts: dict[str, int]) -> dict[str, Any]:
+        """Add counts to an annotator's statistics unless `seen` is already listed in seen_field; their
+        statistics after it either way (a redelivered event or item is counted once)."""
+        akey = {"_id": f"{project}/{annotator}"}
+        try:
+            return await self.annotators.find_one_and_update(
+                {**akey, seen_field: {"$ne": seen}},
+                {"$inc": counts, "$push": {seen_field: seen}, "$set": {"project": project, "annotator": annotator}},
+                upsert=True, return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            # Already counted (a redelivery after a crash): the guard did not match, so the upsert collided.
+            return await self.annotators.find_one(akey)
 
     async def _suspend(self, cause: Envelope, project: str, annotator: str, message: str, evidence: dict[str, Any],
                        why: str, review_evidence: dict[str, Any]) -> list[Envelope]:
