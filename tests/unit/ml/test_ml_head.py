@@ -59,6 +59,15 @@ def test_round_trip_through_bytes_gives_identical_probabilities(head):
     assert head.checksum() == sha256_hex(data) == loaded.checksum()
 
 
+def test_warm_started_folds_calibrate_like_cold_started_ones():
+    # Folds start from the full model, which has seen their held-out rows; fitted loosely they keep some
+    # of that, and the temperature comes out lower than honest folds give (-0.005 here at tol=1e-4).
+    X, y = blobs(n_per_class=20, classes=tuple("abcdefghij"))
+    warm = train_head(X, y, encoder_name="hashing-16", C=50.0)
+    cold = train_head(X, y, encoder_name="hashing-16", C=50.0, warm_start_folds=False)
+    assert warm.temperature == pytest.approx(cold.temperature, abs=5e-4)
+
+
 def test_isotonic_head_round_trips():
     X, y = blobs()
     head = train_head(X, y, encoder_name="x", calibration="isotonic")
