@@ -148,7 +148,7 @@ def main() -> None:
         "environment": env_at_start,
         "load_average_at_end": os.getloadavg(),
         "notes": "temperature_cv/isotonic_cv: calibrator fitted on out-of-fold logits of the training rows "
-        "(what train_head does by default: 20 folds under 1,000 rows, else 5; lbfgs tol 1e-6). ece_trained_classes: over test items of classes the subset contains. temperature_heldout: calibrated on --extra-cal unused train rows. "
+        "(what train_head does by default: 20 folds under 1,000 rows, else 5, each fitted from scratch). ece_trained_classes: over test items of classes the subset contains. temperature_heldout: calibrated on --extra-cal unused train rows. "
         "All metrics on the test split; ECE top-label, 15 equal-width bins.",
         "runs": runs,
         "c_sweep": sweep,

@@ -38,6 +38,10 @@ MiniLM 121-314 texts/s within minutes; steal_seconds now records the hypervisor'
   with the tail of each batch cut into smaller pieces and flushed while the last ones run, 95% and 94% (13:15;
   alone / model-only 195/230 and 205/231, 84.8% and 88.7%). The rest is the gap between batches: the handler
   returns, the offsets are committed, the next batch is fetched and claimed in the inbox.
+- Every MiniLM run of the current code (--encoders minilm --loop-items 30 --raw-messages 5000 and the full runs),
+  alone / model-only: 84.8%, 88.7%, 88.4% (the full run of 13:34), 80.3%, 87.4%; 15:03-15:14 four in a row: 242/272
+  (88.7%), 213/263 (80.9%), 228/238 (95.9%), 216/252 (85.5%), workers busy 92-95% in each. Median of the nine
+  87.4%; six of nine at 85% or more. Model-only itself ranged 238-272 texts/s in those ten minutes.
 
 Usage: python bench/pipeline_throughput.py [--items 3000] [--encoders hashing,minilm] [--loop-items 150]
 Writes bench/results/pipeline_throughput.json and prints tables. Service logs: var/bench/<namespace>/.
