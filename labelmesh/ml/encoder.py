@@ -299,6 +299,42 @@ def _configured_max_tokens(model_dir: Path) -> int:
         return DEFAULT_MAX_TOKENS
 
 
+# Half precision is kept only where it embeds like fp32: the smallest cosine between the two, over the probe
+# texts below, must reach this (issue #3). Below it, the service runs fp32.
+FP16_MIN_COSINE = 0.999
+# Short and long, plain and odd: fp16's error grows with the number of tokens pooled, so the last one is cut
+# at max_tokens (256 for MiniLM).
+FP16_PROBE_TEXTS = (
+    "hi",
+    "How do I activate my card?",
+    "my top up was declined twice today and I don't know why, can you check what is going on?",
+    "Which currencies can I hold, exchange and spend with the app, and what are the fees for each?",
+    "I was charged 3.50 EUR extra on a 100 GBP transfer - is that the exchange rate or a fee??",
+    "CARD STOLEN!!! block it now please",
+    "Je n'arrive pas a retirer de l'argent au distributeur",
+    " ".join(["The payment shows as pending in the app although the shop says it went through."] * 20),
+)
+
+
+def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest row-wise cosine similarity between two embeddings of the same texts."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or len(a) == 0:
+        raise ValueError(f"need two non-empty matrices of one shape, got {a.shape} and {b.shape}")
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return float(((a * b).sum(axis=1) / np.maximum(norms, 1e-12)).min())
+
+
+def keep_half_precision(
+    fp32: Encoder, fp16: Encoder, texts: Sequence[str] = FP16_PROBE_TEXTS, threshold: float = FP16_MIN_COSINE,
+) -> tuple[Encoder, float]:
+    """The fp16 encoder if it embeds `texts` within `threshold` cosine of the fp32 one, else the fp32 one;
+    and the smallest cosine measured."""
+    cosine = min_cosine(fp32.encode(texts), fp16.encode(texts))
+    return (fp16 if cosine >= threshold else fp32), cosine
+
+
 def load_encoder(
     spec: str = "minilm",
     device: str = "auto",

@@ -8,7 +8,14 @@ import logging
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from labelmesh.ml.encoder import EncodeResult, Encoder, available_cpus, load_encoder
+from labelmesh.ml.encoder import (
+    FP16_MIN_COSINE,
+    EncodeResult,
+    Encoder,
+    available_cpus,
+    keep_half_precision,
+    load_encoder,
+)
 from labelmesh.runtime.bus import PoisonEvent
 from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
@@ -233,6 +240,11 @@ def create_app(settings: PrelabelerSettings | None = None, encoder: Encoder | No
         encoder = load_encoder(settings.encoder, settings.device, threads=plan.threads)
         if str(getattr(encoder, "device", "cpu")).startswith("cuda"):  # "auto" found a GPU
             plan = encode_plan("cuda", available_cpus(), settings.encode_workers)
+            if settings.fp16:
+                half = load_encoder(settings.encoder, settings.device, fp16=True, threads=plan.threads)
+                encoder, cosine = keep_half_precision(encoder, half)
+                log.info("fp16 %s: smallest cosine to fp32 over the probe texts %.5f (needs %.3f)",
+                         "kept" if encoder is half else "refused", cosine, FP16_MIN_COSINE)
     log.info("embedding %d chunk(s) at a time, %d torch thread(s) each", plan.workers, plan.threads)
     service = Prelabeler(rt, settings, encoder, plan.workers)
     service.wire()

@@ -12,6 +12,11 @@ class PrelabelerSettings(CommonSettings):
 
     encoder: str = "minilm"
     device: str = "cpu"
+    # CUDA only (ignored on CPU): run the encoder in half precision. At start the service embeds a probe set both
+    # ways and keeps fp16 only if every embedding is within cosine 0.999 of fp32 (labelmesh.ml.encoder
+    # .keep_half_precision); otherwise it runs fp32 and says so in its log. Off by default: whether fp16 is
+    # faster on a given GPU is for bench/model_throughput.py --device cuda --fp16 to show first.
+    fp16: bool = False
     # Items per consumed batch at most (a burst fills it; a trickle waits max_wait_ms). Embedded in pieces of
     # encode_piece (0 = concurrency.piece_size: 128 for MiniLM on CPU, 512 on CUDA), longest texts first, while
     # what is done is stored and published every publish_chunk items (bench/pipeline_throughput.py).

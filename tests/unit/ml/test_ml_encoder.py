@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from labelmesh.ml.encoder import Encoder, HashingEncoder, load_encoder
+from labelmesh.ml.encoder import (
+    FP16_PROBE_TEXTS,
+    Encoder,
+    HashingEncoder,
+    keep_half_precision,
+    load_encoder,
+    min_cosine,
+)
 
 SIMILAR = ("How do I reset my card PIN?", "I forgot the PIN code of my card")
 UNRELATED = "The weather in Lisbon is sunny today"
@@ -76,3 +83,42 @@ def test_minilm_matches_sentence_transformers_reference(minilm):
     texts = [*SIMILAR, UNRELATED, "card " * 300]
     ours, theirs = minilm.encode(texts), reference.encode(texts, normalize_embeddings=True)
     assert (ours * theirs).sum(axis=1).min() > 0.9999
+
+
+class Perturbed:
+    """Another encoder's embeddings with a fixed disturbance: stands in for an fp16 copy of it."""
+
+    def __init__(self, base, noise: float = 0.0, round_to_fp16: bool = False) -> None:
+        self.base, self.noise, self.round_to_fp16 = base, noise, round_to_fp16
+        self.name, self.dim = base.name, base.dim
+
+    def encode(self, texts):
+        X = self.base.encode(texts)
+        if self.round_to_fp16:
+            X = X.astype(np.float16).astype(np.float32)
+        return X + self.noise * np.random.default_rng(0).normal(size=X.shape).astype(np.float32)
+
+
+def test_min_cosine_is_the_worst_row():
+    a = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    b = np.array([[2.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    assert min_cosine(a, b) == pytest.approx(0.0)
+    assert min_cosine(a, a * 5) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        min_cosine(a, b[:2])
+
+
+def test_half_precision_is_kept_only_when_it_embeds_like_fp32(minilm):
+    rounded = Perturbed(minilm, round_to_fp16=True)
+    chosen, cosine = keep_half_precision(minilm, rounded)
+    assert chosen is rounded and 0.999 <= cosine <= 1.0
+    # 0.01 per coordinate on unit vectors of 384 dimensions: cosine ~0.98, far outside the bar.
+    noisy = Perturbed(minilm, noise=0.01)
+    chosen, cosine = keep_half_precision(minilm, noisy)
+    assert chosen is minilm and cosine < 0.999
+
+
+def test_the_fp16_probe_reaches_the_token_limit(minilm):
+    result = minilm.encode_with_info(list(FP16_PROBE_TEXTS))
+    assert result.truncated[-1] and result.n_tokens.max() == minilm.max_tokens
+    assert result.n_tokens.min() <= 3

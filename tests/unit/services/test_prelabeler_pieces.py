@@ -82,11 +82,12 @@ def test_a_failing_piece_raises_in_the_caller_and_the_workers_stop():
 
 def test_leaving_early_waits_for_the_piece_in_hand_and_embeds_no_more():
     started = []
-    release = threading.Event()
+    in_hand, release = threading.Event(), threading.Event()
 
     def encode(texts: list[str]) -> EncodeResult:
         started.append(texts)
         if len(started) == 2:  # the piece in hand when the caller leaves
+            in_hand.set()
             release.wait(5)
             time.sleep(0.05)
         return fake_encode(texts)
@@ -95,6 +96,9 @@ def test_leaving_early_waits_for_the_piece_in_hand_and_embeds_no_more():
         texts = ["a"] * 10
         async with contextlib.aclosing(embed_pieces(encode, texts, longest_first(texts, 1), 1)) as embedded:
             async for _ in embedded:
+                # Leave only once the worker holds the second piece: on a busy machine it may not have
+                # taken it yet when the first comes back, and then there is no piece in hand to wait for.
+                assert await asyncio.to_thread(in_hand.wait, 5)
                 release.set()
                 break
         at_close = len(started)
