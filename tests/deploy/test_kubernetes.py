@@ -26,7 +26,7 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 CUSTOM_KINDS = {"KafkaTopic", "Kafka", "KafkaNodePool", "ServiceMonitor", "PrometheusRule"}
 # Which topics each scalable stage consumes in its main consumer group (its replicas split their partitions).
 CONSUMES = {"prelabeler": "item.ingested", "router": "item.prelabeled"}
-OVERLAYS = ("dev", "prod", "prod+scale-out")
+OVERLAYS = ("dev", "prod", "prod+scale-out", "prod+gpu")
 
 
 def _build(path: Path) -> list[dict]:
@@ -37,8 +37,8 @@ def _build(path: Path) -> list[dict]:
 
 @functools.cache
 def render(overlay: str) -> tuple[dict, ...]:
-    if overlay == "prod+scale-out":
-        # The opt-in component on top of prod, as the prod overlay would enable it (kustomize wants relative paths).
+    if overlay.startswith("prod+"):
+        # An opt-in component on top of prod, as the prod overlay would enable it (kustomize wants relative paths).
         import tempfile
 
         prod = yaml.safe_load((K8S / "overlays/prod/kustomization.yaml").read_text())
@@ -47,7 +47,7 @@ def render(overlay: str) -> tuple[dict, ...]:
         rel = lambda p: os.path.relpath(p, tmp)  # noqa: E731
         (tmp / "kustomization.yaml").write_text(yaml.safe_dump({
             "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": prod["namespace"],
-            "resources": [rel(K8S / "overlays/prod")], "components": [rel(K8S / "components/scale-out")],
+            "resources": [rel(K8S / "overlays/prod")], "components": [rel(K8S / "components" / overlay.removeprefix("prod+"))],
         }))
         return tuple(_build(tmp))
     return tuple(_build(K8S / "overlays" / overlay))
@@ -330,3 +330,21 @@ def test_scale_out_autoscales_prelabeler_and_router_within_their_partitions() ->
                                                  "name": f"labelmesh-{service}"}
         assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= partitions[topic]
         assert "replicas" not in deployment("prod+scale-out", service)["spec"], "the autoscaler owns the count"
+
+
+def test_gpu_puts_the_prelabeler_and_nothing_else_on_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = container("prod+gpu", "prelabeler")
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in (
+        deployment("prod+gpu", "prelabeler")["spec"]["template"]["spec"]["tolerations"])
+    for name in list(os.environ):
+        if name.startswith("LABELMESH_"):
+            monkeypatch.delenv(name)
+    for name, value in _environment("prod+gpu", "prelabeler").items():
+        monkeypatch.setenv(name, value)
+    settings = SETTINGS["prelabeler"]()
+    assert settings.device == "cuda" and settings.fp16 is False  # the container's env wins over the ConfigMap's cpu
+    assert _environment("prod", "prelabeler")["LABELMESH_PRELABELER_DEVICE"] == "cpu"
+    for service in SERVICES:
+        if service != "prelabeler":
+            assert container("prod+gpu", service) == container("prod", service)
