@@ -297,22 +297,27 @@ def _peak_rss_mb(stack: Stack) -> dict[str, float]:
     return peaks
 
 
-def _histogram_sums(stack: Stack) -> dict[str, dict[str, list[float]]]:
-    """Per histogram family and 'service label...': [seconds, observations] so far, from each service's /metrics."""
+def _scrape(port: int) -> list[Any]:
+    """A service's /metrics, parsed into metric families (prometheus_client's parser)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return list(text_string_to_metric_families(response.read().decode()))
+
+
+def _histogram_sums(stack: Stack) -> dict[str, dict[str, list[float]]]:
+    """Per histogram family and 'service label...': [seconds, observations] so far, from each service's /metrics."""
     families = {"labelmesh_mongo_command_seconds": ("command", "collection"),
                 "labelmesh_batch_phase_seconds": ("phase",), "labelmesh_batch_seconds": ()}
     out: dict[str, dict[str, list[float]]] = {f: {} for f in families}
     for name, proc in stack.processes.items():
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=5) as response:
-                text = response.read().decode()
+            scraped = _scrape(proc.port)
         except OSError:
             continue
-        for family in text_string_to_metric_families(text):
+        for family in scraped:
             if family.name not in families:
                 continue
             for sample in family.samples:
@@ -325,18 +330,13 @@ def _histogram_sums(stack: Stack) -> dict[str, dict[str, list[float]]]:
 
 def _encode_seconds(stack: Stack) -> tuple[float, float]:
     """The prelabeler's embedding seconds so far, summed over its workers, and its worker count (/metrics)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
     busy, workers = 0.0, 0.0
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.processes['prelabeler'].port}/metrics", timeout=5) as r:
-        for family in text_string_to_metric_families(r.read().decode()):
-            for sample in family.samples:
-                if sample.name == "labelmesh_prelabeler_encode_seconds_sum":
-                    busy = sample.value
-                elif sample.name == "labelmesh_prelabeler_encode_workers":
-                    workers = sample.value
+    for family in _scrape(stack.processes["prelabeler"].port):
+        for sample in family.samples:
+            if sample.name == "labelmesh_prelabeler_encode_seconds_sum":
+                busy = sample.value
+            elif sample.name == "labelmesh_prelabeler_encode_workers":
+                workers = sample.value
     return busy, workers
 
 
