@@ -251,9 +251,9 @@ def train_head(
     calibration: "temperature" (default), "isotonic" (top label only) or "none". Temperature wins on
     the numbers (bench/results/calibration.json, BANKING77 test, CV calibration, means of 10 random
     subsets): test ECE .027 vs .036 at 500 rows, .013 vs .015 at 1,500, .009 vs .008 on all rows (a
-    tie), and lower NLL at every size. It has one parameter (isotonic overfits a 500-row calibration set), keeps
-    the ranking, and rescales every class, so the whole top-k list stays meaningful rather than only
-    the first label.
+    tie), and lower NLL at every size. It has one parameter (isotonic overfits a 500-row calibration
+    set), keeps the ranking, and rescales every class, so the whole top-k list stays meaningful rather
+    than only the first label.
     """
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
