@@ -82,3 +82,12 @@ def by_group(start: Mapping[str, int], end: Mapping[str, int], group_of: Mapping
     for item, group in group_of.items():
         groups.setdefault(group, []).append(item)
     return {group: stage_stats(start, end, members) for group, members in sorted(groups.items())}
+
+
+def cpu_bound_ceiling(cpus: int, model_cpu_ms: float, other_cpu_ms: float, model_items_per_s: float) -> float:
+    """The most items/s a pipeline can reach on `cpus` CPUs that it shares with its model, if every item costs
+    the model's CPU-ms plus `other_cpu_ms` and the CPUs are kept fully busy (a bound no real run beats): the
+    CPU time per second divided by the CPU time per item, and never above the model's own rate."""
+    if cpus <= 0 or model_cpu_ms + other_cpu_ms <= 0:
+        raise ValueError("need CPUs and a positive cost per item")
+    return min(model_items_per_s, cpus * 1000.0 / (model_cpu_ms + other_cpu_ms))

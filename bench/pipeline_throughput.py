@@ -67,7 +67,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import grpc  # noqa: E402
-from _common import REPO, environment, table, write_result  # noqa: E402
+from _common import REPO, cpu_seconds, environment, infra_pids, steal_seconds, table, write_result  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 from pipeline_stats import by_group, first_timestamps, stage_stats  # noqa: E402
@@ -237,48 +237,16 @@ async def _ingest(client: GatewayClient, rows: list[Row], batch: int, concurrenc
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def steal_seconds() -> float:
-    """CPU time the hypervisor gave other guests while this machine's CPUs wanted it (all CPUs, /proc/stat).
-
-    On 2026-12-03 the same model-only timing ran at 121-314 texts/s within minutes; the slowest lost 9 s of
-    a 16 s timing to steal. A ratio measured across a stretch with steal compares unlike things.
-    """
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-
-
-def _infra_pids() -> dict[str, int]:
-    """Kafka's and FerretDB's process ids (read-only: their CPU time during the burst says who was busy)."""
-    found: dict[str, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "kafka.Kafka" in cmd:
-            found["kafka"] = int(entry.name)
-        elif "ferretdb" in cmd.split(" ")[0]:
-            found["ferretdb"] = int(entry.name)
-    return found
-
-
 def _pids(stack: Stack) -> dict[str, int]:
     pids = {name: p.process.pid for name, p in stack.processes.items() if p.process}
-    return pids | _infra_pids() | {"bench": os.getpid()}
+    return pids | infra_pids() | {"bench": os.getpid()}
 
 
 def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     snapshot = {}
     for name, pid in _pids(stack).items():
         try:
-            snapshot[name] = _cpu_seconds(pid)
+            snapshot[name] = cpu_seconds(pid)
         except (OSError, IndexError, ValueError):
             pass
     snapshot["steal"] = steal_seconds()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pipeline_stats import by_group, first_timestamps, latencies_ms, percentile, rate, stage_stats
+from bench.pipeline_stats import (
+    by_group,
+    cpu_bound_ceiling,
+    first_timestamps,
+    latencies_ms,
+    percentile,
+    rate,
+    stage_stats,
+)
 
 
 def test_first_timestamps_keeps_each_items_earliest_record_and_only_wanted_items() -> None:
@@ -53,3 +61,19 @@ def test_by_group_splits_latencies_per_tier() -> None:
     assert list(groups) == ["auto", "single"]
     assert groups["single"].arrived == 2 and groups["single"].max_ms == 300.0
     assert groups["auto"].p99_ms == 50.0
+
+
+def test_cpu_bound_ceiling_divides_the_cpus_time_by_each_items_cost() -> None:
+    # A model filling 2 CPUs at 7.2 CPU-ms per text runs ~278 texts/s; 1.8 CPU-ms of everything else per item
+    # leaves 2,000 / 9.0 = 222 items/s: 80% of the model's rate.
+    assert cpu_bound_ceiling(2, 7.2, 1.8, 2000 / 7.2) == pytest.approx(2000 / 9.0)
+    assert cpu_bound_ceiling(2, 7.2, 1.8, 2000 / 7.2) / (2000 / 7.2) == pytest.approx(0.8)
+
+
+def test_cpu_bound_ceiling_never_passes_the_models_own_rate_and_rejects_no_cost() -> None:
+    # A model that leaves CPUs idle (here 100 texts/s on CPU worth 1,000) still caps the pipeline.
+    assert cpu_bound_ceiling(2, 1.0, 1.0, 100.0) == 100.0
+    with pytest.raises(ValueError):
+        cpu_bound_ceiling(2, 0.0, 0.0, 100.0)
+    with pytest.raises(ValueError):
+        cpu_bound_ceiling(0, 1.0, 1.0, 100.0)
