@@ -27,7 +27,7 @@ Then the encoder alone (`--model`, MiniLM), as the prelabeler runs it on CPU, fo
 text: on CPUs it shares with everything else, a pipeline cannot pass cpus / (model + floor) CPU-ms per item
 (pipeline_stats.cpu_bound_ceiling), and that over the model's own rate bounds goal (b).
 
-Results (bench/results/stack_floor.json, 2026-12-03 17:15-17:19, one run, 3,000 items, three passes of each
+Results (bench/results/stack_floor.json, 2026-12-03 17:14-17:16, one run, 3,000 items, three passes of each
 variant alternating, medians; the services' own burst in pipeline_throughput.json: 382 items/s to routed,
 5.1 CPU-ms per item, FerretDB 2.4 of them):
 
