@@ -59,6 +59,7 @@ import asyncio
 import logging
 import multiprocessing as mp
 import os
+import queue
 import secrets
 import statistics
 import time
@@ -225,6 +226,24 @@ def _last_routed_ms(bootstrap: str, topic: str, items: int) -> tuple[float, floa
     return asyncio.run(read())
 
 
+def _collect(spent: Any, procs: dict[str, Any], timeout: float) -> dict[str, float]:
+    """Each stand-in's CPU seconds as it finishes; a stand-in that died, or a run past `timeout`, is an error."""
+    deadline = time.monotonic() + timeout
+    got: dict[str, float] = {}
+    while len(got) < len(procs):
+        try:
+            name, seconds = spent.get(timeout=1.0)
+            got[name] = seconds
+        except queue.Empty:
+            dead = [n for n, p in procs.items() if n not in got and p.exitcode is not None]
+            if dead:
+                raise RuntimeError(f"stand-in(s) {dead} exited before handling every item") from None
+            if time.monotonic() > deadline:
+                missing = sorted(set(procs) - set(got))
+                raise RuntimeError(f"stand-ins {missing} not done after {timeout:.0f} s") from None
+    return got
+
+
 def run(writes: str, items: int, settings: CommonSettings, timeout: float) -> dict[str, Any]:
     """One pass of `items` items through the five stand-ins; rates and CPU per item from `go` to the end."""
     prefix = f"floor{secrets.token_hex(4)}."
@@ -247,7 +266,7 @@ def run(writes: str, items: int, settings: CommonSettings, timeout: float) -> di
         steal = steal_seconds()
         started_ms = time.time() * 1000.0
         go.set()
-        stand_ins = dict(spent.get(timeout=timeout) for _ in STAGES)
+        stand_ins = _collect(spent, procs, timeout)
         finished_ms = time.time() * 1000.0
         after = {name: cpu_seconds(pid) for name, pid in infra.items()}
         steal = steal_seconds() - steal
