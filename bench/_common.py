@@ -17,7 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/x.py` from any checkout or worktree
     sys.path.insert(0, str(REPO))
 
-DATASET = Path(os.environ.get("BANKING77_DIR", "/work/shared/datasets/banking77"))
+from labelmesh.datasets import DEFAULT_DIR  # noqa: E402
+
+DATASET = Path(os.environ.get("BANKING77_DIR", DEFAULT_DIR))
 CACHE = REPO / ".cache" / "embeddings"
 RESULTS = REPO / "bench" / "results"
 

@@ -1,4 +1,4 @@
-"""BANKING77 from ../shared/datasets (never downloaded at run time)."""
+"""BANKING77, shipped inside the package (labelmesh/data/banking77, CC BY 4.0); never downloaded at run time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = REPO_ROOT.parent / "shared" / "datasets" / "banking77"
+DEFAULT_DIR = Path(__file__).resolve().parent / "data" / "banking77"
 
 
 @dataclass(frozen=True)
