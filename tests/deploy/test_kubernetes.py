@@ -26,7 +26,11 @@ KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 CUSTOM_KINDS = {"KafkaTopic", "Kafka", "KafkaNodePool", "ServiceMonitor", "PrometheusRule"}
 # Which topics each scalable stage consumes in its main consumer group (its replicas split their partitions).
 CONSUMES = {"prelabeler": "item.ingested", "router": "item.prelabeled"}
-OVERLAYS = ("dev", "prod", "prod+scale-out", "prod+gpu")
+OVERLAYS = ("dev", "prod", "prod+gpu")
+# Keyed by item id: a service reading several of them in one group owns the same partition numbers of each
+# (Kafka's range assignor), which needs equal partition counts. project.configured and model.updated are keyed
+# by project and read by every replica.
+ITEM_KEYED = {"item.ingested", "item.prelabeled", "item.routed", "label.submitted", "label.finalized", "qc.flagged"}
 
 
 def _build(path: Path) -> list[dict]:
@@ -313,23 +317,40 @@ def test_disruption_budgets_cover_every_service_and_never_block_a_drain(overlay:
     assert dict(covered) == {s: 1 for s in SERVICES}
 
 
-def test_overlays_do_not_scale_out_stateful_consumers_yet() -> None:
-    """Until prelabeler and router refresh their in-memory state on every replica, nothing runs two of them."""
-    for overlay in ("dev", "prod"):
-        assert objects(overlay, "HorizontalPodAutoscaler") == {}
-        assert all(deployment(overlay, s)["spec"]["replicas"] == 1 for s in SERVICES)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_but_the_trainer_runs_replicas_that_roll_out_safely(overlay: str) -> None:
+    """Two or more replicas of each consumer group; the trainer alone, replaced only after it stopped."""
+    autoscalers = objects(overlay, "HorizontalPodAutoscaler")
+    for s in SERVICES:
+        spec = deployment(overlay, s)["spec"]
+        hpa = autoscalers.get(f"labelmesh-{s}")
+        replicas = hpa["spec"]["minReplicas"] if hpa else spec["replicas"]
+        if s == "trainer":
+            assert replicas == 1 and hpa is None and spec["strategy"] == {"type": "Recreate"}
+            continue
+        assert replicas >= 2, f"{s} runs {replicas} replica(s)"
+        # The new pod is ready (broker and database reachable) before an old one is stopped.
+        assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+        assert container(overlay, s)["readinessProbe"]["httpGet"]["path"] == "/ready"
 
 
-def test_scale_out_autoscales_prelabeler_and_router_within_their_partitions() -> None:
-    autoscalers = objects("prod+scale-out", "HorizontalPodAutoscaler")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_item_keyed_topics_share_one_partition_count(overlay: str) -> None:
+    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in objects(overlay, "KafkaTopic").values()}
+    assert ITEM_KEYED <= set(partitions)
+    assert len({partitions[t] for t in ITEM_KEYED}) == 1, {t: partitions[t] for t in ITEM_KEYED}
+
+
+def test_prod_autoscales_prelabeler_and_router_within_their_partitions() -> None:
+    autoscalers = objects("prod", "HorizontalPodAutoscaler")
     assert set(autoscalers) == {"labelmesh-prelabeler", "labelmesh-router"}
-    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in objects("prod+scale-out", "KafkaTopic").values()}
+    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in objects("prod", "KafkaTopic").values()}
     for service, topic in CONSUMES.items():
         hpa = autoscalers[f"labelmesh-{service}"]
         assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
                                                  "name": f"labelmesh-{service}"}
         assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= partitions[topic]
-        assert "replicas" not in deployment("prod+scale-out", service)["spec"], "the autoscaler owns the count"
+        assert "replicas" not in deployment("prod", service)["spec"], "the autoscaler owns the count"
 
 
 def test_gpu_puts_the_prelabeler_and_nothing_else_on_one_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
