@@ -1,6 +1,7 @@
 """Crash tests under load: SIGKILL each service mid-stream, restart Kafka, restart FerretDB; then prove nothing was lost.
 
     python -m bench.crash_recovery [--rate 4] [--max-items 5000]
+    python -m bench.crash_recovery --replicas 2     # replicas: kill one of each, roll every service, scale out and in
 
 The run has a Kafka broker and a FerretDB of its own (deploy/local's scripts on other ports, with a var
 directory of its own), so restarting them disturbs nothing else on the machine. The five services run as
@@ -8,6 +9,11 @@ separate processes (labelmesh.stack). While items stream in through the gateway 
 label over gRPC, one fault at a time:
 
     SIGKILL gateway, prelabeler, router, qc, trainer (each restarted at once), then restart Kafka, then FerretDB.
+
+With --replicas N every service but the trainer runs N processes, annotators reach the gateways through
+client-side round-robin over all their ports, and the faults are those of a Kubernetes deployment instead
+(REPLICA_FAULTS): SIGKILL one replica of each service in turn, a rolling restart of every service (the new
+process ready before the old one gets SIGTERM), then the prelabeler and router scaled to 1, 3 and back to 1.
 
 For each fault it records how long the component took to be back (ready, or answering) and how long until
 the pipeline produced again (the next final label after it was back). At the end, with every item labelled,
@@ -17,7 +23,9 @@ it checks the invariants of issue #7 against the real stores and topics:
   (the trainer's example and the router's label are qc's latest version);
 - no final label is duplicated: one event id per (item, version) on label.finalized, versions 1..n;
 - no acknowledged submission is lost: each is on label.submitted and in qc's labels;
-- consumer lag is zero for every service's groups, and nothing went to the dead-letter topic.
+- consumer lag is zero for every service's groups, and nothing went to the dead-letter topic;
+- no task slot was claimed twice: nobody answered one routed task twice, and no task got more answers than
+  the annotators it asked for (read from item.routed and label.submitted, whatever the gateway stores).
 
 Results go to bench/results/crash_recovery.json (and are printed); tests/e2e/test_crash_recovery.py runs a
 smaller version and asserts the invariants.
@@ -50,7 +58,7 @@ from labelmesh.events import read_lines
 from labelmesh.infra import create_topics
 from labelmesh.replay import consumer_lag
 from labelmesh.runtime.settings import CommonSettings
-from labelmesh.stack import SERVICES, Stack
+from labelmesh.stack import SERVICES, Stack, instance_name
 from schemas.events import derived_id
 from schemas.rpc import gateway_pb2 as pb
 
@@ -199,14 +207,19 @@ async def _wait(check: Any, timeout: float, what: str, interval: float = 0.25) -
 async def _fault(action: str, stack: Stack, infra: PrivateInfra, load: Load) -> Fault:
     fault = Fault(action, time.monotonic())
     print(f"  fault: {action}", flush=True)
+    words = action.split()
     if action.startswith("SIGKILL "):
-        name = action.split()[1]
+        name = words[1]
         process = stack.processes[name].process
         assert process is not None
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait)
         stack.start(name)
         await stack.wait_ready((name,), timeout=180)
+    elif action.startswith("rolling restart "):
+        await stack.rolling_restart(words[2])
+    elif action.startswith("scale "):
+        await stack.scale(words[1], int(words[2]))
     elif action == "restart Kafka":
         await asyncio.to_thread(infra.script, "kafka.sh", "stop")
         await asyncio.to_thread(infra.script, "kafka.sh", "start")
@@ -251,7 +264,15 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
     finally:
         await mongo.close()
     finalized = await _read_topic(settings, "label.finalized")
-    submitted = {r["event_id"] for r in await _read_topic(settings, "label.submitted")}
+    submitted_events = await _read_topic(settings, "label.submitted")
+    submitted = {r["event_id"] for r in submitted_events}
+    required = {r["event_id"]: r["required_annotators"] for r in await _read_topic(settings, "item.routed")}
+    answers: dict[str, set[str]] = defaultdict(set)  # task -> annotators who answered it
+    per_annotator: Counter[tuple[str, str]] = Counter()  # (task, annotator) -> distinct submissions
+    for r in submitted_events:
+        if r["project"] == PROJECT and not r.get("golden") and not r.get("session_id"):
+            answers[r["task_id"]].add(r["annotator_id"])
+            per_annotator[(r["task_id"], r["annotator_id"])] += 1
     dead = await _read_topic(settings, "deadletter")
     ids_per_version: dict[tuple[str, int], set[str]] = defaultdict(set)
     versions: dict[str, set[int]] = defaultdict(set)
@@ -275,6 +296,9 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
         "submissions_acknowledged": len(load.submissions),
         "submissions_missing_on_topic": len(submission_events - submitted),
         "submissions_missing_in_qc": len(submission_events - qc_labels),
+        "tasks_answered_twice_by_one_annotator": sorted(f"{t} {a}" for (t, a), n in per_annotator.items() if n > 1)[:20],
+        "tasks_with_more_answers_than_slots": sorted(t for t, who in answers.items()
+                                                     if t in required and len(who) > required[t])[:20],
         "consumer_lag": lag,
         "dead_letters": [d.get("reason", "")[:300] for d in dead],
     }
@@ -291,7 +315,8 @@ def broken(invariants: dict[str, Any]) -> list[str]:
     if invariants["items_with_final"] != invariants["items_ingested"]:
         problems.append(f"items without a final label: {invariants['items_without_final']}")
     for name in ("duplicated_final_versions", "items_with_gaps_in_versions", "finals_missing_on_topic",
-                 "trainer_disagrees", "router_disagrees", "dead_letters"):
+                 "trainer_disagrees", "router_disagrees", "dead_letters", "tasks_answered_twice_by_one_annotator",
+                 "tasks_with_more_answers_than_slots"):
         if invariants[name]:
             problems.append(f"{name}: {invariants[name]}")
     for name in ("open_tasks_for_final_items", "submissions_missing_on_topic", "submissions_missing_in_qc"):
@@ -303,7 +328,7 @@ def broken(invariants: dict[str, Any]) -> list[str]:
 
 
 async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], seed: int = 7,
-              settle_timeout: float = 600) -> dict[str, Any]:
+              settle_timeout: float = 600, replicas: int = 1) -> dict[str, Any]:
     infra = PrivateInfra(var_dir)
     if var_dir.exists():  # a clean start: the checks count everything in these stores and topics
         await asyncio.to_thread(infra.down)
@@ -323,6 +348,7 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
              # A killed consumer's partitions wait this long for it before the restarted one gets them.
              "LABELMESH_SESSION_TIMEOUT_MS": "15000"},
         log_dir=var_dir / "services", port_offset=300, grpc_port=50351,
+        replicas={s: 1 if s == "trainer" else replicas for s in SERVICES},
     )
     rows = [r for r in load("train") if r.label in LABELS]
     random.Random(seed).shuffle(rows)
@@ -330,7 +356,9 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
     truth = {r.item_id: r.label for r in rows}
     state = Load()
     stop, stop_watch = asyncio.Event(), asyncio.Event()
-    client = GatewayClient(f"127.0.0.1:{stack.grpc_port}", ADMIN)
+    # Every port a gateway replica may take during the run (rolling restarts start replacements on fresh ones):
+    # gRPC's round-robin spreads calls over those that answer, as a headless Service would on Kubernetes.
+    client = GatewayClient.balanced([stack.grpc_port + n for n in range(MAX_GATEWAYS)], ADMIN)
     mongo: AsyncMongoClient | None = None
     started = time.monotonic()
     try:
@@ -396,6 +424,14 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
 
 
 FAULTS = [*(f"SIGKILL {name}" for name in SERVICES), "restart Kafka", "restart FerretDB"]
+# With replicas: what a Kubernetes deployment does to them (the trainer is a singleton, so its own are kept).
+REPLICA_FAULTS = [
+    *(f"SIGKILL {instance_name(s, 0 if s == 'trainer' else 1)}" for s in SERVICES),
+    *(f"rolling restart {s}" for s in SERVICES),
+    "scale prelabeler 1", "scale router 1", "scale prelabeler 3", "scale router 3", "scale prelabeler 1", "scale router 1",
+]
+# A rolling restart of two gateways starts replacements on the next two ports.
+MAX_GATEWAYS = 4
 
 
 def main() -> None:
@@ -403,10 +439,12 @@ def main() -> None:
     parser.add_argument("--max-items", type=int, default=5000, help="ingestion stops when the faults are over")
     parser.add_argument("--rate", type=float, default=4.0, help="items ingested per second")
     parser.add_argument("--var", type=Path, default=REPO / "var" / "crash")
+    parser.add_argument("--replicas", type=int, default=1, help="processes per service (the trainer runs one)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.var, args.max_items, args.rate, FAULTS))
-    payload = {"environment": environment(), **result}
-    path = write_result("crash_recovery", payload)
+    faults = FAULTS if args.replicas == 1 else REPLICA_FAULTS
+    result = asyncio.run(run(args.var, args.max_items, args.rate, faults, replicas=args.replicas))
+    payload = {"environment": environment(), "replicas": args.replicas, **result}
+    path = write_result("crash_recovery" if args.replicas == 1 else "replicas", payload)
     print(json.dumps(payload, indent=2))
     print(f"written to {path}")
 

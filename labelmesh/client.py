@@ -18,6 +18,14 @@ class GatewayClient:
         self.annotation = pb_grpc.AnnotationServiceStub(self.channel)
         self.admin = pb_grpc.AdminServiceStub(self.channel)
 
+    @classmethod
+    def balanced(cls, ports: list[int], token: str, host: str = "127.0.0.1") -> GatewayClient:
+        """One channel over several gateway replicas: gRPC's round_robin policy spreads calls over those that
+        answer and skips those that do not (a replica being restarted), as a headless Service lets it do."""
+        target = "ipv4:" + ",".join(f"{host}:{port}" for port in ports)
+        channel = grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
+        return cls(target, token, channel)
+
     def as_user(self, token: str) -> GatewayClient:
         """The same channel with another caller's token."""
         return GatewayClient("", token, self.channel)

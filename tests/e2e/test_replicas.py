@@ -1,0 +1,32 @@
+"""Issue #19's replica test: every service but the trainer at two processes, under load, through what Kubernetes
+does to them (a replica killed, a rolling restart of every service, prelabeler and router scaled 1 -> 3 -> 1),
+then every invariant of the crash run, task slots included.
+
+It brings up a Kafka broker and a FerretDB of its own (bench/crash_recovery.py's), like test_crash_recovery.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.crash_recovery import REPLICA_FAULTS, run
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.timeout(1800)
+async def test_two_replicas_of_every_service_survive_kills_rollouts_and_scaling(tmp_path: Path) -> None:
+    result = await run(tmp_path / "replicas", max_items=2000, rate=2.0, faults=REPLICA_FAULTS, settle_timeout=600,
+                       replicas=2)
+
+    assert [f["action"] for f in result["faults"]] == REPLICA_FAULTS
+    stalled = [f["action"] for f in result["faults"] if f["first_final_after_s"] is None]
+    assert not stalled, f"no final label came after: {stalled}"
+    invariants = result["invariants"]
+    assert invariants["items_ingested"] >= 100, "items kept coming in while the faults happened"
+    assert invariants["submissions_acknowledged"] > 0, "people labelled during the faults"
+    assert result["broken"] == [], result["broken"]
+    # Every process, those scaled in or rolled out included, ended by a graceful SIGTERM.
+    assert all(code == 0 for code in result["service_exit_codes"].values()), result["service_exit_codes"]
