@@ -139,17 +139,14 @@ class Passes:
             return
         result = await asyncio.to_thread(dawid_skene, records)
         items_per_worker = Counter(w for _, w in {(t, w) for t, w, _ in records})
-        writes = []
         for worker, accuracy in result.worker_accuracy.items():
             self.metrics.reliability.labels(project, worker).set(accuracy)
-            writes.append(UpdateOne(
-                {"_id": f"{project}/{worker}"},
-                {"$set": {"project": project, "annotator": worker, "ds_accuracy": accuracy,
-                          "ds_items": items_per_worker[worker]}},
-                upsert=True,
-            ))
-        if writes:
-            await bulk_write(self.db["annotators"], writes, ordered=False)
+        # One document per project, beside (not in) the annotators' own: those have another writer, the owner
+        # of the annotator's partition (services/qc/store.py).
+        await self.db["reliability"].replace_one({"_id": project}, {
+            "project": project,
+            "annotators": [{"annotator": w, "accuracy": a, "items": items_per_worker[w]}
+                           for w, a in sorted(result.worker_accuracy.items())]}, upsert=True)
 
     # --- drift and fatigue -------------------------------------------------------------------------------
     async def drift(self, project: str, annotators: Sequence[str]) -> list[QcFlagged]:

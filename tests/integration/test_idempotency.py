@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -24,15 +25,19 @@ from labelmesh.runtime.service import ServiceRuntime
 from labelmesh.state_digest import database_digest
 from schemas.events import (
     Envelope,
+    EvidenceKind,
     ItemIngested,
     ItemRouted,
     LabelScore,
     LabelSubmitted,
     ProjectConfigured,
+    QcEvidence,
     TextPayload,
     Thresholds,
     Tier,
+    parse_event,
 )
+from schemas.keys import annotator_key
 from services.qc.app import create_app
 from services.qc.settings import QcSettings
 from tests.kafka_helpers import Env
@@ -207,7 +212,13 @@ def test_a_golden_answer_redelivered_after_a_crash_counts_once_and_is_not_dead_l
             records = [qc.record(answer)]
             await qc.crash_midway(records, 1)  # counted, then killed before the batch finished
             await qc.deliver(records)
-            stats = await qc.runtime.db["annotators"].find_one({"_id": f"{PROJECT}/ann1"})
+            # Both attempts told the owner of ann1's statistics; it gets each announcement on its own.
+            published = [parse_event(json.dumps(r)) for r in await env.read_all(QcEvidence.TOPIC)]
+            golden = [e for e in published if isinstance(e, QcEvidence) and e.kind is EvidenceKind.GOLDEN]
+            assert len(golden) == 2 and golden[0].event_id == golden[1].event_id, "the same fact, announced twice"
+            for event in published:
+                await qc.runtime.bus._handle_records([qc.record(event)], qc.runtime.component.on_evidence)
+            stats = await qc.runtime.db["annotators"].find_one({"_id": annotator_key(PROJECT, "ann1")})
             handled = await qc.runtime.db["processed_events"].count_documents({"_id": answer.event_id})
             return stats, handled
 

@@ -1,0 +1,121 @@
+"""qc's documents and the domain objects they hold: items, labels, annotator and project tallies, outboxes.
+
+Who writes what (DESIGN.md, "Replicas and ownership"): `items` and `labels` only the owner of the item's
+partition (services/qc/items.py); `annotators`, `project_stats`, `evidence` and every project-wide pass result
+(`agreement`, `reliability`, `label_issues`, `label_error_passes`) only the owner of the annotator's or the
+project's partition of qc.evidence (services/qc/tally.py). Each reads the other's documents, never writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from labelmesh.runtime.mongo import find_by_ids
+from schemas.events import Envelope, LabelSubmitted, Tier, parse_event
+from schemas.keys import annotator_key
+from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
+from services.qc.domain.reliability import reliability as annotator_reliability
+from services.qc.domain.tally import AnnotatorTally, ProjectTally
+from services.qc.finalize import ItemState, Vote
+
+
+def outbox(cause: Envelope, events: Sequence[Envelope]) -> dict[str, Any]:
+    """Stored in the same write as the decision it announces: what to publish again if the process dies
+    between that write and the publish (labelmesh.runtime.inbox's in-flight list says when)."""
+    # JSON text, not documents: FerretDB 1.24 rejects nested arrays, which a flag's evidence can hold.
+    # Which event caused a decision depends on how the stream was batched: kept out of the state proper
+    # (labelmesh.state_digest treats `outbox` as volatile), so a replay still rebuilds equal state.
+    return {"outbox": {"cause": cause.event_id, "events": [e.model_dump_json() for e in events]}}
+
+
+def unpack(stored: Mapping[str, Any] | None) -> list[Envelope]:
+    return [parse_event(raw) for raw in (stored or {}).get("outbox", {}).get("events", [])]
+
+
+def item_state(doc: Mapping[str, Any]) -> ItemState:
+    return ItemState(
+        trusted_label=doc.get("trusted_label"),
+        golden_label=doc.get("golden_label"),
+        tier=Tier(doc["tier"]) if doc.get("tier") else None,
+        required=doc.get("required", 0),
+        spot_check=doc.get("spot_check", False),
+        escalated=doc.get("escalated", False),
+        prelabel=tuple(doc["prelabel"]) if doc.get("prelabel") else None,  # type: ignore[arg-type]
+        top_k=tuple((s["label"], s["probability"]) for s in doc.get("routed_top_k") or ()),
+        votes=tuple(Vote(v["annotator"], v["label"], v["expert"]) for v in doc.get("votes", [])),
+        final_label=(doc.get("final") or {}).get("label"),
+    )
+
+
+def label_doc(event: LabelSubmitted) -> dict[str, Any]:
+    """One document per human label: the sequences agreement, drift and the calibration report read.
+
+    Only what the event says: anything taken from the item (its pre-label) would depend on whether
+    item.routed happened to be consumed first, and a replay would rebuild different documents.
+    """
+    return {"project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
+            "label": event.label, "expert": event.role == "expert", "golden": event.golden,
+            "time_spent_ms": event.time_spent_ms, "session": event.session_id, "at": event.occurred_at}
+
+
+def vote_doc(event: LabelSubmitted) -> dict[str, Any]:
+    return {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
+            "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
+            "event_id": event.event_id, "at": event.occurred_at}
+
+
+_ANNOTATOR_FIELDS = ("labels", "golden_n", "golden_correct", "verdicts_n", "verdicts_upheld")
+_PROJECT_FIELDS = ("labels", "finals", "spot_n", "spot_correct")
+
+
+def annotator_tally(doc: Mapping[str, Any] | None) -> AnnotatorTally:
+    return AnnotatorTally(**{f: (doc or {}).get(f, 0) for f in _ANNOTATOR_FIELDS})
+
+
+def annotator_fields(tally: AnnotatorTally) -> dict[str, Any]:
+    acc = tally.golden
+    return {**{f: getattr(tally, f) for f in _ANNOTATOR_FIELDS}, "golden_lower": acc.lower, "golden_upper": acc.upper}
+
+
+def project_tally(doc: Mapping[str, Any] | None) -> ProjectTally:
+    return ProjectTally(**{f: (doc or {}).get(f, 0) for f in _PROJECT_FIELDS})
+
+
+def project_fields(tally: ProjectTally) -> dict[str, Any]:
+    return {f: getattr(tally, f) for f in _PROJECT_FIELDS}
+
+
+class QcStore:
+    """qc's collections, and the reads both of its handlers share."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.db = db
+        self.items = db["items"]
+        self.labels = db["labels"]
+        self.annotators = db["annotators"]
+        self.project_stats = db["project_stats"]
+        self.evidence = db["evidence"]
+        self.reliability_docs = db["reliability"]
+
+    async def reliability(self, project: str) -> dict[str, float]:
+        """Annotators with evidence (golden answers or a Dawid-Skene estimate); the others get consensus' default."""
+        golden = {d["annotator"]: d async for d in self.annotators.find(
+            {"project": project}, {"annotator": 1, "golden_n": 1, "golden_correct": 1})}
+        ds_doc = await self.reliability_docs.find_one({"_id": project}) or {}
+        ds = {r["annotator"]: r for r in ds_doc.get("annotators", [])}
+        out = {}
+        for name in golden.keys() | ds.keys():
+            g, d = golden.get(name, {}), ds.get(name, {})
+            if g.get("golden_n", 0) > 0 or d.get("items", 0) >= DEFAULT_MIN_DS_ITEMS:
+                out[name] = annotator_reliability(g.get("golden_correct", 0), g.get("golden_n", 0),
+                                                  d.get("accuracy"), d.get("items", 0))
+        return out
+
+    async def suspended(self, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which (project, annotator) pairs are suspended, looked up by `_id`."""
+        docs = await find_by_ids(self.annotators, [annotator_key(p, a) for p, a in pairs],
+                                 {"project": 1, "annotator": 1, "suspended": 1})
+        return {(d["project"], d["annotator"]) for d in docs if d.get("suspended")}
