@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import bulk_write, find_by_ids
 from schemas.events import FlagKind, FlagSubject, Provenance, QcFlagged, derived_id, utcnow
+from schemas.keys import annotator_key, item_key
 from services.qc.domain import drift, quality_drift
 from services.qc.domain.agreement import AgreementReport, Record, agreement, below_threshold
 from services.qc.domain.consensus import dawid_skene
@@ -198,7 +199,7 @@ class Passes:
                                 {"test": test, "annotator": annotator, "labels_seen": len(own), **evidence},
                                 cause=(annotator, test)))
             await self.db["annotators"].update_one(
-                {"_id": f"{project}/{annotator}"},
+                {"_id": annotator_key(project, annotator)},
                 {"$set": {"project": project, "annotator": annotator, "drift_flagged": sorted(done | set(new)),
                           "drift_at": utcnow()}},
                 upsert=True,
@@ -224,12 +225,12 @@ class Passes:
         self.metrics.label_issues.labels(project).set(len(issues))
         top = issues[: self.settings.label_error_max_flags]
         known = {d["_id"]: d for d in await find_by_ids(self.db["label_issues"],
-                                                         [f"{project}/{i.item_id}" for i in top])}
+                                                         [item_key(project, i.item_id) for i in top])}
         out: list[QcFlagged] = []
         writes = []
         for rank, issue in enumerate(top, start=1):
             final = by_id[issue.item_id]["final"]
-            key = f"{project}/{issue.item_id}"
+            key = item_key(project, issue.item_id)
             evidence = {"given": issue.given, "suggested": issue.suggested, "self_confidence": issue.self_confidence,
                         "normalized_margin": issue.normalized_margin, "rank": rank, "of": len(issues),
                         "pass": pass_no, "labelled_items": len(docs), "final_version": final["version"]}

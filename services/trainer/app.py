@@ -31,6 +31,7 @@ from schemas.events import (
     derived_id,
     utcnow,
 )
+from schemas.keys import item_key
 from services.trainer.evaluation import (
     Evaluation,
     decide_promotion,
@@ -132,9 +133,9 @@ class Trainer:
         # "newer version only" is decided here rather than in the update's filter.
         finals = [e for e in events if isinstance(e, LabelFinalized)]
         stored = {d["_id"]: d.get("version", 0) for d in await find_by_ids(
-            self.examples, [f"{e.project}/{e.item_id}" for e in finals], {"version": 1})}
+            self.examples, [item_key(e.project, e.item_id) for e in finals], {"version": 1})}
         for event in events:
-            key = f"{event.project}/{event.item_id}"
+            key = item_key(event.project, event.item_id)
             if isinstance(event, ItemPrelabeled):
                 vector = np.asarray(event.embedding, dtype=np.float32)
                 sets.setdefault(key, {"_id": key}).update(
@@ -147,7 +148,7 @@ class Trainer:
                     project=event.project, item_id=event.item_id, label=event.label, version=event.version,
                     provenance=event.provenance.value, golden=event.golden, guideline_version=event.guideline_version,
                     holdout=event.golden or in_holdout(event.project, event.item_id, self.settings.holdout_fraction))
-                versions.append({"_id": f"{event.project}/{event.item_id}@{event.version}",
+                versions.append({"_id": f"{key}@{event.version}",
                                  "project": event.project, "item_id": event.item_id, "version": event.version,
                                  "label": event.label, "provenance": event.provenance.value,
                                  "guideline_version": event.guideline_version, "at": event.occurred_at})
