@@ -76,6 +76,17 @@ class Items:
             self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
                                                np.frombuffer(doc["embedding"], np.float32))
 
+    async def on_finalized(self, events: list[Envelope]) -> None:
+        """Every final label, whichever replica decided it, into this replica's index (memory only): the kNN
+        check of an item compares it with all labelled items, not only those of this replica's partitions."""
+        finals = [e for e in events if isinstance(e, LabelFinalized)]
+        docs = await find_by_ids(self.items, [item_key(e.project, e.item_id) for e in finals],
+                                 {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1})
+        for doc in docs:  # the stored final label: the latest, whatever order the events come in
+            if "embedding" in doc and "final" in doc:
+                self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
+                                                   np.frombuffer(doc["embedding"], np.float32))
+
     def _index(self, project: str) -> LabelledIndex:
         return self.indexes.setdefault(project, LabelledIndex())
 

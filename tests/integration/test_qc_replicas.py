@@ -26,7 +26,7 @@ from schemas.keys import annotator_key
 from services.qc.app import create_app
 from services.qc.settings import QcSettings
 from tests.conftest import eventually
-from tests.integration.test_qc import _config, _ingest, _label, _route
+from tests.integration.test_qc import _config, _ingest, _label, _pre, _route
 from tests.kafka_helpers import Env, new_env
 
 pytestmark = pytest.mark.integration
@@ -142,3 +142,31 @@ async def test_two_replicas_decide_once_and_count_like_one(env: Env, range_assig
     differing = [name for name in COMPARED if digest.get(name) != reference.get(name)]
     assert not differing, f"two replicas left other state than one in {differing}"
     assert set(COMPARED) <= reference.keys()
+
+
+async def test_a_replica_indexes_the_final_labels_another_replica_decided(env: Env) -> None:
+    """The kNN check's index is memory: each replica fills it from every final label (a broadcast subscription
+    once the bus has them), reading the embedding from the owner's document."""
+    settings = env.settings(QcSettings)
+    owner = create_app(settings)
+    await owner.start()
+    try:
+        items = [f"n{i}" for i in range(6)]
+        await env.publish_events([_config(P)] + [_ingest(P, i, trusted_label="a") for i in items]
+                                 + [_pre(P, i, "a", seed=n) for n, i in enumerate(items)])
+        finals = await env.read(LabelFinalized.TOPIC, lambda rs: len(rs) >= len(items))
+
+        async def embedded() -> bool:
+            return await owner.db["items"].count_documents({"embedding": {"$exists": True}}) == len(items)
+
+        await eventually(embedded)
+    finally:
+        await owner.stop()
+    other = create_app(settings)  # not started: its handler is driven directly, as the bus would
+    try:
+        assert not other.component.indexes.get(P)
+        await other.component.items.on_finalized([LabelFinalized.model_validate(r) for r in finals])
+        _, labels, ids = other.component.indexes[P].rows()
+        assert sorted(ids) == items and set(labels) == {"a"}
+    finally:
+        await other.mongo.close()
