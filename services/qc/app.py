@@ -48,9 +48,9 @@ class Qc:
 
     def wire(self) -> None:
         self.catalog.attach(self.rt.bus)
-        self.rt.bus.subscribe(ITEM_TOPICS, self._publishing(self.items.on_events))
+        self.rt.bus.subscribe(ITEM_TOPICS, self.on_events)
         # Its own group: the owner of a `project/annotator` or `project` key of qc.evidence owns those statistics.
-        self.rt.bus.subscribe([QcEvidence.TOPIC], self._publishing(self.tallies.on_events), name=f"{SERVICE}.tally")
+        self.rt.bus.subscribe([QcEvidence.TOPIC], self.on_evidence, name=f"{SERVICE}.tally")
         self.rt.on_start.append(self.items.restore)
         # Every replica reads every final label into its kNN index (memory only). Needs the bus's broadcast
         # subscriptions (labelmesh.runtime.bus, being changed beside this): wired as soon as it has them.
@@ -68,7 +68,7 @@ class Qc:
 
         return on_events
 
-    # The handlers as the bus calls them (tests drive them through the bus's own path).
+    # The handlers as the bus calls them: each returns what to publish, published once it returned.
     @property
     def on_events(self) -> Callable[[list[Envelope]], Awaitable[None]]:
         return self._publishing(self.items.on_events)

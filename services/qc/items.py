@@ -178,6 +178,7 @@ class Items:
         sets: dict[str, dict[str, Any]] = {}
         vectors: dict[str, np.ndarray] = {}
         touched: dict[str, Envelope] = {}
+        ingested: set[str] = set()
         for event in run:
             if not isinstance(event, (ItemIngested, ItemPrelabeled, ItemRouted)):
                 continue
@@ -186,6 +187,7 @@ class Items:
             if isinstance(event, ItemIngested):
                 update |= {"golden_label": event.golden_label, "trusted_label": event.trusted_label}
                 touched[key] = event
+                ingested.add(key)
             elif isinstance(event, ItemPrelabeled):
                 update["top_k"] = [s.model_dump() for s in event.top_k]
                 vector = np.asarray(event.embedding, dtype=np.float32)
@@ -214,7 +216,7 @@ class Items:
             doc = docs[key]
             if key in vectors and "final" in doc:  # a final label can arrive before the embedding
                 self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"], vectors[key])
-            if doc.get("golden_label"):  # golden answers that came before the item (kept until now)
+            if key in ingested and doc.get("golden_label"):  # golden answers that came before the item, kept
                 for answer in doc.get("golden_answers", []):
                     facts.append(fact(doc["project"], answer["annotator"], EvidenceKind.GOLDEN, answer["event_id"],
                                       doc["item_id"], answer["label"] == doc["golden_label"]))
