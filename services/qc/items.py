@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pymongo import ReplaceOne, UpdateOne
+from pymongo import UpdateOne
 
 from labelmesh.neighbours import LabelledIndex
 from labelmesh.runtime.inbox import recovering
-from labelmesh.runtime.mongo import bulk_write, find_by_ids, upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from schemas.events import (
     Envelope,
@@ -46,7 +45,7 @@ from services.qc.finalize import Escalate, Final, ReviewPolicy, next_step
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, flag
 from services.qc.settings import QcSettings
-from services.qc.store import QcStore, item_state, label_doc, outbox, unpack, vote_doc
+from services.qc.store import QcStore, item_state
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,6 @@ def review_flag(project: str, item_id: str, annotator: str, label: str, why: str
 class Items:
     def __init__(self, store: QcStore, catalog: ProjectCatalog, settings: QcSettings, metrics: QcMetrics) -> None:
         self.store = store
-        self.items = store.items
         self.catalog = catalog
         self.settings = settings
         self.metrics = metrics
@@ -71,8 +69,7 @@ class Items:
 
     async def restore(self) -> None:
         """Rebuild the labelled-embedding index from qc's own items."""
-        async for doc in self.items.find({"final": {"$exists": True}, "embedding": {"$exists": True}},
-                                         {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1}):
+        async for doc in self.store.labelled_items():
             self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
                                                np.frombuffer(doc["embedding"], np.float32))
 
@@ -80,8 +77,8 @@ class Items:
         """Every final label, whichever replica decided it, into this replica's index (memory only): the kNN
         check of an item compares it with all labelled items, not only those of this replica's partitions."""
         finals = [e for e in events if isinstance(e, LabelFinalized)]
-        docs = await find_by_ids(self.items, [item_key(e.project, e.item_id) for e in finals],
-                                 {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1})
+        docs = await self.store.items_by_key([item_key(e.project, e.item_id) for e in finals],
+                                             {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1})
         for doc in docs:  # the stored final label: the latest, whatever order the events come in
             if "embedding" in doc and "final" in doc:
                 self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"],
@@ -126,13 +123,13 @@ class Items:
             if event.role != "expert":
                 facts.append(fact(event.project, event.annotator_id, EvidenceKind.LABELLED, event.event_id,
                                   event.item_id))
-            item = await self.items.find_one({"_id": key})
+            item = await self.store.item(key)
             if event.golden:
                 await self._on_golden_answer(key, event, item, facts)
                 continue
             if event.session_id:
                 # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
-                await self.store.labels.replace_one({"_id": event.event_id}, label_doc(event), upsert=True)
+                await self.store.save_labels([event])
                 continue
             out.extend(await self._on_labels([event], {key: item} if item else {}))
             out.extend(await self._evaluate_many({key: event}))
@@ -148,12 +145,7 @@ class Items:
         """
         if not causes:
             return []
-        ids = list(causes)
-        out: list[Envelope] = []
-        async for doc in self.items.find({"final.outbox.cause": {"$in": ids}}, {"final": 1}):
-            out.extend(unpack(doc["final"]))
-        async for doc in self.items.find({"escalation.outbox.cause": {"$in": ids}}, {"escalation": 1}):
-            out.extend(unpack(doc["escalation"]))
+        out = await self.store.item_decisions_caused_by(list(causes))
         log.warning("republishing %d item decisions stored for %d interrupted events", len(out), len(causes))
         return out
 
@@ -162,8 +154,7 @@ class Items:
         annotator's statistics decided it, the owner of the item (here) marks the item."""
         if event.producer != SERVICE or event.kind is not FlagKind.SUSPENDED_ANNOTATOR_LABEL or not event.item_id:
             return
-        await self.items.update_one({"_id": item_key(event.project, event.item_id), "escalated": {"$ne": True}},
-                                    {"$set": {"escalated": True}})
+        await self.store.escalate(item_key(event.project, event.item_id))
 
     # --- applying events ---------------------------------------------------------------------------------
     async def _apply_facts_and_evaluate(self, run: list[Envelope], facts: list[Envelope]) -> list[Envelope]:
@@ -204,11 +195,7 @@ class Items:
                     update["escalated"] = True
                 touched[key] = event
         keys = list(sets)
-        # A new item's document is exactly what was inserted; only those stored before are read back.
-        existed = {keys[i] for i in await upsert_many(self.items, [{"_id": k, **v} for k, v in sets.items()],
-                                                      merge=True)}
-        docs = {k: {"_id": k, **v} for k, v in sets.items() if k not in existed}
-        docs |= {d["_id"]: d for d in await find_by_ids(self.items, [k for k in keys if k in existed])}
+        docs = await self.store.apply_facts(sets)
         reliability = {p: await self.store.reliability(p) for p in {docs[k]["project"] for k in touched}}
         out: list[Envelope] = []
         writes: list[UpdateOne] = []  # final labels, written together (one per item)
@@ -222,20 +209,15 @@ class Items:
                                       doc["item_id"], answer["label"] == doc["golden_label"]))
             if key in touched:
                 out.extend(await self._evaluate(doc, touched[key], reliability[doc["project"]], writes))
-        await bulk_write(self.items, writes, ordered=False)
+        await self.store.write_finals(writes)
         return out
 
     async def _on_golden_answer(self, key: str, event: LabelSubmitted, item: Mapping[str, Any] | None,
                                 facts: list[Envelope]) -> None:
         """Kept on the item (it may come before the item's item.ingested, whose golden label decides whether it
         was right), and counted towards the annotator once the golden label is known."""
-        await self.store.labels.replace_one({"_id": event.event_id}, label_doc(event), upsert=True)
-        answers = (item or {}).get("golden_answers", [])
-        if not any(a["event_id"] == event.event_id for a in answers):
-            await self.items.update_one({"_id": key}, {
-                "$push": {"golden_answers": {"event_id": event.event_id, "annotator": event.annotator_id,
-                                             "label": event.label}},
-                "$set": {"project": event.project, "item_id": event.item_id}}, upsert=True)
+        await self.store.save_labels([event])
+        await self.store.keep_golden_answer(event, item)
         golden = (item or {}).get("golden_label")
         if golden:
             facts.append(fact(event.project, event.annotator_id, EvidenceKind.GOLDEN, event.event_id, event.item_id,
@@ -247,19 +229,8 @@ class Items:
         """Store the votes; an item labelled by a suspended annotator goes to an expert."""
         if not events:
             return []
-        await bulk_write(self.store.labels, [ReplaceOne({"_id": e.event_id}, label_doc(e), upsert=True)
-                                             for e in events], ordered=False)
-        # One $push per item, votes already stored left out (a redelivered batch after a partial write).
-        pushes: dict[str, list[LabelSubmitted]] = {}
-        for e in events:
-            key = item_key(e.project, e.item_id)
-            known = {v["event_id"] for v in items.get(key, {}).get("votes", [])}
-            if e.event_id not in known:
-                pushes.setdefault(key, []).append(e)
-        await bulk_write(self.items, [UpdateOne(
-            {"_id": key}, {"$push": {"votes": {"$each": [vote_doc(e) for e in votes]}},
-                           "$set": {"project": votes[0].project, "item_id": votes[0].item_id}}, upsert=True)
-            for key, votes in pushes.items()], ordered=False)
+        await self.store.save_labels(events)
+        await self.store.push_votes(events, items)
         # Read after the labels were written: the owner of the annotator's statistics writes a suspension
         # before it reads their labels, so a label either sees the suspension here or is sent back by it.
         suspended = await self.store.suspended({(e.project, e.annotator_id) for e in events if e.role != "expert"})
@@ -271,20 +242,20 @@ class Items:
                 continue
             review = review_flag(e.project, e.item_id, e.annotator_id, e.label,
                                  "label arrived after its annotator was suspended", {})
-            await self.items.update_one({"_id": key}, {"$set": {"escalated": True, "escalation": outbox(e, [review])}})
+            await self.store.escalate(key, e, [review])
             out.append(review)
         return out
 
     async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
         if not touched:
             return []
-        docs = await find_by_ids(self.items, list(touched))
+        docs = await self.store.items_by_key(list(touched))
         reliability = {p: await self.store.reliability(p) for p in {d["project"] for d in docs}}
         out: list[Envelope] = []
         writes: list[UpdateOne] = []  # final labels, written together (one per item)
         for doc in docs:
             out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]], writes))
-        await bulk_write(self.items, writes, ordered=False)
+        await self.store.write_finals(writes)
         return out
 
     async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float],
@@ -327,8 +298,7 @@ class Items:
                 kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=evidence,
                 correlation_id=cause.correlation_id,
             )]
-            await self.items.update_one({"_id": key}, {"$set": {"escalated": True,
-                                                                "escalation": outbox(cause, flagged)}})
+            await self.store.escalate(key, cause, flagged)
             if any(v.expert for v in state.votes):
                 # Replayed out of order, the expert's answer can already be here: decide now, or never.
                 return flagged + await self._evaluate({**doc, "escalated": True}, cause, reliability, writes)
@@ -356,8 +326,7 @@ class Items:
                             zip(finding.neighbour_ids, finding.neighbour_labels, finding.similarities, strict=True)]},
             cause=(doc["item_id"], label), item_id=doc["item_id"], correlation_id=cause.correlation_id,
         )
-        await self.items.update_one({"_id": doc["_id"]}, {"$set": {"escalated": True, "knn_flagged": True,
-                                                                   "escalation": outbox(cause, [held])}})
+        await self.store.escalate(doc["_id"], cause, [held], knn_flagged=True)
         return held
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
@@ -393,9 +362,7 @@ class Items:
         if majority is not None and step.provenance is Provenance.CONSENSUS:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
             final["majority_label"] = majority.label
-        writes.append(UpdateOne({"_id": doc["_id"]}, {
-            "$set": {"final": {**final, **outbox(cause, [event, *facts])}},
-            "$push": {"history": final}}))
+        writes.append(self.store.final_write(doc["_id"], final, cause, [event, *facts]))
         self.metrics.finals.labels(project, event.provenance.value).inc()
         if "embedding" in doc:
             self._index(project).upsert(item_id, event.label, np.frombuffer(doc["embedding"], np.float32))

@@ -8,14 +8,15 @@ project's partition of qc.evidence (services/qc/tally.py). Each reads the other'
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import find_by_ids
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, upsert_many
 from schemas.events import Envelope, LabelSubmitted, Tier, parse_event
-from schemas.keys import annotator_key
+from schemas.keys import annotator_key, item_key
 from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
 from services.qc.domain.tally import AnnotatorTally, ProjectTally
@@ -119,3 +120,73 @@ class QcStore:
         docs = await find_by_ids(self.annotators, [annotator_key(p, a) for p, a in pairs],
                                  {"project": 1, "annotator": 1, "suspended": 1})
         return {(d["project"], d["annotator"]) for d in docs if d.get("suspended")}
+
+    # --- items and labels: written only by the owner of the item's partition (services/qc/items.py) ---------
+    async def labelled_items(self) -> AsyncIterator[dict[str, Any]]:
+        async for doc in self.items.find({"final": {"$exists": True}, "embedding": {"$exists": True}},
+                                         {"project": 1, "item_id": 1, "final.label": 1, "embedding": 1}):
+            yield doc
+
+    async def items_by_key(self, keys: Sequence[str], projection: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await find_by_ids(self.items, keys, projection)
+
+    async def item(self, key: str) -> dict[str, Any] | None:
+        return await self.items.find_one({"_id": key})
+
+    async def apply_facts(self, sets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Merge each item's new fields into its document; every document after it, by key."""
+        keys = list(sets)
+        # A new item's document is exactly what was inserted; only those stored before are read back.
+        existed = {keys[i] for i in await upsert_many(self.items, [{"_id": k, **v} for k, v in sets.items()],
+                                                      merge=True)}
+        docs = {k: {"_id": k, **v} for k, v in sets.items() if k not in existed}
+        docs |= {d["_id"]: d for d in await find_by_ids(self.items, [k for k in keys if k in existed])}
+        return docs
+
+    async def save_labels(self, events: Sequence[LabelSubmitted]) -> None:
+        await bulk_write(self.labels, [ReplaceOne({"_id": e.event_id}, label_doc(e), upsert=True) for e in events],
+                         ordered=False)
+
+    async def push_votes(self, events: Sequence[LabelSubmitted], items: Mapping[str, Any]) -> None:
+        """One $push per item, votes already stored left out (a redelivered batch after a partial write)."""
+        pushes: dict[str, list[LabelSubmitted]] = {}
+        for e in events:
+            key = item_key(e.project, e.item_id)
+            if e.event_id not in {v["event_id"] for v in items.get(key, {}).get("votes", [])}:
+                pushes.setdefault(key, []).append(e)
+        await bulk_write(self.items, [UpdateOne(
+            {"_id": key}, {"$push": {"votes": {"$each": [vote_doc(e) for e in votes]}},
+                           "$set": {"project": votes[0].project, "item_id": votes[0].item_id}}, upsert=True)
+            for key, votes in pushes.items()], ordered=False)
+
+    async def keep_golden_answer(self, event: LabelSubmitted, item: Mapping[str, Any] | None) -> None:
+        """A golden answer stays on its item (it can come before the item's golden label does)."""
+        if any(a["event_id"] == event.event_id for a in (item or {}).get("golden_answers", [])):
+            return
+        await self.items.update_one({"_id": item_key(event.project, event.item_id)}, {
+            "$push": {"golden_answers": {"event_id": event.event_id, "annotator": event.annotator_id,
+                                         "label": event.label}},
+            "$set": {"project": event.project, "item_id": event.item_id}}, upsert=True)
+
+    async def escalate(self, key: str, cause: Envelope | None = None, flags: Sequence[Envelope] = (),
+                       **marks: Any) -> None:
+        """The item waits for an expert; with a cause, the flags announcing it are stored to publish again."""
+        update = {"escalated": True, **marks, **({"escalation": outbox(cause, flags)} if cause else {})}
+        await self.items.update_one({"_id": key}, {"$set": update})
+
+    @staticmethod
+    def final_write(key: str, final: dict[str, Any], cause: Envelope, events: Sequence[Envelope]) -> UpdateOne:
+        return UpdateOne({"_id": key}, {"$set": {"final": {**final, **outbox(cause, events)}},
+                                        "$push": {"history": final}})
+
+    async def write_finals(self, writes: Sequence[UpdateOne]) -> None:
+        await bulk_write(self.items, writes, ordered=False)
+
+    async def item_decisions_caused_by(self, causes: Sequence[str]) -> list[Envelope]:
+        """Final labels and escalations stored for these events (their outboxes). Scans: only after a crash."""
+        out: list[Envelope] = []
+        async for doc in self.items.find({"final.outbox.cause": {"$in": list(causes)}}, {"final": 1}):
+            out.extend(unpack(doc["final"]))
+        async for doc in self.items.find({"escalation.outbox.cause": {"$in": list(causes)}}, {"escalation": 1}):
+            out.extend(unpack(doc["escalation"]))
+        return out
