@@ -14,8 +14,8 @@ from typing import Any
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import bulk_write, find_by_ids, upsert_many
-from schemas.events import Envelope, LabelSubmitted, Tier, parse_event
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_many
+from schemas.events import Envelope, EvidenceKind, LabelSubmitted, QcEvidence, Tier, parse_event
 from schemas.keys import annotator_key, item_key
 from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
@@ -190,3 +190,45 @@ class QcStore:
         async for doc in self.items.find({"escalation.outbox.cause": {"$in": list(causes)}}, {"escalation": 1}):
             out.extend(unpack(doc["escalation"]))
         return out
+
+    # --- statistics: written only by the owner of the annotator's or project's key (services/qc/tally.py) ----
+    async def record_facts(self, facts: Sequence[tuple[str, QcEvidence]]) -> set[str]:
+        """Insert a row per (key, fact), `_id` the fact's event id; returns the ids whose row existed already."""
+        rows = [{"_id": f.event_id, "key": key, "project": f.project, "annotator": f.annotator, "kind": f.kind.value,
+                 "item_id": f.item_id, "correct": f.correct, "at": f.occurred_at} for key, f in facts]
+        return {rows[i]["_id"] for i in await insert_new(self.evidence, rows)}
+
+    async def facts_of(self, key: str) -> list[QcEvidence]:
+        """Every fact counted for a key, in the order they happened (a scan: only after a crash)."""
+        docs = [d async for d in self.evidence.find({"key": key})]
+        docs.sort(key=lambda d: (d["at"], d["_id"]))
+        return [QcEvidence(event_id=d["_id"], producer="qc", project=d["project"], item_id=d["item_id"],
+                           annotator=d["annotator"], kind=EvidenceKind(d["kind"]), correct=d["correct"],
+                           occurred_at=d["at"]) for d in docs]
+
+    async def annotator_docs(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {d["_id"]: d for d in await find_by_ids(self.annotators, keys)}
+
+    async def save_annotators(self, docs: Sequence[dict[str, Any]]) -> None:
+        await upsert_many(self.annotators, docs, merge=True)
+
+    async def project_docs(self, projects: Sequence[str]) -> dict[str, dict[str, Any]]:
+        return {d["_id"]: d for d in await find_by_ids(self.project_stats, projects)}
+
+    async def save_projects(self, tallies: Mapping[str, ProjectTally]) -> None:
+        await upsert_many(self.project_stats, [{"_id": p, **project_fields(t)} for p, t in tallies.items()],
+                          merge=True)
+
+    async def latest_labels(self, project: str, annotator: str, n: int) -> dict[str, str]:
+        """item -> label of an annotator's latest n ordinary labels (golden answers and expert labels left out)."""
+        recent = [d async for d in self.labels.find({"project": project, "annotator": annotator, "golden": False,
+                                                     "expert": False})]
+        recent.sort(key=lambda d: (d["at"], d["_id"]), reverse=True)
+        latest: dict[str, str] = {}
+        for d in recent[:n]:
+            latest.setdefault(d["item_id"], d["label"])
+        return latest
+
+    async def suspensions_caused_by(self, causes: Sequence[str]) -> list[dict[str, Any]]:
+        """Annotators whose suspension these events caused (a scan: only after a crash)."""
+        return [d async for d in self.annotators.find({"suspension.outbox.cause": {"$in": list(causes)}})]

@@ -15,7 +15,6 @@ from collections import defaultdict
 from typing import Any
 
 from labelmesh.runtime.inbox import recovering
-from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
 from schemas.events import Envelope, EvidenceKind, FlagKind, FlagSubject, QcEvidence, QcFlagged, derived_id
 from schemas.keys import annotator_key, item_key
 from services.qc.domain.tally import (
@@ -37,7 +36,6 @@ from services.qc.store import (
     annotator_fields,
     annotator_tally,
     outbox,
-    project_fields,
     project_tally,
     unpack,
 )
@@ -64,31 +62,21 @@ class Tallies:
             facts[event.key].append(event)
         if not facts:
             return out
-        rows = [{"_id": f.event_id, "key": key, "project": f.project, "annotator": f.annotator, "kind": f.kind.value,
-                 "item_id": f.item_id, "correct": f.correct, "at": f.occurred_at}
-                for key, batch in facts.items() for f in batch]
-        counted = {rows[i]["_id"] for i in await insert_new(self.store.evidence, rows)}
+        counted = await self.store.record_facts([(key, f) for key, batch in facts.items() for f in batch])
         new = {key: [f for f in batch if f.event_id not in counted] for key, batch in facts.items()}
         redo = {key for key, batch in facts.items() if any(f.event_id in again for f in batch)}
         for key in redo:  # the interrupted attempt may have inserted this key's rows and died before counting them
-            new[key] = await self._all_rows(key)
+            new[key] = await self.store.facts_of(key)
         out.extend(await self._annotators([k for k, b in facts.items() if b[0].annotator is not None], facts, new,
                                           redo))
         out.extend(await self._projects([k for k, b in facts.items() if b[0].annotator is None], facts, new, redo))
         return out
 
-    async def _all_rows(self, key: str) -> list[QcEvidence]:
-        docs = [d async for d in self.store.evidence.find({"key": key})]
-        docs.sort(key=lambda d: (d["at"], d["_id"]))
-        return [QcEvidence(event_id=d["_id"], producer=SERVICE, project=d["project"], item_id=d["item_id"],
-                           annotator=d["annotator"], kind=EvidenceKind(d["kind"]), correct=d["correct"],
-                           occurred_at=d["at"]) for d in docs]
-
     async def _annotators(self, keys: list[str], facts: dict[str, list[QcEvidence]],
                           new: dict[str, list[QcEvidence]], redo: set[str]) -> list[Envelope]:
         if not keys:
             return []
-        stored = {d["_id"]: d for d in await find_by_ids(self.store.annotators, keys)}
+        stored = await self.store.annotator_docs(keys)
         writes, decided, drift_due = [], [], defaultdict(list)
         for key in keys:
             cause = facts[key][-1]
@@ -108,7 +96,7 @@ class Tallies:
             if crossed(tally.labels, added, self.settings.drift_every):
                 drift_due[project].append(annotator)
             self._golden_gauges(project, annotator, tally)
-        await upsert_many(self.store.annotators, writes, merge=True)
+        await self.store.save_annotators(writes)
         out: list[Envelope] = []
         # After the suspensions are stored: a label stored before this reads them (services/qc/items.py).
         for project, annotator, suspension, flagged in decided:
@@ -122,14 +110,13 @@ class Tallies:
                         new: dict[str, list[QcEvidence]], redo: set[str]) -> list[Envelope]:
         if not keys:
             return []
-        stored = {d["_id"]: d for d in await find_by_ids(self.store.project_stats, keys)}
+        stored = await self.store.project_docs(keys)
         s = self.settings
         tallies: dict[str, tuple[ProjectTally, ProjectTally]] = {}
         for project in keys:
             before = ProjectTally() if project in redo else project_tally(stored.get(project))
             tallies[project] = (before, fold_project(before, new[project]))
-        await upsert_many(self.store.project_stats, [{"_id": p, **project_fields(after)}
-                                                     for p, (_, after) in tallies.items()], merge=True)
+        await self.store.save_projects({p: after for p, (_, after) in tallies.items()})
         out: list[Envelope] = []
         for project, (before, after) in tallies.items():
             if after.spot_n:
@@ -168,14 +155,9 @@ class Tallies:
         The flags are the decision; the owner of each item marks it escalated when it reads them (the router
         re-routes it). Recomputed, never stored: a re-run after a crash sends the same flags (same ids) again.
         """
-        recent = [d async for d in self.store.labels.find({"project": project, "annotator": annotator,
-                                                           "golden": False, "expert": False})]
-        recent.sort(key=lambda d: (d["at"], d["_id"]), reverse=True)
-        latest: dict[str, str] = {}
-        for d in recent[: self.settings.review_recent_labels]:
-            latest.setdefault(d["item_id"], d["label"])
-        items = {d["item_id"]: d for d in await find_by_ids(
-            self.store.items, [item_key(project, i) for i in latest], {"item_id": 1, "final": 1, "escalated": 1})}
+        latest = await self.store.latest_labels(project, annotator, self.settings.review_recent_labels)
+        items = {d["item_id"]: d for d in await self.store.items_by_key(
+            [item_key(project, i) for i in latest], {"item_id": 1, "final": 1, "escalated": 1})}
         flags = []
         for item_id, label in latest.items():
             doc = items.get(item_id, {})
@@ -189,7 +171,7 @@ class Tallies:
         if not causes:
             return []
         out: list[Envelope] = []
-        async for doc in self.store.annotators.find({"suspension.outbox.cause": {"$in": list(causes)}}):
+        for doc in await self.store.suspensions_caused_by(list(causes)):
             flagged = unpack(doc["suspension"])
             out.extend(flagged)
             for f in flagged:
