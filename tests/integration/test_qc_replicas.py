@@ -26,7 +26,11 @@ from schemas.keys import annotator_key
 from services.qc.app import create_app
 from services.qc.settings import QcSettings
 from tests.conftest import eventually
-from tests.integration.test_qc import _config, _ingest, _label, _pre, _route
+from tests.qc_events import config as _config
+from tests.qc_events import ingest as _ingest
+from tests.qc_events import label as _label
+from tests.qc_events import pre as _pre
+from tests.qc_events import route as _route
 from tests.kafka_helpers import Env, new_env
 
 pytestmark = pytest.mark.integration
