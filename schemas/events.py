@@ -9,6 +9,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from schemas.keys import annotator_key
+
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 ProjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
 LabelName = Annotated[str, Field(min_length=1, max_length=256)]
@@ -220,6 +222,31 @@ class QcFlagged(Envelope):
         return self.item_id or f"{self.subject}:{self.subject_id}"
 
 
+class EvidenceKind(StrEnum):
+    LABELLED = "labelled"  # a human label (an annotator's counts: ordinary labels; a project's: every label)
+    GOLDEN = "golden"  # an answer to a golden item, `correct` or not
+    VERDICT = "verdict"  # an expert upheld (`correct`) or overturned a lone reviewer's label
+    FINALIZED = "finalized"  # an item got its first final label
+    SPOT_CHECK = "spot_check"  # a human checked a spot-checked auto label: `correct` if they confirmed it
+
+
+class QcEvidence(Envelope):
+    """qc-internal: one fact an item's owner saw that counts towards an annotator's or a project's statistics,
+    sent to the owner of that annotator's (or project's) partition, the only writer of those statistics and of
+    the annotator's suspension. Its event id derives from the fact, so a fact seen twice is counted once."""
+
+    TOPIC: ClassVar[str] = "qc.evidence"
+    type: Literal["qc.evidence"] = "qc.evidence"
+    item_id: ItemId
+    annotator: str | None = Field(default=None, description="None: the project's own statistics")
+    kind: EvidenceKind
+    correct: bool | None = None
+
+    @property
+    def key(self) -> str:
+        return annotator_key(self.project, self.annotator) if self.annotator is not None else self.project
+
+
 class ArtifactRef(Model):
     uri: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
@@ -254,7 +281,8 @@ Event = Annotated[
     | LabelSubmitted
     | LabelFinalized
     | QcFlagged
-    | ModelUpdated,
+    | ModelUpdated
+    | QcEvidence,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[Envelope], ...] = (
@@ -266,6 +294,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     LabelFinalized,
     QcFlagged,
     ModelUpdated,
+    QcEvidence,
 )
 TOPICS: tuple[str, ...] = tuple(t.TOPIC for t in EVENT_TYPES)
 EVENT_BY_TOPIC: dict[str, type[Envelope]] = {t.TOPIC: t for t in EVENT_TYPES}

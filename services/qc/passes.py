@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import bulk_write, find_by_ids
 from schemas.events import FlagKind, FlagSubject, Provenance, QcFlagged, derived_id, utcnow
+from schemas.keys import annotator_key, item_key
 from services.qc.domain import drift, quality_drift
 from services.qc.domain.agreement import AgreementReport, Record, agreement, below_threshold
 from services.qc.domain.consensus import dawid_skene
@@ -139,17 +140,14 @@ class Passes:
             return
         result = await asyncio.to_thread(dawid_skene, records)
         items_per_worker = Counter(w for _, w in {(t, w) for t, w, _ in records})
-        writes = []
         for worker, accuracy in result.worker_accuracy.items():
             self.metrics.reliability.labels(project, worker).set(accuracy)
-            writes.append(UpdateOne(
-                {"_id": f"{project}/{worker}"},
-                {"$set": {"project": project, "annotator": worker, "ds_accuracy": accuracy,
-                          "ds_items": items_per_worker[worker]}},
-                upsert=True,
-            ))
-        if writes:
-            await bulk_write(self.db["annotators"], writes, ordered=False)
+        # One document per project, beside (not in) the annotators' own: those have another writer, the owner
+        # of the annotator's partition (services/qc/store.py).
+        await self.db["reliability"].replace_one({"_id": project}, {
+            "project": project,
+            "annotators": [{"annotator": w, "accuracy": a, "items": items_per_worker[w]}
+                           for w, a in sorted(result.worker_accuracy.items())]}, upsert=True)
 
     # --- drift and fatigue -------------------------------------------------------------------------------
     async def drift(self, project: str, annotators: Sequence[str]) -> list[QcFlagged]:
@@ -201,7 +199,7 @@ class Passes:
                                 {"test": test, "annotator": annotator, "labels_seen": len(own), **evidence},
                                 cause=(annotator, test)))
             await self.db["annotators"].update_one(
-                {"_id": f"{project}/{annotator}"},
+                {"_id": annotator_key(project, annotator)},
                 {"$set": {"project": project, "annotator": annotator, "drift_flagged": sorted(done | set(new)),
                           "drift_at": utcnow()}},
                 upsert=True,
@@ -227,12 +225,12 @@ class Passes:
         self.metrics.label_issues.labels(project).set(len(issues))
         top = issues[: self.settings.label_error_max_flags]
         known = {d["_id"]: d for d in await find_by_ids(self.db["label_issues"],
-                                                         [f"{project}/{i.item_id}" for i in top])}
+                                                         [item_key(project, i.item_id) for i in top])}
         out: list[QcFlagged] = []
         writes = []
         for rank, issue in enumerate(top, start=1):
             final = by_id[issue.item_id]["final"]
-            key = f"{project}/{issue.item_id}"
+            key = item_key(project, issue.item_id)
             evidence = {"given": issue.given, "suggested": issue.suggested, "self_confidence": issue.self_confidence,
                         "normalized_margin": issue.normalized_margin, "rank": rank, "of": len(issues),
                         "pass": pass_no, "labelled_items": len(docs), "final_version": final["version"]}

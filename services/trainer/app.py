@@ -1,4 +1,8 @@
-"""The trainer service: keeps versioned final labels with their embeddings, retrains, promotes, publishes models."""
+"""The trainer service: keeps versioned final labels with their embeddings, retrains, promotes, publishes models.
+
+It runs as one process (TrainerSettings says why, and what two would break); its version numbers are safe
+with two anyway (services/trainer/registry.py).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from schemas.events import (
     derived_id,
     utcnow,
 )
+from schemas.keys import item_key
 from services.trainer.evaluation import (
     Evaluation,
     decide_promotion,
@@ -36,6 +41,7 @@ from services.trainer.evaluation import (
 )
 from services.trainer.items import ItemTexts
 from services.trainer.lineage import in_holdout, member_key, training_set_version
+from services.trainer.registry import model_key, register
 from services.trainer.settings import TrainerSettings
 
 SERVICE = "trainer"
@@ -127,9 +133,9 @@ class Trainer:
         # "newer version only" is decided here rather than in the update's filter.
         finals = [e for e in events if isinstance(e, LabelFinalized)]
         stored = {d["_id"]: d.get("version", 0) for d in await find_by_ids(
-            self.examples, [f"{e.project}/{e.item_id}" for e in finals], {"version": 1})}
+            self.examples, [item_key(e.project, e.item_id) for e in finals], {"version": 1})}
         for event in events:
-            key = f"{event.project}/{event.item_id}"
+            key = item_key(event.project, event.item_id)
             if isinstance(event, ItemPrelabeled):
                 vector = np.asarray(event.embedding, dtype=np.float32)
                 sets.setdefault(key, {"_id": key}).update(
@@ -142,7 +148,7 @@ class Trainer:
                     project=event.project, item_id=event.item_id, label=event.label, version=event.version,
                     provenance=event.provenance.value, golden=event.golden, guideline_version=event.guideline_version,
                     holdout=event.golden or in_holdout(event.project, event.item_id, self.settings.holdout_fraction))
-                versions.append({"_id": f"{event.project}/{event.item_id}@{event.version}",
+                versions.append({"_id": f"{key}@{event.version}",
                                  "project": event.project, "item_id": event.item_id, "version": event.version,
                                  "label": event.label, "provenance": event.provenance.value,
                                  "guideline_version": event.guideline_version, "at": event.occurred_at})
@@ -218,41 +224,48 @@ class Trainer:
                               "guideline_versions": sorted({d.get("guideline_version") or 0 for d in train_docs})}},
             upsert=True,
         )
-        version = await self.models.count_documents({"project": project}) + 1
         content = head.to_bytes()
         digest = sha256_hex(content)
+        # Named after what it was trained on, not its version: the version is known only once registered.
         file_id = await self.artifacts.upload_from_stream(
-            f"{project}-v{version}.npz", content, metadata={"project": project, "version": version, "sha256": digest}
+            f"{project}-{ts_version}.npz", content,
+            metadata={"project": project, "training_set_version": ts_version, "sha256": digest},
         )
         metrics = {"heldout_n": float(challenger.n), "heldout_accuracy": challenger.accuracy,
                    "heldout_ece": challenger.ece, "train_seconds": seconds, "train_size": float(len(members))}
         if champion_eval is not None:
             metrics["champion_heldout_accuracy"] = champion_eval.accuracy
         thresholds = recommend_thresholds(challenger, config.target_auto_error)
-        event = ModelUpdated(
-            event_id=derived_id(project, "model", str(version), ts_version),
-            producer=SERVICE, project=project, model_version=version, encoder=encoder,
-            artifact=ArtifactRef(uri=f"gridfs://{self.rt.db.name}/artifacts/{file_id}", sha256=digest,
-                                 size=len(content), content_b64=base64.b64encode(content).decode()),
-            training_set_version=ts_version, training_set_size=len(members),
-            heldout_metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
-            calibration={"temperature": float(head.temperature)},
-            recommended_thresholds=Thresholds(auto_accept=thresholds.auto_accept,
-                                              single_review=thresholds.single_review),
-        )
+
+        def announcement(version: int) -> ModelUpdated:
+            return ModelUpdated(
+                event_id=derived_id(project, "model", str(version), ts_version),
+                producer=SERVICE, project=project, model_version=version, encoder=encoder,
+                artifact=ArtifactRef(uri=f"gridfs://{self.rt.db.name}/artifacts/{file_id}", sha256=digest,
+                                     size=len(content), content_b64=""),
+                training_set_version=ts_version, training_set_size=len(members),
+                heldout_metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
+                calibration={"temperature": float(head.temperature)},
+                recommended_thresholds=Thresholds(auto_accept=thresholds.auto_accept,
+                                                  single_review=thresholds.single_review),
+            )
+
         # A promoted model carries its announcement (the artifact itself left out: it is in GridFS), marked
         # published only once the broker has it; a trainer killed in between publishes it on its next start.
-        announcement = event.model_copy(update={"artifact": event.artifact.model_copy(update={"content_b64": ""})})
-        await self.models.insert_one({
-            "_id": f"{project}/{version}", "project": project, "version": version, "artifact_id": file_id,
-            "sha256": digest, "size": len(content), "training_set_version": ts_version, "metrics": metrics,
-            "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(), "encoder": encoder,
+        version = await register(self.models, project, lambda v: {
+            "artifact_id": file_id, "sha256": digest, "size": len(content), "training_set_version": ts_version,
+            "metrics": metrics, "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(),
+            "encoder": encoder,
             "thresholds": {"auto_accept": thresholds.auto_accept, "single_review": thresholds.single_review},
-            **({"outbox": announcement.model_dump_json(), "published": False} if decision.promote else {}),
+            **({"outbox": announcement(v).model_dump_json(), "published": False} if decision.promote else {}),
         })
+        stored = announcement(version)
+        event = stored.model_copy(update={"artifact": stored.artifact.model_copy(
+            update={"content_b64": base64.b64encode(content).decode()})})
+        # $max: a champion is never replaced by an older version, whatever order two trainers finish in.
         await self.rt.db["train_state"].update_one(
             {"_id": project},
-            {"$set": {"trained_on": len(members), **({"champion": version} if decision.promote else {})}},
+            {"$set": {"trained_on": len(members)}, **({"$max": {"champion": version}} if decision.promote else {})},
             upsert=True,
         )
         self.runs.labels(project, "promoted" if decision.promote else "kept_champion").inc()
@@ -260,7 +273,7 @@ class Trainer:
         if not decision.promote:
             return None
         await self.rt.bus.publish([event])
-        await self.models.update_one({"_id": f"{project}/{version}"}, {"$set": {"published": True}})
+        await self.models.update_one({"_id": model_key(project, version)}, {"$set": {"published": True}})
         self.version.labels(project).set(version)
         if np.isfinite(challenger.accuracy):
             self.heldout.labels(project).set(challenger.accuracy)
@@ -270,7 +283,7 @@ class Trainer:
         """Announce each project's champion that was promoted but whose model.updated never reached the broker."""
         sent = 0
         async for state in self.rt.db["train_state"].find({"champion": {"$exists": True}}):
-            doc = await self.models.find_one({"_id": f"{state['_id']}/{state['champion']}"})
+            doc = await self.models.find_one({"_id": model_key(state["_id"], state["champion"])})
             if doc is None or doc.get("published", True) or "outbox" not in doc:
                 continue
             stream = await self.artifacts.open_download_stream(doc["artifact_id"])
@@ -285,7 +298,7 @@ class Trainer:
         return sent
 
     async def _load(self, project: str, version: int) -> TrainedHead:
-        doc = await self.models.find_one({"_id": f"{project}/{version}"})
+        doc = await self.models.find_one({"_id": model_key(project, version)})
         stream = await self.artifacts.open_download_stream(doc["artifact_id"])
         content = await stream.read()
         if sha256_hex(content) != doc["sha256"]:

@@ -7,6 +7,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from labelmesh.runtime.bus import EventBus
 from labelmesh.runtime.mongo import upsert_many
 from schemas.events import Envelope, ItemIngested
+from schemas.keys import item_key
 
 
 class ItemTexts:
@@ -24,7 +25,7 @@ class ItemTexts:
         latest: dict[str, ItemIngested] = {}
         for event in events:
             assert isinstance(event, ItemIngested)
-            latest[f"{event.project}/{event.item_id}"] = event
+            latest[item_key(event.project, event.item_id)] = event
         # New items in one insert; the ones stored before (redeliveries, replays) get a $set each.
         await upsert_many(self.collection, [
             {"_id": key, "project": e.project, "item_id": e.item_id, "text": e.payload.text, "source": e.source,

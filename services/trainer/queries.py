@@ -14,7 +14,9 @@ from gridfs import AsyncGridFSBucket
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.head import TrainedHead, sha256_hex
+from schemas.keys import item_key
 from services.trainer.lineage import member_key
+from services.trainer.registry import model_key
 
 _IN_CHUNK = 1000  # ids per $in query: keeps each request small on FerretDB
 
@@ -109,7 +111,7 @@ def _chunks(values: list[str], size: int = _IN_CHUNK) -> Iterable[list[str]]:
 
 async def model_lineage(db: AsyncDatabase, project: str, version: int) -> ModelLineage:
     """Which label versions (and guideline versions) trained model `version` of `project`."""
-    model = await db["models"].find_one({"_id": f"{project}/{version}"})
+    model = await db["models"].find_one({"_id": model_key(project, version)})
     if model is None:
         known = sorted([d["version"] async for d in db["models"].find({"project": project}, {"version": 1})])
         raise LineageError(f"project {project!r} has no model v{version} (known versions: {known or 'none'})")
@@ -118,7 +120,7 @@ async def model_lineage(db: AsyncDatabase, project: str, version: int) -> ModelL
         raise LineageError(f"training set {model['training_set_version']} of model v{version} is missing")
     members = list(training_set["members"])
     versions: list[dict[str, Any]] = []
-    for chunk in _chunks([f"{project}/{m}" for m in members]):
+    for chunk in _chunks([item_key(project, m) for m in members]):
         versions.extend([d async for d in db["label_versions"].find({"_id": {"$in": chunk}})])
     return summarise_model(model, members, versions)
 
@@ -147,7 +149,7 @@ async def champion_version(db: AsyncDatabase, project: str) -> int | None:
 
 async def load_model(db: AsyncDatabase, project: str, version: int) -> tuple[dict[str, Any], TrainedHead]:
     """A registered model's entry and its head, read from GridFS and checked against the recorded checksum."""
-    doc = await db["models"].find_one({"_id": f"{project}/{version}"})
+    doc = await db["models"].find_one({"_id": model_key(project, version)})
     if doc is None:
         raise LineageError(f"project {project!r} has no model v{version}")
     stream = await AsyncGridFSBucket(db, bucket_name="artifacts").open_download_stream(doc["artifact_id"])

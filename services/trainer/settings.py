@@ -9,6 +9,18 @@ from services.trainer.evaluation import DEFAULT_PROMOTION_ALPHA
 
 
 class TrainerSettings(CommonSettings):
+    """The trainer is a singleton: one process (Kubernetes: 1 replica, `Recreate` rollout), unlike every other
+    service, which is a consumer group of equal replicas (DESIGN.md, "Replicas and ownership").
+
+    A second trainer (a mis-rollout, a manual `labelmesh run trainer` beside the pod) corrupts nothing but
+    wastes and confuses: both read the same examples (its consumer group splits the partitions, yet each
+    trains on the whole database), both train the same project at once, each compares its challenger with
+    the champion it read, so both may promote; `train_state.trained_on` is last-writer-wins, so retraining is
+    triggered too early or late; timed retrains run twice. What stays correct by construction: a model
+    version is taken by inserting `project/version` (unique `_id`, services/trainer/registry.py), so no
+    version is published twice, and the champion only moves forward (`$max`).
+    """
+
     model_config = SettingsConfigDict(env_prefix="LABELMESH_TRAINER_", extra="ignore")
 
     # The first model needs this many labelled examples; later ones retrain every `retrain_every` new labels.

@@ -20,7 +20,11 @@ from services.qc.settings import QcSettings
 from services.trainer.app import create_app as create_trainer
 from services.trainer.settings import TrainerSettings
 from tests.conftest import eventually
-from tests.integration.test_qc import _config, _ingest, _label, _pre, _route
+from tests.qc_events import config as _config
+from tests.qc_events import ingest as _ingest
+from tests.qc_events import label as _label
+from tests.qc_events import pre as _pre
+from tests.qc_events import route as _route
 from tests.kafka_helpers import Env
 
 pytestmark = pytest.mark.integration

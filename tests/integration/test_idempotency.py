@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -24,16 +25,22 @@ from labelmesh.runtime.service import ServiceRuntime
 from labelmesh.state_digest import database_digest
 from schemas.events import (
     Envelope,
+    EvidenceKind,
     ItemIngested,
     ItemRouted,
     LabelScore,
     LabelSubmitted,
     ProjectConfigured,
+    QcEvidence,
+    QcFlagged,
     TextPayload,
     Thresholds,
     Tier,
+    parse_event,
 )
+from schemas.keys import annotator_key
 from services.qc.app import create_app
+from services.qc.evidence import fact
 from services.qc.settings import QcSettings
 from tests.kafka_helpers import Env
 
@@ -207,10 +214,39 @@ def test_a_golden_answer_redelivered_after_a_crash_counts_once_and_is_not_dead_l
             records = [qc.record(answer)]
             await qc.crash_midway(records, 1)  # counted, then killed before the batch finished
             await qc.deliver(records)
-            stats = await qc.runtime.db["annotators"].find_one({"_id": f"{PROJECT}/ann1"})
+            # Both attempts told the owner of ann1's statistics; it gets each announcement on its own.
+            published = [parse_event(json.dumps(r)) for r in await env.read_all(QcEvidence.TOPIC)]
+            golden = [e for e in published if isinstance(e, QcEvidence) and e.kind is EvidenceKind.GOLDEN]
+            assert len(golden) == 2 and golden[0].event_id == golden[1].event_id, "the same fact, announced twice"
+            for event in published:
+                await qc.runtime.bus._handle_records([qc.record(event)], qc.runtime.component.on_evidence)
+            stats = await qc.runtime.db["annotators"].find_one({"_id": annotator_key(PROJECT, "ann1")})
             handled = await qc.runtime.db["processed_events"].count_documents({"_id": answer.event_id})
             return stats, handled
 
     stats, handled = asyncio.run(run())
     assert (stats["golden_n"], stats["golden_correct"]) == (1, 0)
     assert handled == 1, "the redelivered answer was handled (a dead-lettered one is not marked in the inbox)"
+
+
+def test_statistics_whose_facts_were_recorded_by_a_killed_attempt_are_counted_from_the_facts(env: Env) -> None:
+    """The owner of an annotator's statistics dies after inserting the facts' rows, before adding them up: the
+    batch comes again as recovering and the tally is counted from every row, once; a later redelivery adds nothing."""
+    misses = [fact(PROJECT, "bad", EvidenceKind.GOLDEN, f"answer-{i}", f"g{i}", False) for i in range(12)]
+
+    async def run() -> tuple[dict, list]:
+        async with Qc(env, f"{env.namespace}tally") as qc:
+            bus, tallies = qc.runtime.bus, qc.runtime.component
+            await qc.runtime.bus._handle_records([qc.record(e) for e in misses[:4]], tallies.on_evidence)
+            records = [qc.record(e) for e in misses[4:]]
+            claim = await bus.inbox.begin([_decode(r, bus.settings.topic_prefix) for r in records])
+            await tallies.store.record_facts([(e.key, e) for e in claim.todo])  # ...and killed here
+            await bus._handle_records(records, tallies.on_evidence)
+            await bus._handle_records(records, tallies.on_evidence)  # a lost commit: delivered once more
+            stats = await qc.runtime.db["annotators"].find_one({"_id": annotator_key(PROJECT, "bad")})
+            flags = [r for r in await env.read_all(QcFlagged.TOPIC) if r["kind"] == "annotator_suspended"]
+            return stats, flags
+
+    stats, flags = asyncio.run(run())
+    assert (stats["golden_n"], stats["golden_correct"], stats["suspended"]) == (12, 0, True)
+    assert [(f["subject_id"], f["evidence"]["golden_n"]) for f in flags] == [("bad", 10)]

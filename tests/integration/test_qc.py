@@ -7,62 +7,22 @@ import os
 import random
 import sys
 
-import numpy as np
 import pytest
 
-from schemas.events import (
-    ItemIngested,
-    ItemPrelabeled,
-    ItemRouted,
-    LabelScore,
-    LabelSubmitted,
-    ProjectConfigured,
-    TextPayload,
-    Thresholds,
-    Tier,
-)
+from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
 from services.qc.app import create_app
 from services.qc.report import session_report
 from services.qc.settings import QcSettings
 from tests.conftest import eventually
 from tests.kafka_helpers import Env
+from tests.qc_events import LABELS
+from tests.qc_events import config as _config
+from tests.qc_events import ingest as _ingest
+from tests.qc_events import label as _label
+from tests.qc_events import pre as _pre
+from tests.qc_events import route as _route
 
 pytestmark = pytest.mark.integration
-LABELS = ("a", "b", "c", "d")
-DIM = 16
-CENTRES = {label: np.random.default_rng(100 + i).normal(size=DIM) * 3 for i, label in enumerate(LABELS)}
-
-
-def _vec(label: str, seed: int) -> tuple[float, ...]:
-    v = CENTRES[label] + np.random.default_rng(seed).normal(size=DIM) * 0.5
-    return tuple(float(x) for x in v)
-
-
-def _config(project: str) -> ProjectConfigured:
-    return ProjectConfigured(producer="test", project=project, labels=LABELS, guideline_version=1)
-
-
-def _ingest(project: str, item: str, **labels: str) -> ItemIngested:
-    return ItemIngested(producer="test", project=project, item_id=item, payload=TextPayload(text=item), **labels)
-
-
-def _pre(project: str, item: str, truth: str, seed: int, top: str | None = None) -> ItemPrelabeled:
-    return ItemPrelabeled(producer="test", project=project, item_id=item, model_version=1, encoder="test-16",
-                          top_k=(LabelScore(label=top or truth, probability=0.6),), embedding=_vec(truth, seed))
-
-
-def _route(project: str, item: str, tier: Tier, required: int, top: str = "a") -> ItemRouted:
-    return ItemRouted(producer="test", project=project, item_id=item, tier=tier, required_annotators=required,
-                      model_version=1, top_k=(LabelScore(label=top, probability=0.6),), thresholds=Thresholds())
-
-
-def _label(project: str, item: str, annotator: str, label: str, *, role: str = "annotator", golden: bool = False,
-           ms: int = 8000) -> LabelSubmitted:
-    return LabelSubmitted(producer="test", project=project, item_id=item, task_id=f"t-{item}-{annotator}",
-                          annotator_id=annotator, role=role, label=label, time_spent_ms=ms, guideline_version=1,
-                          idempotency_key=f"{item}-{annotator}", golden=golden)
-
-
 async def _count(runtime, collection: str, query: dict) -> int:  # type: ignore[no-untyped-def]
     return await runtime.db[collection].count_documents(query)
 
@@ -181,7 +141,11 @@ async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> No
         good = await runtime.db["annotators"].find_one({"_id": f"{p}/good"})
         assert bad["suspended"] and bad["golden_upper"] < 0.8 and bad["golden_lower"] == 0.0
         assert not good.get("suspended") and good["golden_lower"] > 0.7
-        assert await _count(runtime, "items", {"project": p, "item_id": {"$in": work}, "escalated": True}) == 4
+
+        async def sent_back() -> bool:  # the items' owner marks them when it reads the flags
+            return await _count(runtime, "items", {"project": p, "item_id": {"$in": work}, "escalated": True}) == 4
+
+        await eventually(sent_back)
         assert runtime.registry.get_sample_value("labelmesh_qc_golden_accuracy",
                                                  {"project": p, "annotator": "good"}) == 1
         assert runtime.registry.get_sample_value(
@@ -351,9 +315,8 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
             "labelmesh_qc_agreement",
             {"project": p, "window": "all", "measure": "krippendorff_alpha"}) == whole["alpha"]
         # Dawid-Skene sees the random answerer as the least reliable, and consensus weights votes accordingly.
-        annotators = {d["annotator"]: d async for d in runtime.db["annotators"].find({"project": p})}
-        assert annotators["rnd"]["ds_accuracy"] < min(annotators["ann-1"]["ds_accuracy"],
-                                                      annotators["ann-2"]["ds_accuracy"])
+        ds = {r["annotator"]: r["accuracy"] for r in (await runtime.db["reliability"].find_one({"_id": p}))["annotators"]}
+        assert ds["rnd"] < min(ds["ann-1"], ds["ann-2"])
 
         report = await session_report(runtime.db, p)
         assert report.annotators == ("ann-1", "ann-2", "drifter", "rnd") and len(report.items) == n

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from services.qc.app import _crossed, _growing_pass
+from services.qc.domain.tally import crossed as _crossed
+from services.qc.domain.tally import growing_pass as _growing_pass
 from labelmesh.neighbours import LabelledIndex
 
 
