@@ -246,6 +246,36 @@ class ModelUpdated(Envelope):
         return self.project
 
 
+class EvidenceKind(StrEnum):
+    VERIFIED = "verified"
+    RECOMMENDED = "recommended"
+    MODEL_FLAGGED = "model_flagged"
+
+
+class ThresholdEvidence(Envelope):
+    """The router's own: one input to a project's thresholds, keyed by project so one replica owns each project.
+
+    verified: a human checked the pre-label of item_id (confidence, correct, weight = 1 / chance it was checked);
+    recommended: a new model's recommended thresholds (model_version, recommended, details = held-out metrics);
+    model_flagged: qc distrusts the model (reason).
+    """
+
+    TOPIC: ClassVar[str] = "threshold.evidence"
+    type: Literal["threshold.evidence"] = "threshold.evidence"
+    kind: EvidenceKind
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    correct: bool | None = None
+    weight: float | None = Field(default=None, gt=0.0)
+    model_version: int | None = None
+    recommended: Thresholds | None = None
+    reason: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.project
+
+
 Event = Annotated[
     ProjectConfigured
     | ItemIngested
@@ -254,7 +284,8 @@ Event = Annotated[
     | LabelSubmitted
     | LabelFinalized
     | QcFlagged
-    | ModelUpdated,
+    | ModelUpdated
+    | ThresholdEvidence,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[Envelope], ...] = (
@@ -266,6 +297,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     LabelFinalized,
     QcFlagged,
     ModelUpdated,
+    ThresholdEvidence,
 )
 TOPICS: tuple[str, ...] = tuple(t.TOPIC for t in EVENT_TYPES)
 EVENT_BY_TOPIC: dict[str, type[Envelope]] = {t.TOPIC: t for t in EVENT_TYPES}
