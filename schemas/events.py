@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 ProjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -63,11 +63,27 @@ class Tier(StrEnum):
     EXPERT = "expert"
 
 
+# The seed's borders, read literally: auto-accept above 95%, one reviewer from 70% to 95%,
+# several annotators below 70%. A border of 1.0 therefore means "never" for the auto tier.
+SEED_AUTO_ACCEPT = 0.95
+SEED_SINGLE_REVIEW = 0.70
+
+
+# The one definition of a threshold pair: the router's rules and learner, the trainer and the events use it.
 class Thresholds(Model):
     """Calibrated-confidence borders: > auto_accept is auto-labelled, >= single_review gets one human."""
 
-    auto_accept: float = Field(default=0.95, ge=0.0, le=1.0)
-    single_review: float = Field(default=0.70, ge=0.0, le=1.0)
+    auto_accept: float = Field(default=SEED_AUTO_ACCEPT, ge=0.0, le=1.0)
+    single_review: float = Field(default=SEED_SINGLE_REVIEW, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.single_review > self.auto_accept:
+            raise ValueError(
+                f"need 0 <= single_review <= auto_accept <= 1, got single_review={self.single_review}, "
+                f"auto_accept={self.auto_accept}"
+            )
+        return self
 
 
 class Provenance(StrEnum):

@@ -36,15 +36,16 @@ from schemas.events import (
     Provenance,
     QcFlagged,
     ThresholdEvidence,
+    Thresholds,
     Tier,
     derived_id,
 )
 from services.router.domain.evidence import ProjectLearning, sample_weight
 from services.router.domain.spot_check import is_spot_checked
-from services.router.domain.tiers import Prelabel, RoutingPolicy, Thresholds, decide_tier
+from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.owner import ThresholdOwner
 from services.router.settings import RouterSettings
-from services.router.store import ThresholdStore, to_event
+from services.router.store import ThresholdStore
 
 SERVICE = "router"
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class Router:
             top_k=event.top_k,
             neighbours=tuple(Neighbour(item_id=h.item_id, label=h.label, similarity=max(-1.0, min(1.0, h.similarity)))
                              for h in hits),
-            thresholds=to_event(thresholds),
+            thresholds=thresholds,
         )
         if event.golden:
             return ItemRouted(**common, tier=Tier.SINGLE, required_annotators=0, golden=True,
@@ -199,7 +200,7 @@ class Router:
             unresolved_disagreement=disagreement,
             spot_check=is_spot_checked(event.project, event.item_id, self.settings.spot_check_rate),
         )
-        return ItemRouted(**common, tier=Tier(decision.tier.value), required_annotators=decision.required_annotators,
+        return ItemRouted(**common, tier=decision.tier, required_annotators=decision.required_annotators,
                           spot_check=decision.spot_check, reasons=decision.reasons)
 
     async def _on_finals(self, events: list[LabelFinalized]) -> None:

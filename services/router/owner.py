@@ -17,12 +17,11 @@ from prometheus_client import Counter
 from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
-from schemas.events import Envelope, EvidenceKind, ModelUpdated, ThresholdEvidence, derived_id
+from schemas.events import Envelope, EvidenceKind, ModelUpdated, ThresholdEvidence, Thresholds, derived_id
 from services.router.domain import thresholds as learning
 from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified
-from services.router.domain.tiers import Thresholds
 from services.router.settings import RouterSettings
-from services.router.store import ThresholdStore, from_event, to_event
+from services.router.store import ThresholdStore
 
 SERVICE = "router"
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class ThresholdOwner:
                     state = await self._relearn(project, state, event)
             elif event.kind == EvidenceKind.RECOMMENDED and event.recommended is not None:
                 if adopts_recommendation(state, self.settings.adopt_every_recommendation):
-                    state = await self._adopt(project, state, event)
+                    state = await self._adopt(project, state, event, event.recommended)
             elif event.kind == EvidenceKind.MODEL_FLAGGED:
                 shifted = learning.conservative_shift(state.in_force, self.settings.conservative_shift).thresholds
                 state = await self._change(project, state, shifted, event.reason, event.details, event)
@@ -81,8 +80,8 @@ class ThresholdOwner:
             await upsert_many(self.rt.db["evidence"], rows)
         await self.store.save(project, state)
 
-    async def _adopt(self, project: str, state: ProjectLearning, event: ThresholdEvidence) -> ProjectLearning:
-        recommended = from_event(event.recommended)  # type: ignore[arg-type]
+    async def _adopt(self, project: str, state: ProjectLearning, event: ThresholdEvidence,
+                     recommended: Thresholds) -> ProjectLearning:
         start = learning.starting_thresholds(
             recommended, self.settings.single_start if state.thresholds is None else None
         )
@@ -127,8 +126,8 @@ class ThresholdOwner:
         await self.store.save(project, state)
         await self.rt.db["threshold_changes"].replace_one(
             {"_id": derived_id(cause.event_id, "threshold-change")},
-            {"project": project, "at": cause.occurred_at, "old": to_event(old).model_dump(),
-             "new": to_event(new).model_dump(), "reason": reason, "evidence": evidence, "cause": cause.event_id},
+            {"project": project, "at": cause.occurred_at, "old": old.model_dump(),
+             "new": new.model_dump(), "reason": reason, "evidence": evidence, "cause": cause.event_id},
             upsert=True,
         )
         for border in ("auto_accept", "single_review"):

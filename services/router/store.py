@@ -8,23 +8,15 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import find_by_ids
-from schemas.events import Thresholds as EventThresholds
+from schemas.events import Thresholds
 from services.router.domain.evidence import ProjectLearning
-from services.router.domain.tiers import Thresholds
-
-
-def to_event(t: Thresholds) -> EventThresholds:
-    return EventThresholds(auto_accept=t.auto_accept, single_review=t.single_review)
-
-
-def from_event(t: EventThresholds) -> Thresholds:
-    return Thresholds(t.auto_accept, t.single_review)
 
 
 def _learning(doc: dict[str, Any] | None) -> ProjectLearning:
     if doc is None:
         return ProjectLearning()
-    borders = Thresholds(doc["auto_accept"], doc["single_review"]) if "auto_accept" in doc else None
+    borders = Thresholds(auto_accept=doc["auto_accept"], single_review=doc["single_review"]) \
+        if "auto_accept" in doc else None
     return ProjectLearning(borders, int(doc.get("unlearned", 0)))
 
 
@@ -47,5 +39,5 @@ class ThresholdStore:
     async def save(self, project: str, state: ProjectLearning) -> None:
         doc: dict[str, Any] = {"unlearned": state.unlearned}
         if state.thresholds is not None:
-            doc |= {"auto_accept": state.thresholds.auto_accept, "single_review": state.thresholds.single_review}
+            doc |= state.thresholds.model_dump()
         await self.collection.replace_one({"_id": project}, doc, upsert=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from services.router.domain.tiers import Thresholds, Tier
+from schemas.events import Thresholds, Tier
 
 
 def sample_weight(tier: str | None, spot_check_rate: float) -> float:

@@ -4,36 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-# The seed's borders, read literally: auto-accept above 95%, one reviewer from 70% to 95%,
-# several annotators below 70%. A border of 1.0 therefore means "never" for the auto tier.
-SEED_AUTO_ACCEPT = 0.95
-SEED_SINGLE_REVIEW = 0.70
-
-
-class Tier(StrEnum):
-    """Same values as schemas.events.Tier, so a handler converts with Tier(value)."""
-
-    AUTO = "auto"
-    SINGLE = "single"
-    MULTI = "multi"
-    EXPERT = "expert"
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Borders in force: confidence > auto_accept is auto-labelled, >= single_review gets one human."""
-
-    auto_accept: float = SEED_AUTO_ACCEPT
-    single_review: float = SEED_SINGLE_REVIEW
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.single_review <= self.auto_accept <= 1.0:
-            raise ValueError(
-                f"need 0 <= single_review <= auto_accept <= 1, got single_review={self.single_review}, "
-                f"auto_accept={self.auto_accept}"
-            )
+# Defined once, in the event contracts; imported here so the rules read in the domain's own terms.
+from schemas.events import Thresholds, Tier
 
 
 @dataclass(frozen=True, slots=True)

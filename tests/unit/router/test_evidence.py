@@ -29,8 +29,8 @@ def test_every_nth_verified_pre_label_relearns_and_restarts_the_count() -> None:
 
 
 def test_a_recommendation_is_adopted_only_by_a_project_without_thresholds_unless_told_otherwise() -> None:
-    fresh, learned = ProjectLearning(), ProjectLearning(Thresholds(0.9, 0.5))
+    fresh, learned = ProjectLearning(), ProjectLearning(Thresholds(auto_accept=0.9, single_review=0.5))
     assert adopts_recommendation(fresh, adopt_every=False)
     assert not adopts_recommendation(learned, adopt_every=False)
     assert adopts_recommendation(learned, adopt_every=True)
-    assert fresh.in_force == Thresholds() and learned.in_force == Thresholds(0.9, 0.5)
+    assert fresh.in_force == Thresholds() and learned.in_force == Thresholds(auto_accept=0.9, single_review=0.5)
