@@ -6,6 +6,9 @@ from dataclasses import dataclass, replace
 
 from schemas.events import Thresholds, Tier
 
+# Thresholds are relearned after this many new verified observations in a project (RouterSettings.relearn_every).
+DEFAULT_RELEARN_EVERY = 25
+
 
 def sample_weight(tier: str | None, spot_check_rate: float) -> float:
     """Inverse of the chance a verified pre-label was checked at all.
@@ -32,7 +35,7 @@ class ProjectLearning:
         return self.thresholds or Thresholds()
 
 
-def record_verified(state: ProjectLearning, relearn_every: int) -> tuple[ProjectLearning, bool]:
+def record_verified(state: ProjectLearning, relearn_every: int = DEFAULT_RELEARN_EVERY) -> tuple[ProjectLearning, bool]:
     """Count one more verified pre-label; True when this one makes the project relearn (the count restarts)."""
     if relearn_every < 1:
         raise ValueError(f"relearn_every must be >= 1, got {relearn_every}")

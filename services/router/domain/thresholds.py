@@ -61,6 +61,8 @@ DEFAULT_BORDER_BAND = 0.05
 # Fewer verified items than this in a region and the region is not tested at all.
 DEFAULT_MIN_EVIDENCE = 50
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))  # 0.01 .. 0.99; floors cut it
+# How far both borders rise when qc flags the model as bad (RouterSettings.conservative_shift).
+DEFAULT_CONSERVATIVE_SHIFT = 0.02
 AUTO_OFF = 1.0  # confidence > 1.0 never happens: no item is auto-accepted
 
 
@@ -440,7 +442,7 @@ def starting_thresholds(recommended: Thresholds, single_start: float | None = No
 
 
 def conservative_shift(
-    thresholds: Thresholds, amount: float, reason: str = "qc flagged the model as bad"
+    thresholds: Thresholds, amount: float = DEFAULT_CONSERVATIVE_SHIFT, reason: str = "qc flagged the model as bad"
 ) -> ThresholdUpdate:
     """Raise both borders by amount (capped at 1.0, single never above auto) when the model is distrusted."""
     if not 0.0 < amount <= 1.0:

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 # Defined once, in the event contracts; imported here so the rules read in the domain's own terms.
 from schemas.events import Thresholds, Tier
 
+# RoutingPolicy explains both; RouterSettings defaults to them.
+DEFAULT_EXPERT_MARGIN = 0.05
+DEFAULT_OOD_SIMILARITY_FLOOR = 0.30
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
@@ -22,8 +25,8 @@ class RoutingPolicy:
     """
 
     multi_annotators: int = 3
-    expert_margin: float = 0.05
-    ood_similarity_floor: float = 0.30
+    expert_margin: float = DEFAULT_EXPERT_MARGIN
+    ood_similarity_floor: float = DEFAULT_OOD_SIMILARITY_FLOOR
 
     def __post_init__(self) -> None:
         if self.multi_annotators < 2:
