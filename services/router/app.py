@@ -44,17 +44,12 @@ from services.router.domain.evidence import ProjectLearning, sample_weight
 from services.router.domain.spot_check import is_spot_checked
 from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.owner import ThresholdOwner
-from services.router.settings import RouterSettings
-from services.router.store import ThresholdStore
+from services.router.settings import SERVICE, RouterSettings
+from services.router.store import ThresholdStore, item_key
 
-SERVICE = "router"
 log = logging.getLogger(__name__)
 REROUTED_KINDS = (FlagKind.DISAGREEMENT, FlagKind.ANNOTATOR_FEEDBACK, FlagKind.KNN_INCONSISTENCY,
                   FlagKind.SUSPENDED_ANNOTATOR_LABEL)
-
-
-def item_key(project: str, item_id: str) -> str:
-    return f"{project}/{item_id}"
 
 
 class Router:

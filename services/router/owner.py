@@ -20,10 +20,9 @@ from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, EvidenceKind, ModelUpdated, ThresholdEvidence, Thresholds, derived_id
 from services.router.domain import thresholds as learning
 from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified
-from services.router.settings import RouterSettings
-from services.router.store import ThresholdStore
+from services.router.settings import SERVICE, RouterSettings
+from services.router.store import ThresholdStore, evidence_row
 
-SERVICE = "router"
 log = logging.getLogger(__name__)
 
 
@@ -63,8 +62,7 @@ class ThresholdOwner:
         rows: list[dict[str, object]] = []
         for event in events:
             if event.kind == EvidenceKind.VERIFIED:
-                rows.append({"_id": f"{project}/{event.item_id}", "project": project, "confidence": event.confidence,
-                             "correct": event.correct, "weight": event.weight, "model_version": event.model_version})
+                rows.append(evidence_row(event))
                 state, due = record_verified(state, self.settings.relearn_every)
                 if due:
                     await upsert_many(self.rt.db["evidence"], rows)

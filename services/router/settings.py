@@ -10,6 +10,8 @@ from services.router.domain.spot_check import DEFAULT_SPOT_CHECK_RATE
 from services.router.domain.thresholds import DEFAULT_CONSERVATIVE_SHIFT, DEFAULT_MIN_EVIDENCE, DEFAULT_SINGLE_FLOOR
 from services.router.domain.tiers import DEFAULT_EXPERT_MARGIN, DEFAULT_OOD_SIMILARITY_FLOOR
 
+SERVICE = "router"
+
 
 class RouterSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="LABELMESH_ROUTER_", extra="ignore")

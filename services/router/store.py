@@ -8,8 +8,20 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import find_by_ids
-from schemas.events import Thresholds
+from schemas.events import ThresholdEvidence, Thresholds
 from services.router.domain.evidence import ProjectLearning
+
+
+def item_key(project: str, item_id: str) -> str:
+    """`_id` of an item's documents (items, decisions, evidence)."""
+    return f"{project}/{item_id}"
+
+
+def evidence_row(event: ThresholdEvidence) -> dict[str, Any]:
+    """A verified pre-label as the learner reads it back; one row per item, so a re-finalised item replaces it."""
+    return {"_id": item_key(event.project, str(event.item_id)), "project": event.project,
+            "confidence": event.confidence, "correct": event.correct, "weight": event.weight,
+            "model_version": event.model_version}
 
 
 def _learning(doc: dict[str, Any] | None) -> ProjectLearning:
