@@ -117,14 +117,14 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
         stored = await db["thresholds"].find_one({"_id": PROJECT})
         in_force = {"auto_accept": stored["auto_accept"], "single_review": stored["single_review"]}
         for runtime in replicas:
-            await runtime.component.learn_labels(finals)  # what the broadcast subscription will deliver
+            await runtime.component.cache.learn_labels(finals)  # what the broadcast subscription will deliver
         await env.publish_events(_items(60, 60))
         routed = await env.read("item.routed", lambda rs: len({r["item_id"] for r in rs}) >= 120)
         later = [r for r in routed if int(r["item_id"][1:]) >= 60]
         assert later and all(r["thresholds"] == in_force for r in later), (in_force, later[0]["thresholds"])
         now = [_total(r.registry, "labelmesh_router_items_total") for r in replicas]
         assert all(n > s for n, s in zip(now, shares, strict=True)), f"both replicas routed again: {shares} -> {now}"
-        assert [len(r.component.indexes[PROJECT]) for r in replicas] == [30, 30]
+        assert [len(r.component.cache.indexes[PROJECT]) for r in replicas] == [30, 30]
         assert all(r["neighbours"] for r in later)
     finally:
         for runtime in replicas:
