@@ -29,7 +29,7 @@ def _learning(doc: dict[str, Any] | None) -> ProjectLearning:
         return ProjectLearning()
     borders = Thresholds(auto_accept=doc["auto_accept"], single_review=doc["single_review"]) \
         if "auto_accept" in doc else None
-    return ProjectLearning(borders, int(doc.get("unlearned", 0)))
+    return ProjectLearning(borders, int(doc.get("unlearned", 0)), doc.get("applied"))
 
 
 class ThresholdStore:
@@ -49,7 +49,7 @@ class ThresholdStore:
         return {doc["_id"]: _learning(doc) async for doc in self.collection.find()}
 
     async def save(self, project: str, state: ProjectLearning) -> None:
-        doc: dict[str, Any] = {"unlearned": state.unlearned}
+        doc: dict[str, Any] = {"unlearned": state.unlearned, "applied": state.applied}
         if state.thresholds is not None:
             doc |= state.thresholds.model_dump()
         await self.collection.replace_one({"_id": project}, doc, upsert=True)

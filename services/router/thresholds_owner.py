@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import groupby
 
 from prometheus_client import Counter
@@ -19,7 +20,7 @@ from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, EvidenceKind, ModelUpdated, ThresholdEvidence, Thresholds, derived_id
 from services.router.domain import thresholds as learning
-from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified
+from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified, unapplied
 from services.router.settings import SERVICE, RouterSettings
 from services.router.store import ThresholdStore, evidence_row
 
@@ -60,7 +61,8 @@ class ThresholdOwner:
         # Loaded per batch, never kept: the partition may have moved to another replica since the last one.
         state = await self.store.load(project)
         rows: list[dict[str, object]] = []
-        for event in events:
+        for event in events[unapplied([e.event_id for e in events], state.applied):]:
+            state = replace(state, applied=event.event_id)
             if event.kind == EvidenceKind.VERIFIED:
                 rows.append(evidence_row(event))
                 state, due = record_verified(state, self.settings.relearn_every)
@@ -120,14 +122,15 @@ class ThresholdOwner:
         """Store the new borders at once (routing replicas read them by `_id`) and the change with its evidence,
         under an id derived from its cause so a redelivered cause rewrites the same record."""
         old = state.in_force
-        state = ProjectLearning(new, state.unlearned)
-        await self.store.save(project, state)
+        state = replace(state, thresholds=new)
+        # The record first: a state saved as applied through its cause has its change recorded.
         await self.rt.db["threshold_changes"].replace_one(
             {"_id": derived_id(cause.event_id, "threshold-change")},
             {"project": project, "at": cause.occurred_at, "old": old.model_dump(),
              "new": new.model_dump(), "reason": reason, "evidence": evidence, "cause": cause.event_id},
             upsert=True,
         )
+        await self.store.save(project, state)
         for border in ("auto_accept", "single_review"):
             if getattr(new, border) != getattr(old, border):
                 self.changes.labels(project, border).inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from schemas.events import Thresholds, Tier
@@ -24,10 +25,12 @@ def sample_weight(tier: str | None, spot_check_rate: float) -> float:
 @dataclass(frozen=True, slots=True)
 class ProjectLearning:
     """What the owner of a project's thresholds keeps between events: the borders (None until a model or the
-    learner set them) and the verified pre-labels recorded since the last relearn."""
+    learner set them), the verified pre-labels recorded since the last relearn, and how far it has got."""
 
     thresholds: Thresholds | None = None
     unlearned: int = 0
+    # The last evidence event whose effects this state holds (see unapplied).
+    applied: str | None = None
 
     @property
     def in_force(self) -> Thresholds:
@@ -48,3 +51,13 @@ def adopts_recommendation(state: ProjectLearning, adopt_every: bool) -> bool:
     """The trainer's recommendation starts a project off; after that only the router's own evidence moves it
     (unless adopt_every): adopting every recommendation undid that evidence at each retrain (bench/quality.py)."""
     return adopt_every or state.thresholds is None
+
+
+def unapplied(event_ids: Sequence[str], applied: str | None) -> int:
+    """Where a batch of one project's evidence (in partition order) starts to be new to a stored state.
+
+    A batch handled again after a crash holds events the stored state already counts (it is saved at each
+    change, before the batch ends); counting them twice would relearn early and record a change twice.
+    """
+    ids = list(event_ids)
+    return ids.index(applied) + 1 if applied in ids else 0

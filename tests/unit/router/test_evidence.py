@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified, sample_weight
+from services.router.domain.evidence import (
+    ProjectLearning,
+    adopts_recommendation,
+    record_verified,
+    sample_weight,
+    unapplied,
+)
 from services.router.domain.tiers import Thresholds
 
 
@@ -34,3 +40,11 @@ def test_a_recommendation_is_adopted_only_by_a_project_without_thresholds_unless
     assert not adopts_recommendation(learned, adopt_every=False)
     assert adopts_recommendation(learned, adopt_every=True)
     assert fresh.in_force == Thresholds() and learned.in_force == Thresholds(auto_accept=0.9, single_review=0.5)
+
+
+def test_a_batch_handled_again_skips_what_the_stored_state_already_applied() -> None:
+    batch = ["e1", "e2", "e3", "e4"]
+    assert unapplied(batch, None) == 0, "a project's first evidence"
+    assert unapplied(batch, "e2") == 2, "saved at a change on e2 before a crash: e3 and e4 are new"
+    assert unapplied(batch, "e4") == 4
+    assert unapplied(batch, "e0") == 0, "applied in an earlier batch: all of this one is new"
