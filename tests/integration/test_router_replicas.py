@@ -113,18 +113,28 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
         owners = [_total(r.registry, "labelmesh_router_threshold_changes_total") for r in replicas]
         assert sorted(bool(n) for n in owners) == [False, True], f"exactly one replica changed them: {owners}"
 
-        # Both replicas route with the thresholds in force now, and see every labelled item's neighbours.
+        # Both replicas route with the thresholds in force now, and see every labelled item's neighbours: each
+        # gets every final label (what the broadcast subscription will deliver), one of them before its item is
+        # stored, which stays pending until the item's owner has stored both its embedding and its label.
         stored = await db["thresholds"].find_one({"_id": PROJECT})
         in_force = {"auto_accept": stored["auto_accept"], "single_review": stored["single_review"]}
+        early = LabelFinalized(producer="test", project=PROJECT, item_id="i100", label="c", version=1,
+                               provenance=Provenance.IMPORTED, confidence=1.0, human_labels=0, expert_labels=0,
+                               verified=False)
         for runtime in replicas:
-            await runtime.component.cache.learn_labels(finals)  # what the broadcast subscription will deliver
-        await env.publish_events(_items(60, 60))
-        routed = await env.read("item.routed", lambda rs: len({r["item_id"] for r in rs}) >= 120)
+            await runtime.component.cache.learn_labels([*finals, early])
+            assert runtime.component.cache.pending == {f"{PROJECT}/i100"}
+        await env.publish_events([*_items(60, 60), early])
+        await env.read("item.routed", lambda rs: len({r["item_id"] for r in rs}) >= 120)
+        await eventually(lambda: _settled(settings), timeout=60)
+        await env.publish_events(_items(120, 30))  # a batch on each replica after i100 is stored
+        routed = await env.read("item.routed", lambda rs: len({r["item_id"] for r in rs}) >= 150)
         later = [r for r in routed if int(r["item_id"][1:]) >= 60]
         assert later and all(r["thresholds"] == in_force for r in later), (in_force, later[0]["thresholds"])
         now = [_total(r.registry, "labelmesh_router_items_total") for r in replicas]
         assert all(n > s for n, s in zip(now, shares, strict=True)), f"both replicas routed again: {shares} -> {now}"
-        assert [len(r.component.cache.indexes[PROJECT]) for r in replicas] == [30, 30]
+        assert [len(r.component.cache.indexes[PROJECT]) for r in replicas] == [31, 31]
+        assert [r.component.cache.pending for r in replicas] == [set(), set()]
         assert all(r["neighbours"] for r in later)
     finally:
         for runtime in replicas:
