@@ -138,8 +138,7 @@ class ItemOwner:
                 upsert=True,
             )
             if doc is not None and "embedding" in doc:
-                self.cache.index(event.project).upsert(event.item_id, event.label,
-                                                  np.frombuffer(doc["embedding"], np.float32))
+                self.cache.index_doc({**doc, "label": event.label})
             if not (event.verified and event.prelabel and event.provenance != Provenance.IMPORTED):
                 continue
             decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})
