@@ -45,15 +45,23 @@ def _total(registry: CollectorRegistry, name: str) -> float:
     return sum(s.value for m in registry.collect() for s in m.samples if s.name == name)
 
 
-async def _both_joined(env: Env, group: str) -> bool:
-    """The consumer group has settled with two members."""
+async def _joined(env: Env, group: str, members: int = 2) -> bool:
+    """The consumer group has settled with this many members."""
     admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
     await admin.start()
     try:
         (described,) = (await admin.describe_consumer_groups([f"{env.namespace}.{group}"]))[0].groups
-        return described[2] == "Stable" and len(described[5]) == 2
+        return described[2] == "Stable" and len(described[5]) == members
     finally:
         await admin.close()
+
+
+def _verified(start: int, n: int) -> list[LabelFinalized]:
+    """Verified pre-labels at 0.96, half of them wrong."""
+    return [LabelFinalized(producer="test", project=PROJECT, item_id=f"i{i}", label="a", version=1,
+                           provenance=Provenance.SINGLE_REVIEW, confidence=0.9, human_labels=1, expert_labels=0,
+                           prelabel=LabelScore(label="a" if i % 2 else "b", probability=0.96), verified=True)
+            for i in range(start, start + n)]
 
 
 async def _settled(settings: RouterSettings) -> bool:
@@ -69,7 +77,7 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
         await runtime.start()
     try:
         for group in ("router", "router.thresholds"):
-            await eventually(lambda g=group: _both_joined(env, g), timeout=60)
+            await eventually(lambda g=group: _joined(env, g), timeout=60)
         await env.publish_events([ProjectConfigured(producer="test", project=PROJECT, labels=LABELS,
                                                     guideline_version=1)])
         await env.publish_events(_items(0, 60))
@@ -91,10 +99,7 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
             return await db["thresholds"].find_one({"_id": PROJECT}) is not None
 
         await eventually(adopted, timeout=60)
-        finals = [LabelFinalized(producer="test", project=PROJECT, item_id=f"i{i}", label="a", version=1,
-                                 provenance=Provenance.SINGLE_REVIEW, confidence=0.9, human_labels=1, expert_labels=0,
-                                 prelabel=LabelScore(label="a" if i % 2 else "b", probability=0.96), verified=True)
-                  for i in range(30)]
+        finals = _verified(0, 30)
         await env.publish_events(finals)
 
         async def learned() -> bool:
@@ -138,4 +143,44 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
         assert all(r["neighbours"] for r in later)
     finally:
         for runtime in replicas:
+            await runtime.stop()
+
+
+async def test_a_replica_that_takes_a_project_over_continues_its_stored_count(env: Env) -> None:
+    settings = env.settings(RouterSettings, relearn_every=4, min_evidence=5, single_start=None)
+    replicas: list[ServiceRuntime] = [create_app(settings), create_app(settings)]
+    running = list(replicas)
+    for runtime in replicas:
+        await runtime.start()
+    try:
+        for group in ("router", "router.thresholds"):
+            await eventually(lambda g=group: _joined(env, g), timeout=60)
+        await env.publish_events([ProjectConfigured(producer="test", project=PROJECT, labels=LABELS,
+                                                    guideline_version=1), *_items(0, 20)])
+        await env.read("item.routed", lambda rs: len({r["item_id"] for r in rs}) >= 20)
+        db = env.mongo()[settings.database_name("router")]  # outlives the replica that stops
+
+        async def counted(unlearned: int, evidence: int) -> bool:
+            state = await db["thresholds"].find_one({"_id": PROJECT})
+            return bool(state and state["unlearned"] == unlearned
+                        and await db["evidence"].count_documents({}) == evidence)
+
+        await env.publish_events(_verified(0, 10))  # relearns at the 4th and 8th: 2 left over
+        await eventually(lambda: counted(2, 10), timeout=60)
+        await eventually(lambda: _settled(settings), timeout=60)
+        (owner,) = [r for r in replicas if _total(r.registry, "labelmesh_router_threshold_changes_total")]
+
+        # The owner leaves; the other replica takes the project's partition and continues from the stored count:
+        # 2 + 10 relearns at the 2nd, 6th and 10th, none left over (a count kept in memory would leave 2).
+        await owner.stop()
+        running.remove(owner)
+        for group in ("router", "router.thresholds"):
+            await eventually(lambda g=group: _joined(env, g, 1), timeout=60)
+        await env.publish_events(_verified(10, 10))
+        await eventually(lambda: counted(0, 20), timeout=60)
+        changes = [c async for c in db["threshold_changes"].find({"project": PROJECT}).sort("at")]
+        for before, after in zip(changes, changes[1:], strict=False):
+            assert after["old"] == before["new"], changes
+    finally:
+        for runtime in running:
             await runtime.stop()
