@@ -534,7 +534,7 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
         models.calibrate_verified_only = is_lm and policy.heldout_verified_only
     # Router state.
     if isinstance(policy, FixedThreshold):
-        thresholds = Thresholds(policy.auto_accept, policy.single_review)
+        thresholds = Thresholds(auto_accept=policy.auto_accept, single_review=policy.single_review)
         routing = RoutingPolicy(2, expert_margin=0.0, ood_similarity_floor=-1.0)
     else:
         thresholds = Thresholds()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from schemas.keys import annotator_key
 
@@ -65,11 +65,27 @@ class Tier(StrEnum):
     EXPERT = "expert"
 
 
+# The seed's borders, read literally: auto-accept above 95%, one reviewer from 70% to 95%,
+# several annotators below 70%. A border of 1.0 therefore means "never" for the auto tier.
+SEED_AUTO_ACCEPT = 0.95
+SEED_SINGLE_REVIEW = 0.70
+
+
+# The one definition of a threshold pair: the router's rules and learner, the trainer and the events use it.
 class Thresholds(Model):
     """Calibrated-confidence borders: > auto_accept is auto-labelled, >= single_review gets one human."""
 
-    auto_accept: float = Field(default=0.95, ge=0.0, le=1.0)
-    single_review: float = Field(default=0.70, ge=0.0, le=1.0)
+    auto_accept: float = Field(default=SEED_AUTO_ACCEPT, ge=0.0, le=1.0)
+    single_review: float = Field(default=SEED_SINGLE_REVIEW, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.single_review > self.auto_accept:
+            raise ValueError(
+                f"need 0 <= single_review <= auto_accept <= 1, got single_review={self.single_review}, "
+                f"auto_accept={self.auto_accept}"
+            )
+        return self
 
 
 class Provenance(StrEnum):
@@ -273,6 +289,36 @@ class ModelUpdated(Envelope):
         return self.project
 
 
+class ThresholdEvidenceKind(StrEnum):
+    VERIFIED = "verified"
+    RECOMMENDED = "recommended"
+    MODEL_FLAGGED = "model_flagged"
+
+
+class ThresholdEvidence(Envelope):
+    """The router's own: one input to a project's thresholds, keyed by project so one replica owns each project.
+
+    verified: a human checked the pre-label of item_id (confidence, correct, weight = 1 / chance it was checked);
+    recommended: a new model's recommended thresholds (model_version, recommended, details = held-out metrics);
+    model_flagged: qc distrusts the model (reason).
+    """
+
+    TOPIC: ClassVar[str] = "threshold.evidence"
+    type: Literal["threshold.evidence"] = "threshold.evidence"
+    kind: ThresholdEvidenceKind
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    correct: bool | None = None
+    weight: float | None = Field(default=None, gt=0.0)
+    model_version: int | None = None
+    recommended: Thresholds | None = None
+    reason: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.project
+
+
 Event = Annotated[
     ProjectConfigured
     | ItemIngested
@@ -282,7 +328,8 @@ Event = Annotated[
     | LabelFinalized
     | QcFlagged
     | ModelUpdated
-    | QcEvidence,
+    | QcEvidence
+    | ThresholdEvidence,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[Envelope], ...] = (
@@ -295,6 +342,7 @@ EVENT_TYPES: tuple[type[Envelope], ...] = (
     QcFlagged,
     ModelUpdated,
     QcEvidence,
+    ThresholdEvidence,
 )
 TOPICS: tuple[str, ...] = tuple(t.TOPIC for t in EVENT_TYPES)
 EVENT_BY_TOPIC: dict[str, type[Envelope]] = {t.TOPIC: t for t in EVENT_TYPES}

@@ -5,20 +5,25 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
-from services.router.domain.thresholds import DEFAULT_SINGLE_FLOOR
+from services.router.domain.evidence import DEFAULT_RELEARN_EVERY
+from services.router.domain.spot_check import DEFAULT_SPOT_CHECK_RATE
+from services.router.domain.thresholds import DEFAULT_CONSERVATIVE_SHIFT, DEFAULT_MIN_EVIDENCE, DEFAULT_SINGLE_FLOOR
+from services.router.domain.tiers import DEFAULT_EXPERT_MARGIN, DEFAULT_OOD_SIMILARITY_FLOOR
+
+SERVICE = "router"
 
 
 class RouterSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="LABELMESH_ROUTER_", extra="ignore")
 
-    # The seed's lowest rate (5-10%): spot checks verify the auto border (each weighs 1/rate in the learner),
-    # and at 5% they measured it as well as at 8% for 0.015 fewer labels per item (bench/results/quality.json).
-    spot_check_rate: float = 0.05
-    expert_margin: float = 0.05
-    ood_similarity_floor: float = 0.30
+    # Each default below that a domain rule also has is that rule's constant (spot_check.DEFAULT_SPOT_CHECK_RATE
+    # explains 5%, RoutingPolicy the margin and the floor), so the two cannot drift apart.
+    spot_check_rate: float = DEFAULT_SPOT_CHECK_RATE
+    expert_margin: float = DEFAULT_EXPERT_MARGIN
+    ood_similarity_floor: float = DEFAULT_OOD_SIMILARITY_FLOOR
     neighbours: int = 5
     # Thresholds are re-learned after this many new verified observations in a project.
-    relearn_every: int = 25
+    relearn_every: int = DEFAULT_RELEARN_EVERY
     # Pre-label error the single band may have. With qc's confirm_single and review_with_model (its defaults),
     # a reviewer who overrides a draft unconvincingly is checked by an expert, so a wrong draft costs an expert
     # label rather than a wrong final label: the band may reach down to where drafts are right half the time.
@@ -26,7 +31,7 @@ class RouterSettings(CommonSettings):
     target_single_error: float = 0.50
     # Lowest single-review border the learner may reach (thresholds.DEFAULT_SINGLE_FLOOR explains 0.15).
     single_floor: float = DEFAULT_SINGLE_FLOOR
-    min_evidence: int = 50
+    min_evidence: int = DEFAULT_MIN_EVIDENCE
     # A project's single border starts no higher than this (thresholds.starting_thresholds; None: the trainer's
     # recommendation as is). Assumes qc's review_with_model, like target_single_error 0.50.
     single_start: float | None = DEFAULT_SINGLE_FLOOR
@@ -38,7 +43,7 @@ class RouterSettings(CommonSettings):
     # 0.477); 0.10: 98.4-98.7% (mean 98.48% at 0.485); 0.12 with the single floor at 0.15: mean 98.39% at 0.460,
     # 0.15 with it: 98.33% at 0.449, of these the only one meeting 98% at <= 0.45 on all three seeds (target 0.08).
     auto_border_error: float | None = 0.15
-    conservative_shift: float = 0.02
+    conservative_shift: float = DEFAULT_CONSERVATIVE_SHIFT
     # A refuted auto-accept border rises to the lowest value the evidence does not refute, instead of
     # switching auto-labelling off until the next model (bench/results/quality.json).
     step_up_when_refuted: bool = True

@@ -20,9 +20,11 @@ from schemas.events import (
     ItemIngested,
     ItemPrelabeled,
     ItemRouted,
+    LabelFinalized,
     LabelScore,
     LabelSubmitted,
     ProjectConfigured,
+    Provenance,
     TextPayload,
     Thresholds,
     Tier,
@@ -112,12 +114,22 @@ async def test_router_rebuilt_from_its_topics_equals_the_original(env: Env) -> N
         stream.append(ItemPrelabeled(producer="test", project="rp", item_id=f"i{i}", model_version=1,
                                      encoder="hashing-16", top_k=top, embedding=_vec(i),
                                      trusted=i % 17 == 0, golden=i % 23 == 5))
+    # Verified labels of another project: their evidence travels through the router's own threshold.evidence
+    # topic to the project's owner, and is rebuilt from it (another project, so no label changes rp's routing).
+    stream += [LabelFinalized(producer="test", project="rq", item_id=f"v{i}", label="a", version=1,
+                              provenance=Provenance.SINGLE_REVIEW, confidence=0.9, human_labels=1, expert_labels=0,
+                              prelabel=LabelScore(label=LABELS[i % 2], probability=0.9), verified=True)
+               for i in range(10)]
     settings = env.settings(RouterSettings, spot_check_rate=0.1)
-    groups = {f"{env.namespace}.router": ["item.prelabeled"], f"{env.namespace}.router.projects": ["project.configured"]}
+    groups = {f"{env.namespace}.router": ["item.prelabeled", "label.finalized", "qc.flagged"],
+              f"{env.namespace}.router.thresholds": ["threshold.evidence", "model.updated"],
+              f"{env.namespace}.router.projects": ["project.configured"]}
     after = await _replay_and_compare(env, "router", lambda: create_router(settings), settings, stream, groups)
-    assert {"decisions", "items", "projects", "processed_events"} <= after.keys()
+    assert {"decisions", "items", "projects", "processed_events", "evidence", "thresholds"} <= after.keys()
     db = env.mongo()[settings.database_name("router")]
     assert await db["decisions"].count_documents({}) == 60 - 4, "every item but the trusted ones was routed again"
+    assert await db["evidence"].count_documents({"project": "rq"}) == 10
+    assert (await db["thresholds"].find_one({"_id": "rq"}))["unlearned"] == 10
 
 
 async def test_qc_rebuilt_from_its_topics_equals_the_original(env: Env) -> None:

@@ -81,7 +81,8 @@ async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
         ])
 
         async def indexed() -> bool:
-            return runtime.component.indexes.get("rt") is not None and len(runtime.component.indexes["rt"]) > 0
+            indexes = runtime.component.cache.indexes
+            return indexes.get("rt") is not None and len(indexes["rt"]) > 0
 
         await eventually(indexed)
         await env.publish_events([

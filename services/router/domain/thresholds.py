@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import betaincinv
 from scipy.stats import norm
 
-from services.router.domain.tiers import SEED_AUTO_ACCEPT, SEED_SINGLE_REVIEW, Thresholds
+from schemas.events import SEED_AUTO_ACCEPT, SEED_SINGLE_REVIEW, Thresholds
 
 Method = Literal["clopper-pearson", "wilson"]
 
@@ -61,6 +61,8 @@ DEFAULT_BORDER_BAND = 0.05
 # Fewer verified items than this in a region and the region is not tested at all.
 DEFAULT_MIN_EVIDENCE = 50
 DEFAULT_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(1, 100))  # 0.01 .. 0.99; floors cut it
+# How far both borders rise when qc flags the model as bad (RouterSettings.conservative_shift).
+DEFAULT_CONSERVATIVE_SHIFT = 0.02
 AUTO_OFF = 1.0  # confidence > 1.0 never happens: no item is auto-accepted
 
 
@@ -418,7 +420,7 @@ def learn_thresholds(
                                     floor=floor if single_floor is None else single_floor, **common)
     # learn_single_threshold saw the single border already clipped to the new auto border; report the real old one.
     single = replace(single, old=current.single_review)
-    return ThresholdUpdate(Thresholds(auto.new, single.new), (auto, single))
+    return ThresholdUpdate(Thresholds(auto_accept=auto.new, single_review=single.new), (auto, single))
 
 
 def starting_thresholds(recommended: Thresholds, single_start: float | None = None) -> Thresholds:
@@ -436,11 +438,11 @@ def starting_thresholds(recommended: Thresholds, single_start: float | None = No
         return recommended
     if not 0.0 <= single_start <= 1.0:
         raise ValueError(f"single_start must be in [0, 1], got {single_start}")
-    return replace(recommended, single_review=single_start)
+    return Thresholds(auto_accept=recommended.auto_accept, single_review=single_start)
 
 
 def conservative_shift(
-    thresholds: Thresholds, amount: float, reason: str = "qc flagged the model as bad"
+    thresholds: Thresholds, amount: float = DEFAULT_CONSERVATIVE_SHIFT, reason: str = "qc flagged the model as bad"
 ) -> ThresholdUpdate:
     """Raise both borders by amount (capped at 1.0, single never above auto) when the model is distrusted."""
     if not 0.0 < amount <= 1.0:
@@ -450,7 +452,7 @@ def conservative_shift(
     single = min(auto, round(thresholds.single_review + amount, 6))
     why = f"{reason}: borders raised by {amount}"
     return ThresholdUpdate(
-        Thresholds(auto, single),
+        Thresholds(auto_accept=auto, single_review=single),
         (
             ThresholdChange(Border.AUTO_ACCEPT, thresholds.auto_accept, auto, why),
             ThresholdChange(Border.SINGLE_REVIEW, thresholds.single_review, single, why),

@@ -4,37 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-# The seed's borders, read literally: auto-accept above 95%, one reviewer from 70% to 95%,
-# several annotators below 70%. A border of 1.0 therefore means "never" for the auto tier.
-SEED_AUTO_ACCEPT = 0.95
-SEED_SINGLE_REVIEW = 0.70
+# Defined once, in the event contracts; imported here so the rules read in the domain's own terms.
+from schemas.events import Thresholds, Tier
 
-
-class Tier(StrEnum):
-    """Same values as schemas.events.Tier, so a handler converts with Tier(value)."""
-
-    AUTO = "auto"
-    SINGLE = "single"
-    MULTI = "multi"
-    EXPERT = "expert"
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Borders in force: confidence > auto_accept is auto-labelled, >= single_review gets one human."""
-
-    auto_accept: float = SEED_AUTO_ACCEPT
-    single_review: float = SEED_SINGLE_REVIEW
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.single_review <= self.auto_accept <= 1.0:
-            raise ValueError(
-                f"need 0 <= single_review <= auto_accept <= 1, got single_review={self.single_review}, "
-                f"auto_accept={self.auto_accept}"
-            )
-
+# RoutingPolicy explains both; RouterSettings defaults to them.
+DEFAULT_EXPERT_MARGIN = 0.05
+DEFAULT_OOD_SIMILARITY_FLOOR = 0.30
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
@@ -49,8 +25,8 @@ class RoutingPolicy:
     """
 
     multi_annotators: int = 3
-    expert_margin: float = 0.05
-    ood_similarity_floor: float = 0.30
+    expert_margin: float = DEFAULT_EXPERT_MARGIN
+    ood_similarity_floor: float = DEFAULT_OOD_SIMILARITY_FLOOR
 
     def __post_init__(self) -> None:
         if self.multi_annotators < 2:

@@ -22,7 +22,8 @@ def underconfident_model(n: int) -> list[SimItem]:
 
 @pytest.fixture(scope="module")
 def reports():
-    return simulate(underconfident_model(40_000), batch_size=5_000)
+    # 8% spot checks: at the default 5%, eight batches of 5,000 verify too few auto items to move the border.
+    return simulate(underconfident_model(40_000), batch_size=5_000, spot_check_rate=0.08)
 
 
 def test_auto_share_grows_while_auto_error_stays_under_target(reports):

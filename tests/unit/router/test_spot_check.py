@@ -13,7 +13,7 @@ def four_sigma(rate: float, n: int) -> float:
     return 4 * math.sqrt(rate * (1 - rate) / n)
 
 
-@pytest.mark.parametrize("rate", [0.05, DEFAULT_SPOT_CHECK_RATE, 0.10])
+@pytest.mark.parametrize("rate", [DEFAULT_SPOT_CHECK_RATE, 0.08, 0.10])
 def test_spot_check_rate_within_tolerance_over_10000_ids(rate):
     share = sum(is_spot_checked("banking", f"item-{i}", rate) for i in range(N)) / N
     assert abs(share - rate) < four_sigma(rate, N)
@@ -29,7 +29,7 @@ def test_salt_and_project_change_the_selection():
     base = {i for i in range(N) if is_spot_checked("banking", f"item-{i}")}
     salted = {i for i in range(N) if is_spot_checked("banking", f"item-{i}", salt="other")}
     other_project = {i for i in range(N) if is_spot_checked("support", f"item-{i}")}
-    # Independent 8% selections overlap on about 0.64% of ids, far from the 8% a shared draw would give.
+    # Independent 5% selections overlap on about 0.25% of ids, far from the 5% a shared draw would give.
     assert len(base & salted) / N < 0.02
     assert len(base & other_project) / N < 0.02
 

@@ -177,7 +177,7 @@ def test_refuted_border_can_step_up_instead_of_switching_auto_off():
     # With no candidate above that the evidence spares, it still switches off.
     everywhere = band(0.80, 1.00, 600, 120)
     assert learn_auto_threshold(everywhere, 0.80, step_up_when_refuted=True).new == AUTO_OFF
-    update = learn_thresholds(evidence, Thresholds(0.80, 0.70), step_up_when_refuted=True)
+    update = learn_thresholds(evidence, Thresholds(auto_accept=0.80, single_review=0.70), step_up_when_refuted=True)
     assert update.thresholds.auto_accept == change.new
 
 
@@ -270,10 +270,10 @@ def test_bad_observations_are_rejected():
 
 
 def test_conservative_shift_raises_both_borders_and_caps_at_one():
-    update = conservative_shift(Thresholds(0.90, 0.70), 0.05)
-    assert update.thresholds == Thresholds(0.95, 0.75)
-    capped = conservative_shift(Thresholds(0.97, 0.96), 0.05).thresholds
-    assert capped == Thresholds(1.0, 1.0)
+    update = conservative_shift(Thresholds(auto_accept=0.90, single_review=0.70), 0.05)
+    assert update.thresholds == Thresholds(auto_accept=0.95, single_review=0.75)
+    capped = conservative_shift(Thresholds(auto_accept=0.97, single_review=0.96), 0.05).thresholds
+    assert capped == Thresholds(auto_accept=1.0, single_review=1.0)
     assert all(isinstance(c, ThresholdChange) and c.changed and "qc flagged" in c.reason for c in update.changes)
 
 
@@ -285,11 +285,12 @@ def test_conservative_shift_rejects_non_positive_amounts():
 def test_the_single_border_has_its_own_floor():
     perfect_high = [Observation(c / 1000, True) for c in range(500, 1000) for _ in range(3)]
     half_right_low = [Observation(c / 1000, c % 3 != 0) for c in range(250, 500) for _ in range(3)]
-    update = learn_thresholds(perfect_high + half_right_low, Thresholds(0.95, 0.70), target_single_error=0.5,
+    seed = Thresholds(auto_accept=0.95, single_review=0.70)
+    update = learn_thresholds(perfect_high + half_right_low, seed, target_single_error=0.5,
                               single_floor=0.30)
     assert update.thresholds.auto_accept >= 0.50, "the auto border keeps the common floor"
     assert 0.30 <= update.thresholds.single_review < 0.50
-    same_floor = learn_thresholds(perfect_high + half_right_low, Thresholds(0.95, 0.70), target_single_error=0.5)
+    same_floor = learn_thresholds(perfect_high + half_right_low, seed, target_single_error=0.5)
     assert same_floor.thresholds.single_review == 0.50
 
 
@@ -328,8 +329,8 @@ def test_border_band_refutation_steps_the_border_up():
     assert 0.85 < change.new <= 0.90 and change.changed
     in_band = [o for o in evidence if change.new < o.confidence <= change.new + 0.05]
     assert lower_error_bound(sum(not o.correct for o in in_band), len(in_band)) <= 0.10
-    update = learn_thresholds(evidence, Thresholds(0.85, 0.5), target_auto_error=0.04, auto_border_error=0.10,
-                              step_up_when_refuted=True)
+    update = learn_thresholds(evidence, Thresholds(auto_accept=0.85, single_review=0.5), target_auto_error=0.04,
+                              auto_border_error=0.10, step_up_when_refuted=True)
     assert update.thresholds.auto_accept == change.new
 
 
@@ -342,9 +343,10 @@ def test_border_band_must_be_positive():
 
 
 def test_starting_thresholds_lower_only_the_single_border():
-    recommended = Thresholds(0.95, 0.70)
-    assert starting_thresholds(recommended, 0.30) == Thresholds(0.95, 0.30)
+    recommended = Thresholds(auto_accept=0.95, single_review=0.70)
+    assert starting_thresholds(recommended, 0.30) == Thresholds(auto_accept=0.95, single_review=0.30)
     assert starting_thresholds(recommended, None) == recommended
-    assert starting_thresholds(Thresholds(0.95, 0.20), 0.30) == Thresholds(0.95, 0.20), "never raised"
+    low = Thresholds(auto_accept=0.95, single_review=0.20)
+    assert starting_thresholds(low, 0.30) == low, "never raised"
     with pytest.raises(ValueError, match="single_start"):
         starting_thresholds(recommended, -0.1)

@@ -1,0 +1,63 @@
+"""Which verified pre-labels are threshold evidence, how much each weighs, and when a project relearns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from schemas.events import Thresholds, Tier
+
+# Thresholds are relearned after this many new verified observations in a project (RouterSettings.relearn_every).
+DEFAULT_RELEARN_EVERY = 25
+
+
+def sample_weight(tier: str | None, spot_check_rate: float) -> float:
+    """Inverse of the chance a verified pre-label was checked at all.
+
+    Auto items are verified only when spot-checked; weighting them by 1/rate keeps the estimate unbiased.
+    Every other tier is reviewed in full (weight 1), and so is an item with no stored decision.
+    """
+    if not 0.0 < spot_check_rate <= 1.0:
+        raise ValueError(f"spot_check_rate must be in (0, 1], got {spot_check_rate}")
+    return 1.0 / spot_check_rate if tier == Tier.AUTO.value else 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectLearning:
+    """What the owner of a project's thresholds keeps between events: the borders (None until a model or the
+    learner set them), the verified pre-labels recorded since the last relearn, and how far it has got."""
+
+    thresholds: Thresholds | None = None
+    unlearned: int = 0
+    # The last evidence event whose effects this state holds (see unapplied).
+    applied: str | None = None
+
+    @property
+    def in_force(self) -> Thresholds:
+        """The borders routing uses: the seed's until the project has its own."""
+        return self.thresholds or Thresholds()
+
+
+def record_verified(state: ProjectLearning, relearn_every: int = DEFAULT_RELEARN_EVERY) -> tuple[ProjectLearning, bool]:
+    """Count one more verified pre-label; True when this one makes the project relearn (the count restarts)."""
+    if relearn_every < 1:
+        raise ValueError(f"relearn_every must be >= 1, got {relearn_every}")
+    if state.unlearned + 1 >= relearn_every:
+        return replace(state, unlearned=0), True
+    return replace(state, unlearned=state.unlearned + 1), False
+
+
+def adopts_recommendation(state: ProjectLearning, adopt_every: bool) -> bool:
+    """The trainer's recommendation starts a project off; after that only the router's own evidence moves it
+    (unless adopt_every): adopting every recommendation undid that evidence at each retrain (bench/quality.py)."""
+    return adopt_every or state.thresholds is None
+
+
+def unapplied(event_ids: Sequence[str], applied: str | None) -> int:
+    """Where a batch of one project's evidence (in partition order) starts to be new to a stored state.
+
+    A batch handled again after a crash holds events the stored state already counts (it is saved at each
+    change, before the batch ends); counting them twice would relearn early and record a change twice.
+    """
+    ids = list(event_ids)
+    return ids.index(applied) + 1 if applied in ids else 0

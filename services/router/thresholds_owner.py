@@ -1,0 +1,138 @@
+"""Per-project thresholds, learned by the one replica that owns the project's partition of threshold.evidence.
+
+Evidence comes from every partition of label.finalized (item-keyed), so the item owners turn each verified
+pre-label into a ThresholdEvidence keyed by project; model.updated and model flags are relayed the same way.
+One consumer group reads that topic, so Kafka gives each project's partition to one replica at a time: it
+alone writes the project's `thresholds` document, its `evidence` rows and its `threshold_changes`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from itertools import groupby
+
+from prometheus_client import Counter
+
+from labelmesh.runtime.mongo import upsert_many
+from labelmesh.runtime.projects import ProjectCatalog
+from labelmesh.runtime.service import ServiceRuntime
+from schemas.events import Envelope, ThresholdEvidenceKind, ModelUpdated, ThresholdEvidence, Thresholds, derived_id
+from services.router.domain import thresholds as learning
+from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified, unapplied
+from services.router.settings import SERVICE, RouterSettings
+from services.router.store import ThresholdStore, evidence_row
+
+log = logging.getLogger(__name__)
+
+
+def recommendation(event: ModelUpdated) -> ThresholdEvidence:
+    """model.updated (one partition, read by one replica) relayed onto the project's partition."""
+    return ThresholdEvidence(
+        event_id=derived_id(event.event_id, "evidence"), producer=SERVICE, project=event.project,
+        correlation_id=event.correlation_id, occurred_at=event.occurred_at, kind=ThresholdEvidenceKind.RECOMMENDED,
+        model_version=event.model_version, recommended=event.recommended_thresholds,
+        details={"heldout_metrics": event.heldout_metrics, "training_set_version": event.training_set_version},
+    )
+
+
+class ThresholdOwner:
+    def __init__(self, rt: ServiceRuntime, settings: RouterSettings, catalog: ProjectCatalog) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.catalog = catalog
+        self.store = ThresholdStore(rt.db)
+        self.changes = Counter(
+            "labelmesh_router_threshold_changes_total", "Threshold changes", ["project", "border"],
+            registry=rt.registry,
+        )
+
+    async def handle(self, events: list[Envelope]) -> None:
+        relayed = [recommendation(e) for e in events if isinstance(e, ModelUpdated)]
+        evidence = [e for e in events if isinstance(e, ThresholdEvidence)]
+        # A project's events stay in their order (one partition); projects are independent of each other.
+        for project, group in groupby(sorted(evidence, key=lambda e: e.project), key=lambda e: e.project):
+            await self._apply(project, list(group))
+        if relayed:
+            await self.rt.bus.publish(relayed)
+
+    async def _apply(self, project: str, events: Sequence[ThresholdEvidence]) -> None:
+        # Loaded per batch, never kept: the partition may have moved to another replica since the last one.
+        state = await self.store.load(project)
+        rows: list[dict[str, object]] = []
+        for event in events[unapplied([e.event_id for e in events], state.applied):]:
+            state = replace(state, applied=event.event_id)
+            if event.kind == ThresholdEvidenceKind.VERIFIED:
+                rows.append(evidence_row(event))
+                state, due = record_verified(state, self.settings.relearn_every)
+                if due:
+                    await upsert_many(self.rt.db["evidence"], rows)
+                    rows = []
+                    state = await self._relearn(project, state, event)
+            elif event.kind == ThresholdEvidenceKind.RECOMMENDED and event.recommended is not None:
+                if adopts_recommendation(state, self.settings.adopt_every_recommendation):
+                    state = await self._adopt(project, state, event, event.recommended)
+            elif event.kind == ThresholdEvidenceKind.MODEL_FLAGGED:
+                shifted = learning.conservative_shift(state.in_force, self.settings.conservative_shift).thresholds
+                state = await self._change(project, state, shifted, event.reason, event.details, event)
+        if rows:
+            await upsert_many(self.rt.db["evidence"], rows)
+        await self.store.save(project, state)
+
+    async def _adopt(self, project: str, state: ProjectLearning, event: ThresholdEvidence,
+                     recommended: Thresholds) -> ProjectLearning:
+        start = learning.starting_thresholds(
+            recommended, self.settings.single_start if state.thresholds is None else None
+        )
+        reason = f"trainer's recommendation for model v{event.model_version}" + (
+            f", single border starting at {start.single_review} (single_start)"
+            if start.single_review != recommended.single_review else "")
+        return await self._change(project, state, start, reason, event.details, event)
+
+    async def _relearn(self, project: str, state: ProjectLearning, cause: ThresholdEvidence) -> ProjectLearning:
+        config = await self.catalog.get(project)
+        evidence = [
+            learning.Observation(d["confidence"], d["correct"], d["weight"])
+            async for d in self.rt.db["evidence"].find({"project": project})
+        ]
+        update = learning.learn_thresholds(
+            evidence,
+            state.in_force,
+            target_auto_error=config.target_auto_error if config else learning.DEFAULT_TARGET_AUTO_ERROR,
+            target_single_error=self.settings.target_single_error,
+            min_evidence=self.settings.min_evidence,
+            step_up_when_refuted=self.settings.step_up_when_refuted,
+            single_floor=self.settings.single_floor,
+            auto_border_error=self.settings.auto_border_error,
+        )
+        if update.thresholds == state.in_force:
+            return state
+        return await self._change(
+            project, state, update.thresholds, "; ".join(c.reason for c in update.changes if c.changed),
+            {"changes": [
+                {"border": c.border.value, "n": c.n, "errors": c.errors, "bound": c.bound, "target": c.target,
+                 "method": c.method} for c in update.changes
+            ]},
+            cause,
+        )
+
+    async def _change(self, project: str, state: ProjectLearning, new: Thresholds, reason: str,
+                      evidence: dict[str, object], cause: ThresholdEvidence) -> ProjectLearning:
+        """Store the new borders at once (routing replicas read them by `_id`) and the change with its evidence,
+        under an id derived from its cause so a redelivered cause rewrites the same record."""
+        old = state.in_force
+        state = replace(state, thresholds=new)
+        # The record first: a state saved as applied through its cause has its change recorded.
+        await self.rt.db["threshold_changes"].replace_one(
+            {"_id": derived_id(cause.event_id, "threshold-change")},
+            {"project": project, "at": cause.occurred_at, "old": old.model_dump(),
+             "new": new.model_dump(), "reason": reason, "evidence": evidence, "cause": cause.event_id},
+            upsert=True,
+        )
+        await self.store.save(project, state)
+        for border in ("auto_accept", "single_review"):
+            if getattr(new, border) != getattr(old, border):
+                self.changes.labels(project, border).inc()
+        log.info("%s thresholds %s -> %s: %s", project, old, new, reason)
+        return state
