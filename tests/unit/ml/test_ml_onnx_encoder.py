@@ -107,3 +107,10 @@ def test_an_unwritable_cache_is_a_clear_error(tmp_path):
 def test_onnx_refuses_cuda():
     with pytest.raises(ValueError, match="CPU only"):
         load_encoder("onnx-int8", device="cuda")
+
+
+def test_the_ahead_of_time_export_command_fills_the_same_cache(fp32, int8, cache_dir, capsys):
+    # The README's image-build step: `python -m labelmesh.ml.onnx_export --cache-dir DIR`.
+    onnx_export.main(["--cache-dir", str(cache_dir)])
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(fp32.graph_path), str(int8.graph_path)]
