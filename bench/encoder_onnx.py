@@ -1,11 +1,12 @@
 """PyTorch fp32 vs ONNX Runtime fp32 and int8 MiniLM: model-only texts/s, cosine to torch, head accuracy and ECE.
 
-Usage: python bench/encoder_onnx.py [--n 2048] [--rounds 5] [--sizes 500,all]
+Usage: python bench/encoder_onnx.py [--n 2048] [--rounds 5] [--sizes 500,all] [--seeds 3]
 Speed: the same BANKING77 test texts through every backend in one process, passes alternating (the order
 rotates each round), timed two ways: the prelabeler's plan (services/prelabeler/concurrency.py: one worker
 per CPU, one intra-op thread each, pieces of 128 longest first) and one encode() call on all CPUs' threads.
 Quality: every BANKING77 train and test text embedded by each backend; cosine to torch's rows; a head
-(labelmesh.ml.head.train_head, its defaults) trained on each backend's train embeddings, scored on test.
+(labelmesh.ml.head.train_head, its defaults) trained on each backend's train embeddings (every row, and
+the mean of --seeds random draws of fewer rows), scored on test.
 Writes bench/results/encoder_onnx.json; the verdict applies the goals of issue 23.
 """
 
@@ -94,7 +95,33 @@ def speed(texts: list[str], rounds: int, cpus: int) -> dict:
     return {"modes": list(modes), "rows": rows, "steal_seconds_during": steal_seconds() - steal_start}
 
 
-def quality(train: tuple, test: tuple, cpus: int, sizes: list[int]) -> dict:
+def seeds_for(n: int, n_all: int, seeds: int) -> range:
+    return range(1 if n >= n_all else seeds)  # every row: one head; a subset: one per random draw
+
+
+def score(head, X_test: np.ndarray, y_test_idx: np.ndarray) -> dict:
+    probs = head.predict_proba(X_test)
+    return {"test_accuracy": float((probs.argmax(axis=1) == y_test_idx).mean()),
+            "test_ece": expected_calibration_error(probs, y_test_idx, n_bins=15)}
+
+
+def mean_scores(scores: list[dict]) -> dict:
+    return {k: statistics.fmean(s[k] for s in scores) for k in scores[0]}
+
+
+def scored_heads(X_train, X_test, y_train, y_test_idx, taxonomy, n: int, seeds: int, backend: str, heads: dict) -> dict:
+    """Heads on the same random rows for every backend (seeded draws), scored on test; the mean over draws."""
+    per_seed = []
+    for seed in seeds_for(n, len(y_train), seeds):
+        idx = np.random.default_rng(seed).permutation(len(y_train))[:n]
+        head = train_head(X_train[idx], [y_train[i] for i in idx], encoder_name=backend, classes=taxonomy, seed=seed)
+        heads[backend, n, seed] = head
+        per_seed.append(score(head, X_test, y_test_idx) | {"seed": seed, "temperature": head.temperature})
+    return {"n_train": n, **mean_scores([{k: r[k] for k in ("test_accuracy", "test_ece")} for r in per_seed]),
+            "per_seed": per_seed}
+
+
+def quality(train: tuple, test: tuple, cpus: int, sizes: list[int], seeds: int) -> dict:
     (train_texts, y_train), (test_texts, y_test) = train, test
     taxonomy = tuple(sorted(set(y_train)))
     y_test_idx = np.array([taxonomy.index(c) for c in y_test])
@@ -119,23 +146,14 @@ def quality(train: tuple, test: tuple, cpus: int, sizes: list[int]) -> dict:
             "heads": [],
         }
         for n in sizes:
-            idx = np.random.default_rng(0).permutation(len(y_train))[:n]
-            head = train_head(X_train[idx], [y_train[i] for i in idx], encoder_name=backend, classes=taxonomy)
-            heads[backend, n] = head
-            probs = head.predict_proba(X_test)
-            out[backend]["heads"].append({
-                "n_train": n, "temperature": head.temperature,
-                "test_accuracy": float((probs.argmax(axis=1) == y_test_idx).mean()),
-                "test_ece": expected_calibration_error(probs, y_test_idx, n_bins=15),
-            })
-            print(f"  head on {n} rows of {backend}", flush=True)
+            out[backend]["heads"].append(scored_heads(X_train, X_test, y_train, y_test_idx, taxonomy, n, seeds,
+                                                      backend, heads))
+            print(f"  heads on {n} rows of {backend}", flush=True)
     # Whether a head trained on torch's embeddings serves another backend's: what sharing a name would allow.
     for backend in BACKENDS[1:]:
-        for n in sizes:
-            probs = heads["torch fp32", n].predict_proba(embedded[backend][1])
-            out[backend].setdefault("torch_head_on_these_embeddings", []).append({
-                "n_train": n, "test_accuracy": float((probs.argmax(axis=1) == y_test_idx).mean()),
-                "test_ece": expected_calibration_error(probs, y_test_idx, n_bins=15)})
+        out[backend]["torch_head_on_these_embeddings"] = [
+            mean_scores([score(heads["torch fp32", n, seed], embedded[backend][1], y_test_idx)
+                         for seed in seeds_for(n, len(y_train), seeds)]) | {"n_train": n} for n in sizes]
     return out
 
 
@@ -162,6 +180,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2048, help="BANKING77 test texts per timed pass")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--sizes", default="500,all", help="training rows per head (500: a bootstrap; all: 10,003)")
+    ap.add_argument("--seeds", type=int, default=3, help="random draws of rows per size below all (means compared)")
     args = ap.parse_args()
 
     env_at_start = environment()
@@ -172,7 +191,7 @@ def main() -> None:
     timing = speed(texts, args.rounds, cpus)
     print("quality: all BANKING77 texts", flush=True)
     sizes = [len(train[1]) if s == "all" else int(s) for s in args.sizes.split(",")]
-    qual = quality(train, test, cpus, sizes)
+    qual = quality(train, test, cpus, sizes, args.seeds)
     decision = verdict(timing["rows"], timing["modes"][0], qual)
 
     payload = {
