@@ -1,7 +1,7 @@
 """Pre-labelling model: sentence encoders, a calibrated linear head, and calibration metrics.
 
 Pure library code (no Kafka, Mongo or gRPC): the prelabeler and trainer services wrap it.
-Heavy imports (torch, transformers) happen only when a MiniLM encoder is loaded.
+Heavy imports (torch, transformers, onnxruntime) happen only when a MiniLM encoder is loaded.
 """
 
 from labelmesh.ml.calibration import (

