@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -185,14 +186,10 @@ class EventBus:
             records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
             started = time.perf_counter()
             try:
-                if exclusive:
-                    async with self._exclusive:
-                        self.metrics.phase_seconds.labels(self.service, "lock_wait").observe(
-                            time.perf_counter() - started)
-                        await self._handle_records(list(records), handler, use_inbox=not broadcast)
-                else:
+                async with self._exclusive if exclusive else contextlib.nullcontext():
+                    self.metrics.phase_seconds.labels(self.service, "lock_wait").observe(time.perf_counter() - started)
                     await self._handle_records(list(records), handler, use_inbox=not broadcast)
-            except BaseException:
+            except Exception:
                 if broadcast:  # no group to commit to: rewind every partition of the batch in this process
                     await msg.nack()
                 raise

@@ -122,3 +122,26 @@ async def test_a_transient_failure_across_partitions_loses_nothing(env: Env, bus
 
     await eventually(all_handled)
     assert len({partition_of[e.event_id] for e in failed}) >= 2, "the failed batch must span partitions"
+
+
+async def test_a_failed_broadcast_batch_is_read_again(env: Env, buses: Callable[[], EventBus]) -> None:
+    facts = [ProjectConfigured(producer="test", project=f"p{i}", labels=("a", "b"), guideline_version=1)
+             for i in range(6)]
+    await env.publish_events(facts)
+    attempts: list[list[Envelope]] = []
+    seen: list[Envelope] = []
+
+    async def flaky(events: list[Envelope]) -> None:
+        attempts.append(events)
+        if len(attempts) == 1:
+            raise AutoReconnect("away")  # no group offsets to fall back on: the bus rewinds in process
+        seen.extend(events)
+
+    bus = buses()
+    bus.subscribe([ProjectConfigured.TOPIC], flaky, broadcast=True, batch_timeout_ms=1000)
+    await bus.broker.start()
+
+    async def all_seen() -> bool:
+        return {e.event_id for e in seen} == {e.event_id for e in facts}
+
+    await eventually(all_seen)
