@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -110,6 +113,7 @@ class EventBus:
         )
         self.inbox: Inbox | None = None
         self._exclusive = asyncio.Lock()
+        self._subscribers: dict[str, Any] = {}
 
     async def publish(self, events: Sequence[Envelope]) -> None:
         """Send events keyed by their subject and wait until the broker has them all."""
@@ -154,47 +158,71 @@ class EventBus:
         max_records: int = 500,
         batch_timeout_ms: int = 50,
         name: str | None = None,
-        exclusive: bool = True,
+        broadcast: bool = False,
+        exclusive: bool = False,
     ) -> None:
         """Consume topics in batches; offsets are committed only after the handler returned.
 
-        exclusive handlers of one process never run at the same time. FerretDB 1.24 applies an update by
-        reading the document and writing all of it back without isolation, so two handlers touching the
-        same document at once (the router's items get an embedding from one topic and a label from
-        another) could lose one write. Each database has one owning process, so serialising that
-        process's handlers is enough. Pass exclusive=False only for a handler whose writes no other
-        handler touches and which others may wait on (the project catalog).
+        A subscription with a group (the default) is shared by every replica of the service, and Kafka's
+        range assignor gives each member the same partition numbers of every topic it reads: all item-keyed
+        topics have the same partition count, so one item's documents have one writer at a time, whichever
+        of the subscription's topics feeds them. The rule that makes this enough: handlers of different
+        groups in one service (name=...) run concurrently, in one process or in several, so they write
+        disjoint documents, or change a shared one only with single atomic operations ($inc, $max, a
+        conditional find_one_and_update, a unique index). FerretDB 1.24 rewrites a whole document without
+        isolation, so two groups writing the same document with read-then-write can lose an update.
+
+        broadcast=True: every replica reads every partition from the start of the topic on each start (no
+        group, no commits, no inbox), for facts every replica must know (model.updated, project.configured).
+        Its handler changes only in-process state; a shared-group subscription writes the durable copy.
+
+        exclusive=True is a stopgap for handlers that still rely on the old per-process lock: those
+        handlers never run at the same time within one process. It protects nothing across replicas.
         """
-        group = self.settings.consumer_group(name or self.service)
+        group = None if broadcast else self.settings.consumer_group(name or self.service)
+        label = name or self.service
 
         async def consume(msg: KafkaMessage) -> None:
             records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
             started = time.perf_counter()
-            if exclusive:
-                async with self._exclusive:
+            try:
+                async with self._exclusive if exclusive else contextlib.nullcontext():
                     self.metrics.phase_seconds.labels(self.service, "lock_wait").observe(time.perf_counter() - started)
-                    await self._handle_records(list(records), handler)
-            else:
-                await self._handle_records(list(records), handler)
+                    await self._handle_records(list(records), handler, use_inbox=not broadcast)
+            except Exception:
+                if broadcast:  # no group to commit to: rewind every partition of the batch in this process
+                    await msg.nack()
+                raise
             self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
-        # NACK_ON_ERROR rewinds to the batch's first offset, so nothing is committed past an unhandled event.
-        self.broker.subscriber(
+        # NACK_ON_ERROR rewinds every partition of the batch to its first offset (FastStream >= 0.7.8), so
+        # nothing is committed past an unhandled event. A broadcast has nothing to commit (MANUAL).
+        subscriber = self.broker.subscriber(
             *(self.settings.topic(t) for t in topics),
             group_id=group,
             batch=True,
             max_records=max_records,
             batch_timeout_ms=batch_timeout_ms,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
+            ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
+            partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=min(3_000, self.settings.session_timeout_ms // 3),
-            title=f"{self.service}:{','.join(topics)}",
+            title=f"{self.service}:{','.join(topics)}{' (broadcast)' if broadcast else ''}",
             decoder=_records_only,
-        )(consume)
+        )
+        subscriber(consume)
+        self._subscribers[f"{label}:broadcast" if broadcast else label] = subscriber
 
-    async def _handle_records(self, records: list[Any], handler: BatchHandler) -> None:
+    def assignment(self, name: str | None = None, broadcast: bool = False) -> set[TopicPartition]:
+        """The partitions a running subscription holds now (topic names as on the broker)."""
+        label = name or self.service
+        subscriber = self._subscribers[f"{label}:broadcast" if broadcast else label]
+        consumer = getattr(subscriber, "consumer", None)
+        return set(consumer.assignment()) if consumer is not None else set()
+
+    async def _handle_records(self, records: list[Any], handler: BatchHandler, use_inbox: bool = True) -> None:
         events: list[Envelope] = []
         origin: dict[str, Any] = {}
         for record in records:
@@ -207,8 +235,12 @@ class EventBus:
             origin[event.event_id] = record
         if not events:
             return
-        if self.inbox is None:
-            events = await self._run_with_retries(events, origin, handler)
+        if self.inbox is None or not use_inbox:
+            token = recovering.set(frozenset())  # what a re-run marks as recovering ends with this batch
+            try:
+                events = await self._run_with_retries(events, origin, handler)
+            finally:
+                recovering.reset(token)
         else:
             phase = time.perf_counter()
             claim = await self.inbox.begin(events)
@@ -240,7 +272,12 @@ class EventBus:
     ) -> list[Envelope]:
         """Run the handler; returns the events it handled (the others were dead-lettered)."""
         attempt = 0
+        rerun = False
         while attempt < self.settings.max_attempts:
+            if rerun:
+                # A failed attempt may have stored decisions it never published: the re-run republishes them.
+                recovering.set(recovering.get() | {e.event_id for e in events})
+            rerun = True
             try:
                 await handler(events)
                 return events
@@ -259,6 +296,7 @@ class EventBus:
                 await asyncio.sleep(self.settings.retry_backoff_s * attempt)
         # The batch keeps failing: handle events one by one so only the poisonous ones are dead-lettered.
         handled = []
+        recovering.set(recovering.get() | {e.event_id for e in events})
         for event in events:
             try:
                 await handler([event])

@@ -34,6 +34,7 @@ from schemas.events import (
 from services.prelabeler.concurrency import embed_pieces, encode_plan, longest_first, piece_size
 from services.prelabeler.models import ActiveModel, ModelRejected, load_artifact
 from services.prelabeler.settings import PrelabelerSettings
+from services.prelabeler.store import ModelStore
 from services.prelabeler.validation import check_text
 
 SERVICE = "prelabeler"
@@ -47,6 +48,7 @@ class Prelabeler:
         self.encoder = encoder
         self.workers = max(1, workers)
         self.catalog = ProjectCatalog(rt.db)
+        self.store = ModelStore(rt.db)
         self.active: dict[str, ActiveModel] = {}
         self.items_total = Counter(
             "labelmesh_prelabeler_items_total", "Items pre-labelled", ["project"], registry=rt.registry
@@ -73,7 +75,10 @@ class Prelabeler:
 
     def wire(self) -> None:
         self.catalog.attach(self.rt.bus)
-        self.rt.bus.subscribe([ModelUpdated.TOPIC], self.on_models, max_records=10, name=f"{SERVICE}.models")
+        # Every replica serves every model (broadcast); one of them records it and flags a rejected one.
+        self.rt.bus.subscribe([ModelUpdated.TOPIC], self.on_models, max_records=10, name=f"{SERVICE}.models",
+                              broadcast=True)
+        self.rt.bus.subscribe([ModelUpdated.TOPIC], self.record_models, max_records=10, name=f"{SERVICE}.models")
         self.rt.bus.subscribe(
             [ItemIngested.TOPIC],
             self.on_items,
@@ -83,38 +88,39 @@ class Prelabeler:
         self.rt.on_start.append(self.restore)
 
     async def restore(self) -> None:
-        """Reload each project's active model from this service's own store."""
-        async for doc in self.rt.db["models"].find({"active": True}):
-            event = ModelUpdated.model_validate_json(doc["event"])
-            try:
-                self._activate(load_artifact(event, self.encoder.name), event.project)
-            except ModelRejected as exc:
-                log.error("stored model %s v%s no longer loads: %s", event.project, event.model_version, exc)
+        """Serve each project's newest stored model at once, before the broadcast replay reaches it."""
+        async for event in self.store.newest():
+            self._serve(event)
 
-    def _activate(self, model: ActiveModel, project: str) -> None:
-        self.active[project] = model
-        self.model_version.labels(project).set(model.version)
+    def _serve(self, event: ModelUpdated) -> None:
+        current = self.active.get(event.project)
+        if current is not None and current.version >= event.model_version:
+            return
+        try:
+            model = load_artifact(event, self.encoder.name)
+        except ModelRejected as exc:
+            log.warning("not serving %s model v%d: %s", event.project, event.model_version, exc)
+            return
+        self.active[event.project] = model
+        self.model_version.labels(event.project).set(model.version)
+        log.info("now serving %s model v%d", event.project, event.model_version)
 
     async def on_models(self, events: list[Envelope]) -> None:
+        """Broadcast: in-process state only."""
         for event in events:
             assert isinstance(event, ModelUpdated)
-            current = self.active.get(event.project)
-            if current is not None and current.version >= event.model_version:
-                continue
+            self._serve(event)
+
+    async def record_models(self, events: list[Envelope]) -> None:
+        """Shared group: the durable registry, and the flag for a model that must not be served."""
+        for event in events:
+            assert isinstance(event, ModelUpdated)
             try:
-                model = load_artifact(event, self.encoder.name)
+                load_artifact(event, self.encoder.name)
             except ModelRejected as exc:
                 await self.rt.bus.publish([self._rejection(event, str(exc))])
                 continue
-            await self.rt.db["models"].update_many({"project": event.project}, {"$set": {"active": False}})
-            await self.rt.db["models"].replace_one(
-                {"_id": f"{event.project}:{event.model_version}"},
-                {"project": event.project, "version": event.model_version, "active": True,
-                 "event": event.model_dump_json()},
-                upsert=True,
-            )
-            self._activate(model, event.project)
-            log.info("now serving %s model v%d", event.project, event.model_version)
+            await self.store.record(event)
 
     def _rejection(self, event: ModelUpdated, reason: str) -> QcFlagged:
         return QcFlagged(

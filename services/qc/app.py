@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 
 from labelmesh.runtime.projects import ProjectCatalog
@@ -52,11 +51,9 @@ class Qc:
         # Its own group: the owner of a `project/annotator` or `project` key of qc.evidence owns those statistics.
         self.rt.bus.subscribe([QcEvidence.TOPIC], self.on_evidence, name=f"{SERVICE}.tally")
         self.rt.on_start.append(self.items.restore)
-        # Every replica reads every final label into its kNN index (memory only). Needs the bus's broadcast
-        # subscriptions (labelmesh.runtime.bus, being changed beside this): wired as soon as it has them.
-        if "broadcast" in inspect.signature(self.rt.bus.subscribe).parameters:
-            self.rt.bus.subscribe([LabelFinalized.TOPIC], self.items.on_finalized, name=f"{SERVICE}.index",
-                                  broadcast=True)
+        # Every replica reads every final label into its kNN index (memory only).
+        self.rt.bus.subscribe([LabelFinalized.TOPIC], self.items.on_finalized, name=f"{SERVICE}.index",
+                              broadcast=True)
 
     def _publishing(self, handle: Callable[[list[Envelope]], Awaitable[list[Envelope]]]) -> Callable[
             [list[Envelope]], Awaitable[None]]:

@@ -38,8 +38,8 @@ class Router:
                       max_records=500)
         bus.subscribe([ThresholdEvidence.TOPIC, ModelUpdated.TOPIC], self.thresholds.handle,
                       name=f"{SERVICE}.thresholds")
-        # Once the bus has broadcast subscriptions, every replica sees every final label (memory only):
-        # bus.subscribe([LabelFinalized.TOPIC], self.cache.learn_labels, name=f"{SERVICE}.labels", broadcast=True)
+        # Every replica sees every final label (memory only), for its neighbour index.
+        bus.subscribe([LabelFinalized.TOPIC], self.cache.learn_labels, name=f"{SERVICE}.labels", broadcast=True)
         self.rt.on_start.append(self.cache.restore)
 
 

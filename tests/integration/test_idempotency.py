@@ -120,7 +120,7 @@ class Qc:
 
     async def __aenter__(self) -> Qc:  # noqa: PYI034 - a test helper, not a base class
         await self.runtime.bus.broker.connect()  # publishing only; nothing subscribes
-        await self.runtime.bus._handle_records([self.record(CONFIG)], self.runtime.component.catalog.handle)
+        await self.runtime.bus._handle_records([self.record(CONFIG)], self.runtime.component.catalog.store)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

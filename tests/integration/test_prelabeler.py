@@ -19,6 +19,7 @@ from schemas.events import (
 )
 from services.prelabeler.app import create_app
 from services.prelabeler.settings import PrelabelerSettings
+from tests.conftest import eventually
 from tests.kafka_helpers import Env
 
 pytestmark = pytest.mark.integration
@@ -81,8 +82,6 @@ async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
         async def serving() -> bool:
             return "pl" in service.active and service.active["pl"].version == 2
 
-        from tests.conftest import eventually
-
         await eventually(serving)
         await env.publish_events([_item("b", "terrible, I want my money back")])
         out = await env.read("item.prelabeled", lambda rs: any(r["item_id"] == "b" for r in rs))
@@ -91,7 +90,51 @@ async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
         assert {s["label"] for s in second["top_k"]} == set(LABELS)
         assert sum(s["probability"] for s in second["top_k"]) == pytest.approx(1.0, abs=1e-3)
 
-        stored = await runtime.db["models"].find_one({"active": True})
-        assert stored["version"] == 2
+        async def recorded() -> bool:
+            newest = [event async for event in service.store.newest()]
+            return [e.model_version for e in newest] == [2]
+
+        await eventually(recorded)
     finally:
         await runtime.stop()
+
+
+async def test_a_new_model_reaches_every_replica(env: Env) -> None:
+    """Two replicas in one group: after model.updated, items on both replicas' partitions carry its version."""
+    settings = env.settings(PrelabelerSettings, encoder="hashing", max_wait_ms=20)
+    await env.publish_events([ProjectConfigured(producer="test", project="pl", labels=LABELS, guideline_version=1),
+                              _model(1)])
+    replicas = [create_app(settings), create_app(settings)]
+    try:
+        for runtime in replicas:
+            await runtime.start()
+
+        async def serving(version: int) -> bool:
+            return all(r.component.active.get("pl") is not None and r.component.active["pl"].version == version
+                       for r in replicas)
+
+        async def both_own_items() -> bool:
+            held = [r.bus.assignment() for r in replicas]
+            return all(held) and sum(map(len, held)) == 3
+
+        await eventually(lambda: serving(1))
+        await eventually(both_own_items)
+        await env.publish_events([_model(2)])
+        await eventually(lambda: serving(2))
+
+        items = [_item(f"after{i}", "hello there, good morning") for i in range(24)]
+        await env.publish_events(items)
+        wanted = {item.item_id for item in items}
+        out = await env.read("item.prelabeled", lambda rs: wanted <= {r["item_id"] for r in rs})
+        assert {r["model_version"] for r in out if r["item_id"] in wanted} == {2}
+        for runtime in replicas:  # each replica pre-labelled some of them
+            assert runtime.registry.get_sample_value("labelmesh_prelabeler_items_total", {"project": "pl"}) >= 1
+
+        # A replica started afterwards serves the newest model too.
+        late = create_app(settings)
+        replicas.append(late)
+        await late.start()
+        await eventually(lambda: serving(2))
+    finally:
+        for runtime in replicas:
+            await runtime.stop()

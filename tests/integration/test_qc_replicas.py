@@ -4,11 +4,9 @@ decisions they leave are those of one qc (one final label per item, one suspensi
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+
 
 import pytest
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from faststream.kafka import KafkaBroker
 
 from labelmesh.replay import consumer_lag
 from labelmesh.runtime.service import ServiceRuntime
@@ -40,22 +38,6 @@ LATE = GOLDEN[10:]  # their golden answers reach qc before the items do
 WORK = [f"w{i}" for i in range(18)]  # single review; 'bad' labels the first six
 MULTI = [f"m{i}" for i in range(10)]  # three annotators who agree
 COMPARED = ("annotators", "project_stats", "evidence", "items", "labels", "reliability")
-
-
-@pytest.fixture
-def range_assignor(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every consumer group on Kafka's range assignor, so one replica owns partition n of every item-keyed topic.
-
-    Only until labelmesh.runtime.bus sets it for every group itself (being changed beside this work); then this
-    fixture goes.
-    """
-    original = KafkaBroker.subscriber
-
-    def subscriber(self: KafkaBroker, *topics: str, **kwargs: Any) -> Any:
-        kwargs.setdefault("partition_assignment_strategy", (RangePartitionAssignor,))
-        return original(self, *topics, **kwargs)
-
-    monkeypatch.setattr(KafkaBroker, "subscriber", subscriber)
 
 
 def _phases() -> list[list[Envelope]]:
@@ -105,7 +87,7 @@ async def _run(env: Env, replicas: int, phases: list[list[Envelope]]) -> tuple[l
                                                                   "projects", "agreement"))
 
 
-async def test_two_replicas_decide_once_and_count_like_one(env: Env, range_assignor: None) -> None:
+async def test_two_replicas_decide_once_and_count_like_one(env: Env) -> None:
     phases = _phases()  # the same events (and event ids) for both runs
     pair, digest = await _run(env, 2, phases)
     try:
