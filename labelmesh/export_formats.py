@@ -38,13 +38,13 @@ def write_export(kind: str, rows: list[dict[str, Any]], labels: list[str], out: 
     elif kind == "label-studio":
         out.write_text(json.dumps(label_studio_tasks(rows), ensure_ascii=False, indent=1), encoding="utf-8")
     elif kind == "hf":
-        from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+        from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
         features = Features({
             "item_id": Value("string"), "text": Value("string"), "label": ClassLabel(names=labels),
             "version": Value("int32"), "confidence": Value("float64"), "provenance": Value("string"),
             "model_version": Value("int32"), "guideline_version": Value("int32"), "golden": Value("bool"),
-            "annotator_labels": Sequence({"annotator_id": Value("string"), "label": Value("string")}),
+            "annotator_labels": [{"annotator_id": Value("string"), "label": Value("string")}],
             "metadata": Value("string"),
         })
         data = [_flat(r) for r in rows]
