@@ -252,6 +252,7 @@ def stats_table(s: pb.ProjectStats, cost_per_label: float, now_ms: int) -> Table
 def status(
     project: str = typer.Option(..., help="the project"),
     watch: bool = typer.Option(False, "--watch", help="refresh until interrupted"),
+    until_done: bool = typer.Option(False, "--until-done", help="with --watch: stop when every item is final"),
     interval: float = typer.Option(2.0, help="seconds between refreshes with --watch"),
     cost_per_label: float = typer.Option(0.10, help="what one human label costs, for the cost line"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
@@ -267,7 +268,10 @@ def status(
     async def loop(admin: Admin) -> None:
         with Live(console=console, auto_refresh=False) as live:
             while True:
-                live.update(stats_table(await one(admin), cost_per_label, int(time.time() * 1000)), refresh=True)
+                stats = await one(admin)
+                live.update(stats_table(stats, cost_per_label, int(time.time() * 1000)), refresh=True)
+                if until_done and stats.ingested and stats.final >= stats.ingested:
+                    return
                 await asyncio.sleep(interval)
 
     try:
