@@ -99,7 +99,7 @@ async def label_tasks(client: GatewayClient, project: str, console: Console, ask
 
 def annotate(
     project: str = typer.Option(..., help="the project to label"),
-    gateway: str = typer.Option("127.0.0.1:50051", help="the gateway's gRPC address"),
+    gateway: str = typer.Option("127.0.0.1:50051", envvar="LABELMESH_GATEWAY", help="the gateway's gRPC address"),
     token: str = typer.Option(..., envvar="LABELMESH_TOKEN", help="your annotator token"),
     ca_cert: Path = typer.Option(None, exists=True, dir_okay=False, help="CA certificate for a gateway with TLS"),
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from labelmesh.admin_cli import register as register_admin
 from labelmesh.annotate import annotate
 from labelmesh.runtime.logs import configure_logging
 from services.trainer.cli import export, lineage_app
@@ -161,7 +162,9 @@ def replay(
 
 # The trainer's read-side commands: lineage questions and export snapshots (services/trainer/cli.py).
 app.add_typer(lineage_app, name="lineage")
-app.command("export")(export)
+app.command("snapshot")(export)
+# The admins' commands, all over gRPC to the gateway (labelmesh/admin_cli.py); `export` reads the gateway's API.
+register_admin(app)
 app.command("annotate")(annotate)  # the terminal reference client (labelmesh/annotate.py)
 
 

@@ -6,8 +6,225 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListProjectsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListProjectsResponse(_message.Message):
+    __slots__ = ("projects", "next_page_token")
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    projects: _containers.RepeatedCompositeFieldContainer[ProjectDetail]
+    next_page_token: str
+    def __init__(self, projects: _Optional[_Iterable[_Union[ProjectDetail, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetProjectRequest(_message.Message):
+    __slots__ = ("project",)
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    def __init__(self, project: _Optional[str] = ...) -> None: ...
+
+class ProjectDetail(_message.Message):
+    __slots__ = ("project", "labels", "guideline_version", "guidelines", "multi_annotators", "target_auto_error")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINES_FIELD_NUMBER: _ClassVar[int]
+    MULTI_ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_AUTO_ERROR_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    guideline_version: int
+    guidelines: str
+    multi_annotators: int
+    target_auto_error: float
+    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ...) -> None: ...
+
+class ProjectStats(_message.Message):
+    __slots__ = ("project", "ingested", "golden_items", "routed", "open_items", "final", "final_by_provenance", "human_labels", "golden_answered", "golden_correct", "multi_labelled", "unanimous", "first_final_unix_ms", "last_final_unix_ms")
+    class RoutedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class FinalByProvenanceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    INGESTED_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ROUTED_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    FINAL_BY_PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    HUMAN_LABELS_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_CORRECT_FIELD_NUMBER: _ClassVar[int]
+    MULTI_LABELLED_FIELD_NUMBER: _ClassVar[int]
+    UNANIMOUS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FINAL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FINAL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    ingested: int
+    golden_items: int
+    routed: _containers.ScalarMap[str, int]
+    open_items: int
+    final: int
+    final_by_provenance: _containers.ScalarMap[str, int]
+    human_labels: int
+    golden_answered: int
+    golden_correct: int
+    multi_labelled: int
+    unanimous: int
+    first_final_unix_ms: int
+    last_final_unix_ms: int
+    def __init__(self, project: _Optional[str] = ..., ingested: _Optional[int] = ..., golden_items: _Optional[int] = ..., routed: _Optional[_Mapping[str, int]] = ..., open_items: _Optional[int] = ..., final: _Optional[int] = ..., final_by_provenance: _Optional[_Mapping[str, int]] = ..., human_labels: _Optional[int] = ..., golden_answered: _Optional[int] = ..., golden_correct: _Optional[int] = ..., multi_labelled: _Optional[int] = ..., unanimous: _Optional[int] = ..., first_final_unix_ms: _Optional[int] = ..., last_final_unix_ms: _Optional[int] = ...) -> None: ...
+
+class GetItemRequest(_message.Message):
+    __slots__ = ("project", "item_id")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ...) -> None: ...
+
+class AnnotatorLabel(_message.Message):
+    __slots__ = ("annotator_id", "label")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    label: str
+    def __init__(self, annotator_id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class FinalLabel(_message.Message):
+    __slots__ = ("project", "item_id", "text", "label", "version", "confidence", "provenance", "model_version", "guideline_version", "annotator_labels", "metadata", "golden", "cursor")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_LABELS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    text: str
+    label: str
+    version: int
+    confidence: float
+    provenance: str
+    model_version: int
+    guideline_version: int
+    annotator_labels: _containers.RepeatedCompositeFieldContainer[AnnotatorLabel]
+    metadata: _containers.ScalarMap[str, str]
+    golden: bool
+    cursor: str
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., label: _Optional[str] = ..., version: _Optional[int] = ..., confidence: _Optional[float] = ..., provenance: _Optional[str] = ..., model_version: _Optional[int] = ..., guideline_version: _Optional[int] = ..., annotator_labels: _Optional[_Iterable[_Union[AnnotatorLabel, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., golden: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ItemDetail(_message.Message):
+    __slots__ = ("project", "item_id", "text", "source", "dataset", "metadata", "golden", "final")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    item_id: str
+    text: str
+    source: str
+    dataset: str
+    metadata: _containers.ScalarMap[str, str]
+    golden: bool
+    final: FinalLabel
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., dataset: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., golden: _Optional[bool] = ..., final: _Optional[_Union[FinalLabel, _Mapping]] = ...) -> None: ...
+
+class ListAnnotatorsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class AnnotatorInfo(_message.Message):
+    __slots__ = ("annotator_id", "role", "suspended", "revoked", "created_unix_ms")
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SUSPENDED_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    role: str
+    suspended: bool
+    revoked: bool
+    created_unix_ms: int
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., suspended: _Optional[bool] = ..., revoked: _Optional[bool] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+
+class ListAnnotatorsResponse(_message.Message):
+    __slots__ = ("annotators", "next_page_token")
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    annotators: _containers.RepeatedCompositeFieldContainer[AnnotatorInfo]
+    next_page_token: str
+    def __init__(self, annotators: _Optional[_Iterable[_Union[AnnotatorInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RevokeAnnotatorRequest(_message.Message):
+    __slots__ = ("annotator_id",)
+    ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    annotator_id: str
+    def __init__(self, annotator_id: _Optional[str] = ...) -> None: ...
+
+class ExportFinalLabelsRequest(_message.Message):
+    __slots__ = ("project", "cursor", "limit")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    cursor: str
+    limit: int
+    def __init__(self, project: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
 class IngestItem(_message.Message):
-    __slots__ = ("project", "item_id", "text", "source", "dataset", "golden_label", "trusted_label")
+    __slots__ = ("project", "item_id", "text", "source", "dataset", "golden_label", "trusted_label", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +232,7 @@ class IngestItem(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_LABEL_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     project: str
     item_id: str
     text: str
@@ -22,7 +240,8 @@ class IngestItem(_message.Message):
     dataset: str
     golden_label: str
     trusted_label: str
-    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., dataset: _Optional[str] = ..., golden_label: _Optional[str] = ..., trusted_label: _Optional[str] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., dataset: _Optional[str] = ..., golden_label: _Optional[str] = ..., trusted_label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class IngestItemsRequest(_message.Message):
     __slots__ = ("items",)

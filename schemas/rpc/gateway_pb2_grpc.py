@@ -639,3 +639,385 @@ class AdminService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ProjectServiceStub:
+    """The read side for admins and the CLI: projects, items, annotators, progress and the final labels,
+    all from the gateway's own database. Admin role only.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListProjects = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/ListProjects',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.ListProjectsRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.ListProjectsResponse.FromString,
+                _registered_method=True)
+        self.GetProject = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/GetProject',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.GetProjectRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.ProjectDetail.FromString,
+                _registered_method=True)
+        self.GetProjectStats = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/GetProjectStats',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.GetProjectRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.ProjectStats.FromString,
+                _registered_method=True)
+        self.GetItem = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/GetItem',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.GetItemRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.ItemDetail.FromString,
+                _registered_method=True)
+        self.ListAnnotators = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/ListAnnotators',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.ListAnnotatorsRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.ListAnnotatorsResponse.FromString,
+                _registered_method=True)
+        self.RevokeAnnotator = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/RevokeAnnotator',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.RevokeAnnotatorRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.AnnotatorInfo.FromString,
+                _registered_method=True)
+        self.RotateAnnotatorToken = channel.unary_unary(
+                '/labelmesh.v1.ProjectService/RotateAnnotatorToken',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.RevokeAnnotatorRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.AnnotatorCredentials.FromString,
+                _registered_method=True)
+        self.ExportFinalLabels = channel.unary_stream(
+                '/labelmesh.v1.ProjectService/ExportFinalLabels',
+                request_serializer=schemas_dot_rpc_dot_gateway__pb2.ExportFinalLabelsRequest.SerializeToString,
+                response_deserializer=schemas_dot_rpc_dot_gateway__pb2.FinalLabel.FromString,
+                _registered_method=True)
+
+
+class ProjectServiceServicer:
+    """The read side for admins and the CLI: projects, items, annotators, progress and the final labels,
+    all from the gateway's own database. Admin role only.
+    """
+
+    def ListProjects(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProjectStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetItem(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAnnotators(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAnnotator(self, request, context):
+        """A revoked annotator's token stops working at once; their open leases expire as usual.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateAnnotatorToken(self, request, context):
+        """A new token for an existing annotator (the old one stops working); shown once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportFinalLabels(self, request, context):
+        """Final labels in a stable order; resume with the cursor of the last row received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ProjectServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListProjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProjects,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.ListProjectsRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.ListProjectsResponse.SerializeToString,
+            ),
+            'GetProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProject,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.GetProjectRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.ProjectDetail.SerializeToString,
+            ),
+            'GetProjectStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProjectStats,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.GetProjectRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.ProjectStats.SerializeToString,
+            ),
+            'GetItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetItem,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.GetItemRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.ItemDetail.SerializeToString,
+            ),
+            'ListAnnotators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnnotators,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.ListAnnotatorsRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.ListAnnotatorsResponse.SerializeToString,
+            ),
+            'RevokeAnnotator': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAnnotator,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.RevokeAnnotatorRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.AnnotatorInfo.SerializeToString,
+            ),
+            'RotateAnnotatorToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateAnnotatorToken,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.RevokeAnnotatorRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.AnnotatorCredentials.SerializeToString,
+            ),
+            'ExportFinalLabels': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportFinalLabels,
+                    request_deserializer=schemas_dot_rpc_dot_gateway__pb2.ExportFinalLabelsRequest.FromString,
+                    response_serializer=schemas_dot_rpc_dot_gateway__pb2.FinalLabel.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'labelmesh.v1.ProjectService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('labelmesh.v1.ProjectService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ProjectService:
+    """The read side for admins and the CLI: projects, items, annotators, progress and the final labels,
+    all from the gateway's own database. Admin role only.
+    """
+
+    @staticmethod
+    def ListProjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/ListProjects',
+            schemas_dot_rpc_dot_gateway__pb2.ListProjectsRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.ListProjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/GetProject',
+            schemas_dot_rpc_dot_gateway__pb2.GetProjectRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.ProjectDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProjectStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/GetProjectStats',
+            schemas_dot_rpc_dot_gateway__pb2.GetProjectRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.ProjectStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/GetItem',
+            schemas_dot_rpc_dot_gateway__pb2.GetItemRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.ItemDetail.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnnotators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/ListAnnotators',
+            schemas_dot_rpc_dot_gateway__pb2.ListAnnotatorsRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.ListAnnotatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAnnotator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/RevokeAnnotator',
+            schemas_dot_rpc_dot_gateway__pb2.RevokeAnnotatorRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.AnnotatorInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateAnnotatorToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/RotateAnnotatorToken',
+            schemas_dot_rpc_dot_gateway__pb2.RevokeAnnotatorRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.AnnotatorCredentials.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportFinalLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/labelmesh.v1.ProjectService/ExportFinalLabels',
+            schemas_dot_rpc_dot_gateway__pb2.ExportFinalLabelsRequest.SerializeToString,
+            schemas_dot_rpc_dot_gateway__pb2.FinalLabel.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -42,6 +42,7 @@ SERVICE = "gateway"
 ID_MAX = 256
 GUIDELINES_MAX_CHARS = 1_000_000
 COMMENT_MAX_CHARS = 4_000
+METADATA_KEYS, METADATA_VALUE_CHARS = 64, 4_000
 CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
                       "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -181,6 +182,9 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 problem = f"trusted_label {item.trusted_label!r} is not in the project's labels"
             elif item.golden_label and item.trusted_label:
                 problem = "an item is golden or trusted, not both"
+            elif len(item.metadata) > METADATA_KEYS or any(
+                    len(k) > ID_MAX or len(v) > METADATA_VALUE_CHARS for k, v in item.metadata.items()):
+                problem = f"metadata: at most {METADATA_KEYS} keys of {ID_MAX} and values of {METADATA_VALUE_CHARS} characters"
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {problem}; nothing was ingested")
             seen.add((item.project, item.item_id))
@@ -199,11 +203,13 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                     trusted_label=item.trusted_label or None,
                 )
             )
+        metadata = {item.item_id: dict(item.metadata) for item in items}  # shown by GetItem, ExportFinalLabels
         # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
         await upsert_many(self.gw.db["items"], [
             {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
              "text": event.payload.text, "golden_label": event.golden_label, "trusted_label": event.trusted_label,
-             "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at}
+             "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at,
+             "metadata": metadata[event.item_id]}
             for event in events
         ])
         await self.gw.rt.bus.publish(events)

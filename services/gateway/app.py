@@ -20,7 +20,10 @@ from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFin
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import AdminServicer, AnnotationServicer, Gateway, IngestServicer, history_entry
+from services.gateway import progress
+from services.gateway.grpc_metrics import GrpcMetrics
 from services.gateway.malformed import RejectMalformedRequests
+from services.gateway.read_api import ProjectServicer
 from services.gateway.settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -33,6 +36,7 @@ class GatewayService:
         self.rt = rt
         self.settings = settings
         self.gw = Gateway(rt, settings)
+        self.progress = progress.Progress(rt.db)
         self.server: grpc.aio.Server | None = None
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
@@ -42,17 +46,20 @@ class GatewayService:
         self.expired = Counter("labelmesh_gateway_leases_expired_total", "Leases that expired", registry=rt.registry)
 
     def wire(self) -> None:
-        self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC, QcFlagged.TOPIC], self.on_events)
+        # One subscription: the bus's inbox is the service's, so a second group would claim these events first.
+        self.rt.bus.subscribe(sorted({ItemRouted.TOPIC, LabelFinalized.TOPIC, QcFlagged.TOPIC, *progress.TOPICS}),
+                              self.on_events)
         self.rt.on_start.append(self.start_grpc)
         self.rt.on_stop.append(self.stop_grpc)
 
     async def start_grpc(self) -> None:
         await self.gw.queue.ensure_indexes()
-        server = grpc.aio.server(interceptors=[RejectMalformedRequests()],
+        server = grpc.aio.server(interceptors=[GrpcMetrics(self.rt.registry), RejectMalformedRequests()],
                                  options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.gw), server)
         pb_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(self.gw), server)
         pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.gw), server)
+        pb_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(self.gw), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
@@ -124,6 +131,7 @@ class GatewayService:
                     ops.append(("requeue", event.subject_id))
         await self.gw.queue.apply(ops)
         await self.gw.histories(history)
+        await self.progress.on_events(events)  # item progress and final labels (services/gateway/progress.py)
 
 
 def create_app(settings: GatewaySettings | None = None) -> ServiceRuntime:

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from schemas.rpc import gateway_pb2 as pb
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from tests.gateway_helpers import EDGE_PROJECT as P
 from tests.gateway_helpers import LABELS, Edge
 
@@ -26,6 +27,8 @@ KINDS = ("missing token", "wrong role", "bad argument", "unknown id", "expired l
 NOT_APPLICABLE = {
     ("ConfigureProject", "unknown id"): "creates or updates the project it names",
     ("CreateAnnotator", "unknown id"): "creates or replaces the annotator it names",
+    ("ListProjects", "unknown id"): "names no project; a page token past the end gives an empty page",
+    ("ListAnnotators", "unknown id"): "names no annotator; a page token past the end gives an empty page",
 }
 EXPIRED = "<ann's expired lease>"  # replaced by the lease id at run time
 
@@ -48,6 +51,10 @@ SEND: dict[str, Callable[[Edge, Any, Any], Any]] = {
     "CreateAnnotator": lambda e, r, m: e.admin.CreateAnnotator(r, metadata=m),
     "GetItemHistory": lambda e, r, m: e.admin.GetItemHistory(r, metadata=m),
     "CreateCalibrationSession": lambda e, r, m: e.admin.CreateCalibrationSession(r, metadata=m),
+    **{name: (lambda name: lambda e, r, m: getattr(pb_grpc.ProjectServiceStub(e.channel), name)(r, metadata=m))(name)
+       for name in ("ListProjects", "GetProject", "GetProjectStats", "GetItem", "ListAnnotators", "RevokeAnnotator",
+                    "RotateAnnotatorToken")},
+    "ExportFinalLabels": lambda e, r, m: list(pb_grpc.ProjectServiceStub(e.channel).ExportFinalLabels(r, metadata=m)),
 }
 
 
@@ -79,7 +86,30 @@ def _configure(**fields: Any) -> pb.ConfigureProjectRequest:
 
 
 C = Case
+_READ = {  # the read API's rpcs: a good request, a bad one (and why), and one naming something unknown
+    "ListProjects": (pb.ListProjectsRequest(), pb.ListProjectsRequest(page_size=10_000), "a page too big", None),
+    "ListAnnotators": (pb.ListAnnotatorsRequest(), pb.ListAnnotatorsRequest(page_token="x" * 300),
+                       "a page token too long", None),
+    "GetProject": (pb.GetProjectRequest(project=P), pb.GetProjectRequest(), "no project",
+                   pb.GetProjectRequest(project="nope")),
+    "GetProjectStats": (pb.GetProjectRequest(project=P), pb.GetProjectRequest(project="p" * 300), "a project id too long",
+                        pb.GetProjectRequest(project="nope")),
+    "GetItem": (pb.GetItemRequest(project=P, item_id="i1"), pb.GetItemRequest(project=P), "no item id",
+                pb.GetItemRequest(project=P, item_id="nope")),
+    "RevokeAnnotator": (pb.RevokeAnnotatorRequest(annotator_id="ann"), pb.RevokeAnnotatorRequest(), "no annotator",
+                        pb.RevokeAnnotatorRequest(annotator_id="nope")),
+    "RotateAnnotatorToken": (pb.RevokeAnnotatorRequest(annotator_id="ann"), pb.RevokeAnnotatorRequest(
+        annotator_id="a" * 300), "an annotator id too long", pb.RevokeAnnotatorRequest(annotator_id="nope")),
+    "ExportFinalLabels": (pb.ExportFinalLabelsRequest(project=P), pb.ExportFinalLabelsRequest(project=P, cursor="x1"),
+                          "a cursor that is not one", pb.ExportFinalLabelsRequest(project="nope")),
+}
 CASES = [
+    *(case for rpc, (good, bad, why, unknown) in _READ.items() for case in [
+        C(rpc, "missing token", "no metadata", "none", good, S.UNAUTHENTICATED),
+        C(rpc, "wrong role", "an annotator", "ann", good, S.PERMISSION_DENIED),
+        C(rpc, "bad argument", why, "admin", bad, S.INVALID_ARGUMENT),
+        *([C(rpc, "unknown id", "unknown project, item or annotator", "admin", unknown, S.NOT_FOUND)]
+          if unknown is not None else [])]),
     C("IngestItems", "missing token", "no metadata", "none", [_item()], S.UNAUTHENTICATED),
     C("IngestItems", "missing token", "a token nobody has", "forged", [_item()], S.UNAUTHENTICATED),
     C("IngestItems", "wrong role", "golden label from an annotator", "ann", [_item(golden_label="yes")],

@@ -109,10 +109,10 @@ async def test_lineage_and_exports_from_a_trainer_that_trained(env: Env, tmp_pat
         assert code == 2 and "no model v99" in err
         code, out, err = await _cli(env, "lineage", "label", "lx", "never-labelled")
         assert code == 2 and "no final label for item 'never-labelled'" in err
-        code, out, err = await _cli(env, "export", "--project", "nope", "--out", str(tmp_path))
+        code, out, err = await _cli(env, "snapshot", "--project", "nope", "--out", str(tmp_path))
         assert code == 2 and "no final labels" in err and not any(tmp_path.iterdir())
 
-        code, out, err = await _cli(env, "export", "--project", "lx", "--out", str(tmp_path), "--format", "jsonl",
+        code, out, err = await _cli(env, "snapshot", "--project", "lx", "--out", str(tmp_path), "--format", "jsonl",
                                     "--format", "parquet", "--format", "label-studio")
         assert code == 0, err
         directory = Path(out.strip().splitlines()[-1])

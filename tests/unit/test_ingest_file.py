@@ -1,0 +1,130 @@
+"""Reading and checking an ingest file: every bad-input case names its rows, and memory stays bounded."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from labelmesh.export_formats import write_export
+from labelmesh.ingest_file import BadFile, Columns, Validated, stable_id
+
+LABELS = ["pos", "neg"]
+
+
+def _check(path: Path, columns: Columns = Columns(), labels: list[str] | None = LABELS) -> Validated:
+    checked = Validated(path, columns, labels)
+    checked.raise_for_errors()
+    return checked
+
+
+def test_csv_jsonl_and_parquet_give_the_same_items_with_metadata(tmp_path: Path) -> None:
+    records = [{"id": "a", "text": "good", "gold": "pos", "year": "1999"}, {"id": "b", "text": "bad", "gold": "", "year": "2001"}]
+    csv_file = tmp_path / "f.csv"
+    csv_file.write_text("id,text,gold,year\na,good,pos,1999\nb,bad,,2001\n")
+    jsonl = tmp_path / "f.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    parquet = tmp_path / "f.parquet"
+    pq.write_table(pa.Table.from_pylist(records), parquet)
+    seen = []
+    for path in (csv_file, jsonl, parquet):
+        checked = _check(path, Columns("text", "id", "gold"))
+        seen.append([(r.item_id, r.text, r.golden, r.metadata) for r in checked.items()])
+        checked.close()
+    assert seen[0] == seen[1] == seen[2] == [("a", "good", "pos", {"year": "1999"}), ("b", "bad", None, {"year": "2001"})]
+
+
+def test_rows_without_an_id_get_a_stable_hash_and_repeats_are_sent_once(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("text\nsame\nother\nsame\n")
+    checked = _check(path)
+    assert [r.item_id for r in checked.items()] == [stable_id("same"), stable_id("other")]
+    assert (checked.report.rows, checked.report.items) == (3, 2)
+
+
+def test_no_text_column_names_the_columns_there_are(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("body,id\nhello,1\n")
+    with pytest.raises(BadFile, match=r"no column 'text'; the file has \['body', 'id'\]"):
+        _check(path)
+
+
+def test_duplicate_ids_with_different_text_name_both_rows(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("id,text\n1,a\n2,b\n1,a\n2,changed\n")
+    with pytest.raises(BadFile, match=r"row 4: id '2' was already used by row 2 with a different text"):
+        _check(path, Columns(id="id"))
+
+
+def test_golden_labels_outside_the_taxonomy_name_their_rows(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"text": "a", "g": "pos"}\n{"text": "b", "g": "meh"}\n{"text": "c", "g": "nope"}\n')
+    with pytest.raises(BadFile) as err:
+        _check(path, Columns(golden="g"))
+    assert "row 2: golden label 'meh'" in str(err.value) and "row 3: golden label 'nope'" in str(err.value)
+    assert "nothing was ingested" in str(err.value)
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_bytes("text\nfine\ncaf\u00e9 latin-1\n".encode("latin-1"))
+    with pytest.raises(BadFile, match=r"line 3: not UTF-8"):
+        _check(path)
+
+
+@pytest.mark.parametrize("content", ["", "text\n"])
+def test_an_empty_file_or_one_without_rows_is_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text(content)
+    with pytest.raises(BadFile, match="empty|no rows"):
+        _check(path)
+
+
+def test_empty_text_and_an_unknown_format_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f.csv"
+    path.write_text("text\nok\n  \n")
+    with pytest.raises(BadFile, match="row 2: the text is empty"):
+        _check(path)
+    with pytest.raises(BadFile, match="unknown format '.xlsx'"):
+        _check(tmp_path / "f.xlsx")
+
+
+def test_a_200_mb_file_is_checked_and_streamed_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    body = "x" * 990
+    with path.open("w") as handle:
+        handle.write("id,text,gold\n")
+        for n in range(210_000):
+            handle.write(f"{n},{n} {body},{'pos' if n % 50 == 0 else ''}\n")
+    assert path.stat().st_size > 200 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        checked = _check(path, Columns("text", "id", "gold"))
+        sent = sum(1 for _ in checked.items())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    checked.close()
+    assert sent == 210_000
+    assert peak < 20 * 1024 * 1024, f"peak Python allocation {peak / 2**20:.1f} MiB for a 200 MB file"
+
+
+def test_exports_keep_metadata_and_the_hf_label_is_a_class_label(tmp_path: Path) -> None:
+    from datasets import load_from_disk
+
+    rows = [{"item_id": "a", "text": "good", "label": "neg", "version": 1, "confidence": 0.9,
+             "provenance": "consensus", "model_version": 2, "guideline_version": 1, "golden": False,
+             "annotator_labels": [{"annotator_id": "ann", "label": "neg"}], "metadata": {"year": "1999"}}]
+    write_export("hf", rows, LABELS, tmp_path / "hf")
+    train = load_from_disk(str(tmp_path / "hf"))["train"]
+    assert train.features["label"].names == LABELS and train[0]["label"] == 1
+    write_export("label-studio", rows, LABELS, tmp_path / "ls.json")
+    task = json.loads((tmp_path / "ls.json").read_text())[0]
+    assert task["data"]["year"] == "1999"
+    assert task["annotations"][0]["result"][0]["value"]["choices"] == ["neg"]
+    write_export("parquet", rows, LABELS, tmp_path / "d.parquet")
+    assert json.loads(pq.read_table(tmp_path / "d.parquet").to_pylist()[0]["metadata"]) == {"year": "1999"}
