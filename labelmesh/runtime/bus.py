@@ -155,6 +155,7 @@ class EventBus:
         batch_timeout_ms: int = 50,
         name: str | None = None,
         exclusive: bool = True,
+        in_memory: bool = False,
     ) -> None:
         """Consume topics in batches; offsets are committed only after the handler returned.
 
@@ -164,6 +165,9 @@ class EventBus:
         another) could lose one write. Each database has one owning process, so serialising that
         process's handlers is enough. Pass exclusive=False only for a handler whose writes no other
         handler touches and which others may wait on (the project catalog).
+
+        in_memory handlers change only their process's memory: they bypass the inbox, which would otherwise
+        mark the events processed for the service's real handler in the same database.
         """
         group = self.settings.consumer_group(name or self.service)
 
@@ -175,7 +179,7 @@ class EventBus:
                     self.metrics.phase_seconds.labels(self.service, "lock_wait").observe(time.perf_counter() - started)
                     await self._handle_records(list(records), handler)
             else:
-                await self._handle_records(list(records), handler)
+                await self._handle_records(list(records), handler, inbox=not in_memory)
             self.metrics.batch_seconds.labels(self.service).observe(time.perf_counter() - started)
 
         # NACK_ON_ERROR rewinds to the batch's first offset, so nothing is committed past an unhandled event.
@@ -194,7 +198,7 @@ class EventBus:
             decoder=_records_only,
         )(consume)
 
-    async def _handle_records(self, records: list[Any], handler: BatchHandler) -> None:
+    async def _handle_records(self, records: list[Any], handler: BatchHandler, inbox: bool = True) -> None:
         events: list[Envelope] = []
         origin: dict[str, Any] = {}
         for record in records:
@@ -207,7 +211,7 @@ class EventBus:
             origin[event.event_id] = record
         if not events:
             return
-        if self.inbox is None:
+        if self.inbox is None or not inbox:
             events = await self._run_with_retries(events, origin, handler)
         else:
             phase = time.perf_counter()

@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 # FerretDB 1.24 answers an `update` command by opening one SQLite query per update statement and closes
 # them only when the whole command returns (internal/handler/msg_update.go: `defer closer.Close()` inside
@@ -88,3 +88,13 @@ async def find_by_ids(collection: AsyncCollection, ids: Sequence[Any],
         async for doc in collection.find({"_id": {"$in": unique[start:start + IDS_PER_QUERY]}}, projection):
             by_id[doc["_id"]] = doc
     return [by_id[i] for i in unique if i in by_id]
+
+
+async def insert_one_new(collection: AsyncCollection, doc: dict[str, Any]) -> bool:
+    """Insert the document; False when its `_id` exists. A unique `_id` is the one write that FerretDB 1.24 on
+    SQLite makes atomic across processes (a primary key), so claims are decided by it (services/gateway/queue.py)."""
+    try:
+        await collection.insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,17 @@ class GatewayService:
 
     def wire(self) -> None:
         self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC, QcFlagged.TOPIC], self.on_events)
+        # Every replica hears every routed and finalized item, whichever partitions it owns, to keep its index of
+        # open tasks (a hint, in memory only). A group of its own per process stands in for the bus's coming
+        # broadcast subscription: switch to `broadcast=True` when it lands.
+        self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC], self.on_hints,
+                              name=f"{SERVICE}-hints-{uuid.uuid4().hex[:12]}", exclusive=False, in_memory=True)
         self.rt.on_start.append(self.start_grpc)
         self.rt.on_stop.append(self.stop_grpc)
 
     async def start_grpc(self) -> None:
         await self.gw.queue.ensure_indexes()
+        await self.gw.queue.load_hints()
         server = grpc.aio.server(interceptors=[RejectMalformedRequests()],
                                  options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.gw), server)
@@ -96,9 +103,16 @@ class GatewayService:
             except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup
                 log.exception("lease sweep failed; retrying")
 
+    async def on_hints(self, events: list[Envelope]) -> None:
+        for event in events:
+            if isinstance(event, ItemRouted):
+                self.gw.queue.hear(event)
+            elif isinstance(event, LabelFinalized):
+                self.gw.queue.hints.close_item(event.project, event.item_id)
+
     async def on_events(self, events: list[Envelope]) -> None:
         history = []  # written in bulk after the batch: a round trip per event would halve the gateway's rate
-        ops: list[tuple[str, Any]] = []  # the queue's changes, applied in one turn of its lock
+        ops: list[tuple[str, Any]] = []  # the queue's changes, in order
         for event in events:
             if isinstance(event, ItemRouted):
                 ops.append(("add", event))

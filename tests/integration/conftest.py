@@ -30,12 +30,12 @@ from tests.kafka_helpers import Env, new_env
 
 @pytest.fixture
 async def start_gateway(env: Env) -> AsyncIterator[Callable[..., Awaitable[ServiceRuntime]]]:
-    """Starts gateways in this process (5 s leases, swept every 0.2 s, no golden tasks, admin token ADMIN, any
-    setting overridden); each is stopped after the test."""
+    """Starts gateways in this process (5 s leases, swept every 0.2 s with 0.1 s grace, no golden tasks, admin
+    token ADMIN, any setting overridden); each is stopped after the test."""
     started: list[ServiceRuntime] = []
 
     async def start(**overrides: Any) -> ServiceRuntime:
-        settings = {"grpc_port": 0, "admin_token": ADMIN, "lease_seconds": 5.0, "sweep_seconds": 0.2,
+        settings = {"grpc_port": 0, "admin_token": ADMIN, "lease_seconds": 5.0, "lease_grace_seconds": 0.1, "sweep_seconds": 0.2,
                     "golden_rate": 0.0, **overrides}
         runtime = create_app(env.settings(GatewaySettings, **settings))
         await runtime.start()
