@@ -40,6 +40,9 @@ class GatewayService:
         self._sweeper: asyncio.Task[None] | None = None
         self.open_tasks = Gauge("labelmesh_gateway_open_tasks", "Tasks waiting for humans", ["project", "tier"],
                                 registry=rt.registry)
+        # How many open tasks this replica's index knows of: tests wait on it, operators see a replica lagging.
+        Gauge("labelmesh_gateway_candidate_tasks", "Open tasks in this replica's in-memory index",
+              registry=rt.registry).set_function(lambda: len(self.gw.queue.hints))
         self.expired = Counter("labelmesh_gateway_leases_expired_total", "Leases that expired", registry=rt.registry)
 
     def wire(self) -> None:

@@ -238,19 +238,28 @@ class TaskQueue:
         """One open slot of the most informative (then oldest) task this annotator has not had."""
         rest = frozenset(t.value for t in Tier if t is not Tier.EXPERT)
         for tiers in ([frozenset({Tier.EXPERT.value}), rest] if role is Role.EXPERT else [rest]):
+            deferred: list[Candidate] = []  # passed over for this process's claims in flight; tried last
             batch: list[Candidate] = []
             for candidate in self.hints.ranked(project, annotator, tiers):
                 batch.append(candidate)
                 if len(batch) == PROBE_BATCH:
-                    if lease := await self._claim_one_of(batch, annotator, guideline_version):
+                    if lease := await self._claim_one_of(batch, annotator, guideline_version, deferred):
                         return lease
                     batch = []
-            if batch and (lease := await self._claim_one_of(batch, annotator, guideline_version)):
+            if batch and (lease := await self._claim_one_of(batch, annotator, guideline_version, deferred)):
                 return lease
+            for start in range(0, len(deferred), PROBE_BATCH):
+                if lease := await self._claim_one_of(deferred[start:start + PROBE_BATCH], annotator,
+                                                     guideline_version):
+                    return lease
         return None
 
-    async def _claim_one_of(self, batch: list[Candidate], annotator: str, guideline_version: int) -> Lease | None:
-        """The first of these candidates that the claims say is free for the annotator, confirmed and taken."""
+    async def _claim_one_of(self, batch: list[Candidate], annotator: str, guideline_version: int,
+                            deferred: list[Candidate] | None = None) -> Lease | None:
+        """The first of these candidates that the claims say is free for the annotator, confirmed and taken.
+
+        With `deferred`, a task whose free slots this process's claims in flight may fill goes there instead.
+        """
         ids = [marker_id(c.task_id, annotator) for c in batch]
         ids += [slot_id(c.task_id, k) for c in batch for k in range(c.required)]
         taken = {d["_id"]: d.get("state") for d in await find_by_ids(self.claims, ids, {"state": 1})}
@@ -263,9 +272,11 @@ class TaskQueue:
                 self.hints.remove(candidate.task_id)  # answered by everyone it needs: never free again
                 continue
             free = [k for k, state in enumerate(slots) if state is None]
-            if len(free) <= self._inflight[candidate.task_id]:
-                if not free:
-                    self.hints.mark_full(candidate.task_id)
+            if not free:
+                self.hints.mark_full(candidate.task_id)
+                continue
+            if deferred is not None and len(free) <= self._inflight[candidate.task_id]:
+                deferred.append(candidate)
                 continue
             task = await self.tasks.find_one({"_id": candidate.task_id})
             if task is None:
