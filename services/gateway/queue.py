@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.active import review_priority
-from labelmesh.runtime.mongo import find_by_ids, insert_new, insert_one_new
+from labelmesh.runtime.mongo import delete_by_id, find_by_ids, insert_new, insert_one_new, update_by_id
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
@@ -72,6 +72,15 @@ def slot_id(task_id: str, k: int) -> str:
 
 def marker_id(task_id: str, annotator_id: str) -> str:
     return f"{task_id}@{annotator_id}"
+
+
+def claimed_by(nonce: str | None) -> Callable[[dict[str, Any]], bool]:
+    """Whether a claim, active or lease document still belongs to the claim with this nonce."""
+    return lambda doc: doc.get("nonce") == nonce
+
+
+def still_open(task: dict[str, Any]) -> bool:
+    return task["status"] == "open"
 
 
 async def to_end(work: Awaitable[T]) -> T:
@@ -341,21 +350,22 @@ class TaskQueue:
         held = None
         if not golden:
             if not await insert_one_new(self.claims, {"_id": marker_id(task_id, annotator), **mine}):
-                await self.active.delete_one({"_id": lease_id, "nonce": nonce})
+                await delete_by_id(self.active, lease_id, claimed_by(nonce))
                 return _Lost.HAD
             for k in slots:
                 if await insert_one_new(self.claims, {"_id": slot_id(task_id, k), **mine, "state": "leased"}):
                     held = slot_id(task_id, k)
                     break
             if held is None:
-                await self.claims.delete_one({"_id": marker_id(task_id, annotator), "nonce": nonce})
-                await self.active.delete_one({"_id": lease_id, "nonce": nonce})
+                await delete_by_id(self.claims, marker_id(task_id, annotator), claimed_by(nonce))
+                await delete_by_id(self.active, lease_id, claimed_by(nonce))
                 return _Lost.FULL
         await self.leases.replace_one(
             {"_id": lease_id},
             {"task_id": task_id, "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
              "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
-             "session": task.get("session"), "guideline_version": guideline_version, "slot": held, "nonce": nonce},
+             "session": task.get("session"), "guideline_version": guideline_version, "slot": held, "nonce": nonce,
+             "required": task.get("required", 0)},
             upsert=True,
         )
         await self.current.replace_one({"_id": f"{task['project']}/{annotator}"},
@@ -377,39 +387,46 @@ class TaskQueue:
 
     async def _finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         now = utcnow()
-        result = await self.leases.update_one(
-            {"_id": lease["_id"], "state": "leased", "expires_at": {"$gt": now}},
-            {"$set": {"state": state, "finished_at": now, "submission": submission}},
-        )
-        if result.modified_count != 1:
+        retry = not await update_by_id(self.leases, lease["_id"],
+                                       {"$set": {"state": state, "finished_at": now, "submission": submission}},
+                                       lambda d: d["state"] == "leased" and d["expires_at"] > now)
+        if retry:
             current = await self.leases.find_one({"_id": lease["_id"]})
             if current and current["state"] in ("leased", "expired"):
                 raise LeaseError("expired", "the lease has expired; lease the task again")
             if not (current and submission and current["state"] == state and current.get("submission") == submission):
                 raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
+        # Finished just now, before its expiry, the lease's slot and active document are this call's alone (a
+        # sweeper waits for expiry + grace); a retry checks they still carry the lease's nonce.
         nonce = lease.get("nonce")
+        mine = claimed_by(nonce) if retry else None
         held = lease.get("slot")
+        answered = state == "submitted" or bool(lease.get("session"))
         if held:
-            if state == "submitted" or lease.get("session"):
-                # A skipped calibration task is done for that annotator: nobody else may take their place.
-                await self.claims.update_one({"_id": held, "nonce": nonce}, {"$set": {"state": state}})
+            if answered:  # a skipped calibration task is done for that annotator: nobody else may take their place
+                await update_by_id(self.claims, held, {"$set": {"state": state}}, mine)
             else:  # skipped: the slot goes back, but not to the same annotator (the item marker stays)
-                await self.claims.delete_one({"_id": held, "nonce": nonce})
+                await delete_by_id(self.claims, held, mine)
                 self.hints.mark_free(lease["task_id"])
-        await self.active.delete_one({"_id": lease["_id"], "nonce": nonce})
-        if held and (state == "submitted" or lease.get("session")):
-            await self._close_if_answered(lease["task_id"])
+        await delete_by_id(self.active, lease["_id"], mine)
+        if held and answered:
+            await self._close_if_answered(lease["task_id"], lease.get("required"))
 
-    async def _close_if_answered(self, task_id: str) -> None:
+    async def _close_if_answered(self, task_id: str, required: int | None) -> None:
         """The task is done once each of its slots is submitted (or skipped, for calibration): read from the
-        slots by _id, so concurrent submitters never count into one task document."""
-        task = await self.tasks.find_one({"_id": task_id}, {"required": 1, "status": 1})
-        if task is None or task["status"] != "open":
-            return
-        slots = await find_by_ids(self.claims, [slot_id(task_id, k) for k in range(task["required"])], {"state": 1})
-        if len(slots) == task["required"] and all(s.get("state") in FINISHED for s in slots):
-            # Every finisher writes the same terminal value; the consumer's close/supersede also only ends it.
-            await self.tasks.update_one({"_id": task_id, "status": "open"}, {"$set": {"status": "done"}})
+        slots by _id, so concurrent submitters never count into one task document. (A one-slot task is done
+        by its one finisher; `required` is None for a lease stored before leases carried it.)"""
+        if required is None:
+            task = await self.tasks.find_one({"_id": task_id}, {"required": 1})
+            if task is None:
+                return
+            required = task["required"]
+        slots: list[dict[str, Any]] = []
+        if required > 1:
+            slots = await find_by_ids(self.claims, [slot_id(task_id, k) for k in range(required)], {"state": 1})
+        if required == 1 or (len(slots) == required and all(s.get("state") in FINISHED for s in slots)):
+            # Every finisher writes the same terminal value; a task closed or superseded meanwhile stays so.
+            await update_by_id(self.tasks, task_id, {"$set": {"status": "done"}}, still_open)
             self.hints.remove(task_id)
 
     async def expire_leases(self) -> int:
@@ -425,12 +442,11 @@ class TaskQueue:
         cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
         async for active in self.active.find({"expires_at": {"$lte": cutoff}}):
             nonce = active["nonce"]
-            result = await self.leases.update_one({"_id": active["_id"], "state": "leased", "nonce": nonce},
-                                                  {"$set": {"state": "expired"}})
-            count += result.modified_count
-            if active["claims"]:
-                await self.claims.delete_many({"_id": {"$in": active["claims"]}, "nonce": nonce})
-            await self.active.delete_one({"_id": active["_id"], "nonce": nonce})
+            count += await update_by_id(self.leases, active["_id"], {"$set": {"state": "expired"}},
+                                        lambda d: d["state"] == "leased" and d.get("nonce") == nonce)
+            for name in active["claims"]:
+                await delete_by_id(self.claims, name, claimed_by(nonce))
+            await delete_by_id(self.active, active["_id"], claimed_by(nonce))
             self.hints.forget_had(active["annotator"], active["task_id"])
             self.hints.mark_free(active["task_id"])
         return count
@@ -439,11 +455,11 @@ class TaskQueue:
         """Take back an annotator's open leases (e.g. when qc suspends them): revoked now, freed by the sweeper."""
         count = 0
         async for active in self.active.find({"annotator": annotator}):
-            result = await self.leases.update_one({"_id": active["_id"], "state": "leased"},
-                                                  {"$set": {"state": "revoked"}})
-            count += result.modified_count
-            await self.active.update_one({"_id": active["_id"], "nonce": active["nonce"]},
-                                         {"$set": {"expires_at": utcnow() - timedelta(seconds=self.grace_seconds)}})
+            count += await update_by_id(self.leases, active["_id"], {"$set": {"state": "revoked"}},
+                                        lambda d: d["state"] == "leased")
+            await update_by_id(self.active, active["_id"],
+                               {"$set": {"expires_at": utcnow() - timedelta(seconds=self.grace_seconds)}},
+                               claimed_by(active["nonce"]))
         return count
 
     async def apply(self, ops: Sequence[tuple[str, Any]]) -> None:
@@ -474,7 +490,7 @@ class TaskQueue:
         doc = await self.by_item.find_one({"_id": key})
         for task_id in (doc or {}).get("tasks", []):
             if task_id != keep:
-                await self.tasks.update_one({"_id": task_id, "status": "open"}, {"$set": {"status": status}})
+                await update_by_id(self.tasks, task_id, {"$set": {"status": status}}, still_open)
                 self.hints.remove(task_id)
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
