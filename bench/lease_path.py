@@ -176,9 +176,10 @@ async def run(replicas: int, tasks: int, annotators: int, seconds: float, ghz: s
 
 
 def _ghz(binary: str, target: str, token: str) -> dict:
-    """ghz against LeaseTask by an annotator who holds a lease (reflection gives it the schema)."""
+    """ghz against LeaseTask by an annotator who holds a lease, with the contract's .proto."""
     out = subprocess.run(
-        [binary, "--insecure", "--call", "labelmesh.v1.AnnotationService/LeaseTask",
+        [binary, "--insecure", "--proto", str(REPO / "schemas/rpc/gateway.proto"),
+         "--import-paths", str(REPO / "schemas/rpc"), "--call", "labelmesh.v1.AnnotationService/LeaseTask",
          "-d", json.dumps({"project": PROJECT}), "-m", json.dumps({"authorization": f"Bearer {token}"}),
          "-c", "20", "-n", "2000", "-O", "json", target],
         capture_output=True, text=True, timeout=300,
