@@ -60,6 +60,7 @@ class Lease:
 class _Lost(Enum):
     HAD = "the annotator is or was on this item"
     FULL = "every slot is taken"
+    CLOSED = "the task is no longer open"
 
 
 def lease_id_for(task_id: str, annotator_id: str) -> str:
@@ -77,6 +78,12 @@ def marker_id(task_id: str, annotator_id: str) -> str:
 def claimed_by(nonce: str | None) -> Callable[[dict[str, Any]], bool]:
     """Whether a claim, active or lease document still belongs to the claim with this nonce."""
     return lambda doc: doc.get("nonce") == nonce
+
+
+def _ref(candidate: Candidate) -> dict[str, Any]:
+    """What a claim needs of a routed task before it has won a slot; the task itself is read after."""
+    return {"_id": candidate.task_id, "project": candidate.project, "item_id": candidate.item_id,
+            "required": candidate.required, "golden": False, "status": None}
 
 
 def still_open(task: dict[str, Any]) -> bool:
@@ -287,19 +294,16 @@ class TaskQueue:
             if deferred is not None and len(free) <= self._inflight[candidate.task_id]:
                 deferred.append(candidate)
                 continue
-            task = await self.tasks.find_one({"_id": candidate.task_id})
-            if task is None:
-                continue  # heard of on item.routed, not stored yet by the partition's owner
-            if task["status"] != "open":
-                self.hints.remove(candidate.task_id)
-                continue
-            self._inflight[candidate.task_id] += 1
+            self._inflight[candidate.task_id] += 1  # before any await: the next caller here sees it
             try:
-                outcome = await self._take(task, annotator, free, guideline_version)
+                outcome = await self._take(_ref(candidate), annotator, free, guideline_version)
             finally:
                 self._inflight[candidate.task_id] -= 1
                 if not self._inflight[candidate.task_id]:
                     del self._inflight[candidate.task_id]
+            if outcome is _Lost.CLOSED:
+                self.hints.remove(candidate.task_id)
+                continue
             if isinstance(outcome, Lease):
                 return outcome
             if outcome is _Lost.HAD:
@@ -357,9 +361,15 @@ class TaskQueue:
                     held = slot_id(task_id, k)
                     break
             if held is None:
-                await delete_by_id(self.claims, marker_id(task_id, annotator), claimed_by(nonce))
-                await delete_by_id(self.active, lease_id, claimed_by(nonce))
+                await self._undo(lease_id, [marker_id(task_id, annotator)], nonce)
                 return _Lost.FULL
+            if task["status"] is None:  # a candidate from the index: confirmed by _id once a slot is won
+                stored = await self.tasks.find_one({"_id": task_id})
+                if stored is None or stored["status"] != "open":
+                    await self._undo(lease_id, [held, marker_id(task_id, annotator)], nonce)
+                    # Not stored yet (heard of on item.routed before its partition's owner wrote it): try later.
+                    return _Lost.FULL if stored is None else _Lost.CLOSED
+                task = stored
         await self.leases.replace_one(
             {"_id": lease_id},
             {"task_id": task_id, "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
@@ -372,6 +382,11 @@ class TaskQueue:
                                        {"lease_id": lease_id, "expires_at": expires}, upsert=True)
         self.hints.mark_had(annotator, task_id)
         return Lease(lease_id, task, expires, guideline_version, fresh=True)
+
+    async def _undo(self, lease_id: str, claims: Sequence[str], nonce: str) -> None:
+        for name in claims:
+            await delete_by_id(self.claims, name, claimed_by(nonce))
+        await delete_by_id(self.active, lease_id, claimed_by(nonce))
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
         return await self.leases.find_one({"_id": lease_id})
