@@ -149,12 +149,14 @@ async def run(replicas: int, tasks: int, annotators: int, seconds: float, ghz: s
                 leases.append(t1 - t0)
                 submits.append(t2 - t1)
 
-        started = time.monotonic()
+        started, client_cpu = time.monotonic(), time.process_time()
         await asyncio.gather(*(annotator(n) for n in range(annotators)))
         wall = time.monotonic() - started
         cpu = {f"gateway-{i}": round(cpu_seconds(p.process.pid) - cpu_before[p.process.pid], 2)
                for i, p in enumerate(processes)}
         cpu |= {k: round(cpu_seconds(v) - infra_before[k], 2) for k, v in infra.items()}
+        cpu["bench_clients"] = round(time.process_time() - client_cpu, 2)  # the 50 annotators' gRPC calls
+        load = os.getloadavg()[0]
         result = {
             "replicas": replicas, "open_tasks": tasks, "annotators": annotators, "seconds": round(wall, 1),
             "setup_seconds": round(setup_s, 1), "cycles": len(leases), "cycles_per_s": round(len(leases) / wall, 1),
@@ -163,6 +165,7 @@ async def run(replicas: int, tasks: int, annotators: int, seconds: float, ghz: s
             "submit_p50_ms": round(statistics.median(submits) * 1000, 1) if submits else None,
             "submit_p99_ms": round(_pct(submits, 0.99) * 1000, 1) if submits else None,
             "errors": len(errors), "error_examples": sorted(set(errors))[:5], "cpu_seconds": cpu,
+            "load_average_1m_after": round(load, 2),
         }
         if ghz:
             result["ghz_lease_repoll"] = _ghz(ghz, targets[0], tokens[0])
