@@ -7,6 +7,15 @@ every task, then lets the annotators loop LeaseTask + SubmitLabel for --seconds,
 over the replicas. It records cycles/s and lease and submit p50/p99, and ghz's figures for a single RPC
 (LeaseTask re-polled by annotators who hold a lease: the read path every annotation tool polls).
 
+Results (bench/results/lease_path.json, 2026-12-05 02:39-02:41, one run each, 2 cores shared with other
+work, load average ~4.5-4.9): 1 replica 35.0 cycles/s, lease p50/p99 705/1,464 ms, submit 629/1,145 ms;
+2 replicas 27.5 cycles/s, lease 846/5,678 ms, submit 640/1,654 ms. A run 3 minutes earlier: 43.1 cycles/s
+at 1 replica. Before the claims were unique inserts: 1.4 cycles/s and a lease p99 of 34 s. The goal (200
+cycles/s, lease p99 <= 100 ms) is not met. Where the time goes: a cycle is ~28 database commands, and
+FerretDB spends ~0.7 ms of CPU on each (~17-20 s of its CPU per 30 s run), the gateway about as much again
+in Python; both share the 2 cores, so a second replica adds CPU contention and cross-replica claim races,
+not capacity. On MongoDB a command by `_id` costs a small fraction of that.
+
 Writes bench/results/lease_path.json and prints a table.
 """
 
