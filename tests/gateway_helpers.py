@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,26 @@ async def status_of(call: Any) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
     return info.value.code()
+
+
+@dataclass
+class GatewayProcess:
+    """One gateway replica started as its own process (the `gateway_processes` fixture)."""
+
+    target: str  # its gRPC address
+    process: Any  # labelmesh.stack.ServiceProcess
+
+    def metric(self, name: str) -> float | None:
+        """A gauge from the replica's /metrics, or None while it is not serving them."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.process.port}/metrics", timeout=2) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
 
 
 def free_port() -> int:

@@ -54,20 +54,24 @@ class Gateway:
         self.rt = rt
         self.settings = settings
         self.db = rt.db
-        self.queue = TaskQueue(rt.db, settings.lease_seconds)
-        self._served: dict[str, int] = {}
+        self.queue = TaskQueue(rt.db, settings.lease_seconds, settings.lease_grace_seconds)
 
     async def tasks_served(self, annotator_id: str) -> int:
-        """How many leases the annotator has had: counted once, then kept current from the lease table.
+        """How many leases the annotator has had, from their counter document (one lookup by _id).
 
-        Counting per LeaseTask call scanned every lease on each poll (FerretDB has no index for it).
+        Until their first lease creates it, the annotator's leases are counted (none, but for leases stored
+        before the counter existed).
         """
-        if annotator_id not in self._served:
-            self._served[annotator_id] = await self.db["leases"].count_documents({"annotator": annotator_id})
-        return self._served[annotator_id]
+        doc = await self.db["served"].find_one({"_id": annotator_id})
+        if doc is not None:
+            return doc["n"]
+        return await self.db["leases"].count_documents({"annotator": annotator_id})
 
-    def count_served(self, annotator_id: str) -> None:
-        self._served[annotator_id] = self._served.get(annotator_id, 0) + 1
+    async def count_served(self, annotator_id: str, before: int) -> None:
+        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count."""
+        result = await self.db["served"].update_one({"_id": annotator_id}, {"$inc": {"n": 1}})
+        if result.matched_count == 0:
+            await self.db["served"].update_one({"_id": annotator_id}, {"$setOnInsert": {"n": before + 1}}, upsert=True)
 
     async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
         token = bearer(context.invocation_metadata())
@@ -238,7 +242,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         if lease.fresh:
-            self.gw.count_served(caller.annotator_id)
+            await self.gw.count_served(caller.annotator_id, served)
         item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
         lease.task["text"] = item["text"] if item else ""
         return _task_message(lease, project)

@@ -43,17 +43,25 @@ class GatewayService:
         self._sweeper: asyncio.Task[None] | None = None
         self.open_tasks = Gauge("labelmesh_gateway_open_tasks", "Tasks waiting for humans", ["project", "tier"],
                                 registry=rt.registry)
+        # How many open tasks this replica's index knows of: tests wait on it, operators see a replica lagging.
+        Gauge("labelmesh_gateway_candidate_tasks", "Open tasks in this replica's in-memory index",
+              registry=rt.registry).set_function(lambda: len(self.gw.queue.hints))
         self.expired = Counter("labelmesh_gateway_leases_expired_total", "Leases that expired", registry=rt.registry)
 
     def wire(self) -> None:
         # One subscription: the bus's inbox is the service's, so a second group would claim these events first.
         self.rt.bus.subscribe(sorted({ItemRouted.TOPIC, LabelFinalized.TOPIC, QcFlagged.TOPIC, *progress.TOPICS}),
                               self.on_events)
+        # Every replica hears every routed and finalized item, whichever partitions it owns, to keep its index of
+        # open tasks (a hint, in memory only).
+        self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC], self.on_hints, name=f"{SERVICE}.hints",
+                              broadcast=True)
         self.rt.on_start.append(self.start_grpc)
         self.rt.on_stop.append(self.stop_grpc)
 
     async def start_grpc(self) -> None:
         await self.gw.queue.ensure_indexes()
+        await self.gw.queue.load_hints()
         server = grpc.aio.server(interceptors=[GrpcMetrics(self.rt.registry), RejectMalformedRequests()],
                                  options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
         pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.gw), server)
@@ -103,9 +111,16 @@ class GatewayService:
             except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup
                 log.exception("lease sweep failed; retrying")
 
+    async def on_hints(self, events: list[Envelope]) -> None:
+        for event in events:
+            if isinstance(event, ItemRouted):
+                self.gw.queue.hear(event)
+            elif isinstance(event, LabelFinalized):
+                self.gw.queue.hints.close_item(event.project, event.item_id)
+
     async def on_events(self, events: list[Envelope]) -> None:
         history = []  # written in bulk after the batch: a round trip per event would halve the gateway's rate
-        ops: list[tuple[str, Any]] = []  # the queue's changes, applied in one turn of its lock
+        ops: list[tuple[str, Any]] = []  # the queue's changes, in order
         for event in events:
             if isinstance(event, ItemRouted):
                 ops.append(("add", event))

@@ -1,24 +1,44 @@
-"""Task queues and leases in the gateway's database: who may work on what, and for how long."""
+"""Task queues and leases in the gateway's database: who may work on what, and for how long.
+
+Claims are decided by inserts of unique `_id`s into `claims`, never by reading and rewriting a task:
+- `{task}#{k}` is slot k of the task (k < required), held by one lease at a time;
+- `{task}@{annotator}` says the annotator is or was on the item, so nobody gets the same item twice.
+A duplicate key means "taken", and the claimer tries the next slot or task. MongoDB and FerretDB 1.24 (where
+`_id` is SQLite's primary key) both make that insert atomic across processes, whereas FerretDB applies a
+conditional find_one_and_update by reading and rewriting the document without isolation, so two gateway
+processes could both win one slot. Each live lease also has an `active` document (deleted when it ends), which
+names its claims, so the sweeper frees exactly those by `_id`, and scans only the leases in flight.
+
+Every lease, claim and active document has one writer at a time: the claimer while it claims, the holder's
+submit/skip only before `expires_at`, the sweepers (on any replica, doing identical idempotent writes) only after
+`expires_at + grace`. Which tasks are worth trying comes from an in-memory index (services/gateway/candidates.py):
+a hint, confirmed here by `_id` before a lease is handed out.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
 from typing import Any, TypeVar
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.active import review_priority
-from labelmesh.runtime.mongo import insert_new
+from labelmesh.runtime.mongo import delete_by_id, find_by_ids, insert_new, insert_one_new, update_by_id
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
-
+from services.gateway.candidates import Candidate, OpenTasks
 
 T = TypeVar("T")
+PROBE_BATCH = 16  # candidates whose claims are read in one `_id $in` query
+FINISHED = ("submitted", "skipped")
 
 
 class LeaseError(Exception):
@@ -38,131 +58,164 @@ class Lease:
     fresh: bool = False  # handed out by this call (not the annotator's current lease returned again)
 
 
+class _Lost(Enum):
+    HAD = "the annotator is or was on this item"
+    FULL = "every slot is taken"
+    CLOSED = "the task is no longer open"
+
+
 def lease_id_for(task_id: str, annotator_id: str) -> str:
     return f"{task_id}~{annotator_id}"
 
 
+def slot_id(task_id: str, k: int) -> str:
+    return f"{task_id}#{k}"
+
+
+def marker_id(task_id: str, annotator_id: str) -> str:
+    return f"{task_id}@{annotator_id}"
+
+
+def claimed_by(nonce: str | None) -> Callable[[dict[str, Any]], bool]:
+    """Whether a claim, active or lease document still belongs to the claim with this nonce."""
+    return lambda doc: doc.get("nonce") == nonce
+
+
+def _ref(candidate: Candidate) -> dict[str, Any]:
+    """What a claim needs of a routed task before it has won a slot; the task itself is read after."""
+    return {"_id": candidate.task_id, "project": candidate.project, "item_id": candidate.item_id,
+            "required": candidate.required, "golden": False, "status": None}
+
+
+def still_open(task: dict[str, Any]) -> bool:
+    return task["status"] == "open"
+
+
+async def to_end(work: Awaitable[T]) -> T:
+    """Run `work` to its end even if the caller is cancelled (gRPC cancels a handler whose client left): a claim
+    or finish stopped half-way would hold a slot until its lease expired."""
+    return await asyncio.shield(asyncio.ensure_future(work))
+
+
+def candidate_of(task: dict[str, Any]) -> Candidate:
+    return Candidate(task_id=task["_id"], project=task["project"], item_id=task["item_id"], tier=task["tier"],
+                     required=task.get("required", 0), priority=task.get("priority", 0.0),
+                     created_at=task["created_at"])
+
+
+def routed_candidate(routed: ItemRouted) -> Candidate:
+    return Candidate(task_id=routed.event_id, project=routed.project, item_id=routed.item_id,
+                     tier=routed.tier.value, required=routed.required_annotators,
+                     priority=review_priority([s.probability for s in routed.top_k], spot_check=routed.spot_check),
+                     created_at=routed.occurred_at)
+
+
 class TaskQueue:
-    """Tasks and leases. Every change to them runs under one lock per gateway process.
+    """Tasks, claims and leases (see the module docstring for why claims are unique inserts)."""
 
-    MongoDB makes find_one_and_update atomic, but FerretDB 1.24 on SQLite reads the document, applies
-    the update in Go and writes the whole document back without isolation: two annotators claiming the
-    last slot both "won", and one $push overwrote the other, so an annotator who had already answered
-    could claim the same task again (seen in the demo). Serialising the queue's read-modify-write steps
-    in-process makes them atomic again as long as one gateway process owns the database; on a real
-    MongoDB the operations are atomic by themselves and the lock only costs a little concurrency.
-    """
-
-    def __init__(self, db: AsyncDatabase, lease_seconds: float) -> None:
+    def __init__(self, db: AsyncDatabase, lease_seconds: float, grace_seconds: float = 5.0,
+                 hints: OpenTasks | None = None) -> None:
         self.tasks = db["tasks"]
         self.leases = db["leases"]
+        self.claims = db["claims"]
+        self.active = db["active_leases"]
+        self.current = db["current_leases"]  # {_id: "project/annotator"}: the annotator's latest lease there
         self.golden_seen = db["golden_seen"]
+        self.calibrating = db["calibrating"]  # {_id: project}: the project has had a calibration session
         # The routed tasks of each item ({_id: "project/item", tasks: [...]}), so that superseding and closing
-        # an item's tasks are lookups by _id: FerretDB 1.24 filters anything else by reading every task, and
-        # that, once per routing decision and final label, left the gateway ever further behind as tasks grew.
+        # an item's tasks are lookups by _id: FerretDB 1.24 filters anything else by reading every task.
         self.by_item = db["item_tasks"]
         self.lease_seconds = lease_seconds
-        self._lock = asyncio.Lock()
-        # Projects that may have open calibration tasks (absent: not known yet). Saves the extra query on every
-        # lease of a project without a session; like the lock, it relies on one gateway process per database.
-        self._calibrating: dict[str, bool] = {}
-
-    async def _serial(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work` under the queue lock, in a task of its own.
-
-        gRPC cancels a handler whose client gave up (a deadline, a disconnect). Cancelled while it waited
-        for the lock, or while it held it, the handler could leave the lock taken with nobody to wake the
-        next waiter: in the crash run the gateway's consumer waited on it for good after FerretDB restarted,
-        with no task holding it. Shielded, the work always runs to its end and releases the lock itself;
-        work whose caller left before its turn came is dropped, so timed-out calls do not pile up behind it.
-        """
-        abandoned = asyncio.Event()
-
-        async def locked() -> T:
-            async with self._lock:
-                if abandoned.is_set():  # the caller is gone (its client retries): spend the lock on others
-                    raise asyncio.CancelledError
-                return await work()
-
-        try:
-            return await asyncio.shield(asyncio.ensure_future(locked()))
-        except asyncio.CancelledError:
-            abandoned.set()
-            raise
+        self.grace_seconds = grace_seconds
+        self.hints = hints if hints is not None else OpenTasks()
+        # Claims this process has in flight per task: skipping a task that they may already fill spares the
+        # database a herd of losing inserts. A hint like the index; the inserts decide.
+        self._inflight: Counter[str] = Counter()
+        # Under load, each replica tries a probed batch's tasks in an order of its own: in priority order, two
+        # replicas sent their annotators after the same tasks in lockstep and half of all claims lost (lease
+        # p99 10.8 s at 2 replicas in bench/lease_path.py). One annotator alone still gets the strict order.
+        self._salt = uuid.uuid4().hex
 
     async def ensure_indexes(self) -> None:
-        await self.tasks.create_index([("project", 1), ("status", 1), ("open_slots", 1)])
-        await self.leases.create_index([("state", 1), ("expires_at", 1)])
-        await self.leases.create_index([("annotator", 1), ("state", 1)])
+        await self.tasks.create_index([("project", 1), ("status", 1)])
+
+    async def load_hints(self) -> None:
+        """The open tasks and golden pool into the index, once at start (events keep it current afterwards)."""
+        async for task in self.tasks.find({"status": {"$in": ["open", "pool"]}, "tier": {"$ne": CALIBRATION}},
+                                          {"project": 1, "item_id": 1, "tier": 1, "required": 1, "priority": 1,
+                                           "created_at": 1, "golden": 1}):
+            self.hints.add(candidate_of(task), golden=bool(task.get("golden")))
+
+    def hear(self, routed: ItemRouted) -> None:
+        """What any replica learns from item.routed (whether or not it owns the item's partition)."""
+        if routed.golden:
+            self.hints.add(routed_candidate(routed), golden=True)
+        elif routed.required_annotators > 0:
+            self.hints.replace_item(routed_candidate(routed))
 
     async def _add_all(self, batch: Sequence[ItemRouted]) -> None:
         """A task per routing decision that needs humans; a re-route replaces the item's open task.
 
         New items (nearly all of them) take one insert per collection for the whole run of decisions; an
         item that already had a task (a re-route, or a redelivery) then takes the per-item path, in order,
-        once every new task exists. Per-item writes for every decision were a third of the gateway's
-        database time in a 3,000-item burst.
+        once every new task exists.
         """
         routed = [r for r in batch if r.required_annotators > 0 or r.golden]
         if not routed:
             return
-        now = utcnow()
         owners = [r for r in routed if not r.golden]
         again = await insert_new(self.by_item, [{"_id": f"{r.project}/{r.item_id}", "tasks": [r.event_id]}
                                                 for r in owners])
         # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
         # An id already there is this decision's task from an earlier attempt: left as it is.
-        await insert_new(self.tasks, [self._task_doc(r, now) for r in routed])
+        await insert_new(self.tasks, [self._task_doc(r) for r in routed])
         for index in again:
             r = owners[index]
             key = f"{r.project}/{r.item_id}"
             await self._set_open_tasks(key, "superseded", keep=r.event_id)
             await self.by_item.update_one({"_id": key}, {"$set": {"tasks": [r.event_id]}}, upsert=True)
+        for r in routed:
+            self.hear(r)
 
     @staticmethod
-    def _task_doc(routed: ItemRouted, now: Any) -> dict[str, Any]:
+    def _task_doc(routed: ItemRouted) -> dict[str, Any]:
         if routed.golden:
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": True, "status": "pool",
-                   "tier": Tier.SINGLE.value, "required": 0, "open_slots": 0}
+                   "tier": Tier.SINGLE.value, "required": 0}
         else:
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": False, "status": "open",
-                   "tier": routed.tier.value, "required": routed.required_annotators,
-                   "open_slots": routed.required_annotators}
+                   "tier": routed.tier.value, "required": routed.required_annotators}
+        candidate = routed_candidate(routed)
         return {
-            "_id": routed.event_id, **doc,
-            "annotators": [], "submitted": [], "created_at": now,
+            "_id": routed.event_id, **doc, "created_at": candidate.created_at,
             "prelabel": [s.model_dump() for s in routed.top_k],
             "neighbours": [n.model_dump() for n in routed.neighbours],
             "reasons": list(routed.reasons), "spot_check": routed.spot_check,
             # Active learning: the most informative items (closest top-2 pre-label) are leased first.
-            "priority": review_priority([s.probability for s in routed.top_k], spot_check=routed.spot_check),
+            "priority": candidate.priority,
         }
 
     async def add_calibration(self, session: str, project: str, item_ids: list[str], annotators: list[str]) -> None:
-        """One task per item that each of the annotators, and nobody else, gets once (kept in `pending` until leased).
-
-        Routing and final labels leave these tasks alone: a calibration label measures agreement, it is not a vote.
-        """
+        """One task per item that each of the annotators, and nobody else, gets once: annotator n of `pending`
+        holds slot n. Routing and final labels leave these tasks alone: a calibration label measures agreement."""
         now = utcnow()
         tasks = [
             {"_id": f"{session}/{item_id}", "project": project, "item_id": item_id, "golden": False, "status": "open",
              "tier": CALIBRATION, "session": session, "order": n, "required": len(annotators),
-             "open_slots": len(annotators), "pending": list(annotators), "annotators": [], "submitted": [],
-             "skipped": [], "created_at": now, "prelabel": [], "neighbours": [], "reasons": [],
+             "pending": list(annotators), "created_at": now, "prelabel": [], "neighbours": [], "reasons": [],
              "spot_check": False, "priority": 0.0}
             for n, item_id in enumerate(item_ids)
         ]
-        async def store() -> None:  # under the lock, with claim_calibration's check of open sessions
-            await insert_new(self.tasks, tasks)
-            self._calibrating[project] = True
-
-        await self._serial(store)
+        await insert_new(self.tasks, tasks)
+        await self.calibrating.update_one({"_id": project}, {"$set": {"since": now}}, upsert=True)
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
-        doc = await self.leases.find_one(
-            {"project": project, "annotator": annotator, "state": "leased", "expires_at": {"$gt": utcnow()}}
-        )
-        if doc is None:
+        now = utcnow()
+        pointer = await self.current.find_one({"_id": f"{project}/{annotator}"})
+        if pointer is None or pointer["expires_at"] <= now:
+            return None
+        doc = await self.leases.find_one({"_id": pointer["lease_id"]})
+        if doc is None or doc["state"] != "leased" or doc["expires_at"] <= now:
             return None
         task = await self.tasks.find_one({"_id": doc["task_id"]})
         return Lease(doc["_id"], task, doc["expires_at"], doc.get("guideline_version")) if task else None
@@ -182,75 +235,165 @@ class TaskQueue:
                 lease = await self.claim(project, annotator, role, guideline_version)
             return lease
 
-        return await self._serial(choose)
+        return await to_end(choose())
 
     async def claim_calibration(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
-        """The annotator's next calibration task, in session order (under the lock)."""
-        if self._calibrating.get(project) is False:
-            return None
-        task = await self.tasks.find_one(
+        """The annotator's next calibration task, in session order."""
+        if await self.calibrating.find_one({"_id": project}, {"_id": 1}) is None:
+            return None  # the common case, one lookup by _id: this project never had a session
+        tasks = [t async for t in self.tasks.find(
             {"project": project, "status": "open", "tier": CALIBRATION, "pending": annotator},
-            sort=[("created_at", 1), ("order", 1)],
-        )
-        if task is None:
-            open_sessions = await self.tasks.find_one({"project": project, "status": "open", "tier": CALIBRATION},
-                                                      {"_id": 1})
-            self._calibrating[project] = open_sessions is not None
+            sort=[("created_at", 1), ("order", 1)])]
+        if not tasks:
             return None
-        lease = await self._lease(task, annotator, guideline_version)  # lease first, as in claim()
-        await self.tasks.update_one({"_id": task["_id"]}, {"$inc": {"open_slots": -1}, "$pull": {"pending": annotator},
-                                                          "$push": {"annotators": annotator}})
-        return lease
+        had = {d["task_id"] for d in await find_by_ids(self.claims, [marker_id(t["_id"], annotator) for t in tasks],
+                                                        {"task_id": 1})}
+        for task in tasks:
+            if task["_id"] not in had:
+                lease = await self._take(task, annotator, [task["pending"].index(annotator)], guideline_version)
+                if isinstance(lease, Lease):
+                    return lease
+        return None
 
     async def claim(self, project: str, annotator: str, role: Role, guideline_version: int = 1) -> Lease | None:
-        """Take one open slot of the most informative (then oldest) task this annotator has not had (under the lock)."""
-        tiers = [Tier.EXPERT.value] if role is Role.EXPERT else []
-        tiers_rest = [t.value for t in Tier if t is not Tier.EXPERT]
-        for allowed in ([tiers, tiers_rest] if tiers else [tiers_rest]):
-            task = await self.tasks.find_one(
-                {"project": project, "status": "open", "open_slots": {"$gt": 0},
-                 "annotators": {"$ne": annotator}, "tier": {"$in": allowed}},
-                sort=[("priority", -1), ("created_at", 1)],
-            )
-            if task is None:
+        """One open slot of the most informative (then oldest) task this annotator has not had."""
+        rest = frozenset(t.value for t in Tier if t is not Tier.EXPERT)
+        for tiers in ([frozenset({Tier.EXPERT.value}), rest] if role is Role.EXPERT else [rest]):
+            deferred: list[Candidate] = []  # passed over for this process's claims in flight; tried last
+            batch: list[Candidate] = []
+            for candidate in self.hints.ranked(project, annotator, tiers):
+                batch.append(candidate)
+                if len(batch) == PROBE_BATCH:
+                    if lease := await self._claim_one_of(batch, annotator, guideline_version, deferred):
+                        return lease
+                    batch = []
+            if batch and (lease := await self._claim_one_of(batch, annotator, guideline_version, deferred)):
+                return lease
+            for start in range(0, len(deferred), PROBE_BATCH):
+                if lease := await self._claim_one_of(deferred[start:start + PROBE_BATCH], annotator,
+                                                     guideline_version):
+                    return lease
+        return None
+
+    async def _claim_one_of(self, batch: list[Candidate], annotator: str, guideline_version: int,
+                            deferred: list[Candidate] | None = None) -> Lease | None:
+        """The first of these candidates that the claims say is free for the annotator, confirmed and taken.
+
+        With `deferred`, a task whose free slots this process's claims in flight may fill goes there instead.
+        """
+        ids = [marker_id(c.task_id, annotator) for c in batch]
+        ids += [slot_id(c.task_id, k) for c in batch for k in range(c.required)]
+        taken = {d["_id"]: d.get("state") for d in await find_by_ids(self.claims, ids, {"state": 1})}
+        if self._inflight:
+            batch = sorted(batch, key=lambda c: hashlib.blake2b(f"{self._salt}{c.task_id}".encode()).digest())
+        for candidate in batch:
+            if marker_id(candidate.task_id, annotator) in taken:
+                self.hints.mark_had(annotator, candidate.task_id)
                 continue
-            # The lease first, then the slot (the lock makes the pair atomic within this process). Killed in
-            # between, the slot is still free and the lease simply expires; the other order left a slot taken
-            # by nobody, and the item waited for that annotator forever (found in the crash run).
-            lease = await self._lease(task, annotator, guideline_version)
-            await self.tasks.update_one({"_id": task["_id"]},
-                                        {"$inc": {"open_slots": -1}, "$push": {"annotators": annotator}})
-            task["open_slots"] -= 1
-            task["annotators"] = [*task.get("annotators", []), annotator]
-            return lease
+            slots = [taken.get(slot_id(candidate.task_id, k)) for k in range(candidate.required)]
+            if all(state in FINISHED for state in slots):
+                self.hints.remove(candidate.task_id)  # answered by everyone it needs: never free again
+                continue
+            free = [k for k, state in enumerate(slots) if state is None]
+            if not free:
+                self.hints.mark_full(candidate.task_id)
+                continue
+            if deferred is not None and len(free) <= self._inflight[candidate.task_id]:
+                deferred.append(candidate)
+                continue
+            self._inflight[candidate.task_id] += 1  # before any await: the next caller here sees it
+            try:
+                outcome = await self._take(_ref(candidate), annotator, free, guideline_version)
+            finally:
+                self._inflight[candidate.task_id] -= 1
+                if not self._inflight[candidate.task_id]:
+                    del self._inflight[candidate.task_id]
+            if outcome is _Lost.CLOSED:
+                self.hints.remove(candidate.task_id)
+                continue
+            if isinstance(outcome, Lease):
+                return outcome
+            if outcome is _Lost.HAD:
+                self.hints.mark_had(annotator, candidate.task_id)
+            else:
+                self.hints.mark_full(candidate.task_id)
         return None
 
     async def claim_golden(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
-        seen = [d["item_id"] async for d in self.golden_seen.find({"annotator": annotator, "project": project})]
-        task = await self.tasks.find_one(
-            {"project": project, "status": "pool", "golden": True, "item_id": {"$nin": seen}}, sort=[("created_at", 1)]
-        )
-        if task is None:
-            return None
-        await self.golden_seen.update_one(
-            {"_id": f"{annotator}/{project}/{task['item_id']}"},
-            {"$set": {"annotator": annotator, "project": project, "item_id": task["item_id"]}},
-            upsert=True,
-        )
-        return await self._lease(task, annotator, guideline_version)
+        """The oldest golden task of the pool the annotator has not seen (golden_seen, one document per pair)."""
+        pool = self.hints.golden(project)
+        for start in range(0, len(pool), PROBE_BATCH * 4):
+            batch = pool[start:start + PROBE_BATCH * 4]
+            tasks = {t["_id"]: t for t in await find_by_ids(self.tasks, batch)}
+            seen = {d["_id"] for d in await find_by_ids(
+                self.golden_seen, [f"{annotator}/{project}/{t['item_id']}" for t in tasks.values()], {"_id": 1})}
+            for task_id in batch:
+                task = tasks.get(task_id)
+                if task is None or task["status"] != "pool":
+                    continue
+                key = f"{annotator}/{project}/{task['item_id']}"
+                if key not in seen and await insert_one_new(
+                        self.golden_seen, {"_id": key, "annotator": annotator, "project": project,
+                                           "item_id": task["item_id"]}):
+                    lease = await self._take(task, annotator, [], guideline_version)
+                    if isinstance(lease, Lease):
+                        return lease
+        return None
 
-    async def _lease(self, task: dict[str, Any], annotator: str, guideline_version: int) -> Lease:
+    async def _take(self, task: dict[str, Any], annotator: str, slots: Sequence[int],
+                    guideline_version: int) -> Lease | _Lost:
+        """Claim one of `slots` of the task for the annotator (no slot at all for a golden task), then lease it.
+
+        Order matters for a process killed part-way: the `active` document first, so that whatever follows is
+        freed by the sweeper when the lease would have expired; the item marker next, then a slot.
+        """
+        task_id = task["_id"]
+        lease_id = lease_id_for(task_id, annotator)
+        nonce = uuid.uuid4().hex  # this claim's mark on its documents: a late sweeper never frees a newer claim
         now = utcnow()
         expires = now + timedelta(seconds=self.lease_seconds)
-        lease_id = lease_id_for(task["_id"], annotator)
+        golden = bool(task.get("golden"))
+        names = [] if golden else [marker_id(task_id, annotator), *(slot_id(task_id, k) for k in slots)]
+        if not await insert_one_new(self.active, {"_id": lease_id, "task_id": task_id, "annotator": annotator,
+                                                  "nonce": nonce, "expires_at": expires, "claims": names}):
+            return _Lost.HAD  # the annotator's lease on this task is still live (another of their calls)
+        mine = {"task_id": task_id, "annotator": annotator, "nonce": nonce}
+        held = None
+        if not golden:
+            if not await insert_one_new(self.claims, {"_id": marker_id(task_id, annotator), **mine}):
+                await delete_by_id(self.active, lease_id, claimed_by(nonce))
+                return _Lost.HAD
+            for k in slots:
+                if await insert_one_new(self.claims, {"_id": slot_id(task_id, k), **mine, "state": "leased"}):
+                    held = slot_id(task_id, k)
+                    break
+            if held is None:
+                await self._undo(lease_id, [marker_id(task_id, annotator)], nonce)
+                return _Lost.FULL
+            if task["status"] is None:  # a candidate from the index: confirmed by _id once a slot is won
+                stored = await self.tasks.find_one({"_id": task_id})
+                if stored is None or stored["status"] != "open":
+                    await self._undo(lease_id, [held, marker_id(task_id, annotator)], nonce)
+                    # Not stored yet (heard of on item.routed before its partition's owner wrote it): try later.
+                    return _Lost.FULL if stored is None else _Lost.CLOSED
+                task = stored
         await self.leases.replace_one(
             {"_id": lease_id},
-            {"task_id": task["_id"], "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
-             "state": "leased", "leased_at": now, "expires_at": expires, "golden": task.get("golden", False),
-             "session": task.get("session"), "guideline_version": guideline_version},
+            {"task_id": task_id, "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
+             "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
+             "session": task.get("session"), "guideline_version": guideline_version, "slot": held, "nonce": nonce,
+             "required": task.get("required", 0)},
             upsert=True,
         )
+        await self.current.replace_one({"_id": f"{task['project']}/{annotator}"},
+                                       {"lease_id": lease_id, "expires_at": expires}, upsert=True)
+        self.hints.mark_had(annotator, task_id)
         return Lease(lease_id, task, expires, guideline_version, fresh=True)
+
+    async def _undo(self, lease_id: str, claims: Sequence[str], nonce: str) -> None:
+        for name in claims:
+            await delete_by_id(self.claims, name, claimed_by(nonce))
+        await delete_by_id(self.active, lease_id, claimed_by(nonce))
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
         return await self.leases.find_one({"_id": lease_id})
@@ -260,77 +403,90 @@ class TaskQueue:
 
         submission names the submission that finishes it: the same submission finishing it again (a
         client's retry after the gateway died between this step and storing the submission) goes through.
+        Only before `expires_at`, so never at the same time as a sweeper (which waits a grace period more).
         """
-        await self._serial(lambda: self._finish(lease, state, submission))
+        await to_end(self._finish(lease, state, submission))
 
     async def _finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         now = utcnow()
-        result = await self.leases.update_one(
-            {"_id": lease["_id"], "state": "leased", "expires_at": {"$gt": now}},
-            {"$set": {"state": state, "finished_at": now, "submission": submission}},
-        )
-        if result.modified_count != 1:
+        retry = not await update_by_id(self.leases, lease["_id"],
+                                       {"$set": {"state": state, "finished_at": now, "submission": submission}},
+                                       lambda d: d["state"] == "leased" and d["expires_at"] > now)
+        if retry:
             current = await self.leases.find_one({"_id": lease["_id"]})
             if current and current["state"] in ("leased", "expired"):
                 raise LeaseError("expired", "the lease has expired; lease the task again")
             if not (current and submission and current["state"] == state and current.get("submission") == submission):
                 raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
-        if lease.get("golden"):
-            return
-        if state == "submitted" or lease.get("session"):
-            # A skipped calibration task is done for that annotator: nobody else may take their place.
-            field = "submitted" if state == "submitted" else "skipped"
-            task = await self.tasks.find_one_and_update(
-                {"_id": lease["task_id"]}, {"$addToSet": {field: lease["annotator"]}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if task and len(task["submitted"]) + len(task.get("skipped", [])) >= task["required"]:
-                await self.tasks.update_one({"_id": task["_id"], "status": "open"}, {"$set": {"status": "done"}})
-        else:  # skipped: the slot goes back, but not to the same annotator
-            await self.tasks.update_one({"_id": lease["task_id"], "status": "open"}, {"$inc": {"open_slots": 1}})
+        # Finished just now, before its expiry, the lease's slot and active document are this call's alone (a
+        # sweeper waits for expiry + grace); a retry checks they still carry the lease's nonce.
+        nonce = lease.get("nonce")
+        mine = claimed_by(nonce) if retry else None
+        held = lease.get("slot")
+        answered = state == "submitted" or bool(lease.get("session"))
+        if held:
+            if answered:  # a skipped calibration task is done for that annotator: nobody else may take their place
+                await update_by_id(self.claims, held, {"$set": {"state": state}}, mine)
+            else:  # skipped: the slot goes back, but not to the same annotator (the item marker stays)
+                await delete_by_id(self.claims, held, mine)
+                self.hints.mark_free(lease["task_id"])
+        await delete_by_id(self.active, lease["_id"], mine)
+        if held and answered:
+            await self._close_if_answered(lease["task_id"], lease.get("required"))
+
+    async def _close_if_answered(self, task_id: str, required: int | None) -> None:
+        """The task is done once each of its slots is submitted (or skipped, for calibration): read from the
+        slots by _id, so concurrent submitters never count into one task document. (A one-slot task is done
+        by its one finisher; `required` is None for a lease stored before leases carried it.)"""
+        if required is None:
+            task = await self.tasks.find_one({"_id": task_id}, {"required": 1})
+            if task is None:
+                return
+            required = task["required"]
+        slots: list[dict[str, Any]] = []
+        if required > 1:
+            slots = await find_by_ids(self.claims, [slot_id(task_id, k) for k in range(required)], {"state": 1})
+        if required == 1 or (len(slots) == required and all(s.get("state") in FINISHED for s in slots)):
+            # Every finisher writes the same terminal value; a task closed or superseded meanwhile stays so.
+            await update_by_id(self.tasks, task_id, {"$set": {"status": "done"}}, still_open)
+            self.hints.remove(task_id)
 
     async def expire_leases(self) -> int:
-        """Return every expired lease's slot to its task; the annotator may take it again."""
-        return await self._serial(self._expire_leases)
+        """Free the claims of every lease `grace_seconds` past its expiry (the annotator may take it again).
+
+        Reads only `active_leases` (the leases in flight). Several replicas may sweep the same lease at once:
+        each write and delete is by `_id` and the claim's nonce, so doing it twice changes nothing.
+        """
+        return await to_end(self._expire_leases())
 
     async def _expire_leases(self) -> int:
         count = 0
-        while True:
-            lease = await self.leases.find_one_and_update(
-                {"state": "leased", "expires_at": {"$lte": utcnow()}}, {"$set": {"state": "expired"}}
-            )
-            if lease is None:
-                return count
-            count += 1
-            if not lease.get("golden"):
-                await self._give_back(lease)
-
-    async def _requeue_annotator(self, annotator: str) -> int:
-        """Take back an annotator's open leases (e.g. when qc suspends them)."""
-        count = 0
-        async for lease in self.leases.find({"annotator": annotator, "state": "leased"}):
-            result = await self.leases.update_one(
-                {"_id": lease["_id"], "state": "leased"}, {"$set": {"state": "revoked"}}
-            )
-            if result.modified_count and not lease.get("golden"):
-                count += 1
-                await self._give_back(lease)
+        cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
+        async for active in self.active.find({"expires_at": {"$lte": cutoff}}):
+            nonce = active["nonce"]
+            count += await update_by_id(self.leases, active["_id"], {"$set": {"state": "expired"}},
+                                        lambda d: d["state"] == "leased" and d.get("nonce") == nonce)
+            for name in active["claims"]:
+                await delete_by_id(self.claims, name, claimed_by(nonce))
+            await delete_by_id(self.active, active["_id"], claimed_by(nonce))
+            self.hints.forget_had(active["annotator"], active["task_id"])
+            self.hints.mark_free(active["task_id"])
         return count
 
-    async def _give_back(self, lease: dict[str, Any]) -> None:
-        """An unfinished lease's slot returns to its task; a calibration slot only to the same annotator."""
-        task = await self.tasks.find_one({"_id": lease["task_id"], "status": "open"}, {"annotators": 1})
-        if task is None or lease["annotator"] not in task.get("annotators", []):
-            return  # the slot was never taken (the gateway died between writing the lease and taking it)
-        update: dict[str, Any] = {"$inc": {"open_slots": 1}, "$pull": {"annotators": lease["annotator"]}}
-        if lease.get("session"):
-            update["$push"] = {"pending": lease["annotator"]}
-        await self.tasks.update_one({"_id": lease["task_id"], "status": "open"}, update)
+    async def _requeue_annotator(self, annotator: str) -> int:
+        """Take back an annotator's open leases (e.g. when qc suspends them): revoked now, freed by the sweeper."""
+        count = 0
+        async for active in self.active.find({"annotator": annotator}):
+            count += await update_by_id(self.leases, active["_id"], {"$set": {"state": "revoked"}},
+                                        lambda d: d["state"] == "leased")
+            await update_by_id(self.active, active["_id"],
+                               {"$set": {"expires_at": utcnow() - timedelta(seconds=self.grace_seconds)}},
+                               claimed_by(active["nonce"]))
+        return count
 
     async def apply(self, ops: Sequence[tuple[str, Any]]) -> None:
-        """A consumed batch's changes, in order, in one turn of the lock: ("add", ItemRouted),
-        ("close", (project, item_id)) or ("requeue", annotator). One turn per event let the annotators'
-        lease calls, each a scan of the task queue, take the lock between every two events of a batch."""
+        """A consumed batch's changes, in order: ("add", ItemRouted), ("close", (project, item_id)) or
+        ("requeue", annotator). Its partition's owner is the only writer of these tasks."""
         async def run() -> None:
             adds: list[ItemRouted] = []
             for kind, arg in ops:
@@ -341,6 +497,7 @@ class TaskQueue:
                 adds = []
                 if kind == "close":
                     await self._set_open_tasks(f"{arg[0]}/{arg[1]}", "closed")
+                    self.hints.close_item(*arg)
                 elif kind == "requeue":
                     await self._requeue_annotator(arg)
                 else:
@@ -348,14 +505,15 @@ class TaskQueue:
             await self._add_all(adds)
 
         if ops:
-            await self._serial(run)
+            await to_end(run())
 
     async def _set_open_tasks(self, key: str, status: str, keep: str | None = None) -> None:
         """Give the item's open routed tasks (calibration tasks are not among them) a final status."""
         doc = await self.by_item.find_one({"_id": key})
         for task_id in (doc or {}).get("tasks", []):
             if task_id != keep:
-                await self.tasks.update_one({"_id": task_id, "status": "open"}, {"$set": {"status": status}})
+                await update_by_id(self.tasks, task_id, {"$set": {"status": status}}, still_open)
+                self.hints.remove(task_id)
 
     async def open_counts(self) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}

@@ -18,8 +18,10 @@ class GatewaySettings(CommonSettings):
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     lease_seconds: float = 300.0
-    # How often expired leases go back to the queue; each sweep scans the open leases (FerretDB cannot use
-    # an index for the range), so with 300 s leases every 5 s is plenty.
+    # A sweeper frees an expired lease only this long after its expiry, and submit/skip use it only before: their
+    # writes to one lease never overlap, whichever replicas run them (services/gateway/queue.py).
+    lease_grace_seconds: float = 10.0
+    # How often expired leases go back to the queue; each sweep reads the leases in flight (one document each).
     sweep_seconds: float = 5.0
     golden_rate: float = 0.05
     # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate (services/gateway/golden.py).

@@ -19,23 +19,24 @@ from pymongo import MongoClient
 from labelmesh.client import GatewayClient
 from labelmesh.runtime.service import ServiceRuntime
 from labelmesh.runtime.settings import CommonSettings
+from labelmesh.stack import ServiceProcess
 from schemas.events import FlagKind, FlagSubject, ItemRouted, LabelScore, QcFlagged, Thresholds, Tier
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
-from tests.gateway_helpers import ADMIN, EDGE_ADMIN, EDGE_PROJECT, LABELS, PROJECT, Edge, free_port
+from tests.gateway_helpers import ADMIN, EDGE_ADMIN, EDGE_PROJECT, LABELS, PROJECT, Edge, GatewayProcess, free_port
 from tests.kafka_helpers import Env, new_env
 
 
 @pytest.fixture
 async def start_gateway(env: Env) -> AsyncIterator[Callable[..., Awaitable[ServiceRuntime]]]:
-    """Starts gateways in this process (5 s leases, swept every 0.2 s, no golden tasks, admin token ADMIN, any
-    setting overridden); each is stopped after the test."""
+    """Starts gateways in this process (5 s leases, swept every 0.2 s with 0.1 s grace, no golden tasks, admin
+    token ADMIN, any setting overridden); each is stopped after the test."""
     started: list[ServiceRuntime] = []
 
     async def start(**overrides: Any) -> ServiceRuntime:
-        settings = {"grpc_port": 0, "admin_token": ADMIN, "lease_seconds": 5.0, "sweep_seconds": 0.2,
+        settings = {"grpc_port": 0, "admin_token": ADMIN, "lease_seconds": 5.0, "lease_grace_seconds": 0.1, "sweep_seconds": 0.2,
                     "golden_rate": 0.0, **overrides}
         runtime = create_app(env.settings(GatewaySettings, **settings))
         await runtime.start()
@@ -75,6 +76,31 @@ def module_edge(infrastructure: CommonSettings, tmp_path_factory: pytest.TempPat
     """The same gateway process shared by a module's tests, for tables of calls that must change nothing."""
     with _edge_process(asyncio.run(new_env()), tmp_path_factory.mktemp("edge") / "gateway.log") as running:
         yield running
+
+
+@pytest.fixture
+def gateway_processes(env: Env, tmp_path: Path) -> Iterator[Callable[[int], list[GatewayProcess]]]:
+    """Starts n `labelmesh run gateway` processes on one database and one set of topics (replicas, as a
+    deployment runs them; admin token ADMIN, no golden tasks); all are stopped after the test."""
+    started: list[ServiceProcess] = []
+
+    def start(n: int) -> list[GatewayProcess]:
+        replicas = []
+        for _ in range(n):
+            grpc_port, http_port = free_port(), free_port()
+            process = ServiceProcess("gateway", http_port, tmp_path / f"gateway-{grpc_port}.log")
+            process.start({**os.environ, **env.environ(), "LABELMESH_GATEWAY_GRPC_PORT": str(grpc_port),
+                           "LABELMESH_GATEWAY_HTTP_PORT": str(http_port), "LABELMESH_GATEWAY_ADMIN_TOKEN": ADMIN,
+                           "LABELMESH_GATEWAY_GOLDEN_RATE": "0"})
+            started.append(process)
+            replicas.append(GatewayProcess(f"127.0.0.1:{grpc_port}", process))
+        return replicas
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
 
 
 @contextlib.contextmanager

@@ -127,7 +127,9 @@ async def test_concurrent_leases_fill_each_slot_once(env: Env, gateway) -> None:
     winners = [n for n, t in zip(names, tasks) if t is not None]
     assert len(winners) == 3
     task = await runtime.db["tasks"].find_one({"item_id": "hot"})
-    assert sorted(task["annotators"]) == sorted(winners) and task["open_slots"] == 0
+    slots = await runtime.db["claims"].find({"task_id": task["_id"], "state": {"$exists": True}}).to_list()
+    assert sorted(s["_id"] for s in slots) == [f"{task['_id']}#{k}" for k in range(3)]
+    assert sorted(s["annotator"] for s in slots) == sorted(winners)
     for name, leased in zip(names, tasks):
         if leased is not None:
             await users[name].submit(leased.task_id, "yes", f"{name}-1")
