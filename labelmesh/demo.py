@@ -157,11 +157,11 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
     boot, gold, work = rows[:bootstrap], rows[bootstrap:bootstrap + golden], rows[bootstrap + golden:][:items]
     truth = {r.item_id: r.label for r in rows}
     log, stop_log, stop_team = EventLog(), asyncio.Event(), asyncio.Event()
-    console.print(f"[bold]labelmesh demo[/] namespace={namespace}: starting five services ({encoder} encoder)")
+    console.print(f"[bold]labelmesh demo[/] namespace={namespace}: starting {len(stack.processes)} service processes ({encoder} encoder)")
     await stack.start_all()
     follower = asyncio.create_task(log.follow(base.kafka_bootstrap, prefix, [
         "item.routed", "label.submitted", "label.finalized", "model.updated", "qc.flagged", "deadletter"], stop_log))
-    client = GatewayClient(f"127.0.0.1:{stack.grpc_port}", admin_token)
+    client = GatewayClient.balanced(stack.grpc_ports, admin_token)  # every gateway replica (LABELMESH_REPLICAS)
     counts: Counter[str] = Counter()
     try:
         await client.configure_project(PROJECT, categories(), guidelines="Label the customer's banking intent.")
