@@ -59,8 +59,8 @@ async def test_two_trainers_promoting_at_once_announce_two_versions(env: Env) ->
         for runtime in trainers:
             await runtime.bus.broker.connect()
         first = trainers[0].component
-        await first.catalog.handle([ProjectConfigured(producer="test", project="tv", labels=labels,
-                                                      guideline_version=1)])
+        await first.catalog.store([ProjectConfigured(producer="test", project="tv", labels=labels,
+                                                     guideline_version=1)])
         await first.on_events(events)
         promoted = await asyncio.gather(*(t.component.train("tv", {"trained_on": 0, "champion": None})
                                           for t in trainers))
