@@ -63,7 +63,8 @@ async def test_a_group_owns_the_same_partitions_of_every_topic(env: Env, buses: 
 
 async def test_every_replica_sees_every_broadcast_and_the_group_sees_it_once(
         env: Env, buses: Callable[[], EventBus]) -> None:
-    facts = [ProjectConfigured(producer="test", project=f"p{i}", labels=("a", "b"), guideline_version=1) for i in range(6)]
+    facts = [ProjectConfigured(producer="test", project=f"p{i}", labels=("a", "b"), guideline_version=1)
+             for i in range(6)]
     await env.publish_events(facts)
     seen: list[list[Envelope]] = [[], []]
     shared: list[Envelope] = []

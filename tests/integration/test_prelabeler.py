@@ -7,44 +7,14 @@ import base64
 import numpy as np
 import pytest
 
-from labelmesh.ml.encoder import load_encoder
-from labelmesh.ml.head import sha256_hex, train_head
-from schemas.events import (
-    ArtifactRef,
-    ItemIngested,
-    ModelUpdated,
-    ProjectConfigured,
-    TextPayload,
-    Thresholds,
-)
+from schemas.events import ProjectConfigured
 from services.prelabeler.app import create_app
 from services.prelabeler.settings import PrelabelerSettings
 from tests.conftest import eventually
 from tests.kafka_helpers import Env
+from tests.prelabeler_helpers import LABELS, item_event, model_event
 
 pytestmark = pytest.mark.integration
-LABELS = ("greeting", "complaint")
-
-
-def _item(item_id: str, text: str, project: str = "pl") -> ItemIngested:
-    return ItemIngested(producer="test", project=project, item_id=item_id, payload=TextPayload(text=text))
-
-
-def _model(version: int, tamper: bool = False) -> ModelUpdated:
-    encoder = load_encoder("hashing")
-    texts = ["hello there", "good morning", "hi friend", "this is broken", "terrible service", "I want a refund"]
-    head = train_head(encoder.encode(texts), ["greeting"] * 3 + ["complaint"] * 3, encoder_name=encoder.name,
-                      classes=LABELS, cv_folds=3)
-    content = head.to_bytes()
-    digest = sha256_hex(content)
-    if tamper:
-        content = content + b"tampered"
-    return ModelUpdated(
-        producer="test", project="pl", model_version=version, encoder=encoder.name,
-        artifact=ArtifactRef(uri="test://", sha256=digest, size=len(content),
-                             content_b64=base64.b64encode(content).decode()),
-        training_set_version="t", training_set_size=6, recommended_thresholds=Thresholds(),
-    )
 
 
 async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
@@ -52,8 +22,8 @@ async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
     await runtime.start()
     try:
         await env.publish_events([ProjectConfigured(producer="test", project="pl", labels=LABELS, guideline_version=1)])
-        await env.publish_events([_item("a", "hello, how are you"), _item("empty", "   "),
-                                  _item("ghost", "hi", project="nosuchproject")])
+        await env.publish_events([item_event("a", "hello, how are you"), item_event("empty", "   "),
+                                  item_event("ghost", "hi", project="nosuchproject")])
         await env.publish("item.ingested", b"\xff\xfe not json", key="garbage")
 
         out = await env.read("item.prelabeled", lambda rs: any(r["item_id"] == "a" for r in rs))
@@ -73,17 +43,17 @@ async def test_prelabels_dead_letters_and_swaps_models(env: Env) -> None:
         assert base64.b64decode(garbage["original_b64"]) == b"\xff\xfe not json"
 
         # A tampered artifact is refused with a flag; the next good one is served from the next batch on.
-        await env.publish_events([_model(1, tamper=True)])
+        await env.publish_events([model_event(1, tamper=True)])
         flags = await env.read("qc.flagged", lambda rs: len(rs) >= 1)
         assert flags[0]["kind"] == "model_rejected" and "checksum" in flags[0]["message"]
-        await env.publish_events([_model(2)])
+        await env.publish_events([model_event(2)])
         service = runtime.component
 
         async def serving() -> bool:
             return "pl" in service.active and service.active["pl"].version == 2
 
         await eventually(serving)
-        await env.publish_events([_item("b", "terrible, I want my money back")])
+        await env.publish_events([item_event("b", "terrible, I want my money back")])
         out = await env.read("item.prelabeled", lambda rs: any(r["item_id"] == "b" for r in rs))
         second = next(r for r in out if r["item_id"] == "b")
         assert second["model_version"] == 2
@@ -103,7 +73,7 @@ async def test_a_new_model_reaches_every_replica(env: Env) -> None:
     """Two replicas in one group: after model.updated, items on both replicas' partitions carry its version."""
     settings = env.settings(PrelabelerSettings, encoder="hashing", max_wait_ms=20)
     await env.publish_events([ProjectConfigured(producer="test", project="pl", labels=LABELS, guideline_version=1),
-                              _model(1)])
+                              model_event(1)])
     replicas = [create_app(settings), create_app(settings)]
     try:
         for runtime in replicas:
@@ -119,10 +89,10 @@ async def test_a_new_model_reaches_every_replica(env: Env) -> None:
 
         await eventually(lambda: serving(1))
         await eventually(both_own_items)
-        await env.publish_events([_model(2)])
+        await env.publish_events([model_event(2)])
         await eventually(lambda: serving(2))
 
-        items = [_item(f"after{i}", "hello there, good morning") for i in range(24)]
+        items = [item_event(f"after{i}", "hello there, good morning") for i in range(24)]
         await env.publish_events(items)
         wanted = {item.item_id for item in items}
         out = await env.read("item.prelabeled", lambda rs: wanted <= {r["item_id"] for r in rs})
