@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -120,7 +121,7 @@ def load_tokenizer(model_dir: Path, max_tokens: int):
     return tokenizer, int(hf_tokenizer.pad_token_id or 0)
 
 
-class MicroBatchEncoder:
+class MicroBatchEncoder(abc.ABC):
     """Tokenise once, sort by length, embed in micro-batches padded to their longest text; rows in input order.
 
     Backends (torch, ONNX Runtime) differ only in `_embed_padded`, so tokenisation, padding and batching
@@ -180,9 +181,9 @@ class MicroBatchEncoder:
             mask[row, : len(ids)] = 1
         return input_ids, mask
 
+    @abc.abstractmethod
     def _embed_padded(self, input_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Unit-norm float32 embeddings (batch, dim) of one padded micro-batch."""
-        raise NotImplementedError
 
 
 class MiniLMEncoder(MicroBatchEncoder):
