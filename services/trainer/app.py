@@ -17,7 +17,7 @@ from gridfs import AsyncGridFSBucket
 from prometheus_client import Counter, Gauge, Histogram
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
-from labelmesh.runtime.mongo import find_by_ids, upsert_many
+from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
 from labelmesh.runtime.pacing import next_due
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -217,13 +217,12 @@ class Trainer:
                                     self.settings.min_eval_items)
         members = [(d["item_id"], d["version"], d["label"]) for d in train_docs]
         ts_version = training_set_version(members)
-        await self.rt.db["training_sets"].update_one(
-            {"_id": ts_version},
-            {"$setOnInsert": {"project": project, "size": len(members), "created_at": utcnow(),
-                              "members": [member_key(i, v) for i, v, _ in members],
-                              "guideline_versions": sorted({d.get("guideline_version") or 0 for d in train_docs})}},
-            upsert=True,
-        )
+        # Content-addressed, so one already there is this one: an insert that leaves an existing id alone (two
+        # upserts of one new _id at once can both try to insert, and one fails with a duplicate key).
+        await insert_new(self.rt.db["training_sets"], [
+            {"_id": ts_version, "project": project, "size": len(members), "created_at": utcnow(),
+             "members": [member_key(i, v) for i, v, _ in members],
+             "guideline_versions": sorted({d.get("guideline_version") or 0 for d in train_docs})}])
         content = head.to_bytes()
         digest = sha256_hex(content)
         # Named after what it was trained on, not its version: the version is known only once registered.
