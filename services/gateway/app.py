@@ -151,6 +151,10 @@ class GatewayService:
 
 def create_app(settings: GatewaySettings | None = None) -> ServiceRuntime:
     settings = settings or GatewaySettings()
+    refused = settings.unsafe_defaults()
+    if refused and not settings.dev_mode:
+        raise SystemExit("gateway refuses to start (LABELMESH_GATEWAY_DEV_MODE=1 allows it on a laptop): "
+                         + "; ".join(refused))
     rt = ServiceRuntime(SERVICE, settings)
     service = GatewayService(rt, settings)
     service.wire()
