@@ -410,12 +410,14 @@ class Project(_message.Message):
     def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ...) -> None: ...
 
 class CreateAnnotatorRequest(_message.Message):
-    __slots__ = ("annotator_id", "role")
+    __slots__ = ("annotator_id", "role", "projects")
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
     annotator_id: str
     role: str
-    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    projects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., projects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnnotatorCredentials(_message.Message):
     __slots__ = ("annotator_id", "role", "token")

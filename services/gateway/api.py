@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
+from labelmesh.runtime.mongo import find_by_ids, insert_new
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -25,7 +25,7 @@ from schemas.events import (
 )
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.auth import Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.auth import ALL_PROJECTS, Caller, Role, bearer, hash_token, new_token, same_secret
 from services.gateway.calibration import (
     Annotator,
     CalibrationError,
@@ -43,6 +43,7 @@ ID_MAX = 256
 GUIDELINES_MAX_CHARS = 1_000_000
 COMMENT_MAX_CHARS = 4_000
 METADATA_KEYS, METADATA_VALUE_CHARS = 64, 4_000
+MEMBERSHIPS_MAX = 1_000  # projects one annotator may be a member of
 CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
                       "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -80,18 +81,42 @@ class Gateway:
         if same_secret(token, self.settings.admin_token.get_secret_value()):
             caller = Caller("admin", Role.ADMIN)
         else:
-            doc = await self.db["annotators"].find_one({"token_sha256": hash_token(token)})
+            doc = await self.annotator_by_token(hash_token(token))
             if doc is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
             if doc.get("suspended"):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"annotator {doc['_id']} is suspended")
-            caller = Caller(doc["_id"], Role(doc["role"]))
+            caller = Caller(doc["_id"], Role(doc["role"]), frozenset(doc.get("projects", [ALL_PROJECTS])))
         if roles and caller.role not in roles:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {caller.role.value} may not call this; needs one of {[r.value for r in roles]}",
             )
         return caller
+
+    async def annotator_by_token(self, token_sha256: str) -> dict[str, Any] | None:
+        """The annotator holding this token: two lookups by `_id` (tokens/<hash> -> annotators/<id>), not a scan of
+        the annotators by hash. The annotator's own document has the last word, so a token that was rotated or
+        revoked finds nobody even if its tokens entry outlived the change."""
+        entry = await self.db["tokens"].find_one({"_id": token_sha256})
+        if entry is None:
+            return None
+        doc = await self.db["annotators"].find_one({"_id": entry["annotator"]})
+        return doc if doc is not None and doc.get("token_sha256") == token_sha256 else None
+
+    async def set_token(self, annotator_id: str, old_sha256: str | None, new_sha256: str | None) -> None:
+        """Point the token index at the annotator's new token (None: none) and drop the old one's entry; called
+        before the annotator's document names the new hash, so the new token works as soon as it is shown."""
+        if new_sha256 is not None:
+            await self.db["tokens"].replace_one({"_id": new_sha256}, {"annotator": annotator_id}, upsert=True)
+        if old_sha256 and old_sha256 != new_sha256:
+            await self.db["tokens"].delete_one({"_id": old_sha256})
+
+    async def member(self, context: grpc.aio.ServicerContext, caller: Caller, project: str) -> None:
+        """Abort unless the caller works in the project; the same answer whether the project exists or not."""
+        if not caller.member_of(project):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"annotator {caller.annotator_id} is not a member of project {project!r}")
 
     async def project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
         if not project:
@@ -154,7 +179,9 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     async def _ingest(
         self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
     ) -> pb.IngestItemsResponse:
-        caller = await self.gw.caller(context)
+        # Ingest writes what every service trains and routes on: only an admin may (an annotator could otherwise
+        # plant items, or re-send ids to change them).
+        caller = await self.gw.caller(context, Role.ADMIN)
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
         if len(items) > self.gw.settings.max_batch_items and not streamed:
@@ -192,7 +219,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {problem}; nothing was ingested")
             seen.add((item.project, item.item_id))
-            digest = hashlib.sha256(f"{item.text}\x00{item.golden_label}\x00{item.trusted_label}".encode()).hexdigest()
+            digest = content_digest(item.text, item.golden_label or None, item.trusted_label or None)
             events.append(
                 ItemIngested(
                     # The same item re-sent is the same event: consumers drop the duplicate.
@@ -208,14 +235,25 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 )
             )
         metadata = {item.item_id: dict(item.metadata) for item in items}  # shown by GetItem, ExportFinalLabels
-        # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
-        await upsert_many(self.gw.db["items"], [
+        docs = [
             {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
              "text": event.payload.text, "golden_label": event.golden_label, "trusted_label": event.trusted_label,
+             "content_sha256": content_digest(event.payload.text, event.golden_label, event.trusted_label),
              "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at,
              "metadata": metadata[event.item_id]}
             for event in events
-        ])
+        ]
+        # An id already stored with other content is refused, never overwritten (its golden answer, its text
+        # and everything trained on it would change under the same id); the same content again is a no-op.
+        # Checked before anything is written, so a refused request ingests nothing.
+        changed = await self._changed(docs)
+        if changed:
+            await self._refuse(context, changed, "nothing was ingested")
+        # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
+        # Inserts of unique ids: of two replicas ingesting one new id at once, one wins and the other compares.
+        again = await insert_new(self.gw.db["items"], docs)
+        raced = await self._changed([docs[i] for i in again]) if again else []
+        events = [e for e in events if e.item_id not in raced]
         await self.gw.rt.bus.publish(events)
         await self.gw.histories([
             history_entry(event.project, event.item_id, "ingested",
@@ -223,7 +261,27 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                            "trusted": event.trusted_label is not None}, event.event_id)
             for event in events
         ])
+        if raced:
+            await self._refuse(context, raced, "the others in this request were ingested")
         return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])
+
+    async def _changed(self, docs: list[dict[str, Any]]) -> list[str]:
+        """The item ids among these new documents that are stored with other content."""
+        stored = await find_by_ids(self.gw.db["items"], [d["_id"] for d in docs],
+                                   {"text": 1, "golden_label": 1, "trusted_label": 1})
+        before = {d["_id"]: content_digest(d["text"], d.get("golden_label"), d.get("trusted_label")) for d in stored}
+        return sorted(d["item_id"] for d in docs if before.get(d["_id"], d["content_sha256"]) != d["content_sha256"])
+
+    @staticmethod
+    async def _refuse(context: grpc.aio.ServicerContext, changed: list[str], rest: str) -> None:
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                            f"{len(changed)} item_id(s) exist with other text or labels (ingest them under new ids): "
+                            f"{', '.join(changed[:20])}; {rest}")
+
+
+def content_digest(text: str, golden_label: str | None, trusted_label: str | None) -> str:
+    """What makes two ingests of one id the same item: its text and its golden or trusted answer."""
+    return hashlib.sha256(f"{text}\x00{golden_label or ''}\x00{trusted_label or ''}".encode()).hexdigest()
 
 
 class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
@@ -232,6 +290,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        await self.gw.member(context, caller, request.project)
         project = await self.gw.project(context, request.project)
         served = await self.gw.tasks_served(caller.annotator_id)
         settings = self.gw.settings
@@ -326,10 +385,18 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def FlagItem(self, request: pb.FlagItemRequest, context: grpc.aio.ServicerContext) -> pb.FlagItemResponse:
         caller = await self.gw.caller(context)
+        await self.gw.member(context, caller, request.project)
         await self.gw.project(context, request.project)
         if not request.comment.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "comment is required")
-        if request.item_id and await self.gw.db["items"].find_one({"_id": f"{request.project}/{request.item_id}"}) is None:
+        if request.item_id and caller.role is not Role.ADMIN:
+            # An annotator flags only what they were shown: an item they hold or held a lease for. Any other id,
+            # existing or not, gets the same answer, so flags cannot probe which items exist.
+            if not await self.gw.queue.has_leased(request.project, request.item_id, caller.annotator_id):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"you hold no lease, and held none, on item {request.item_id!r}")
+        elif request.item_id and await self.gw.db["items"].find_one(
+                {"_id": f"{request.project}/{request.item_id}"}) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r}")
         subject = FlagSubject.ITEM if request.item_id else FlagSubject.GUIDELINES
         flag = QcFlagged(
@@ -434,10 +501,23 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             role = Role(request.role or "annotator")
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown role {request.role!r}")
+        projects = sorted(set(request.projects))
+        if role is not Role.ADMIN and not projects:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"projects: name the projects the annotator works in, or {ALL_PROJECTS!r} for all")
+        if len(projects) > MEMBERSHIPS_MAX or any(not p or len(p) > ID_MAX for p in projects):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"projects: at most {MEMBERSHIPS_MAX} names of 1..{ID_MAX} characters")
         token = new_token()
-        await self.gw.db["annotators"].replace_one(
+        annotators = self.gw.db["annotators"]
+        before = await annotators.find_one({"_id": request.annotator_id}, {"token_sha256": 1})
+        await self.gw.set_token(request.annotator_id, (before or {}).get("token_sha256"), hash_token(token))
+        # Re-issuing credentials replaces the token, role and projects, never the record: a suspension qc decided
+        # stays until qc lifts it ($setOnInsert), whoever calls CreateAnnotator again.
+        await annotators.update_one(
             {"_id": request.annotator_id},
-            {"role": role.value, "token_sha256": hash_token(token), "created_at": utcnow(), "suspended": False},
+            {"$set": {"role": role.value, "token_sha256": hash_token(token), "projects": projects, "revoked": False},
+             "$setOnInsert": {"created_at": utcnow(), "suspended": False}},
             upsert=True,
         )
         return pb.AnnotatorCredentials(annotator_id=request.annotator_id, role=role.value, token=token)

@@ -138,6 +138,12 @@ class TaskQueue:
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1)])
+        await self.leases.create_index([("annotator", 1), ("project", 1), ("item_id", 1)])
+
+    async def has_leased(self, project: str, item_id: str, annotator: str) -> bool:
+        """Whether the annotator holds or held a lease on the item (FlagItem's check; rare, so a query, not a hint)."""
+        return await self.leases.find_one({"annotator": annotator, "project": project, "item_id": item_id},
+                                          {"_id": 1}) is not None
 
     async def load_hints(self) -> None:
         """The open tasks and golden pool into the index, once at start (events keep it current afterwards)."""
