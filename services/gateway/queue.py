@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +40,9 @@ from services.gateway.candidates import Candidate, OpenTasks
 T = TypeVar("T")
 PROBE_BATCH = 16  # candidates whose claims are read in one `_id $in` query
 FINISHED = ("submitted", "skipped")
+# How long a replica trusts "this project has no calibration session" before asking again: every lease asked
+# (a round trip each), while a session made on another replica only needs to reach annotators within seconds.
+NO_CALIBRATION_SECONDS = 2.0
 
 
 class LeaseError(Exception):
@@ -135,6 +139,8 @@ class TaskQueue:
         # replicas sent their annotators after the same tasks in lockstep and half of all claims lost (lease
         # p99 10.8 s at 2 replicas in bench/lease_path.py). One annotator alone still gets the strict order.
         self._salt = uuid.uuid4().hex
+        self._calibrating_known: set[str] = set()  # projects seen with a calibration session (never undone)
+        self._no_calibration_until: dict[str, float] = {}  # project -> monotonic time its "no session" expires
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1)])
@@ -208,6 +214,7 @@ class TaskQueue:
         ]
         await insert_new(self.tasks, tasks)
         await self.calibrating.update_one({"_id": project}, {"$set": {"since": now}}, upsert=True)
+        self._calibrating_known.add(project)
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         now = utcnow()
@@ -237,10 +244,25 @@ class TaskQueue:
 
         return await to_end(choose())
 
+    async def _has_calibration(self, project: str) -> bool:
+        """Whether the project ever had a calibration session: once true it stays true, so that is remembered; a
+        "no" is asked again after NO_CALIBRATION_SECONDS (a session created on another replica shows up within
+        that, one created here at once)."""
+        if project in self._calibrating_known:
+            return True
+        now = time.monotonic()
+        if now < self._no_calibration_until.get(project, 0.0):
+            return False
+        if await self.calibrating.find_one({"_id": project}, {"_id": 1}) is None:
+            self._no_calibration_until[project] = now + NO_CALIBRATION_SECONDS
+            return False
+        self._calibrating_known.add(project)
+        return True
+
     async def claim_calibration(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
         """The annotator's next calibration task, in session order."""
-        if await self.calibrating.find_one({"_id": project}, {"_id": 1}) is None:
-            return None  # the common case, one lookup by _id: this project never had a session
+        if not await self._has_calibration(project):
+            return None  # the common case: this project never had a session
         tasks = [t async for t in self.tasks.find(
             {"project": project, "status": "open", "tier": CALIBRATION, "pending": annotator},
             sort=[("created_at", 1), ("order", 1)])]
@@ -404,14 +426,18 @@ class TaskQueue:
         submission names the submission that finishes it: the same submission finishing it again (a
         client's retry after the gateway died between this step and storing the submission) goes through.
         Only before `expires_at`, so never at the same time as a sweeper (which waits a grace period more).
+        `lease` is the lease document as this call read it by _id.
         """
         await to_end(self._finish(lease, state, submission))
 
     async def _finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         now = utcnow()
-        retry = not await update_by_id(self.leases, lease["_id"],
-                                       {"$set": {"state": state, "finished_at": now, "submission": submission}},
-                                       lambda d: d["state"] == "leased" and d["expires_at"] > now)
+        # `lease` was read by _id in this call (SubmitLabel/SkipTask look it up to check its holder): before its
+        # expiry only its holder writes it, so its condition is checked on that read, not on a second one (one
+        # round trip less per submission; bench/lease_path.py).
+        retry = not (lease["state"] == "leased" and lease["expires_at"] > now and (await self.leases.update_one(
+            {"_id": lease["_id"]}, {"$set": {"state": state, "finished_at": now, "submission": submission}}
+        )).matched_count == 1)
         if retry:
             current = await self.leases.find_one({"_id": lease["_id"]})
             if current and current["state"] in ("leased", "expired"):
