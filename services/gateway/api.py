@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_many
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -34,7 +35,9 @@ from services.gateway.calibration import (
     pick_items,
     session_id,
 )
+from services.gateway.coalesce import Coalescer
 from services.gateway.queue import Lease, LeaseError, TaskQueue
+from services.gateway.recent import Recent
 from services.gateway.settings import GatewaySettings
 from services.gateway.golden import golden_rate_for, should_inject_golden
 
@@ -55,6 +58,9 @@ class Gateway:
         self.settings = settings
         self.db = rt.db
         self.queue = TaskQueue(rt.db, settings.lease_seconds, settings.lease_grace_seconds)
+        # Annotator documents by token hash and projects, as this replica read them within RECENT_SECONDS.
+        self.tokens = Recent()
+        self.projects = Recent()
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -67,10 +73,13 @@ class Gateway:
             return doc["n"]
         return await self.db["leases"].count_documents({"annotator": annotator_id})
 
-    async def count_served(self, annotator_id: str, before: int) -> None:
-        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count."""
+    async def count_served(self, annotator_id: str, before: int | None) -> None:
+        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count.
+        `before` is tasks_served as read before this lease, None when it was not read."""
         result = await self.db["served"].update_one({"_id": annotator_id}, {"$inc": {"n": 1}})
         if result.matched_count == 0:
+            if before is None:  # the leases stored, this one among them, minus this one
+                before = await self.db["leases"].count_documents({"annotator": annotator_id}) - 1
             await self.db["served"].update_one({"_id": annotator_id}, {"$setOnInsert": {"n": before + 1}}, upsert=True)
 
     async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
@@ -80,7 +89,8 @@ class Gateway:
         if same_secret(token, self.settings.admin_token.get_secret_value()):
             caller = Caller("admin", Role.ADMIN)
         else:
-            doc = await self.db["annotators"].find_one({"token_sha256": hash_token(token)})
+            digest = hash_token(token)
+            doc = await self.tokens.get(digest, lambda: self.db["annotators"].find_one({"token_sha256": digest}))
             if doc is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
             if doc.get("suspended"):
@@ -93,10 +103,12 @@ class Gateway:
             )
         return caller
 
-    async def project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
+    async def project(self, context: grpc.aio.ServicerContext, project: str, recent: bool = False) -> dict[str, Any]:
+        """The project's document; with `recent`, as this replica read it within RECENT_SECONDS (read-only use)."""
         if not project:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "project is required")
-        doc = await self.db["projects"].find_one({"_id": project})
+        read = lambda: self.db["projects"].find_one({"_id": project})  # noqa: E731
+        doc = await (self.projects.get(project, read) if recent else read())
         if doc is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown project {project!r}")
         return doc
@@ -229,22 +241,28 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
 class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._submissions = Coalescer(self._store_submissions)
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
-        project = await self.gw.project(context, request.project)
-        served = await self.gw.tasks_served(caller.annotator_id)
+        project = await self.gw.project(context, request.project, recent=True)
         settings = self.gw.settings
-        rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate, settings.golden_warmup_tasks)
-        golden_turn = should_inject_golden(caller.annotator_id, served, rate, settings.golden_salt.get_secret_value())
+        served, golden_turn = None, False
+        # Whose turn it is matters only where a golden task could be served: with no golden pool in this
+        # replica's index (claim_golden's own source) or a rate of 0, the counter is only counted (one read less).
+        if self.gw.queue.hints.golden(request.project) and (settings.golden_rate or settings.golden_settled_rate):
+            served = await self.gw.tasks_served(caller.annotator_id)
+            rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate,
+                                   settings.golden_warmup_tasks)
+            golden_turn = should_inject_golden(caller.annotator_id, served, rate,
+                                               settings.golden_salt.get_secret_value())
         lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn,
                                                project["guideline_version"])
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         if lease.fresh:
             await self.gw.count_served(caller.annotator_id, served)
-        item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
-        lease.task["text"] = item["text"] if item else ""
+        lease.task["text"] = await self.gw.queue.text_of(lease.task)
         return _task_message(lease, project)
 
     async def _lease_of(self, context: grpc.aio.ServicerContext, caller: Caller, task_id: str) -> dict[str, Any]:
@@ -272,7 +290,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             await self._publish(previous)  # a retry after a failed publish completes it
             return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
         lease = await self._lease_of(context, caller, request.task_id)
-        project = await self.gw.project(context, lease["project"])
+        project = await self.gw.project(context, lease["project"], recent=True)
         if request.label not in project["labels"]:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"label {request.label!r} is not in project {lease['project']!r}'s labels")
@@ -292,16 +310,27 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         )
         doc = {"_id": submission_id, "lease_id": request.task_id, "label": request.label,
                "event": event.model_dump_json(), "published": False}
-        try:
-            await self.gw.db["submissions"].insert_one(doc)
-        except DuplicateKeyError:
-            return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
-        await self._publish(doc)
-        await self.gw.history(event.project, event.item_id, "label_submitted",
+        entry = history_entry(event.project, event.item_id, "label_submitted",
                               {"annotator": caller.annotator_id, "label": request.label,
                                "time_spent_ms": request.time_spent_ms, "guideline_version": event.guideline_version,
                                "session": event.session_id}, event.event_id)
-        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=False)
+        stored = await self._submissions((doc, event, entry))
+        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=not stored)
+
+    async def _store_submissions(self, batch: Sequence[tuple[dict[str, Any], LabelSubmitted, dict[str, Any]]]
+                                 ) -> list[bool]:
+        """Store, publish, mark published and record the history of concurrent submissions, one command (and one
+        publish) per step for the batch (services/gateway/coalesce.py); whether each was new (a duplicate `_id`
+        is a retry or a concurrent twin, answered duplicate=True as before)."""
+        submissions = self.gw.db["submissions"]
+        existed = set(await insert_new(submissions, [doc for doc, _, _ in batch]))
+        new = [entry for n, entry in enumerate(batch) if n not in existed]
+        if new:
+            await self.gw.rt.bus.publish([event for _, event, _ in new])
+            await bulk_write(submissions, [UpdateOne({"_id": doc["_id"]}, {"$set": {"published": True}})
+                                           for doc, _, _ in new], ordered=False)
+            await self.gw.histories([history for _, _, history in new])
+        return [n not in existed for n in range(len(batch))]
 
     async def _publish(self, submission: dict[str, Any]) -> None:
         """Outbox step: publish the stored submission, then mark it published."""
@@ -404,6 +433,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                               "labels": labels, "at": utcnow()}},
             upsert=True,
         )
+        self.gw.projects.forget(event.project)
         await self.gw.rt.bus.publish([event])
 
     async def PublishGuidelines(self, request: pb.PublishGuidelinesRequest,
@@ -440,6 +470,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             {"role": role.value, "token_sha256": hash_token(token), "created_at": utcnow(), "suspended": False},
             upsert=True,
         )
+        self.gw.tokens.forget_where(lambda doc: doc["_id"] == request.annotator_id)  # an old token ends here now
         return pb.AnnotatorCredentials(annotator_id=request.annotator_id, role=role.value, token=token)
 
     async def GetItemHistory(self, request: pb.GetItemHistoryRequest, context: grpc.aio.ServicerContext) -> pb.ItemHistory:
