@@ -11,7 +11,7 @@ import grpc
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_many
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_by_id, upsert_many
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -61,6 +61,7 @@ class Gateway:
         # Annotator documents by token hash and projects, as this replica read them within RECENT_SECONDS.
         self.tokens = Recent()
         self.projects = Recent()
+        self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -75,12 +76,23 @@ class Gateway:
 
     async def count_served(self, annotator_id: str, before: int | None) -> None:
         """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count.
-        `before` is tasks_served as read before this lease, None when it was not read."""
-        result = await self.db["served"].update_one({"_id": annotator_id}, {"$inc": {"n": 1}})
-        if result.matched_count == 0:
-            if before is None:  # the leases stored, this one among them, minus this one
-                before = await self.db["leases"].count_documents({"annotator": annotator_id}) - 1
-            await self.db["served"].update_one({"_id": annotator_id}, {"$setOnInsert": {"n": before + 1}}, upsert=True)
+        `before` is tasks_served as read before this lease, None when it was not read. Coalesced with the other
+        leases handed out meanwhile (services/gateway/coalesce.py)."""
+        await self._served((annotator_id, before))
+
+    async def _count_served(self, batch: Sequence[tuple[str, int | None]]) -> list[None]:
+        served = self.db["served"]
+        counted = {d["_id"] for d in await find_by_ids(served, [a for a, _ in batch], {"_id": 1})}
+        await bulk_write(served, [UpdateOne({"_id": a}, {"$inc": {"n": 1}}) for a, _ in batch if a in counted],
+                         ordered=False)
+        for annotator_id, before in batch:  # an annotator's first lease since the counter existed
+            if annotator_id in counted:
+                continue
+            if (await served.update_one({"_id": annotator_id}, {"$inc": {"n": 1}})).matched_count == 0:
+                if before is None:  # the leases stored, this one among them, minus this one
+                    before = await self.db["leases"].count_documents({"annotator": annotator_id}) - 1
+                await upsert_by_id(served, annotator_id, {"$setOnInsert": {"n": before + 1}})
+        return [None] * len(batch)
 
     async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
         token = bearer(context.invocation_metadata())

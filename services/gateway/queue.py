@@ -28,22 +28,26 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from labelmesh.ml.active import review_priority
 from labelmesh.runtime.mongo import (
     DUPLICATE_KEY,
+    bulk_write,
     delete_by_id,
     find_by_ids,
     insert_new,
     insert_one_new,
     update_by_id,
+    upsert_many,
 )
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
 from services.gateway.candidates import Candidate, OpenTasks
+from services.gateway.coalesce import Coalescer
 
 T = TypeVar("T")
 PROBE_BATCH = 16  # candidates whose claims are read in one `_id $in` query
@@ -164,6 +168,14 @@ class TaskQueue:
         self._salt = uuid.uuid4().hex
         self._calibrating_known: set[str] = set()  # projects seen with a calibration session (never undone)
         self._no_calibration_until: dict[str, float] = {}  # project -> monotonic time its "no session" expires
+        # A won claim's lease document and the annotator's pointer to it, written with those of the other claims
+        # won meanwhile (two commands per batch, not two per lease); each is written before its lease is returned.
+        self._records: Coalescer[tuple[dict[str, Any], dict[str, Any]], None] = Coalescer(self._write_records)
+        self._rotation = int(self._salt[:8], 16)
+        # The `active` inserts of claims made meanwhile in one command: each is answered by its own duplicate key.
+        self._actives: Coalescer[dict[str, Any], bool] = Coalescer(self._insert_actives)
+        # A finished lease's slot and active document, released with those of the leases finished meanwhile.
+        self._releases: Coalescer[tuple[str, str | None, str | None], None] = Coalescer(self._release)
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1)])
@@ -366,6 +378,10 @@ class TaskQueue:
             if deferred is not None and len(free) <= self._inflight[candidate.task_id]:
                 deferred.append(candidate)
                 continue
+            # Concurrent claimers of one task start at different free slots (here by how many are in flight, across
+            # replicas by each one's salt), so that they do not all lose slot 0 but one and try again.
+            turn = (self._inflight[candidate.task_id] + self._rotation) % len(free)
+            free = free[turn:] + free[:turn]
             self._inflight[candidate.task_id] += 1  # before any await: the next caller here sees it
             try:
                 outcome = await self._take(_ref(candidate), annotator, free, guideline_version)
@@ -419,8 +435,8 @@ class TaskQueue:
         expires = now + timedelta(seconds=self.lease_seconds)
         golden = bool(task.get("golden"))
         names = [] if golden else [marker_id(task_id, annotator), *(slot_id(task_id, k) for k in slots)]
-        if not await insert_one_new(self.active, {"_id": lease_id, "task_id": task_id, "annotator": annotator,
-                                                  "nonce": nonce, "expires_at": expires, "claims": names}):
+        if not await self._actives({"_id": lease_id, "task_id": task_id, "annotator": annotator,
+                                    "nonce": nonce, "expires_at": expires, "claims": names}):
             return _Lost.HAD  # the annotator's lease on this task is still live (another of their calls)
         mine = {"task_id": task_id, "annotator": annotator, "nonce": nonce}
         held = None
@@ -447,18 +463,38 @@ class TaskQueue:
                     # Not stored yet (heard of on item.routed before its partition's owner wrote it): try later.
                     return _Lost.FULL if stored is None else _Lost.CLOSED
                 task = stored
-        await self.leases.replace_one(
-            {"_id": lease_id},
-            {"task_id": task_id, "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
-             "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
+        await self._records((
+            {"_id": lease_id, "task_id": task_id, "project": task["project"], "item_id": task["item_id"],
+             "annotator": annotator, "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
              "session": task.get("session"), "guideline_version": guideline_version, "slot": held, "nonce": nonce,
              "required": task.get("required", 0)},
-            upsert=True,
-        )
-        await self.current.replace_one({"_id": f"{task['project']}/{annotator}"},
-                                       {"lease_id": lease_id, "expires_at": expires}, upsert=True)
+            {"_id": f"{task['project']}/{annotator}", "lease_id": lease_id, "expires_at": expires},
+        ))
         self.hints.mark_had(annotator, task_id)
         return Lease(lease_id, task, expires, guideline_version, fresh=True)
+
+    async def _write_records(self, batch: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[None]:
+        """Lease documents replaced (a lease of the same task by the same annotator after an expiry has the same
+        `_id`) and the annotators' current-lease pointers: each lease's documents are its claimer's alone."""
+        await upsert_many(self.leases, [lease for lease, _ in batch])
+        pointers = {p["_id"]: p for _, p in batch}  # one annotator's two leases at once: one pointer, as before
+        await bulk_write(self.current, [ReplaceOne({"_id": key}, {k: v for k, v in p.items() if k != "_id"},
+                                                   upsert=True) for key, p in pointers.items()], ordered=False)
+        return [None] * len(batch)
+
+    async def _insert_actives(self, docs: Sequence[dict[str, Any]]) -> list[bool]:
+        existed = set(await insert_new(self.active, docs))
+        return [n not in existed for n in range(len(docs))]
+
+    async def _release(self, batch: Sequence[tuple[str, str | None, str | None]]) -> list[None]:
+        """(lease id, its slot or None, the slot's final state or None to free it) for leases finished just now,
+        before their expiry: their slots and active documents are their finishers' alone (a sweeper waits for
+        expiry + grace), so they are written by `_id` without a condition."""
+        await bulk_write(self.claims, [UpdateOne({"_id": held}, {"$set": {"state": slot_state}}) if slot_state
+                                       else DeleteOne({"_id": held}) for _, held, slot_state in batch if held],
+                         ordered=False)
+        await bulk_write(self.active, [DeleteOne({"_id": lease_id}) for lease_id, _, _ in batch], ordered=False)
+        return [None] * len(batch)
 
     async def _undo(self, lease_id: str, claims: Sequence[str], nonce: str) -> None:
         for name in claims:
@@ -495,16 +531,22 @@ class TaskQueue:
         # Finished just now, before its expiry, the lease's slot and active document are this call's alone (a
         # sweeper waits for expiry + grace); a retry checks they still carry the lease's nonce.
         nonce = lease.get("nonce")
-        mine = claimed_by(nonce) if retry else None
         held = lease.get("slot")
         answered = state == "submitted" or bool(lease.get("session"))
-        if held:
-            if answered:  # a skipped calibration task is done for that annotator: nobody else may take their place
+        # A skipped calibration task is done for that annotator: nobody else may take their place. A skipped
+        # routed task's slot goes back, but not to the same annotator (the item marker stays).
+        slot_state = state if answered else None
+        if retry:
+            mine = claimed_by(nonce)
+            if held and answered:
                 await update_by_id(self.claims, held, {"$set": {"state": state}}, mine)
-            else:  # skipped: the slot goes back, but not to the same annotator (the item marker stays)
+            elif held:
                 await delete_by_id(self.claims, held, mine)
-                self.hints.mark_free(lease["task_id"])
-        await delete_by_id(self.active, lease["_id"], mine)
+            await delete_by_id(self.active, lease["_id"], mine)
+        else:
+            await self._releases((lease["_id"], held, slot_state))
+        if held and not answered:
+            self.hints.mark_free(lease["task_id"])
         if held and answered:
             await self._close_if_answered(lease["task_id"], lease.get("required"))
 
