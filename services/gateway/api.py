@@ -35,7 +35,7 @@ from services.gateway.calibration import (
     pick_items,
     session_id,
 )
-from services.gateway.coalesce import Coalescer
+from services.gateway.coalesce import ByIds, Coalescer
 from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.recent import Recent
 from services.gateway.settings import GatewaySettings
@@ -254,6 +254,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self._submissions = Coalescer(self._store_submissions)
+        self._submission_reads = ByIds(gw.db["submissions"])
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
@@ -294,7 +295,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         if request.time_spent_ms < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "time_spent_ms must not be negative")
         submission_id = f"{caller.annotator_id}/{request.idempotency_key}"
-        previous = await self.gw.db["submissions"].find_one({"_id": submission_id})
+        previous = await self._submission_reads.one(submission_id)
         if previous is not None:
             if previous["lease_id"] != request.task_id or previous["label"] != request.label:
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS,

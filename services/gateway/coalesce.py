@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from labelmesh.runtime.mongo import find_by_ids
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -58,3 +62,28 @@ class Coalescer(Generic[T, R]):
             for (_, future), result in zip(batch, results):
                 if not future.done():
                     future.set_result(result)
+
+
+class ByIds:
+    """Concurrent callers' lookups by `_id` in one collection as one `_id $in` query per batch (find_by_ids,
+    which FerretDB as built here and MongoDB answer through the `_id` index). Each caller's answer is the
+    documents as the query found them, issued after its call: what its own find_one would have read."""
+
+    def __init__(self, collection: AsyncCollection, projection: dict[str, Any] | None = None) -> None:
+        self._collection = collection
+        self._projection = projection
+        self._reads: Coalescer[Sequence[Any], list[dict[str, Any]]] = Coalescer(self._read)
+
+    async def one(self, _id: Any) -> dict[str, Any] | None:
+        found = await self._reads([_id])
+        return found[0] if found else None
+
+    async def many(self, ids: Sequence[Any]) -> list[dict[str, Any]]:
+        """The documents with these `_id`s, in the order of `ids`, missing ones left out."""
+        return await self._reads(ids) if ids else []
+
+    async def _read(self, batch: Sequence[Sequence[Any]]) -> list[list[dict[str, Any]]]:
+        found = {doc["_id"]: doc for doc in await find_by_ids(
+            self._collection, [i for ids in batch for i in ids], self._projection)}
+        # Each caller gets its own copies: a caller that changes its document changes nobody else's.
+        return [[dict(found[i]) for i in dict.fromkeys(ids) if i in found] for ids in batch]

@@ -47,7 +47,7 @@ from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
 from services.gateway.candidates import Candidate, OpenTasks
-from services.gateway.coalesce import Coalescer
+from services.gateway.coalesce import ByIds, Coalescer
 
 T = TypeVar("T")
 PROBE_BATCH = 16  # candidates whose claims are read in one `_id $in` query
@@ -176,6 +176,13 @@ class TaskQueue:
         self._actives: Coalescer[dict[str, Any], bool] = Coalescer(self._insert_actives)
         # A finished lease's slot and active document, released with those of the leases finished meanwhile.
         self._releases: Coalescer[tuple[str, str | None, str | None], None] = Coalescer(self._release)
+        # Lookups by `_id` of concurrent calls, one `_id $in` query per collection and batch.
+        self._lease_reads = ByIds(self.leases)
+        self._pointer_reads = ByIds(self.current)
+        self._task_reads = ByIds(self.tasks)
+        self._claim_reads = ByIds(self.claims, {"state": 1, "task_id": 1})
+        self._closes: Coalescer[str, None] = Coalescer(self._close)
+        self._finishes: Coalescer[tuple[str, dict[str, Any]], None] = Coalescer(self._write_finishes)
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1)])
@@ -273,13 +280,13 @@ class TaskQueue:
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         now = utcnow()
-        pointer = await self.current.find_one({"_id": f"{project}/{annotator}"})
+        pointer = await self._pointer_reads.one(f"{project}/{annotator}")
         if pointer is None or pointer["expires_at"] <= now:
             return None
-        doc = await self.leases.find_one({"_id": pointer["lease_id"]})
+        doc = await self._lease_reads.one(pointer["lease_id"])
         if doc is None or doc["state"] != "leased" or doc["expires_at"] <= now:
             return None
-        task = await self.tasks.find_one({"_id": doc["task_id"]})
+        task = await self._task_reads.one(doc["task_id"])
         return Lease(doc["_id"], task, doc["expires_at"], doc.get("guideline_version")) if task else None
 
     async def next_lease(self, project: str, annotator: str, role: Role, golden_turn: bool,
@@ -360,7 +367,7 @@ class TaskQueue:
         """
         ids = [marker_id(c.task_id, annotator) for c in batch]
         ids += [slot_id(c.task_id, k) for c in batch for k in range(c.required)]
-        taken = {d["_id"]: d.get("state") for d in await find_by_ids(self.claims, ids, {"state": 1})}
+        taken = {d["_id"]: d.get("state") for d in await self._claim_reads.many(ids)}
         if self._inflight:
             batch = sorted(batch, key=lambda c: hashlib.blake2b(f"{self._salt}{c.task_id}".encode()).digest())
         for candidate in batch:
@@ -457,7 +464,7 @@ class TaskQueue:
                 await self._undo(lease_id, [marker_id(task_id, annotator)], nonce)
                 return _Lost.FULL
             if task["status"] is None:  # a candidate from the index: confirmed by _id once a slot is won
-                stored = await self.tasks.find_one({"_id": task_id})
+                stored = await self._task_reads.one(task_id)
                 if stored is None or stored["status"] != "open":
                     await self._undo(lease_id, [held, marker_id(task_id, annotator)], nonce)
                     # Not stored yet (heard of on item.routed before its partition's owner wrote it): try later.
@@ -482,6 +489,11 @@ class TaskQueue:
                                                    upsert=True) for key, p in pointers.items()], ordered=False)
         return [None] * len(batch)
 
+    async def _write_finishes(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> list[None]:
+        await bulk_write(self.leases, [UpdateOne({"_id": lease_id}, {"$set": fields}) for lease_id, fields in batch],
+                         ordered=False)
+        return [None] * len(batch)
+
     async def _insert_actives(self, docs: Sequence[dict[str, Any]]) -> list[bool]:
         existed = set(await insert_new(self.active, docs))
         return [n not in existed for n in range(len(docs))]
@@ -502,7 +514,7 @@ class TaskQueue:
         await delete_by_id(self.active, lease_id, claimed_by(nonce))
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
-        return await self.leases.find_one({"_id": lease_id})
+        return await self._lease_reads.one(lease_id)
 
     async def finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         """Mark a lease submitted or skipped; fails if it expired or was already used.
@@ -519,9 +531,9 @@ class TaskQueue:
         # `lease` was read by _id in this call (SubmitLabel/SkipTask look it up to check its holder): before its
         # expiry only its holder writes it, so its condition is checked on that read, not on a second one (one
         # round trip less per submission; bench/lease_path.py).
-        retry = not (lease["state"] == "leased" and lease["expires_at"] > now and (await self.leases.update_one(
-            {"_id": lease["_id"]}, {"$set": {"state": state, "finished_at": now, "submission": submission}}
-        )).matched_count == 1)
+        retry = not (lease["state"] == "leased" and lease["expires_at"] > now)
+        if not retry:  # lease documents are never deleted, so the update by `_id` finds this one
+            await self._finishes((lease["_id"], {"state": state, "finished_at": now, "submission": submission}))
         if retry:
             current = await self.leases.find_one({"_id": lease["_id"]})
             if current and current["state"] in ("leased", "expired"):
@@ -561,11 +573,18 @@ class TaskQueue:
             required = task["required"]
         slots: list[dict[str, Any]] = []
         if required > 1:
-            slots = await find_by_ids(self.claims, [slot_id(task_id, k) for k in range(required)], {"state": 1})
+            slots = await self._claim_reads.many([slot_id(task_id, k) for k in range(required)])
         if required == 1 or (len(slots) == required and all(s.get("state") in FINISHED for s in slots)):
-            # Every finisher writes the same terminal value; a task closed or superseded meanwhile stays so.
-            await update_by_id(self.tasks, task_id, {"$set": {"status": "done"}}, still_open)
+            await self._closes(task_id)
             self.hints.remove(task_id)
+
+    async def _close(self, task_ids: Sequence[str]) -> list[None]:
+        """Answered tasks done, those of concurrent finishers in one read and one update command. Every finisher
+        writes the same terminal value; a task closed or superseded meanwhile (by its partition's owner) stays so."""
+        open_ids = [t["_id"] for t in await find_by_ids(self.tasks, task_ids, {"status": 1}) if still_open(t)]
+        await bulk_write(self.tasks, [UpdateOne({"_id": i}, {"$set": {"status": "done"}}) for i in open_ids],
+                         ordered=False)
+        return [None] * len(task_ids)
 
     async def expire_leases(self) -> int:
         """Free the claims of every lease `grace_seconds` past its expiry (the annotator may take it again).
