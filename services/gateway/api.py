@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import find_by_ids, insert_new
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_by_id
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -34,7 +35,9 @@ from services.gateway.calibration import (
     pick_items,
     session_id,
 )
+from services.gateway.coalesce import ByIds, Coalescer
 from services.gateway.queue import Lease, LeaseError, TaskQueue
+from services.gateway.recent import Recent
 from services.gateway.settings import GatewaySettings
 from services.gateway.golden import golden_rate_for, should_inject_golden
 
@@ -56,6 +59,10 @@ class Gateway:
         self.settings = settings
         self.db = rt.db
         self.queue = TaskQueue(rt.db, settings.lease_seconds, settings.lease_grace_seconds)
+        # Annotator documents by token hash and projects, as this replica read them within RECENT_SECONDS.
+        self.tokens = Recent()
+        self.projects = Recent()
+        self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -68,11 +75,25 @@ class Gateway:
             return doc["n"]
         return await self.db["leases"].count_documents({"annotator": annotator_id})
 
-    async def count_served(self, annotator_id: str, before: int) -> None:
-        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count."""
-        result = await self.db["served"].update_one({"_id": annotator_id}, {"$inc": {"n": 1}})
-        if result.matched_count == 0:
-            await self.db["served"].update_one({"_id": annotator_id}, {"$setOnInsert": {"n": before + 1}}, upsert=True)
+    async def count_served(self, annotator_id: str, before: int | None) -> None:
+        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count.
+        `before` is tasks_served as read before this lease, None when it was not read. Coalesced with the other
+        leases handed out meanwhile (services/gateway/coalesce.py)."""
+        await self._served((annotator_id, before))
+
+    async def _count_served(self, batch: Sequence[tuple[str, int | None]]) -> list[None]:
+        served = self.db["served"]
+        counted = {d["_id"] for d in await find_by_ids(served, [a for a, _ in batch], {"_id": 1})}
+        await bulk_write(served, [UpdateOne({"_id": a}, {"$inc": {"n": 1}}) for a, _ in batch if a in counted],
+                         ordered=False)
+        for annotator_id, before in batch:  # an annotator's first lease since the counter existed
+            if annotator_id in counted:
+                continue
+            if (await served.update_one({"_id": annotator_id}, {"$inc": {"n": 1}})).matched_count == 0:
+                if before is None:  # the leases stored, this one among them, minus this one
+                    before = await self.db["leases"].count_documents({"annotator": annotator_id}) - 1
+                await upsert_by_id(served, annotator_id, {"$setOnInsert": {"n": before + 1}})
+        return [None] * len(batch)
 
     async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
         token = bearer(context.invocation_metadata())
@@ -81,7 +102,8 @@ class Gateway:
         if same_secret(token, self.settings.admin_token.get_secret_value()):
             caller = Caller("admin", Role.ADMIN)
         else:
-            doc = await self.annotator_by_token(hash_token(token))
+            digest = hash_token(token)
+            doc = await self.tokens.get(digest, lambda: self.annotator_by_token(digest))
             if doc is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
             if doc.get("suspended"):
@@ -95,22 +117,13 @@ class Gateway:
         return caller
 
     async def annotator_by_token(self, token_sha256: str) -> dict[str, Any] | None:
-        """The annotator holding this token: two lookups by `_id` (tokens/<hash> -> annotators/<id>), not a scan of
-        the annotators by hash. The annotator's own document has the last word, so a token that was rotated or
-        revoked finds nobody even if its tokens entry outlived the change."""
-        entry = await self.db["tokens"].find_one({"_id": token_sha256})
-        if entry is None:
-            return None
-        doc = await self.db["annotators"].find_one({"_id": entry["annotator"]})
-        return doc if doc is not None and doc.get("token_sha256") == token_sha256 else None
+        """The annotator holding this token: one lookup on the unique token index (ensure_indexes). A revoked or
+        rotated token is no longer any annotator's token_sha256, so it finds nobody."""
+        return await self.db["annotators"].find_one({"token_sha256": token_sha256})
 
-    async def set_token(self, annotator_id: str, old_sha256: str | None, new_sha256: str | None) -> None:
-        """Point the token index at the annotator's new token (None: none) and drop the old one's entry; called
-        before the annotator's document names the new hash, so the new token works as soon as it is shown."""
-        if new_sha256 is not None:
-            await self.db["tokens"].replace_one({"_id": new_sha256}, {"annotator": annotator_id}, upsert=True)
-        if old_sha256 and old_sha256 != new_sha256:
-            await self.db["tokens"].delete_one({"_id": old_sha256})
+    async def ensure_indexes(self) -> None:
+        await self.db["annotators"].create_index("token_sha256", unique=True)
+        await self.queue.ensure_indexes()
 
     async def member(self, context: grpc.aio.ServicerContext, caller: Caller, project: str) -> None:
         """Abort unless the caller works in the project; the same answer whether the project exists or not."""
@@ -118,10 +131,12 @@ class Gateway:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"annotator {caller.annotator_id} is not a member of project {project!r}")
 
-    async def project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
+    async def project(self, context: grpc.aio.ServicerContext, project: str, recent: bool = False) -> dict[str, Any]:
+        """The project's document; with `recent`, as this replica read it within RECENT_SECONDS (read-only use)."""
         if not project:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "project is required")
-        doc = await self.db["projects"].find_one({"_id": project})
+        read = lambda: self.db["projects"].find_one({"_id": project})  # noqa: E731
+        doc = await (self.projects.get(project, read) if recent else read())
         if doc is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown project {project!r}")
         return doc
@@ -287,23 +302,30 @@ def content_digest(text: str, golden_label: str | None, trusted_label: str | Non
 class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._submissions = Coalescer(self._store_submissions)
+        self._submission_reads = ByIds(gw.db["submissions"])
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
         await self.gw.member(context, caller, request.project)
-        project = await self.gw.project(context, request.project)
-        served = await self.gw.tasks_served(caller.annotator_id)
+        project = await self.gw.project(context, request.project, recent=True)
         settings = self.gw.settings
-        rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate, settings.golden_warmup_tasks)
-        golden_turn = should_inject_golden(caller.annotator_id, served, rate, settings.golden_salt.get_secret_value())
+        served, golden_turn = None, False
+        # Whose turn it is matters only where a golden task could be served: with no golden pool in this
+        # replica's index (claim_golden's own source) or a rate of 0, the counter is only counted (one read less).
+        if self.gw.queue.hints.golden(request.project) and (settings.golden_rate or settings.golden_settled_rate):
+            served = await self.gw.tasks_served(caller.annotator_id)
+            rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate,
+                                   settings.golden_warmup_tasks)
+            golden_turn = should_inject_golden(caller.annotator_id, served, rate,
+                                               settings.golden_salt.get_secret_value())
         lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn,
                                                project["guideline_version"])
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         if lease.fresh:
             await self.gw.count_served(caller.annotator_id, served)
-        item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
-        lease.task["text"] = item["text"] if item else ""
+        lease.task["text"] = await self.gw.queue.text_of(lease.task)
         return _task_message(lease, project)
 
     async def _lease_of(self, context: grpc.aio.ServicerContext, caller: Caller, task_id: str) -> dict[str, Any]:
@@ -323,7 +345,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         if request.time_spent_ms < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "time_spent_ms must not be negative")
         submission_id = f"{caller.annotator_id}/{request.idempotency_key}"
-        previous = await self.gw.db["submissions"].find_one({"_id": submission_id})
+        previous = await self._submission_reads.one(submission_id)
         if previous is not None:
             if previous["lease_id"] != request.task_id or previous["label"] != request.label:
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS,
@@ -331,7 +353,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             await self._publish(previous)  # a retry after a failed publish completes it
             return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
         lease = await self._lease_of(context, caller, request.task_id)
-        project = await self.gw.project(context, lease["project"])
+        project = await self.gw.project(context, lease["project"], recent=True)
         if request.label not in project["labels"]:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"label {request.label!r} is not in project {lease['project']!r}'s labels")
@@ -351,16 +373,27 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         )
         doc = {"_id": submission_id, "lease_id": request.task_id, "label": request.label,
                "event": event.model_dump_json(), "published": False}
-        try:
-            await self.gw.db["submissions"].insert_one(doc)
-        except DuplicateKeyError:
-            return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
-        await self._publish(doc)
-        await self.gw.history(event.project, event.item_id, "label_submitted",
+        entry = history_entry(event.project, event.item_id, "label_submitted",
                               {"annotator": caller.annotator_id, "label": request.label,
                                "time_spent_ms": request.time_spent_ms, "guideline_version": event.guideline_version,
                                "session": event.session_id}, event.event_id)
-        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=False)
+        stored = await self._submissions((doc, event, entry))
+        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=not stored)
+
+    async def _store_submissions(self, batch: Sequence[tuple[dict[str, Any], LabelSubmitted, dict[str, Any]]]
+                                 ) -> list[bool]:
+        """Store, publish, mark published and record the history of concurrent submissions, one command (and one
+        publish) per step for the batch (services/gateway/coalesce.py); whether each was new (a duplicate `_id`
+        is a retry or a concurrent twin, answered duplicate=True as before)."""
+        submissions = self.gw.db["submissions"]
+        existed = set(await insert_new(submissions, [doc for doc, _, _ in batch]))
+        new = [entry for n, entry in enumerate(batch) if n not in existed]
+        if new:
+            await self.gw.rt.bus.publish([event for _, event, _ in new])
+            await bulk_write(submissions, [UpdateOne({"_id": doc["_id"]}, {"$set": {"published": True}})
+                                           for doc, _, _ in new], ordered=False)
+            await self.gw.histories([history for _, _, history in new])
+        return [n not in existed for n in range(len(batch))]
 
     async def _publish(self, submission: dict[str, Any]) -> None:
         """Outbox step: publish the stored submission, then mark it published."""
@@ -471,6 +504,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                               "labels": labels, "at": utcnow()}},
             upsert=True,
         )
+        self.gw.projects.forget(event.project)
         await self.gw.rt.bus.publish([event])
 
     async def PublishGuidelines(self, request: pb.PublishGuidelinesRequest,
@@ -510,8 +544,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                                 f"projects: at most {MEMBERSHIPS_MAX} names of 1..{ID_MAX} characters")
         token = new_token()
         annotators = self.gw.db["annotators"]
-        before = await annotators.find_one({"_id": request.annotator_id}, {"token_sha256": 1})
-        await self.gw.set_token(request.annotator_id, (before or {}).get("token_sha256"), hash_token(token))
         # Re-issuing credentials replaces the token, role and projects, never the record: a suspension qc decided
         # stays until qc lifts it ($setOnInsert), whoever calls CreateAnnotator again.
         await annotators.update_one(
@@ -520,6 +552,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
              "$setOnInsert": {"created_at": utcnow(), "suspended": False}},
             upsert=True,
         )
+        self.gw.tokens.forget_where(lambda doc: doc["_id"] == request.annotator_id)  # an old token ends here now
         return pb.AnnotatorCredentials(annotator_id=request.annotator_id, role=role.value, token=token)
 
     async def GetItemHistory(self, request: pb.GetItemHistoryRequest, context: grpc.aio.ServicerContext) -> pb.ItemHistory:
