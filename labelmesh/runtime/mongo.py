@@ -126,3 +126,16 @@ async def delete_by_id(collection: AsyncCollection, _id: Any, where: Where | Non
         if doc is None or not where(doc):
             return False
     return (await collection.delete_one({"_id": _id})).deleted_count == 1
+
+
+async def upsert_by_id(collection: AsyncCollection, _id: Any, update: dict[str, Any]) -> None:
+    """update_one({"_id": _id}, update, upsert=True), also when another process inserts the same `_id` at once.
+
+    Two upserts of a missing document race to insert it; MongoDB (4.2+) retries the loser as an update of the
+    winner's document by itself, FerretDB 1.24 answers it with a duplicate-key error. The retry here is that
+    server-side retry, so an atomic operator such as `$max` or `$inc` is applied once by each caller either way
+    (tests/integration/test_trainer_versions.py's two trainers caught it)."""
+    try:
+        await collection.update_one({"_id": _id}, update, upsert=True)
+    except DuplicateKeyError:
+        await collection.update_one({"_id": _id}, update, upsert=True)

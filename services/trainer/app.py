@@ -17,7 +17,7 @@ from gridfs import AsyncGridFSBucket
 from prometheus_client import Counter, Gauge, Histogram
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
-from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
+from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_by_id, upsert_many
 from labelmesh.runtime.pacing import next_due
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -175,7 +175,7 @@ class Trainer:
             # The count reads every example: 0.9 s each at a few thousand examples under load. The next check
             # is spaced (labelmesh.runtime.pacing); a retrain is then due a little later, on a few more labels.
             self._next_check[project] = next_due(counted)
-            await self.rt.db["train_state"].update_one({"_id": project}, {"$set": {"available": n}}, upsert=True)
+            await upsert_by_id(self.rt.db["train_state"], project, {"$set": {"available": n}})
             fresh = n - state["trained_on"]
             due = (
                 (state["champion"] is None and n >= self.settings.first_model_min)
@@ -262,11 +262,9 @@ class Trainer:
         event = stored.model_copy(update={"artifact": stored.artifact.model_copy(
             update={"content_b64": base64.b64encode(content).decode()})})
         # $max: a champion is never replaced by an older version, whatever order two trainers finish in.
-        await self.rt.db["train_state"].update_one(
-            {"_id": project},
-            {"$set": {"trained_on": len(members)}, **({"$max": {"champion": version}} if decision.promote else {})},
-            upsert=True,
-        )
+        await upsert_by_id(self.rt.db["train_state"], project,
+                           {"$set": {"trained_on": len(members)},
+                            **({"$max": {"champion": version}} if decision.promote else {})})
         self.runs.labels(project, "promoted" if decision.promote else "kept_champion").inc()
         log.info("%s model v%d: %s (%.1fs)", project, version, decision.reason, seconds)
         if not decision.promote:
