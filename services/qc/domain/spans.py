@@ -1,0 +1,148 @@
+"""Quality rules for span items: span F1, agreement, reliability-weighted consensus and golden scoring.
+
+An item's answer is a set of spans (start, end, type). Exact match is the unit everywhere, as in the
+CoNLL/WNUT entity-level scores: a span with a boundary one word off is wrong, which is what a trainer learns
+from. Agreement over words uses the same word segmentation as the model (labelmesh.ml.spans.words), so that
+Krippendorff's alpha is over the units an annotator can actually mark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import krippendorff
+import numpy as np
+
+from labelmesh.ml.spans import OUTSIDE, words
+from schemas.spans import Span
+from services.qc.domain.consensus import DEFAULT_MIN_CONFIDENCE, DEFAULT_UNKNOWN_RELIABILITY, decide
+
+Key = tuple[int, int, str]
+NONE = "none"  # a vote that the cluster holds no entity
+
+
+def key(span: Span) -> Key:
+    return (span.start, span.end, span.label)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanScore:
+    precision: float
+    recall: float
+    f1: float
+    true_positives: int
+    predicted: int
+    gold: int
+
+
+def span_f1(predicted: Sequence[Span], gold: Sequence[Span]) -> SpanScore:
+    """Entity-level exact-match precision, recall and F1 of one answer (or one corpus, spans pooled)."""
+    return span_f1_counts(len({key(s) for s in predicted} & {key(s) for s in gold}), len(predicted), len(gold))
+
+
+def span_f1_counts(tp: int, predicted: int, gold: int) -> SpanScore:
+    """F1 from pooled counts; an item (or corpus) with no spans on either side scores 1.0."""
+    precision = tp / predicted if predicted else 1.0
+    recall = tp / gold if gold else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return SpanScore(precision, recall, f1, tp, predicted, gold)
+
+
+def corpus_f1(pairs: Sequence[tuple[Sequence[Span], Sequence[Span]]]) -> SpanScore:
+    """Micro-averaged entity-level F1 over (predicted, gold) pairs: the figure CoNLL and WNUT report."""
+    tp = sum(len({key(s) for s in p} & {key(s) for s in g}) for p, g in pairs)
+    return span_f1_counts(tp, sum(len(p) for p, _ in pairs), sum(len(g) for _, g in pairs))
+
+
+def pairwise_f1(answers: Mapping[str, Sequence[Span]]) -> float | None:
+    """Mean span F1 over every pair of annotators of one item (symmetric); None with fewer than two."""
+    pairs = [span_f1(answers[a], answers[b]).f1 for a, b in combinations(sorted(answers), 2)]
+    return float(np.mean(pairs)) if pairs else None
+
+
+def word_tags(text: str, spans: Sequence[Span]) -> list[str]:
+    """Each model word's entity type, or O, under these spans."""
+    return [next((s.label for s in spans if s.start < e and s.end > st), OUTSIDE) for st, e in words(text)]
+
+
+def word_alpha(items: Sequence[tuple[str, Mapping[str, Sequence[Span]]]]) -> float | None:
+    """Krippendorff's alpha (nominal) on word-level entity types over items labelled by several annotators.
+
+    items: (text, {annotator: spans}). Units are words; an annotator who did not label an item is missing there.
+    None where nothing was labelled twice or every word has the same value (alpha is undefined).
+    """
+    annotators = sorted({a for _, answers in items for a in answers})
+    if len(annotators) < 2:
+        return None
+    values: dict[str, int] = {}
+    columns: list[list[float]] = []
+    for text, answers in items:
+        if len(answers) < 2:
+            continue
+        tags = {a: word_tags(text, spans) for a, spans in answers.items()}
+        for w in range(len(words(text))):
+            columns.append([float(values.setdefault(tags[a][w], len(values))) if a in tags else np.nan
+                            for a in annotators])
+    if not columns or len(values) < 2:
+        return None
+    return float(krippendorff.alpha(reliability_data=np.array(columns).T, level_of_measurement="nominal"))
+
+
+@dataclass(frozen=True, slots=True)
+class SpanConsensus:
+    spans: tuple[Span, ...]
+    resolved: bool  # False: some cluster's vote was too close; the item goes to an expert
+    confidence: float  # the weakest cluster's posterior
+
+
+def _clusters(answers: Mapping[str, Sequence[Span]]) -> list[list[tuple[str, Span]]]:
+    """Spans of all annotators grouped by character overlap (connected components, any type)."""
+    spans = sorted(((a, s) for a, ss in answers.items() for s in ss), key=lambda x: (x[1].start, x[1].end))
+    clusters: list[list[tuple[str, Span]]] = []
+    end = -1
+    for a, s in spans:
+        if clusters and s.start < end:
+            clusters[-1].append((a, s))
+            end = max(end, s.end)
+        else:
+            clusters.append([(a, s)])
+            end = s.end
+    return clusters
+
+
+def merge_spans(
+    answers: Mapping[str, Sequence[Span]],
+    reliability: Mapping[str, float],
+    *,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    unknown_reliability: float = DEFAULT_UNKNOWN_RELIABILITY,
+) -> SpanConsensus:
+    """Consensus over several annotators' spans for one item, weighting votes by reliability.
+
+    Spans are grouped by overlap; in each group every annotator votes for the exact span they marked there, or
+    for "no entity here" if they marked none, and qc's one-coin weighted vote (consensus.decide) picks the
+    winner. An annotator who marked two spans in one group votes for their first. Resolved when every group's
+    winner reaches min_confidence.
+    """
+    if not answers:
+        raise ValueError("merge_spans needs at least one annotator's answer")
+    kept: list[Span] = []
+    weakest, resolved = 1.0, True
+    for cluster in _clusters(answers):
+        first: dict[str, Span] = {}
+        for a, s in cluster:
+            first.setdefault(a, s)
+        votes = [(a, "%d:%d:%s" % key(first[a]) if a in first else NONE) for a in sorted(answers)]
+        result = decide(votes, reliability, min_confidence=min_confidence, unknown_reliability=unknown_reliability)
+        weakest = min(weakest, result.confidence)
+        resolved = resolved and result.resolved
+        if result.label != NONE:
+            kept.append(next(s for s in first.values() if "%d:%d:%s" % key(s) == result.label))
+    return SpanConsensus(tuple(Span(start=s.start, end=s.end, label=s.label) for s in kept), resolved, weakest)
+
+
+def golden_score(answer: Sequence[Span], gold: Sequence[Span]) -> float:
+    """An annotator's score on a golden span item: its span F1 (1.0 for a correctly empty answer)."""
+    return span_f1(answer, gold).f1
