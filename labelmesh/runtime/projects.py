@@ -7,6 +7,7 @@ import asyncio
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.bus import EventBus, PoisonEvent
+from labelmesh.runtime.settings import PROJECT_WAIT_S
 from schemas.events import Envelope, ProjectConfigured
 
 
@@ -19,7 +20,7 @@ class ProjectCatalog:
     broadcast has been replayed.
     """
 
-    def __init__(self, db: AsyncDatabase, wait_s: float = 15.0) -> None:
+    def __init__(self, db: AsyncDatabase, wait_s: float = PROJECT_WAIT_S) -> None:
         self.collection = db["projects"]
         self.wait_s = wait_s
         self._cache: dict[str, ProjectConfigured] = {}

@@ -7,6 +7,11 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How long an event of a project not yet known waits for its project.configured (topics are not ordered with
+# each other, so an item can be read before its project), counted once per project and process
+# (labelmesh.runtime.projects); then the event is dead-lettered with the reason.
+PROJECT_WAIT_S = 15.0
+
 
 def shared(default: Any, env: str) -> Any:
     """A setting every service reads under the same name (LABELMESH_<ENV>), whatever its own prefix."""
@@ -32,6 +37,7 @@ class CommonSettings(BaseSettings):
     # A failing batch is retried this many times before its events are isolated and dead-lettered.
     max_attempts: int = shared(3, "MAX_ATTEMPTS")
     retry_backoff_s: float = shared(0.5, "RETRY_BACKOFF_S")
+    project_wait_s: float = shared(PROJECT_WAIT_S, "PROJECT_WAIT_S")
     # How long the broker waits for a consumer's heartbeat before giving its partitions away. Kafka's own
     # default since 3.0 is 45 s; aiokafka's 10 s let a CPU-starved service (2 cores, a model training in a
     # thread) lose its partitions mid-batch and handle the batch twice.

@@ -47,7 +47,7 @@ class Prelabeler:
         self.settings = settings
         self.encoder = encoder
         self.workers = max(1, workers)
-        self.catalog = ProjectCatalog(rt.db)
+        self.catalog = ProjectCatalog(rt.db, settings.project_wait_s)
         self.store = ModelStore(rt.db)
         self.active: dict[str, ActiveModel] = {}
         self.items_total = Counter(

@@ -37,7 +37,7 @@ class Qc:
         self.settings = settings
         self.metrics = QcMetrics(rt.registry)
         self.store = QcStore(rt.db)
-        self.catalog = ProjectCatalog(rt.db)
+        self.catalog = ProjectCatalog(rt.db, settings.project_wait_s)
         self.items = Items(self.store, self.catalog, settings, self.metrics)
         self.tallies = Tallies(self.store, Passes(rt.db, settings, self.metrics), settings, self.metrics)
 

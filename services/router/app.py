@@ -26,7 +26,7 @@ class Router:
 
     def __init__(self, rt: ServiceRuntime, settings: RouterSettings) -> None:
         self.rt = rt
-        self.catalog = ProjectCatalog(rt.db)
+        self.catalog = ProjectCatalog(rt.db, settings.project_wait_s)
         self.cache = ReplicaCache(rt)
         self.items = ItemOwner(rt, settings, self.catalog, self.cache)
         self.thresholds = ThresholdOwner(rt, settings, self.catalog)

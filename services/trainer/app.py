@@ -52,7 +52,7 @@ class Trainer:
     def __init__(self, rt: ServiceRuntime, settings: TrainerSettings) -> None:
         self.rt = rt
         self.settings = settings
-        self.catalog = ProjectCatalog(rt.db)
+        self.catalog = ProjectCatalog(rt.db, settings.project_wait_s)
         self.examples = rt.db["examples"]
         self.models = rt.db["models"]
         self.artifacts = AsyncGridFSBucket(rt.db, bucket_name="artifacts")
