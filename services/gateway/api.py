@@ -40,6 +40,7 @@ from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.recent import Recent
 from services.gateway.settings import GatewaySettings
 from services.gateway.golden import golden_rate_for, should_inject_golden
+from services.gateway.limits import RateLimiter
 
 SERVICE = "gateway"
 ID_MAX = 256
@@ -63,6 +64,7 @@ class Gateway:
         self.tokens = Recent()
         self.projects = Recent()
         self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
+        self.limits = RateLimiter(settings.rate_limits())
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -179,24 +181,28 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         self.gw = gw
 
     async def IngestItems(self, request: pb.IngestItemsRequest, context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
-        return await self._ingest(list(request.items), context)
+        caller = await self._ingester(context)
+        return await self._ingest(caller, list(request.items), context)
 
     async def IngestStream(
         self, request_iterator: AsyncIterator[pb.IngestItem], context: grpc.aio.ServicerContext
     ) -> pb.IngestItemsResponse:
-        items = []
-        async for item in request_iterator:
-            items.append(item)
-            if len(items) > self.gw.settings.max_batch_items * 20:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "stream too long; split it")
-        return await self._ingest(items, context, streamed=True)
+        # Authorised before the first item is read: a caller without the role cannot make the gateway buffer.
+        caller = await self._ingester(context)
+        items = await read_stream(request_iterator, context, self.gw.settings.max_stream_items,
+                                  self.gw.settings.max_stream_bytes)
+        return await self._ingest(caller, items, context, streamed=True)
 
-    async def _ingest(
-        self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
-    ) -> pb.IngestItemsResponse:
+    async def _ingester(self, context: grpc.aio.ServicerContext) -> Caller:
         # Ingest writes what every service trains and routes on: only an admin may (an annotator could otherwise
         # plant items, or re-send ids to change them).
         caller = await self.gw.caller(context, Role.ADMIN)
+        await self.gw.limits.check(context, "ingest", caller.annotator_id)
+        return caller
+
+    async def _ingest(
+        self, caller: Caller, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
+    ) -> pb.IngestItemsResponse:
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
         if len(items) > self.gw.settings.max_batch_items and not streamed:
@@ -294,6 +300,21 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                             f"{', '.join(changed[:20])}; {rest}")
 
 
+async def read_stream(items: AsyncIterator[pb.IngestItem], context: grpc.aio.ServicerContext, max_items: int,
+                      max_bytes: int) -> list[pb.IngestItem]:
+    """A stream's items, refused with RESOURCE_EXHAUSTED as soon as it passes either cap (before it is buffered)."""
+    read: list[pb.IngestItem] = []
+    size = 0
+    async for item in items:
+        size += item.ByteSize()
+        if len(read) >= max_items or size > max_bytes:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"a stream carries at most {max_items} items and {max_bytes} bytes; split it into "
+                                "several streams; nothing was ingested")
+        read.append(item)
+    return read
+
+
 def content_digest(text: str, golden_label: str | None, trusted_label: str | None) -> str:
     """What makes two ingests of one id the same item: its text and its golden or trusted answer."""
     return hashlib.sha256(f"{text}\x00{golden_label or ''}\x00{trusted_label or ''}".encode()).hexdigest()
@@ -307,6 +328,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        await self.gw.limits.check(context, "lease", caller.annotator_id)
         await self.gw.member(context, caller, request.project)
         project = await self.gw.project(context, request.project, recent=True)
         settings = self.gw.settings
@@ -418,6 +440,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def FlagItem(self, request: pb.FlagItemRequest, context: grpc.aio.ServicerContext) -> pb.FlagItemResponse:
         caller = await self.gw.caller(context)
+        await self.gw.limits.check(context, "flag", caller.annotator_id)
         await self.gw.member(context, caller, request.project)
         await self.gw.project(context, request.project)
         if not request.comment.strip():
