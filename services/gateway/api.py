@@ -27,6 +27,17 @@ from schemas.events import (
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.auth import ALL_PROJECTS, Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.bounds import (
+    COMMENT_MAX_CHARS,
+    DATASET_MAX_CHARS,
+    GUIDELINES_MAX_CHARS,
+    ID_MAX,
+    LABELS_MAX,
+    METADATA_KEYS,
+    METADATA_VALUE_CHARS,
+    SOURCE_MAX_CHARS,
+    refuse_oversized,
+)
 from services.gateway.calibration import (
     Annotator,
     CalibrationError,
@@ -43,10 +54,6 @@ from services.gateway.golden import golden_rate_for, should_inject_golden
 from services.gateway.limits import RateLimiter
 
 SERVICE = "gateway"
-ID_MAX = 256
-GUIDELINES_MAX_CHARS = 1_000_000
-COMMENT_MAX_CHARS = 4_000
-METADATA_KEYS, METADATA_VALUE_CHARS = 64, 4_000
 MEMBERSHIPS_MAX = 1_000  # projects one annotator may be a member of
 CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
                       "precondition": grpc.StatusCode.FAILED_PRECONDITION}
@@ -226,6 +233,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 problem = "text is empty"
             elif len(item.text) > self.gw.settings.max_text_chars:
                 problem = f"text is longer than {self.gw.settings.max_text_chars} characters"
+            elif len(item.source) > SOURCE_MAX_CHARS or len(item.dataset) > DATASET_MAX_CHARS:
+                problem = f"source and dataset are at most {SOURCE_MAX_CHARS} characters"
             elif (item.golden_label or item.trusted_label) and caller.role is not Role.ADMIN:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{where}: golden/trusted labels need the admin role")
             elif item.golden_label and item.golden_label not in labels:
@@ -255,6 +264,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                     trusted_label=item.trusted_label or None,
                 )
             )
+        await refuse_oversized(context, events, "item")
         metadata = {item.item_id: dict(item.metadata) for item in items}  # shown by GetItem, ExportFinalLabels
         docs = [
             {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
@@ -488,8 +498,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         problem = None
         if len(labels) < 2:
             problem = "a project needs at least two labels"
+        elif len(labels) > LABELS_MAX:
+            problem = f"a project has at most {LABELS_MAX} labels"
         elif len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
             problem = "labels must be distinct and non-empty"
+        elif len(request.guidelines) > GUIDELINES_MAX_CHARS:
+            problem = f"guidelines are longer than {GUIDELINES_MAX_CHARS} characters"
         elif request.multi_annotators and not 2 <= request.multi_annotators <= 9:
             problem = "multi_annotators must be between 2 and 9"
         elif request.target_auto_error and not 0 < request.target_auto_error < 1:
@@ -509,6 +523,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             problem = problem or f"invalid project: {exc}"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        await refuse_oversized(context, [event], "project")
         await self._store(event)
         return pb.Project(project=request.project, labels=labels, guideline_version=version)
 
@@ -543,11 +558,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if request.text != current["guidelines"]:  # the same text again (a retry) is not a new version
             version += 1
             # Labels and settings as they are: ConfigureProject would reset settings the caller did not send.
-            await self._store(ProjectConfigured(
+            event = ProjectConfigured(
                 producer=SERVICE, project=request.project, labels=tuple(current["labels"]), guideline_version=version,
                 guidelines=request.text, multi_annotators=current["multi_annotators"],
                 target_auto_error=current["target_auto_error"],
-            ))
+            )
+            await refuse_oversized(context, [event], "guidelines")
+            await self._store(event)
         return pb.Guidelines(project=request.project, version=version, text=request.text, labels=current["labels"])
 
     async def CreateAnnotator(self, request: pb.CreateAnnotatorRequest, context: grpc.aio.ServicerContext) -> pb.AnnotatorCredentials:
