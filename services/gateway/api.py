@@ -27,6 +27,17 @@ from schemas.events import (
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.auth import ALL_PROJECTS, Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.bounds import (
+    COMMENT_MAX_CHARS,
+    DATASET_MAX_CHARS,
+    GUIDELINES_MAX_CHARS,
+    ID_MAX,
+    LABELS_MAX,
+    METADATA_KEYS,
+    METADATA_VALUE_CHARS,
+    SOURCE_MAX_CHARS,
+    refuse_oversized,
+)
 from services.gateway.calibration import (
     Annotator,
     CalibrationError,
@@ -40,12 +51,9 @@ from services.gateway.queue import Lease, LeaseError, TaskQueue
 from services.gateway.recent import Recent
 from services.gateway.settings import GatewaySettings
 from services.gateway.golden import golden_rate_for, should_inject_golden
+from services.gateway.limits import RateLimiter
 
 SERVICE = "gateway"
-ID_MAX = 256
-GUIDELINES_MAX_CHARS = 1_000_000
-COMMENT_MAX_CHARS = 4_000
-METADATA_KEYS, METADATA_VALUE_CHARS = 64, 4_000
 MEMBERSHIPS_MAX = 1_000  # projects one annotator may be a member of
 CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
                       "precondition": grpc.StatusCode.FAILED_PRECONDITION}
@@ -63,6 +71,7 @@ class Gateway:
         self.tokens = Recent()
         self.projects = Recent()
         self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
+        self.limits = RateLimiter(settings.rate_limits())
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -179,24 +188,28 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         self.gw = gw
 
     async def IngestItems(self, request: pb.IngestItemsRequest, context: grpc.aio.ServicerContext) -> pb.IngestItemsResponse:
-        return await self._ingest(list(request.items), context)
+        caller = await self._ingester(context)
+        return await self._ingest(caller, list(request.items), context)
 
     async def IngestStream(
         self, request_iterator: AsyncIterator[pb.IngestItem], context: grpc.aio.ServicerContext
     ) -> pb.IngestItemsResponse:
-        items = []
-        async for item in request_iterator:
-            items.append(item)
-            if len(items) > self.gw.settings.max_batch_items * 20:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "stream too long; split it")
-        return await self._ingest(items, context, streamed=True)
+        # Authorised before the first item is read: a caller without the role cannot make the gateway buffer.
+        caller = await self._ingester(context)
+        items = await read_stream(request_iterator, context, self.gw.settings.max_stream_items,
+                                  self.gw.settings.max_stream_bytes)
+        return await self._ingest(caller, items, context, streamed=True)
 
-    async def _ingest(
-        self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
-    ) -> pb.IngestItemsResponse:
+    async def _ingester(self, context: grpc.aio.ServicerContext) -> Caller:
         # Ingest writes what every service trains and routes on: only an admin may (an annotator could otherwise
         # plant items, or re-send ids to change them).
         caller = await self.gw.caller(context, Role.ADMIN)
+        await self.gw.limits.check(context, "ingest", caller.annotator_id)
+        return caller
+
+    async def _ingest(
+        self, caller: Caller, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
+    ) -> pb.IngestItemsResponse:
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
         if len(items) > self.gw.settings.max_batch_items and not streamed:
@@ -220,6 +233,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 problem = "text is empty"
             elif len(item.text) > self.gw.settings.max_text_chars:
                 problem = f"text is longer than {self.gw.settings.max_text_chars} characters"
+            elif len(item.source) > SOURCE_MAX_CHARS or len(item.dataset) > DATASET_MAX_CHARS:
+                problem = f"source and dataset are at most {SOURCE_MAX_CHARS} characters"
             elif (item.golden_label or item.trusted_label) and caller.role is not Role.ADMIN:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{where}: golden/trusted labels need the admin role")
             elif item.golden_label and item.golden_label not in labels:
@@ -249,6 +264,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                     trusted_label=item.trusted_label or None,
                 )
             )
+        await refuse_oversized(context, events, "item")
         metadata = {item.item_id: dict(item.metadata) for item in items}  # shown by GetItem, ExportFinalLabels
         docs = [
             {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
@@ -294,6 +310,21 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                             f"{', '.join(changed[:20])}; {rest}")
 
 
+async def read_stream(items: AsyncIterator[pb.IngestItem], context: grpc.aio.ServicerContext, max_items: int,
+                      max_bytes: int) -> list[pb.IngestItem]:
+    """A stream's items, refused with RESOURCE_EXHAUSTED as soon as it passes either cap (before it is buffered)."""
+    read: list[pb.IngestItem] = []
+    size = 0
+    async for item in items:
+        size += item.ByteSize()
+        if len(read) >= max_items or size > max_bytes:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"a stream carries at most {max_items} items and {max_bytes} bytes; split it into "
+                                "several streams; nothing was ingested")
+        read.append(item)
+    return read
+
+
 def content_digest(text: str, golden_label: str | None, trusted_label: str | None) -> str:
     """What makes two ingests of one id the same item: its text and its golden or trusted answer."""
     return hashlib.sha256(f"{text}\x00{golden_label or ''}\x00{trusted_label or ''}".encode()).hexdigest()
@@ -307,6 +338,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
+        await self.gw.limits.check(context, "lease", caller.annotator_id)
         await self.gw.member(context, caller, request.project)
         project = await self.gw.project(context, request.project, recent=True)
         settings = self.gw.settings
@@ -418,6 +450,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def FlagItem(self, request: pb.FlagItemRequest, context: grpc.aio.ServicerContext) -> pb.FlagItemResponse:
         caller = await self.gw.caller(context)
+        await self.gw.limits.check(context, "flag", caller.annotator_id)
         await self.gw.member(context, caller, request.project)
         await self.gw.project(context, request.project)
         if not request.comment.strip():
@@ -465,8 +498,12 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         problem = None
         if len(labels) < 2:
             problem = "a project needs at least two labels"
+        elif len(labels) > LABELS_MAX:
+            problem = f"a project has at most {LABELS_MAX} labels"
         elif len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
             problem = "labels must be distinct and non-empty"
+        elif len(request.guidelines) > GUIDELINES_MAX_CHARS:
+            problem = f"guidelines are longer than {GUIDELINES_MAX_CHARS} characters"
         elif request.multi_annotators and not 2 <= request.multi_annotators <= 9:
             problem = "multi_annotators must be between 2 and 9"
         elif request.target_auto_error and not 0 < request.target_auto_error < 1:
@@ -486,6 +523,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             problem = problem or f"invalid project: {exc}"
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        await refuse_oversized(context, [event], "project")
         await self._store(event)
         return pb.Project(project=request.project, labels=labels, guideline_version=version)
 
@@ -520,11 +558,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if request.text != current["guidelines"]:  # the same text again (a retry) is not a new version
             version += 1
             # Labels and settings as they are: ConfigureProject would reset settings the caller did not send.
-            await self._store(ProjectConfigured(
+            event = ProjectConfigured(
                 producer=SERVICE, project=request.project, labels=tuple(current["labels"]), guideline_version=version,
                 guidelines=request.text, multi_annotators=current["multi_annotators"],
                 target_auto_error=current["target_auto_error"],
-            ))
+            )
+            await refuse_oversized(context, [event], "guidelines")
+            await self._store(event)
         return pb.Guidelines(project=request.project, version=version, text=request.text, labels=current["labels"])
 
     async def CreateAnnotator(self, request: pb.CreateAnnotatorRequest, context: grpc.aio.ServicerContext) -> pb.AnnotatorCredentials:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from aiokafka.errors import MessageSizeTooLargeError
 
 from labelmesh.runtime.bus import TRANSIENT_ERRORS
 
@@ -29,6 +30,9 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 async def _unavailable(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    if isinstance(exc, MessageSizeTooLargeError):  # a KafkaError, but no retry can help: the request is too big
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            "the request's event is larger than its topic accepts; shorten its text or fields")
     await context.abort(grpc.StatusCode.UNAVAILABLE,
                         f"the gateway's broker or database is unavailable ({type(exc).__name__}); retry shortly")
 

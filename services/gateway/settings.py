@@ -37,8 +37,23 @@ class GatewaySettings(CommonSettings):
     # (unsafe_defaults below). Set LABELMESH_GATEWAY_DEV_MODE=1 only where nobody but you reaches the gateway.
     dev_mode: bool = False
     max_batch_items: int = 5_000
+    # One IngestStream holds its items in memory until it ends (they are checked together, so a bad item ingests
+    # nothing): these bound that memory. Split bigger imports into several streams.
+    max_stream_items: int = 100_000
+    max_stream_bytes: int = 256 * 1024 * 1024
+    # Per-caller rate limits (services/gateway/limits.py): calls per second and burst; a rate of 0 turns one off.
+    ingest_rate: float = 20.0
+    ingest_burst: float = 40.0
+    lease_rate: float = 200.0
+    lease_burst: float = 400.0
+    flag_rate: float = 2.0
+    flag_burst: float = 20.0
     max_text_chars: int = 100_000
     http_port: int = 9105
+
+    def rate_limits(self) -> dict[str, tuple[float, float]]:
+        return {"ingest": (self.ingest_rate, self.ingest_burst), "lease": (self.lease_rate, self.lease_burst),
+                "flag": (self.flag_rate, self.flag_burst)}
 
     def unsafe_defaults(self) -> list[str]:
         """Why this gateway must not start outside dev_mode: a credential or secret left at a public value."""
