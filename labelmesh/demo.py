@@ -1,4 +1,5 @@
-"""The demo: the whole pipeline on BANKING77 with a simulated team, ending in a report of what it cost and achieved."""
+"""The demo: the whole pipeline on a text-classification set (BANKING77 unless `--dataset DIR`) with a simulated
+team, ending in a report of what it cost and achieved."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
-from labelmesh.datasets import REPO_ROOT, categories, load
+from labelmesh.datasets import REPO_ROOT, categories, dataset_name, load
 from labelmesh.infra import create_topics
 from labelmesh.report import golden_accuracy, write_html
 from labelmesh.runtime.settings import CommonSettings
@@ -27,7 +29,8 @@ from labelmesh.simulation import SimulatedAnnotator, default_team
 from labelmesh.stack import Stack
 from schemas.rpc import gateway_pb2 as pb
 
-PROJECT = "banking77"
+PROJECT = "banking77"  # the packaged dataset's project; another dataset's is its directory's name
+BANKING77_GUIDELINES = "Label the customer's banking intent."
 PRICE_LABEL = 0.10
 PRICE_EXPERT = 0.50
 console = Console()
@@ -53,8 +56,8 @@ class EventLog:
             await consumer.stop()
 
 
-async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[str, str], stop: asyncio.Event,
-                    counts: Counter[str]) -> None:
+async def _annotate(client: GatewayClient, project: str, sim: SimulatedAnnotator, truth: dict[str, str],
+                    stop: asyncio.Event, counts: Counter[str]) -> None:
     """One simulated person working through their queue, as an annotation tool would over gRPC.
 
     A refused call (a lease that expired, a suspension) is what a real tool sees too: it is counted and
@@ -62,7 +65,7 @@ async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[
     """
     while not stop.is_set():
         try:
-            task = await client.lease(PROJECT)
+            task = await client.lease(project)
             if task is None:
                 await asyncio.sleep(0.3)
                 continue
@@ -117,8 +120,8 @@ def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_trut
     }
 
 
-def print_report(report: dict[str, Any]) -> None:
-    table = Table(title="labelmesh demo: BANKING77 with a simulated team")
+def print_report(report: dict[str, Any], title: str = "BANKING77 with a simulated team") -> None:
+    table = Table(title=f"labelmesh demo: {title}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -137,7 +140,12 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
-                   timeout_s: float = 1800) -> dict[str, Any]:
+                   timeout_s: float = 1800, dataset: Path | None = None) -> dict[str, Any]:
+    """dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77."""
+    project = PROJECT if dataset is None else dataset_name(dataset)
+    labels = categories(dataset)
+    rows = load("train", dataset)
+    title = f"{'BANKING77' if dataset is None else project} with a simulated team"
     base = CommonSettings()
     namespace = f"demo{int(time.time())}"
     prefix = f"{namespace}."
@@ -152,7 +160,6 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
              "LABELMESH_TRAINER_RETRAIN_EVERY": "300"},
         log_dir=out_dir / "logs",
     )
-    rows = load("train")
     random.Random(seed).shuffle(rows)
     boot, gold, work = rows[:bootstrap], rows[bootstrap:bootstrap + golden], rows[bootstrap + golden:][:items]
     truth = {r.item_id: r.label for r in rows}
@@ -164,23 +171,24 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
     client = GatewayClient.balanced(stack.grpc_ports, admin_token)  # every gateway replica (LABELMESH_REPLICAS)
     counts: Counter[str] = Counter()
     try:
-        await client.configure_project(PROJECT, categories(), guidelines="Label the customer's banking intent.")
+        await client.configure_project(project, labels, guidelines=BANKING77_GUIDELINES if dataset is None else
+                                       f"Label each text with one of the {len(labels)} categories of {project}.")
         team = default_team(seed)
         tokens = {s.name: await client.create_annotator(s.name, s.role) for s in team}
         console.print(f"bootstrapping model v1 from {len(boot)} rows labelled by the internal team")
-        await ingest_trusted(client, PROJECT, boot)  # what `labelmesh bootstrap` does with a file
+        await ingest_trusted(client, project, boot)  # what `labelmesh bootstrap` does with a file
         while not log.by_topic["model.updated"]:
             await asyncio.sleep(0.5)
-        await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+        await client.ingest_items([pb.IngestItem(project=project, item_id=r.item_id, text=r.text,
                                                  golden_label=r.label, source="golden") for r in gold])
-        workers = [asyncio.create_task(_annotate(client.as_user(tokens[s.name]), s, truth, stop_team, counts))
+        workers = [asyncio.create_task(_annotate(client.as_user(tokens[s.name]), project, s, truth, stop_team, counts))
                    for s in team]
         work_ids = [r.item_id for r in work]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             bar = progress.add_task("final labels", total=len(work))
             for i in range(0, len(work), 100):
-                await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+                await client.ingest_items([pb.IngestItem(project=project, item_id=r.item_id, text=r.text,
                                                          source="demo") for r in work[i:i + 100]])
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
@@ -203,7 +211,7 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2))
     html = write_html(out_dir / "report.html", report, log.by_topic, truth, work_ids, golden_truth,
-                      namespace=namespace)
-    print_report(report)
+                      namespace=namespace, title=title)
+    print_report(report, title)
     console.print(f"report written to {out_dir / 'report.json'} and {html}")
     return report
