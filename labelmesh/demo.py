@@ -139,9 +139,33 @@ def print_report(report: dict[str, Any], title: str = "BANKING77 with a simulate
     console.print(table)
 
 
-async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
-                   timeout_s: float = 1800, dataset: Path | None = None) -> dict[str, Any]:
-    """dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77."""
+@dataclass
+class PipelineRun:
+    """One run of the five services over a dataset sample: its event log and what the report needs beside it."""
+
+    namespace: str
+    project: str
+    title: str
+    out_dir: Path
+    log: EventLog
+    truth: dict[str, str]
+    work_ids: list[str]
+    golden_truth: dict[str, str]
+    seconds: float
+    mongo_uri: str
+    encoder: str
+    counts: Counter[str]
+
+
+async def run_pipeline(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
+                       timeout_s: float = 1800, dataset: Path | None = None,
+                       env: dict[str, str] | None = None) -> PipelineRun:
+    """Start the stack, bootstrap model v1, label `items` rows with the simulated default team over gRPC, stop.
+
+    dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77. env: more LABELMESH_*
+    settings for every service (bench/live_quality.py). Kafka and FerretDB must be running; each run has its own
+    namespace (topics and databases), left in place for later reading.
+    """
     project = PROJECT if dataset is None else dataset_name(dataset)
     labels = categories(dataset)
     rows = load("train", dataset)
@@ -157,7 +181,7 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
              "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
              "LABELMESH_PRELABELER_ENCODER": encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin_token,
              "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(bootstrap * 0.8)),
-             "LABELMESH_TRAINER_RETRAIN_EVERY": "300"},
+             "LABELMESH_TRAINER_RETRAIN_EVERY": "300", **(env or {})},
         log_dir=out_dir / "logs",
     )
     random.Random(seed).shuffle(rows)
@@ -165,6 +189,7 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
     truth = {r.item_id: r.label for r in rows}
     log, stop_log, stop_team = EventLog(), asyncio.Event(), asyncio.Event()
     console.print(f"[bold]labelmesh demo[/] namespace={namespace}: starting {len(stack.processes)} service processes ({encoder} encoder)")
+    started = time.monotonic()
     await stack.start_all()
     follower = asyncio.create_task(log.follow(base.kafka_bootstrap, prefix, [
         "item.routed", "label.submitted", "label.finalized", "model.updated", "qc.flagged", "deadletter"], stop_log))
@@ -206,12 +231,19 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         await follower
         await client.close()
         stack.stop_all()
-    work_ids, golden_truth = [r.item_id for r in work], {r.item_id: r.label for r in gold}
-    report = summarise(log, truth, work_ids, golden_truth)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    html = write_html(out_dir / "report.html", report, log.by_topic, truth, work_ids, golden_truth,
-                      namespace=namespace, title=title)
-    print_report(report, title)
-    console.print(f"report written to {out_dir / 'report.json'} and {html}")
+    return PipelineRun(namespace, project, title, out_dir, log, truth, [r.item_id for r in work],
+                       {r.item_id: r.label for r in gold}, time.monotonic() - started, base.mongo_uri, encoder, counts)
+
+
+async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
+                   timeout_s: float = 1800, dataset: Path | None = None) -> dict[str, Any]:
+    """dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77."""
+    run = await run_pipeline(items, bootstrap, encoder, seed, golden, timeout_s, dataset)
+    report = summarise(run.log, run.truth, run.work_ids, run.golden_truth)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    (run.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    html = write_html(run.out_dir / "report.html", report, run.log.by_topic, run.truth, run.work_ids,
+                      run.golden_truth, namespace=run.namespace, title=run.title)
+    print_report(report, run.title)
+    console.print(f"report written to {run.out_dir / 'report.json'} and {html}")
     return report

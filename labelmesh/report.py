@@ -113,6 +113,62 @@ def fixed_threshold_baseline(log: Events, truth: Mapping[str, str], work: set[st
     return sorted(out, key=lambda p: p[1])
 
 
+def checkpoints(log: Events, truth: Mapping[str, str], work: set[str], golden_truth: Mapping[str, str],
+                every: int) -> list[dict[str, Any]]:
+    """Every `every` finalised work items (time order), what the run had reached and spent so far.
+
+    Labels count everything a person was paid for up to that moment: ordinary and expert labels on work items
+    and golden answers. auto_* are the final labels that are an unchecked auto label (provenance auto), the
+    router's guarantee checked at each point. A re-finalised item counts with its latest label.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    submitted = sorted(((_at(e), e) for e in log.get("label.submitted", ())
+                        if e["item_id"] in work or e["item_id"] in golden_truth), key=lambda p: p[0])
+    finals: dict[str, Mapping[str, Any]] = {}
+    spent: Counter[str] = Counter()
+    cursor, points = 0, []
+    events = sorted((e for e in log.get("label.finalized", ()) if e["item_id"] in work), key=_at)
+    for n, event in enumerate(events, 1):
+        finals[event["item_id"]] = event
+        while cursor < len(submitted) and submitted[cursor][0] <= _at(event):
+            e = submitted[cursor][1]
+            spent["golden" if e["item_id"] in golden_truth else e.get("role", "annotator")] += 1
+            cursor += 1
+        if len(finals) % every and n != len(events):
+            continue
+        if points and points[-1]["items"] == len(finals):
+            continue
+        auto = [i for i, f in finals.items() if f.get("provenance") == "auto"]
+        k = len(finals)
+        points.append({
+            "items": k,
+            "accuracy": sum(f["label"] == truth[i] for i, f in finals.items()) / k,
+            "ordinary_labels_per_item": spent["annotator"] / k,
+            "expert_labels_per_item": spent["expert"] / k,
+            "golden_labels_per_item": spent["golden"] / k,
+            "all_human_labels_per_item": sum(spent.values()) / k,
+            "auto_accepted": len(auto),
+            "auto_accepted_errors": sum(finals[i]["label"] != truth[i] for i in auto),
+        })
+    return points
+
+
+def tier_errors(log: Events, truth: Mapping[str, str], work: set[str]) -> dict[str, dict[str, float]]:
+    """Per first tier: items, wrong final labels and their share."""
+    first: dict[str, str] = {}
+    for event in sorted(log.get("item.routed", ()), key=_at):
+        if event["item_id"] in work:
+            first.setdefault(event["item_id"], event["tier"])
+    final = {e["item_id"]: e["label"] for e in sorted(log.get("label.finalized", ()), key=_at) if e["item_id"] in work}
+    out: dict[str, dict[str, float]] = {}
+    for tier in sorted(set(first.values())):
+        items = [i for i, t in first.items() if t == tier and i in final]
+        wrong = sum(final[i] != truth[i] for i in items)
+        out[tier] = {"items": len(items), "errors": wrong, "error": wrong / len(items) if items else math.nan}
+    return out
+
+
 def golden_accuracy(log: Events, golden_truth: Mapping[str, str]) -> dict[str, tuple[int, int, float, float]]:
     """Per annotator: (correct, answered, Wilson 95% low, high) on golden items."""
     answers: dict[str, list[bool]] = defaultdict(list)

@@ -5,10 +5,12 @@ from datetime import UTC, datetime, timedelta
 from labelmesh.report import (
     accuracy_vs_effort,
     annotator_accuracy,
+    checkpoints,
     effort_curve,
     fixed_threshold_baseline,
     flag_timeline,
     golden_accuracy,
+    tier_errors,
     tier_timeline,
     write_html,
 )
@@ -136,3 +138,32 @@ def test_the_fixed_threshold_baseline_takes_pre_labels_above_the_threshold_and_o
     # 0.5: a right, b wrong, c right automatically; d (no pre-label) by hand.
     assert points[0.5] == (0.25, (2 + 0.9) / 4)
     assert fixed_threshold_baseline({}, truth, {"a"}, 0.9) == []
+
+
+def test_checkpoints_count_every_paid_label_and_the_unchecked_auto_labels_so_far():
+    log = {
+        "label.submitted": [
+            {"item_id": "b", "role": "annotator", "label": "x", "occurred_at": at(1.5)},
+            {"item_id": "g", "role": "annotator", "label": "x", "occurred_at": at(1.6)},  # a golden answer
+            {"item_id": "c", "role": "annotator", "label": "y", "occurred_at": at(2.5)},
+            {"item_id": "c", "role": "expert", "label": "x", "occurred_at": at(3.5)},
+        ],
+        "label.finalized": [
+            {"item_id": "a", "label": "y", "provenance": "auto", "occurred_at": at(0.5)},  # wrong auto label
+            {"item_id": "b", "label": "x", "provenance": "single_review", "occurred_at": at(2)},
+            {"item_id": "c", "label": "x", "provenance": "expert", "occurred_at": at(4)},
+        ],
+    }
+    points = checkpoints(log, TRUTH, WORK, {"g": "x"}, every=2)
+    assert [p["items"] for p in points] == [2, 3], "every 2 items, and the last"
+    two, three = points
+    assert (two["accuracy"], two["all_human_labels_per_item"], two["golden_labels_per_item"]) == (0.5, 1.0, 0.5)
+    assert (two["auto_accepted"], two["auto_accepted_errors"]) == (1, 1)
+    assert three["ordinary_labels_per_item"] == 2 / 3 and three["expert_labels_per_item"] == 1 / 3
+    assert three["all_human_labels_per_item"] == 4 / 3 and three["accuracy"] == 2 / 3
+
+
+def test_tier_errors_judge_each_item_at_its_first_tier_by_its_latest_label():
+    errors = tier_errors(LOG, TRUTH, WORK)
+    assert errors["auto"] == {"items": 1, "errors": 1, "error": 1.0}
+    assert errors["single"] == {"items": 2, "errors": 0, "error": 0.0}, "c: first routed single, then expert"
