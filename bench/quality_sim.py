@@ -10,8 +10,9 @@ Which code is shared with the live services, and which stand-ins replace the she
   similarity (max cosine to bootstrap, golden and earlier items, as labelmesh.neighbours gives the
   router), spot checks drawn by spot_check.is_spot_checked, thresholds re-learned by
   thresholds.learn_thresholds every `relearn_every` verified observations (weight 1/rate for spot
-  checks), starting from the first model's recommended thresholds with the single border no higher than
-  the router's single_start (thresholds.starting_thresholds; later recommendations only with the router's
+  checks), starting with auto-accept off (thresholds.NO_EVIDENCE) and the first model's recommended single
+  border, no higher than the router's single_start (thresholds.starting_thresholds, which never lets a
+  recommendation lower the auto border; later recommendations only with the router's
   adopt_every_recommendation), the auto border also held to auto_border_error in the band just above it:
   services/router/app.py's rules. The trainer's promotion is its paired test (evaluation.decide_promotion).
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
@@ -65,7 +66,7 @@ from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
 from services.qc.settings import QcSettings
 from services.router.domain.spot_check import is_spot_checked
-from services.router.domain.thresholds import Observation, learn_thresholds, starting_thresholds
+from services.router.domain.thresholds import NO_EVIDENCE, Observation, learn_thresholds, starting_thresholds
 from services.router.domain.tiers import (
     Prelabel,
     RoutingPolicy,
@@ -470,6 +471,11 @@ class RunResult:
     models: list[dict[str, Any]] = field(default_factory=list)
     thresholds: list[tuple[int, float, float]] = field(default_factory=list)
     curve: list[tuple[int, float, float]] = field(default_factory=list)  # (items, accuracy so far, labels/item)
+    # Final labels that are the unchecked auto label (auto tier, no spot check), and how many are wrong; at each
+    # curve point (items so far, those counts so far): the router's guarantee checked at every checkpoint.
+    auto_items: int = 0
+    auto_errors: int = 0
+    auto_curve: list[tuple[int, int, int]] = field(default_factory=list)
 
     def summary(self, prices: Prices = Prices()) -> dict[str, Any]:
         n = max(self.items, 1)
@@ -494,6 +500,8 @@ class RunResult:
             "suspended_at_item": self.suspended,
             "models": self.models,
             "thresholds": self.thresholds,
+            "auto_accepted_error": self.auto_errors / self.auto_items if self.auto_items else None,
+            "auto_curve": self.auto_curve,
         }
 
 
@@ -537,7 +545,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
         thresholds = Thresholds(auto_accept=policy.auto_accept, single_review=policy.single_review)
         routing = RoutingPolicy(2, expert_margin=0.0, ood_similarity_floor=-1.0)
     else:
-        thresholds = Thresholds()
+        # The router's borders before any evidence (evidence.ProjectLearning.in_force): auto-accept off.
+        thresholds = NO_EVIDENCE if is_lm else Thresholds()
         routing = RoutingPolicy(policy.multi_annotators, policy.expert_margin, policy.ood_similarity_floor) \
             if is_lm else RoutingPolicy()
     evidence: list[Observation] = []
@@ -588,7 +597,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                         # The router takes the first model's recommendation, later ones only if told to.
                         if policy.follow_trainer_thresholds or not result.models:
                             thresholds = starting_thresholds(recommended,
-                                                             None if result.models else policy.single_start)
+                                                             None if result.models else policy.single_start,
+                                                             in_force=thresholds)
                             result.thresholds.append((i, thresholds.auto_accept, thresholds.single_review))
                 result.models.append(_model_info(new, promoted, challenger, reason, recommended))
         result.items += 1
@@ -645,7 +655,11 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
         result.tiers[tier] += 1
         result.correct += final == truth
         result.tier_errors[tier] += final != truth
+        if tier == Tier.AUTO.value and not verified:
+            result.auto_items += 1
+            result.auto_errors += final != truth
         if curve_every and (i + 1) % curve_every == 0:
+            result.auto_curve.append((i + 1, result.auto_items, result.auto_errors))
             spent = sum(crowd.labels_by_role.values()) + sum(crowd.golden_by_role.values())
             result.curve.append((i + 1, result.correct / result.items, spent / result.items))
 

@@ -89,11 +89,21 @@ def demo(
     encoder: str = typer.Option("minilm", help="minilm (the real encoder) or hashing (fast stub)"),
     seed: int = typer.Option(7),
     timeout: float = typer.Option(3600.0, help="stop waiting for final labels after this many seconds"),
+    dataset: Path = typer.Option(None, help="a text-classification set in BANKING77's layout: train.csv and "
+                                            "test.csv with text and category columns, and categories.json "
+                                            "(default: the packaged BANKING77)"),
 ) -> None:
-    """Start the five services, bootstrap a model, label a BANKING77 sample with simulated annotators, report."""
+    """Start the five services, bootstrap a model, label a dataset sample with simulated annotators, report."""
+    from labelmesh.datasets import DatasetError, load
     from labelmesh.demo import run_demo
 
-    asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed, timeout_s=timeout))
+    if dataset is not None:
+        try:
+            load("train", dataset), load("test", dataset)  # a bad layout fails here, before any service starts
+        except DatasetError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--dataset") from exc
+    asyncio.run(run_demo(items=items, bootstrap=bootstrap, encoder=encoder, seed=seed, timeout_s=timeout,
+                         dataset=dataset))
 
 
 @app.command("qc-report")

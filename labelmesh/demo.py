@@ -1,4 +1,5 @@
-"""The demo: the whole pipeline on BANKING77 with a simulated team, ending in a report of what it cost and achieved."""
+"""The demo: the whole pipeline on a text-classification set (BANKING77 unless `--dataset DIR`) with a simulated
+team, ending in a report of what it cost and achieved."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import secrets
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +21,7 @@ from rich.table import Table
 
 from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
-from labelmesh.datasets import REPO_ROOT, categories, load
+from labelmesh.datasets import REPO_ROOT, categories, dataset_name, load
 from labelmesh.infra import create_topics
 from labelmesh.report import golden_accuracy, write_html
 from labelmesh.runtime.settings import CommonSettings
@@ -27,7 +29,8 @@ from labelmesh.simulation import SimulatedAnnotator, default_team
 from labelmesh.stack import Stack
 from schemas.rpc import gateway_pb2 as pb
 
-PROJECT = "banking77"
+PROJECT = "banking77"  # the packaged dataset's project; another dataset's is its directory's name
+BANKING77_GUIDELINES = "Label the customer's banking intent."
 PRICE_LABEL = 0.10
 PRICE_EXPERT = 0.50
 console = Console()
@@ -53,8 +56,8 @@ class EventLog:
             await consumer.stop()
 
 
-async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[str, str], stop: asyncio.Event,
-                    counts: Counter[str]) -> None:
+async def _annotate(client: GatewayClient, project: str, sim: SimulatedAnnotator, truth: dict[str, str],
+                    stop: asyncio.Event, counts: Counter[str]) -> None:
     """One simulated person working through their queue, as an annotation tool would over gRPC.
 
     A refused call (a lease that expired, a suspension) is what a real tool sees too: it is counted and
@@ -62,7 +65,7 @@ async def _annotate(client: GatewayClient, sim: SimulatedAnnotator, truth: dict[
     """
     while not stop.is_set():
         try:
-            task = await client.lease(PROJECT)
+            task = await client.lease(project)
             if task is None:
                 await asyncio.sleep(0.3)
                 continue
@@ -117,8 +120,8 @@ def summarise(log: EventLog, truth: dict[str, str], work: list[str], golden_trut
     }
 
 
-def print_report(report: dict[str, Any]) -> None:
-    table = Table(title="labelmesh demo: BANKING77 with a simulated team")
+def print_report(report: dict[str, Any], title: str = "BANKING77 with a simulated team") -> None:
+    table = Table(title=f"labelmesh demo: {title}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -136,8 +139,37 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
 
 
-async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
-                   timeout_s: float = 1800) -> dict[str, Any]:
+@dataclass
+class PipelineRun:
+    """One run of the five services over a dataset sample: its event log and what the report needs beside it."""
+
+    namespace: str
+    project: str
+    title: str
+    out_dir: Path
+    log: EventLog
+    truth: dict[str, str]
+    work_ids: list[str]
+    golden_truth: dict[str, str]
+    seconds: float
+    mongo_uri: str
+    encoder: str
+    counts: Counter[str]
+
+
+async def run_pipeline(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
+                       timeout_s: float = 1800, dataset: Path | None = None,
+                       env: dict[str, str] | None = None) -> PipelineRun:
+    """Start the stack, bootstrap model v1, label `items` rows with the simulated default team over gRPC, stop.
+
+    dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77. env: more LABELMESH_*
+    settings for every service (bench/live_quality.py). Kafka and FerretDB must be running; each run has its own
+    namespace (topics and databases), left in place for later reading.
+    """
+    project = PROJECT if dataset is None else dataset_name(dataset)
+    labels = categories(dataset)
+    rows = load("train", dataset)
+    title = f"{'BANKING77' if dataset is None else project} with a simulated team"
     base = CommonSettings()
     namespace = f"demo{int(time.time())}"
     prefix = f"{namespace}."
@@ -149,38 +181,39 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
              "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
              "LABELMESH_PRELABELER_ENCODER": encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin_token,
              "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(bootstrap * 0.8)),
-             "LABELMESH_TRAINER_RETRAIN_EVERY": "300"},
+             "LABELMESH_TRAINER_RETRAIN_EVERY": "300", **(env or {})},
         log_dir=out_dir / "logs",
     )
-    rows = load("train")
     random.Random(seed).shuffle(rows)
     boot, gold, work = rows[:bootstrap], rows[bootstrap:bootstrap + golden], rows[bootstrap + golden:][:items]
     truth = {r.item_id: r.label for r in rows}
     log, stop_log, stop_team = EventLog(), asyncio.Event(), asyncio.Event()
     console.print(f"[bold]labelmesh demo[/] namespace={namespace}: starting {len(stack.processes)} service processes ({encoder} encoder)")
+    started = time.monotonic()
     await stack.start_all()
     follower = asyncio.create_task(log.follow(base.kafka_bootstrap, prefix, [
         "item.routed", "label.submitted", "label.finalized", "model.updated", "qc.flagged", "deadletter"], stop_log))
     client = GatewayClient.balanced(stack.grpc_ports, admin_token)  # every gateway replica (LABELMESH_REPLICAS)
     counts: Counter[str] = Counter()
     try:
-        await client.configure_project(PROJECT, categories(), guidelines="Label the customer's banking intent.")
+        await client.configure_project(project, labels, guidelines=BANKING77_GUIDELINES if dataset is None else
+                                       f"Label each text with one of the {len(labels)} categories of {project}.")
         team = default_team(seed)
         tokens = {s.name: await client.create_annotator(s.name, s.role) for s in team}
         console.print(f"bootstrapping model v1 from {len(boot)} rows labelled by the internal team")
-        await ingest_trusted(client, PROJECT, boot)  # what `labelmesh bootstrap` does with a file
+        await ingest_trusted(client, project, boot)  # what `labelmesh bootstrap` does with a file
         while not log.by_topic["model.updated"]:
             await asyncio.sleep(0.5)
-        await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+        await client.ingest_items([pb.IngestItem(project=project, item_id=r.item_id, text=r.text,
                                                  golden_label=r.label, source="golden") for r in gold])
-        workers = [asyncio.create_task(_annotate(client.as_user(tokens[s.name]), s, truth, stop_team, counts))
+        workers = [asyncio.create_task(_annotate(client.as_user(tokens[s.name]), project, s, truth, stop_team, counts))
                    for s in team]
         work_ids = [r.item_id for r in work]
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
             bar = progress.add_task("final labels", total=len(work))
             for i in range(0, len(work), 100):
-                await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text,
+                await client.ingest_items([pb.IngestItem(project=project, item_id=r.item_id, text=r.text,
                                                          source="demo") for r in work[i:i + 100]])
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
@@ -198,12 +231,19 @@ async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: 
         await follower
         await client.close()
         stack.stop_all()
-    work_ids, golden_truth = [r.item_id for r in work], {r.item_id: r.label for r in gold}
-    report = summarise(log, truth, work_ids, golden_truth)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2))
-    html = write_html(out_dir / "report.html", report, log.by_topic, truth, work_ids, golden_truth,
-                      namespace=namespace)
-    print_report(report)
-    console.print(f"report written to {out_dir / 'report.json'} and {html}")
+    return PipelineRun(namespace, project, title, out_dir, log, truth, [r.item_id for r in work],
+                       {r.item_id: r.label for r in gold}, time.monotonic() - started, base.mongo_uri, encoder, counts)
+
+
+async def run_demo(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
+                   timeout_s: float = 1800, dataset: Path | None = None) -> dict[str, Any]:
+    """dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77."""
+    run = await run_pipeline(items, bootstrap, encoder, seed, golden, timeout_s, dataset)
+    report = summarise(run.log, run.truth, run.work_ids, run.golden_truth)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    (run.out_dir / "report.json").write_text(json.dumps(report, indent=2))
+    html = write_html(run.out_dir / "report.html", report, run.log.by_topic, run.truth, run.work_ids,
+                      run.golden_truth, namespace=run.namespace, title=run.title)
+    print_report(report, run.title)
+    console.print(f"report written to {run.out_dir / 'report.json'} and {html}")
     return report

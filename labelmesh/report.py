@@ -68,6 +68,107 @@ def accuracy_vs_effort(log: Events, truth: Mapping[str, str], work: set[str]) ->
     return points
 
 
+def effort_curve(log: Events, truth: Mapping[str, str], work: set[str]) -> list[tuple[float, float, int]]:
+    """accuracy_vs_effort's points ordered by labels spent per item, so drawn as a line it never crosses itself.
+
+    In time order labels per item rises and falls (a burst of reviews, then a run of auto labels), and the line
+    doubled back over itself; ordered by spend, each point still says what accuracy the run had reached when it
+    had spent that much per item.
+    """
+    return sorted(accuracy_vs_effort(log, truth, work), key=lambda p: (p[0], p[2]))
+
+
+# Fixed auto-accept thresholds drawn as the fixed-threshold baseline (fixed_threshold_baseline).
+FIXED_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.99)
+
+
+def annotator_accuracy(log: Events, golden_truth: Mapping[str, str]) -> float | None:
+    """Ordinary annotators' pooled accuracy on golden items: what labelling by hand, one label each, achieves."""
+    marks = [e["label"] == golden_truth[e["item_id"]] for e in log.get("label.submitted", ())
+             if e["item_id"] in golden_truth and e.get("role", "annotator") != "expert"]
+    return sum(marks) / len(marks) if marks else None
+
+
+def fixed_threshold_baseline(log: Events, truth: Mapping[str, str], work: set[str], single_accuracy: float,
+                             thresholds: Sequence[float] = FIXED_THRESHOLDS) -> list[tuple[float, float, float]]:
+    """(threshold, human labels per item, accuracy) of a fixed-threshold policy on this run's own pre-labels.
+
+    Each work item's first pre-label (item.routed's top-k) is taken as is above the threshold and labelled by one
+    annotator of single_accuracy at or below it: an estimate from the run's events, not a second run. Items
+    routed without a pre-label count as labelled by hand.
+    """
+    first: dict[str, Mapping[str, Any]] = {}
+    for event in sorted(log.get("item.routed", ()), key=_at):
+        if event["item_id"] in work:
+            first.setdefault(event["item_id"], event)
+    if not first:
+        return []
+    top = {i: max(e.get("top_k") or [], key=lambda s: s["probability"], default=None) for i, e in first.items()}
+    out = []
+    for t in thresholds:
+        auto = [i for i, s in top.items() if s is not None and s["probability"] > t]
+        right = sum(top[i]["label"] == truth[i] for i in auto)  # type: ignore[index]
+        by_hand = len(first) - len(auto)
+        out.append((t, by_hand / len(first), (right + single_accuracy * by_hand) / len(first)))
+    return sorted(out, key=lambda p: p[1])
+
+
+def checkpoints(log: Events, truth: Mapping[str, str], work: set[str], golden_truth: Mapping[str, str],
+                every: int) -> list[dict[str, Any]]:
+    """Every `every` finalised work items (time order), what the run had reached and spent so far.
+
+    Labels count everything a person was paid for up to that moment: ordinary and expert labels on work items
+    and golden answers. auto_* are the final labels that are an unchecked auto label (provenance auto), the
+    router's guarantee checked at each point. A re-finalised item counts with its latest label.
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    submitted = sorted(((_at(e), e) for e in log.get("label.submitted", ())
+                        if e["item_id"] in work or e["item_id"] in golden_truth), key=lambda p: p[0])
+    finals: dict[str, Mapping[str, Any]] = {}
+    spent: Counter[str] = Counter()
+    cursor, points = 0, []
+    events = sorted((e for e in log.get("label.finalized", ()) if e["item_id"] in work), key=_at)
+    for n, event in enumerate(events, 1):
+        finals[event["item_id"]] = event
+        while cursor < len(submitted) and submitted[cursor][0] <= _at(event):
+            e = submitted[cursor][1]
+            spent["golden" if e["item_id"] in golden_truth else e.get("role", "annotator")] += 1
+            cursor += 1
+        if len(finals) % every and n != len(events):
+            continue
+        if points and points[-1]["items"] == len(finals):
+            continue
+        auto = [i for i, f in finals.items() if f.get("provenance") == "auto"]
+        k = len(finals)
+        points.append({
+            "items": k,
+            "accuracy": sum(f["label"] == truth[i] for i, f in finals.items()) / k,
+            "ordinary_labels_per_item": spent["annotator"] / k,
+            "expert_labels_per_item": spent["expert"] / k,
+            "golden_labels_per_item": spent["golden"] / k,
+            "all_human_labels_per_item": sum(spent.values()) / k,
+            "auto_accepted": len(auto),
+            "auto_accepted_errors": sum(finals[i]["label"] != truth[i] for i in auto),
+        })
+    return points
+
+
+def tier_errors(log: Events, truth: Mapping[str, str], work: set[str]) -> dict[str, dict[str, float]]:
+    """Per first tier: items, wrong final labels and their share."""
+    first: dict[str, str] = {}
+    for event in sorted(log.get("item.routed", ()), key=_at):
+        if event["item_id"] in work:
+            first.setdefault(event["item_id"], event["tier"])
+    final = {e["item_id"]: e["label"] for e in sorted(log.get("label.finalized", ()), key=_at) if e["item_id"] in work}
+    out: dict[str, dict[str, float]] = {}
+    for tier in sorted(set(first.values())):
+        items = [i for i, t in first.items() if t == tier and i in final]
+        wrong = sum(final[i] != truth[i] for i in items)
+        out[tier] = {"items": len(items), "errors": wrong, "error": wrong / len(items) if items else math.nan}
+    return out
+
+
 def golden_accuracy(log: Events, golden_truth: Mapping[str, str]) -> dict[str, tuple[int, int, float, float]]:
     """Per annotator: (correct, answered, Wilson 95% low, high) on golden items."""
     answers: dict[str, list[bool]] = defaultdict(list)
@@ -115,14 +216,26 @@ def render_plots(log: Events, truth: Mapping[str, str], work: set[str],
     plots["tiers"] = _png(fig)
     plt.close(fig)
 
-    points = accuracy_vs_effort(log, truth, work)
+    points = effort_curve(log, truth, work)
+    single = annotator_accuracy(log, golden_truth)
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     if points:
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", linestyle="-", markersize=3)
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="tab:blue", linewidth=1.2,
+                label="labelmesh (accuracy reached at each spend)")
+        last = accuracy_vs_effort(log, truth, work)[-1]
+        ax.plot([last[0]], [last[1]], marker="*", markersize=12, color="tab:blue", linestyle="none",
+                label=f"labelmesh final: {last[1]:.1%} at {last[0]:.2f}")
+    if single is not None:
+        ax.plot([1.0], [single], marker="s", color="tab:red", linestyle="none",
+                label=f"manual single (golden accuracy {single:.1%})")
+        fixed = fixed_threshold_baseline(log, truth, work, single)
+        if fixed:
+            ax.plot([p[1] for p in fixed], [p[2] for p in fixed], marker="o", markersize=3, color="tab:grey",
+                    linestyle="--", label="fixed threshold 0.5-0.99 (this run's pre-labels)")
     ax.axhline(0.98, color="grey", linestyle=":", label="98% goal")
-    ax.set(xlabel="human labels per finalised item (cumulative)", ylabel="final-label accuracy",
+    ax.set(xlabel="human labels per item (ordinary + expert)", ylabel="final-label accuracy",
            title="Accuracy vs human labels spent")
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right")
     plots["accuracy"] = _png(fig)
     plt.close(fig)
 
@@ -169,7 +282,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } img { max-widt
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
 </style></head><body>
 <h1>labelmesh demo: {{ title }}</h1>
-<p>{{ summary.items }} items through the pipeline; every number below is computed from the events on the
+<p>{{ summary["items"] }} items through the pipeline; every number below is computed from the events on the
 topics (namespace <code>{{ namespace }}</code>) against the dataset's own labels.</p>
 <table>
 {% for key, value in headline %}<tr><th align="left">{{ key }}</th><td class="num">{{ value }}</td></tr>

@@ -17,6 +17,7 @@ from labelmesh.runtime.mongo import find_by_ids
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, LabelFinalized, Thresholds
 from services.router.domain.evidence import ProjectLearning
+from services.router.domain.thresholds import NO_EVIDENCE
 from services.router.store import ThresholdStore, item_key
 
 
@@ -66,7 +67,7 @@ class ReplicaCache:
         return self.indexes.setdefault(project, LabelledIndex())
 
     def current(self, project: str) -> Thresholds:
-        return self.thresholds.get(project) or Thresholds()
+        return self.thresholds.get(project) or NO_EVIDENCE
 
     def _adopt(self, learned: Iterable[tuple[str, ProjectLearning]]) -> None:
         for project, state in learned:

@@ -83,11 +83,13 @@ class ThresholdOwner:
     async def _adopt(self, project: str, state: ProjectLearning, event: ThresholdEvidence,
                      recommended: Thresholds) -> ProjectLearning:
         start = learning.starting_thresholds(
-            recommended, self.settings.single_start if state.thresholds is None else None
+            recommended, self.settings.single_start if state.thresholds is None else None, in_force=state.in_force
         )
         reason = f"trainer's recommendation for model v{event.model_version}" + (
             f", single border starting at {start.single_review} (single_start)"
-            if start.single_review != recommended.single_review else "")
+            if start.single_review != recommended.single_review else "") + (
+            f", auto border kept at {start.auto_accept}: only the router's verified pre-labels lower it"
+            if start.auto_accept != recommended.auto_accept else "")
         return await self._change(project, state, start, reason, event.details, event)
 
     async def _relearn(self, project: str, state: ProjectLearning, cause: ThresholdEvidence) -> ProjectLearning:

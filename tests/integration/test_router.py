@@ -34,11 +34,17 @@ def _pre(item_id: str, top: list[tuple[str, float]], *, seed: int = 0, **kw: obj
                           top_k=tuple(LabelScore(label=l, probability=p) for l, p in top), embedding=_vec(seed), **kw)
 
 
+async def _count_at_least(read, n: int) -> bool:
+    return len(await read()) >= n
+
+
 async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
     runtime = create_app(env.settings(RouterSettings, relearn_every=5, min_evidence=5, spot_check_rate=0.05))
     await runtime.start()
     try:
-        await env.publish_events([ProjectConfigured(producer="test", project="rt", labels=LABELS, guideline_version=1)])
+        # A 30% target, so that 20 clean reviews can show a region under it (a 2% target takes 149).
+        await env.publish_events([ProjectConfigured(producer="test", project="rt", labels=LABELS, guideline_version=1,
+                                                    target_auto_error=0.3)])
         await env.publish_events([
             _pre("sure", [("a", 0.99), ("b", 0.01)], seed=1),
             _pre("likely", [("a", 0.80), ("b", 0.15)], seed=2),
@@ -50,28 +56,38 @@ async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
         routed = await env.read("item.routed", lambda rs: len(rs) >= 5)
         by_item = {r["item_id"]: r for r in routed}
         assert "boot" not in by_item, "a trusted item is already labelled and is not routed"
-        assert by_item["sure"]["tier"] == "auto"
+        # No verified pre-label yet: nothing is auto-accepted, however confident the model (thresholds.NO_EVIDENCE).
+        assert by_item["sure"]["tier"] == "single" and by_item["sure"]["thresholds"]["auto_accept"] == 1.0
         assert by_item["likely"]["tier"] == "single" and by_item["likely"]["required_annotators"] == 1
         assert by_item["unsure"]["tier"] == "multi" and by_item["unsure"]["required_annotators"] == 3
         assert by_item["coin"]["tier"] == "expert" and any("too close" in r for r in by_item["coin"]["reasons"])
         assert by_item["gold"]["golden"] and by_item["gold"]["required_annotators"] == 0
 
-        # Human-verified pre-labels become threshold evidence; a change is stored with its evidence.
-        finals = [
-            LabelFinalized(producer="test", project="rt", item_id=f"v{i}", label="a", version=1,
-                           provenance=Provenance.SINGLE_REVIEW, confidence=0.9, human_labels=1, expert_labels=0,
-                           prelabel=LabelScore(label="a" if i % 2 else "b", probability=0.96), verified=True)
-            for i in range(10)
-        ]
-        await env.publish_events(finals)
+        def verified(first: int, n: int, wrong: bool) -> list[LabelFinalized]:
+            return [LabelFinalized(producer="test", project="rt", item_id=f"v{i}", label="a", version=1,
+                                   provenance=Provenance.SINGLE_REVIEW, confidence=0.9, human_labels=1,
+                                   expert_labels=0, prelabel=LabelScore(label="b" if wrong else "a", probability=0.99),
+                                   verified=True)
+                    for i in range(first, first + n)]
 
-        async def changed() -> int:
-            return await runtime.db["threshold_changes"].count_documents({"project": "rt"})
+        async def changes() -> list[dict[str, object]]:
+            return [c async for c in runtime.db["threshold_changes"].find({"project": "rt"}).sort("at")]
 
-        await eventually(changed)
-        change = await runtime.db["threshold_changes"].find_one({"project": "rt"})
-        assert change["new"]["auto_accept"] > change["old"]["auto_accept"], "half wrong at 0.96: auto must get stricter"
-        assert change["evidence"]["changes"][0]["n"] >= 5
+        # Human-verified pre-labels become threshold evidence; 20 clean ones at 0.99 open auto-accept just under
+        # them, and the change is stored with its evidence.
+        await env.publish_events(verified(0, 20, wrong=False))
+        await eventually(changes)
+        (opened,) = await changes()
+        assert opened["old"]["auto_accept"] == 1.0 and opened["new"]["auto_accept"] == 0.98, opened
+        assert opened["evidence"]["changes"][0]["n"] >= 5
+        await env.publish_events([_pre("sure-now", [("a", 0.99), ("b", 0.01)], seed=7)])
+        now = await env.read("item.routed", lambda rs: any(r["item_id"] == "sure-now" for r in rs))
+        assert next(r for r in now if r["item_id"] == "sure-now")["tier"] == "auto"
+
+        # Then wrong ones at the same confidence: the evidence refutes the border and auto-accept goes off again.
+        await env.publish_events(verified(20, 20, wrong=True))
+        await eventually(lambda: _count_at_least(changes, 2))
+        assert (await changes())[-1]["new"]["auto_accept"] == 1.0, "wrong at 0.99: auto must get stricter"
 
         # A disagreement flag sends the item to an expert with the neighbours as reasoning.
         await env.publish_events([

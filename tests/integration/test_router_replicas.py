@@ -57,10 +57,15 @@ async def _joined(env: Env, group: str, members: int = 2) -> bool:
 
 
 def _verified(start: int, n: int) -> list[LabelFinalized]:
-    """Verified pre-labels at 0.96, half of them wrong."""
+    """Verified pre-labels at 0.96, all of them wrong.
+
+    A project starts with auto-accept off (thresholds.NO_EVIDENCE) and a recommendation does not open it, so this
+    evidence refutes the single band below it ([0.6 or 0.7, 1.0], target 0.5): the single border rises to the auto
+    border. (Half wrong at 0.96 refuted the seed's auto border when a project started auto-accepting at 0.95.)
+    """
     return [LabelFinalized(producer="test", project=PROJECT, item_id=f"i{i}", label="a", version=1,
                            provenance=Provenance.SINGLE_REVIEW, confidence=0.9, human_labels=1, expert_labels=0,
-                           prelabel=LabelScore(label="a" if i % 2 else "b", probability=0.96), verified=True)
+                           prelabel=LabelScore(label="b", probability=0.96), verified=True)
             for i in range(start, start + n)]
 
 
@@ -88,7 +93,7 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
         shares = [_total(r.registry, "labelmesh_router_items_total") for r in replicas]
         assert sum(shares) == 60 and all(shares), f"both replicas route a share of the partitions: {shares}"
 
-        # The model's recommendation, then verified pre-labels from every partition: half wrong at 0.96.
+        # The model's recommendation, then verified pre-labels from every partition: all wrong at 0.96.
         await env.publish_events([ModelUpdated(
             producer="test", project=PROJECT, model_version=1, encoder="hashing-16", training_set_version="v1",
             training_set_size=10, artifact=ArtifactRef(uri="mem://m1", sha256="0" * 64, size=0, content_b64=""),
@@ -110,7 +115,8 @@ async def test_two_replicas_route_each_item_once_and_share_one_owner_of_the_thre
         await eventually(lambda: _settled(settings), timeout=60)
         changes = [c async for c in db["threshold_changes"].find({"project": PROJECT}).sort("at")]
         assert len(changes) >= 2 and "recommendation" in changes[0]["reason"]
-        assert changes[-1]["new"]["auto_accept"] > 0.9, "half wrong at 0.96: the auto border must rise"
+        assert changes[0]["new"] == {"auto_accept": 1.0, "single_review": 0.6}, "a recommendation opens no auto-accept"
+        assert changes[-1]["new"]["single_review"] == 1.0, "all wrong at 0.96: the single band is refuted"
         # One owner applies them in order: each change starts where the previous one ended, none twice.
         for before, after in zip(changes, changes[1:], strict=False):
             assert after["old"] == before["new"], changes

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from schemas.events import Thresholds, Tier
+from services.router.domain.thresholds import NO_EVIDENCE
 
 # Thresholds are relearned after this many new verified observations in a project (RouterSettings.relearn_every).
 DEFAULT_RELEARN_EVERY = 25
@@ -34,8 +35,8 @@ class ProjectLearning:
 
     @property
     def in_force(self) -> Thresholds:
-        """The borders routing uses: the seed's until the project has its own."""
-        return self.thresholds or Thresholds()
+        """The borders routing uses: auto-accept off (thresholds.NO_EVIDENCE) until the project has its own."""
+        return self.thresholds or NO_EVIDENCE
 
 
 def record_verified(state: ProjectLearning, relearn_every: int = DEFAULT_RELEARN_EVERY) -> tuple[ProjectLearning, bool]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.router.domain.spot_check import DEFAULT_SPOT_CHECK_RATE, is_spot_checked
-from services.router.domain.thresholds import Observation, ThresholdChange, learn_thresholds
+from services.router.domain.thresholds import NO_EVIDENCE, Observation, ThresholdChange, learn_thresholds
 from services.router.domain.tiers import Prelabel, RoutingPolicy, Thresholds, Tier, decide_tier
 
 
@@ -43,7 +43,7 @@ class BatchReport:
 def simulate(
     items: Sequence[SimItem],
     batch_size: int,
-    start: Thresholds = Thresholds(),
+    start: Thresholds = NO_EVIDENCE,
     *,
     project: str = "sim",
     spot_check_rate: float = DEFAULT_SPOT_CHECK_RATE,

@@ -11,6 +11,7 @@ from services.router.domain.evidence import (
     sample_weight,
     unapplied,
 )
+from services.router.domain.thresholds import AUTO_OFF, NO_EVIDENCE
 from services.router.domain.tiers import Thresholds
 
 
@@ -39,7 +40,8 @@ def test_a_recommendation_is_adopted_only_by_a_project_without_thresholds_unless
     assert adopts_recommendation(fresh, adopt_every=False)
     assert not adopts_recommendation(learned, adopt_every=False)
     assert adopts_recommendation(learned, adopt_every=True)
-    assert fresh.in_force == Thresholds() and learned.in_force == Thresholds(auto_accept=0.9, single_review=0.5)
+    assert fresh.in_force == NO_EVIDENCE and fresh.in_force.auto_accept == AUTO_OFF, "no evidence: auto-accept off"
+    assert learned.in_force == Thresholds(auto_accept=0.9, single_review=0.5)
 
 
 def test_a_batch_handled_again_skips_what_the_stored_state_already_applied() -> None:

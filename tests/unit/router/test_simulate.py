@@ -5,6 +5,7 @@ import math
 import pytest
 
 from services.router.domain.simulate import SimItem, simulate
+from services.router.domain.thresholds import NO_EVIDENCE
 from services.router.domain.tiers import Thresholds, Tier
 
 PHI = (math.sqrt(5) - 1) / 2
@@ -28,17 +29,20 @@ def reports():
 
 def test_auto_share_grows_while_auto_error_stays_under_target(reports):
     first, last = reports[0], reports[-1]
-    assert first.thresholds == Thresholds()
+    assert first.thresholds == NO_EVIDENCE
+    assert Tier.AUTO not in first.tiers, "nothing is auto-accepted before verified pre-labels back a border"
     assert last.thresholds.auto_accept < 0.95
-    assert last.tiers[Tier.AUTO] > first.tiers[Tier.AUTO]
-    auto = sum(r.tiers.get(Tier.AUTO, 0) for r in reports)
-    errors = sum(r.auto_errors for r in reports)
-    assert errors / auto < 0.02
+    assert last.tiers[Tier.AUTO] > 0
+    auto = errors = 0
+    for r in reports:  # the guarantee at every checkpoint, not only on average over the run
+        auto += r.tiers.get(Tier.AUTO, 0)
+        errors += r.auto_errors
+        assert auto == 0 or errors / auto < 0.02, (r.number, errors, auto)
     assert all(sum(r.tiers.values()) == 5_000 for r in reports)
 
 
 def test_spot_checks_run_at_the_configured_rate():
-    (report,) = simulate(underconfident_model(20_000), batch_size=20_000, spot_check_rate=0.10)
+    (report,) = simulate(underconfident_model(20_000), batch_size=20_000, start=Thresholds(), spot_check_rate=0.10)
     assert report.spot_checks / report.tiers[Tier.AUTO] == pytest.approx(0.10, abs=0.02)
     # Every item outside auto was reviewed, and spot-checked auto items add to that evidence.
     assert report.evidence == 20_000 - report.tiers[Tier.AUTO] + report.spot_checks

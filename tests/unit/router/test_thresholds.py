@@ -7,6 +7,8 @@ from statsmodels.stats.proportion import proportion_confint
 
 from services.router.domain.thresholds import (
     AUTO_OFF,
+    NO_EVIDENCE,
+    AUTO_OFF,
     Border,
     Observation,
     ThresholdChange,
@@ -343,10 +345,51 @@ def test_border_band_must_be_positive():
 
 
 def test_starting_thresholds_lower_only_the_single_border():
+    # Against borders the router's evidence already opened (adopt_every_recommendation), single only.
+    opened = Thresholds(auto_accept=0.95, single_review=0.70)
     recommended = Thresholds(auto_accept=0.95, single_review=0.70)
-    assert starting_thresholds(recommended, 0.30) == Thresholds(auto_accept=0.95, single_review=0.30)
-    assert starting_thresholds(recommended, None) == recommended
+    assert starting_thresholds(recommended, 0.30, in_force=opened) == Thresholds(auto_accept=0.95, single_review=0.30)
+    assert starting_thresholds(recommended, None, in_force=opened) == recommended
     low = Thresholds(auto_accept=0.95, single_review=0.20)
-    assert starting_thresholds(low, 0.30) == low, "never raised"
+    assert starting_thresholds(low, 0.30, in_force=opened) == low, "never raised"
     with pytest.raises(ValueError, match="single_start"):
         starting_thresholds(recommended, -0.1)
+
+
+def test_a_recommendation_never_opens_auto_accept_on_a_project_without_evidence():
+    # The seed's 0.95 passed on by a trainer, or a low border from a first model's held-out items: neither is the
+    # router's verified evidence, so a new project's auto-accept stays off (the live demo's 2.9% vs 2%).
+    for recommended in (Thresholds(), Thresholds(auto_accept=0.80, single_review=0.60)):
+        start = starting_thresholds(recommended, 0.15)
+        assert start == Thresholds(auto_accept=AUTO_OFF, single_review=0.15)
+        assert starting_thresholds(recommended) == Thresholds(auto_accept=AUTO_OFF,
+                                                              single_review=recommended.single_review)
+
+
+def test_a_recommendation_moves_the_single_border_but_never_the_auto_border():
+    learned = Thresholds(auto_accept=0.90, single_review=0.40)
+    for auto in (0.85, 0.97, AUTO_OFF):  # lower, higher, or "my held-out set is too small to say" (1.0)
+        start = starting_thresholds(Thresholds(auto_accept=auto, single_review=0.30), in_force=learned)
+        assert start == Thresholds(auto_accept=0.90, single_review=0.30)
+    # The single border never ends above the auto border in force.
+    assert starting_thresholds(Thresholds(auto_accept=AUTO_OFF, single_review=0.95), in_force=learned) == Thresholds(
+        auto_accept=0.90, single_review=0.90)
+
+
+def test_no_evidence_opens_auto_accept_only_where_verified_pre_labels_show_it_under_target():
+    assert NO_EVIDENCE.auto_accept == AUTO_OFF and NO_EVIDENCE.single_review == 0.70
+    assert learn_auto_threshold([], AUTO_OFF).new == AUTO_OFF
+    # 148 clean reviews above 0.96 are one short of a 2% bound: still off.
+    assert learn_auto_threshold(band(0.96, 0.99, 148, 0), AUTO_OFF).new == AUTO_OFF
+    # A model that never says more than 0.99 (every item reviewed while off, so the empty top cells hold
+    # nothing): 300 clean reviews in (0.96, 0.99) open the border there, not at the seed's 0.95.
+    opened = learn_auto_threshold(band(0.96, 0.99, 300, 0), AUTO_OFF)
+    assert 0.96 <= opened.new < 0.99 and opened.changed
+    # Reviews far below a gap are no evidence for the gap: only the verified cells are walked.
+    gap = band(0.97, 0.99, 300, 0) + band(0.50, 0.60, 300, 0)
+    assert learn_auto_threshold(gap, AUTO_OFF).new >= 0.96
+    # Evidence that the region is worse than target keeps it off.
+    assert learn_auto_threshold(band(0.96, 0.99, 300, 15), AUTO_OFF).new == AUTO_OFF
+    # learn_thresholds from NO_EVIDENCE: the single band then ends at the new auto border.
+    update = learn_thresholds(band(0.96, 0.99, 300, 0), NO_EVIDENCE)
+    assert update.thresholds.auto_accept == opened.new

@@ -11,7 +11,7 @@ from services.gateway.auth import bearer, hash_token, new_token
 from services.prelabeler.validation import check_text
 from services.qc.finalize import Escalate, Final, ItemState, Vote, Wait, next_step
 from services.router.domain.thresholds import Observation
-from services.trainer.evaluation import Evaluation, decide_promotion
+from services.trainer.evaluation import Evaluation, decide_promotion, recommend_thresholds
 from services.trainer.lineage import in_holdout, training_set_version
 
 
@@ -176,3 +176,13 @@ def test_auto_labels_do_not_judge_models() -> None:
     assert not judges_models("auto")
     assert all(judges_models(p) for p in ("single_review", "consensus", "expert", "corrected", "imported", None))
     assert judges_models("auto", exclude_auto=False)
+
+
+def test_a_first_model_s_few_held_out_items_recommend_no_auto_accept():
+    # 40 held-out items, all right at 0.97: far from the 149 clean ones a 2% bound needs, so the trainer
+    # recommends auto-accept off instead of passing on the seed's 0.95 as if it had evidence.
+    few = tuple(Observation(0.97, True) for _ in range(40))
+    assert recommend_thresholds(Evaluation(40, 1.0, 0.0, few), 0.02).auto_accept == 1.0
+    # 400 clean ones at 0.97 do show a region under target.
+    many = tuple(Observation(0.97, True) for _ in range(400))
+    assert recommend_thresholds(Evaluation(400, 1.0, 0.0, many), 0.02).auto_accept < 0.97
