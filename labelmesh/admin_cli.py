@@ -21,6 +21,7 @@ from rich.table import Table
 from labelmesh.client import GatewayClient
 from labelmesh.export_formats import write_export
 from labelmesh.ingest_file import BadFile, Columns, Validated
+from schemas.keys import ALL_PROJECTS
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 
@@ -135,10 +136,14 @@ def project_show(name: str, gateway: str = GATEWAY, token: str = TOKEN, ca_cert:
 @annotator_app.command("add")
 def annotator_add(
     annotator_id: str, role: str = typer.Option("annotator", help="annotator, expert or admin"),
+    project: list[str] = typer.Option([], "--project", "-p",
+                                      help="a project they work in (repeat for several); needed but for admins"),
+    all_projects: bool = typer.Option(False, "--all-projects", help="a member of every project"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
-    """Add an annotator and print their token (shown once; the gateway keeps only its hash)."""
-    secret = call(gateway, token, ca_cert, lambda a: a.create_annotator(annotator_id, role))
+    """Add an annotator (or re-issue their token) and print the token (shown once; the gateway keeps its hash)."""
+    projects = [ALL_PROJECTS] if all_projects else project
+    secret = call(gateway, token, ca_cert, lambda a: a.create_annotator(annotator_id, role, projects))
     typer.echo(secret)
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 
+from schemas.keys import ALL_PROJECTS
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 
@@ -39,9 +42,12 @@ class GatewayClient:
             metadata=self.metadata,
         )
 
-    async def create_annotator(self, annotator_id: str, role: str = "annotator") -> str:
+    async def create_annotator(self, annotator_id: str, role: str = "annotator",
+                               projects: Sequence[str] = (ALL_PROJECTS,)) -> str:
+        """A new annotator's token; by default a member of every project (pass `projects` to narrow it)."""
         creds = await self.admin.CreateAnnotator(
-            pb.CreateAnnotatorRequest(annotator_id=annotator_id, role=role), metadata=self.metadata
+            pb.CreateAnnotatorRequest(annotator_id=annotator_id, role=role, projects=list(projects)),
+            metadata=self.metadata,
         )
         return creds.token
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -98,6 +99,9 @@ class Stack:
 
     def __post_init__(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # A stack is one deployment: its gateways share one random golden salt unless one is given (a gateway
+        # refuses to start without a salt, services/gateway/settings.py).
+        self.env.setdefault("LABELMESH_GATEWAY_GOLDEN_SALT", secrets.token_hex(16))
         counts = replica_counts({**os.environ, **self.env})
         counts.update(self.replicas or {})
         self.replicas = counts

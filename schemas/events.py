@@ -10,6 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from schemas.keys import annotator_key
+from schemas.spans import Spans, TaskType
 
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 ProjectId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")]
@@ -129,6 +130,7 @@ class ProjectConfigured(Envelope):
     guidelines: str = ""
     multi_annotators: int = Field(default=3, ge=2, le=9)
     target_auto_error: float = Field(default=0.02, gt=0.0, lt=1.0)
+    task: TaskType = Field(default=TaskType.CLASSIFICATION, description="spans: the labels are entity types")
 
     @property
     def key(self) -> str:
@@ -151,6 +153,7 @@ class ItemIngested(Envelope):
     dataset: str = "default"
     golden_label: LabelName | None = None
     trusted_label: LabelName | None = None
+    golden_spans: Spans | None = Field(default=None, description="spans projects: a golden item's entities")
 
 
 class ItemPrelabeled(Envelope):
@@ -166,6 +169,7 @@ class ItemPrelabeled(Envelope):
     truncated: bool = False
     trusted: bool = False
     golden: bool = False
+    spans: Spans | None = Field(default=None, description="spans projects: the model's entities, calibrated")
 
 
 class ItemRouted(Envelope):
@@ -183,6 +187,7 @@ class ItemRouted(Envelope):
     neighbours: tuple[Neighbour, ...] = ()
     thresholds: Thresholds
     reasons: tuple[str, ...] = ()
+    spans: Spans | None = Field(default=None, description="spans projects: the pre-labelled entities shown")
 
 
 class LabelSubmitted(Envelope):
@@ -201,6 +206,7 @@ class LabelSubmitted(Envelope):
     golden: bool = False
     # Set when the label belongs to a calibration session: it measures agreement and is not a vote on the item.
     session_id: str | None = None
+    spans: Spans | None = Field(default=None, description="spans projects: the annotator's entities")
 
 
 class LabelFinalized(Envelope):
@@ -220,6 +226,7 @@ class LabelFinalized(Envelope):
     prelabel: LabelScore | None = None
     verified: bool = Field(description="a human checked the model's pre-label for this item")
     golden: bool = Field(default=False, description="a golden-set item: for evaluation, never for training")
+    spans: Spans | None = Field(default=None, description="spans projects: the final entities")
 
 
 class QcFlagged(Envelope):

@@ -11,3 +11,6 @@ def item_key(project: str, item_id: str) -> str:
 def annotator_key(project: str, annotator: str) -> str:
     """One annotator's record within one project: `project/annotator`."""
     return f"{project}/{annotator}"
+
+
+ALL_PROJECTS = "*"  # an annotator's membership that reaches every project (CreateAnnotatorRequest.projects)

@@ -29,13 +29,20 @@ class Env:
     def prefix(self) -> str:
         return f"{self.namespace}."
 
+    @property
+    def golden_salt(self) -> str:
+        """The gateway's secret salt in this environment (a gateway refuses to start without one)."""
+        return f"salt-{self.namespace}"
+
     def settings(self, cls: type[CommonSettings], **overrides: Any) -> Any:
+        secret = {"golden_salt": self.golden_salt} if "golden_salt" in cls.model_fields else {}
         return cls(kafka_bootstrap=self.bootstrap, mongo_uri=self.mongo_uri, namespace=self.namespace,
-                   topic_prefix=self.prefix, http_port=0, retry_backoff_s=0.05, **overrides)
+                   topic_prefix=self.prefix, http_port=0, retry_backoff_s=0.05, **{**secret, **overrides})
 
     def environ(self) -> dict[str, str]:
         return {"LABELMESH_KAFKA_BOOTSTRAP": self.bootstrap, "LABELMESH_MONGO_URI": self.mongo_uri,
-                "LABELMESH_NAMESPACE": self.namespace, "LABELMESH_TOPIC_PREFIX": self.prefix}
+                "LABELMESH_NAMESPACE": self.namespace, "LABELMESH_TOPIC_PREFIX": self.prefix,
+                "LABELMESH_GATEWAY_GOLDEN_SALT": self.golden_salt}
 
     async def publish(self, topic: str, value: bytes, key: str = "k") -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap)

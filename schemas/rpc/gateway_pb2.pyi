@@ -107,7 +107,7 @@ class AnnotatorLabel(_message.Message):
     def __init__(self, annotator_id: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class FinalLabel(_message.Message):
-    __slots__ = ("project", "item_id", "text", "label", "version", "confidence", "provenance", "model_version", "guideline_version", "annotator_labels", "metadata", "golden", "cursor")
+    __slots__ = ("project", "item_id", "text", "label", "version", "confidence", "provenance", "model_version", "guideline_version", "annotator_labels", "metadata", "golden", "cursor", "spans")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class FinalLabel(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     GOLDEN_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
     project: str
     item_id: str
     text: str
@@ -141,7 +142,8 @@ class FinalLabel(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     golden: bool
     cursor: str
-    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., label: _Optional[str] = ..., version: _Optional[int] = ..., confidence: _Optional[float] = ..., provenance: _Optional[str] = ..., model_version: _Optional[int] = ..., guideline_version: _Optional[int] = ..., annotator_labels: _Optional[_Iterable[_Union[AnnotatorLabel, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., golden: _Optional[bool] = ..., cursor: _Optional[str] = ...) -> None: ...
+    spans: _containers.RepeatedCompositeFieldContainer[Span]
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., label: _Optional[str] = ..., version: _Optional[int] = ..., confidence: _Optional[float] = ..., provenance: _Optional[str] = ..., model_version: _Optional[int] = ..., guideline_version: _Optional[int] = ..., annotator_labels: _Optional[_Iterable[_Union[AnnotatorLabel, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., golden: _Optional[bool] = ..., cursor: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
 
 class ItemDetail(_message.Message):
     __slots__ = ("project", "item_id", "text", "source", "dataset", "metadata", "golden", "final")
@@ -217,7 +219,7 @@ class ExportFinalLabelsRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class IngestItem(_message.Message):
-    __slots__ = ("project", "item_id", "text", "source", "dataset", "golden_label", "trusted_label", "metadata")
+    __slots__ = ("project", "item_id", "text", "source", "dataset", "golden_label", "trusted_label", "metadata", "golden_spans")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +235,7 @@ class IngestItem(_message.Message):
     GOLDEN_LABEL_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_LABEL_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    GOLDEN_SPANS_FIELD_NUMBER: _ClassVar[int]
     project: str
     item_id: str
     text: str
@@ -241,7 +244,20 @@ class IngestItem(_message.Message):
     golden_label: str
     trusted_label: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., dataset: _Optional[str] = ..., golden_label: _Optional[str] = ..., trusted_label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    golden_spans: _containers.RepeatedCompositeFieldContainer[Span]
+    def __init__(self, project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., dataset: _Optional[str] = ..., golden_label: _Optional[str] = ..., trusted_label: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., golden_spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
+
+class Span(_message.Message):
+    __slots__ = ("start", "end", "label", "confidence")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    label: str
+    confidence: float
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ..., label: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class IngestItemsRequest(_message.Message):
     __slots__ = ("items",)
@@ -282,7 +298,7 @@ class Neighbour(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., label: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels", "session_id", "model_version")
+    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels", "session_id", "model_version", "spans", "task_type")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +312,8 @@ class Task(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     project: str
     item_id: str
@@ -309,19 +327,23 @@ class Task(_message.Message):
     labels: _containers.RepeatedScalarFieldContainer[str]
     session_id: str
     model_version: int
-    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., model_version: _Optional[int] = ...) -> None: ...
+    spans: _containers.RepeatedCompositeFieldContainer[Span]
+    task_type: str
+    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., model_version: _Optional[int] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelRequest(_message.Message):
-    __slots__ = ("task_id", "label", "time_spent_ms", "idempotency_key")
+    __slots__ = ("task_id", "label", "time_spent_ms", "idempotency_key", "spans")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     TIME_SPENT_MS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     label: str
     time_spent_ms: int
     idempotency_key: str
-    def __init__(self, task_id: _Optional[str] = ..., label: _Optional[str] = ..., time_spent_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    spans: _containers.RepeatedCompositeFieldContainer[Span]
+    def __init__(self, task_id: _Optional[str] = ..., label: _Optional[str] = ..., time_spent_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ...) -> None: ...
 
 class SubmitLabelResponse(_message.Message):
     __slots__ = ("submission_id", "duplicate")
@@ -388,36 +410,42 @@ class Guidelines(_message.Message):
     def __init__(self, project: _Optional[str] = ..., version: _Optional[int] = ..., text: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ConfigureProjectRequest(_message.Message):
-    __slots__ = ("project", "labels", "guidelines", "multi_annotators", "target_auto_error")
+    __slots__ = ("project", "labels", "guidelines", "multi_annotators", "target_auto_error", "task_type")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     GUIDELINES_FIELD_NUMBER: _ClassVar[int]
     MULTI_ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
     TARGET_AUTO_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     project: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     guidelines: str
     multi_annotators: int
     target_auto_error: float
-    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ...) -> None: ...
+    task_type: str
+    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class Project(_message.Message):
-    __slots__ = ("project", "labels", "guideline_version")
+    __slots__ = ("project", "labels", "guideline_version", "task_type")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     project: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     guideline_version: int
-    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ...) -> None: ...
+    task_type: str
+    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class CreateAnnotatorRequest(_message.Message):
-    __slots__ = ("annotator_id", "role")
+    __slots__ = ("annotator_id", "role", "projects")
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    PROJECTS_FIELD_NUMBER: _ClassVar[int]
     annotator_id: str
     role: str
-    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    projects: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., projects: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AnnotatorCredentials(_message.Message):
     __slots__ = ("annotator_id", "role", "token")

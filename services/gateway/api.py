@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_many
+from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_by_id
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -25,7 +26,7 @@ from schemas.events import (
 )
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.auth import Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.auth import ALL_PROJECTS, Caller, Role, bearer, hash_token, new_token, same_secret
 from services.gateway.calibration import (
     Annotator,
     CalibrationError,
@@ -34,7 +35,9 @@ from services.gateway.calibration import (
     pick_items,
     session_id,
 )
+from services.gateway.coalesce import ByIds, Coalescer
 from services.gateway.queue import Lease, LeaseError, TaskQueue
+from services.gateway.recent import Recent
 from services.gateway.settings import GatewaySettings
 from services.gateway.golden import golden_rate_for, should_inject_golden
 
@@ -43,6 +46,7 @@ ID_MAX = 256
 GUIDELINES_MAX_CHARS = 1_000_000
 COMMENT_MAX_CHARS = 4_000
 METADATA_KEYS, METADATA_VALUE_CHARS = 64, 4_000
+MEMBERSHIPS_MAX = 1_000  # projects one annotator may be a member of
 CALIBRATION_STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusCode.NOT_FOUND,
                       "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
@@ -55,6 +59,10 @@ class Gateway:
         self.settings = settings
         self.db = rt.db
         self.queue = TaskQueue(rt.db, settings.lease_seconds, settings.lease_grace_seconds)
+        # Annotator documents by token hash and projects, as this replica read them within RECENT_SECONDS.
+        self.tokens = Recent()
+        self.projects = Recent()
+        self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -67,11 +75,25 @@ class Gateway:
             return doc["n"]
         return await self.db["leases"].count_documents({"annotator": annotator_id})
 
-    async def count_served(self, annotator_id: str, before: int) -> None:
-        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count."""
-        result = await self.db["served"].update_one({"_id": annotator_id}, {"$inc": {"n": 1}})
-        if result.matched_count == 0:
-            await self.db["served"].update_one({"_id": annotator_id}, {"$setOnInsert": {"n": before + 1}}, upsert=True)
+    async def count_served(self, annotator_id: str, before: int | None) -> None:
+        """One more lease: $inc, not a value computed here, so two replicas leasing to one annotator both count.
+        `before` is tasks_served as read before this lease, None when it was not read. Coalesced with the other
+        leases handed out meanwhile (services/gateway/coalesce.py)."""
+        await self._served((annotator_id, before))
+
+    async def _count_served(self, batch: Sequence[tuple[str, int | None]]) -> list[None]:
+        served = self.db["served"]
+        counted = {d["_id"] for d in await find_by_ids(served, [a for a, _ in batch], {"_id": 1})}
+        await bulk_write(served, [UpdateOne({"_id": a}, {"$inc": {"n": 1}}) for a, _ in batch if a in counted],
+                         ordered=False)
+        for annotator_id, before in batch:  # an annotator's first lease since the counter existed
+            if annotator_id in counted:
+                continue
+            if (await served.update_one({"_id": annotator_id}, {"$inc": {"n": 1}})).matched_count == 0:
+                if before is None:  # the leases stored, this one among them, minus this one
+                    before = await self.db["leases"].count_documents({"annotator": annotator_id}) - 1
+                await upsert_by_id(served, annotator_id, {"$setOnInsert": {"n": before + 1}})
+        return [None] * len(batch)
 
     async def caller(self, context: grpc.aio.ServicerContext, *roles: Role) -> Caller:
         token = bearer(context.invocation_metadata())
@@ -80,12 +102,13 @@ class Gateway:
         if same_secret(token, self.settings.admin_token.get_secret_value()):
             caller = Caller("admin", Role.ADMIN)
         else:
-            doc = await self.db["annotators"].find_one({"token_sha256": hash_token(token)})
+            digest = hash_token(token)
+            doc = await self.tokens.get(digest, lambda: self.annotator_by_token(digest))
             if doc is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
             if doc.get("suspended"):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"annotator {doc['_id']} is suspended")
-            caller = Caller(doc["_id"], Role(doc["role"]))
+            caller = Caller(doc["_id"], Role(doc["role"]), frozenset(doc.get("projects", [ALL_PROJECTS])))
         if roles and caller.role not in roles:
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
@@ -93,10 +116,27 @@ class Gateway:
             )
         return caller
 
-    async def project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
+    async def annotator_by_token(self, token_sha256: str) -> dict[str, Any] | None:
+        """The annotator holding this token: one lookup on the unique token index (ensure_indexes). A revoked or
+        rotated token is no longer any annotator's token_sha256, so it finds nobody."""
+        return await self.db["annotators"].find_one({"token_sha256": token_sha256})
+
+    async def ensure_indexes(self) -> None:
+        await self.db["annotators"].create_index("token_sha256", unique=True)
+        await self.queue.ensure_indexes()
+
+    async def member(self, context: grpc.aio.ServicerContext, caller: Caller, project: str) -> None:
+        """Abort unless the caller works in the project; the same answer whether the project exists or not."""
+        if not caller.member_of(project):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"annotator {caller.annotator_id} is not a member of project {project!r}")
+
+    async def project(self, context: grpc.aio.ServicerContext, project: str, recent: bool = False) -> dict[str, Any]:
+        """The project's document; with `recent`, as this replica read it within RECENT_SECONDS (read-only use)."""
         if not project:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "project is required")
-        doc = await self.db["projects"].find_one({"_id": project})
+        read = lambda: self.db["projects"].find_one({"_id": project})  # noqa: E731
+        doc = await (self.projects.get(project, read) if recent else read())
         if doc is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown project {project!r}")
         return doc
@@ -155,7 +195,9 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     async def _ingest(
         self, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
     ) -> pb.IngestItemsResponse:
-        caller = await self.gw.caller(context)
+        # Ingest writes what every service trains and routes on: only an admin may (an annotator could otherwise
+        # plant items, or re-send ids to change them).
+        caller = await self.gw.caller(context, Role.ADMIN)
         if not items:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no items given")
         if len(items) > self.gw.settings.max_batch_items and not streamed:
@@ -193,7 +235,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             if problem:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {problem}; nothing was ingested")
             seen.add((item.project, item.item_id))
-            digest = hashlib.sha256(f"{item.text}\x00{item.golden_label}\x00{item.trusted_label}".encode()).hexdigest()
+            digest = content_digest(item.text, item.golden_label or None, item.trusted_label or None)
             events.append(
                 ItemIngested(
                     # The same item re-sent is the same event: consumers drop the duplicate.
@@ -209,14 +251,25 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 )
             )
         metadata = {item.item_id: dict(item.metadata) for item in items}  # shown by GetItem, ExportFinalLabels
-        # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
-        await upsert_many(self.gw.db["items"], [
+        docs = [
             {"_id": f"{event.project}/{event.item_id}", "project": event.project, "item_id": event.item_id,
              "text": event.payload.text, "golden_label": event.golden_label, "trusted_label": event.trusted_label,
+             "content_sha256": content_digest(event.payload.text, event.golden_label, event.trusted_label),
              "source": event.source, "dataset": event.dataset, "ingested_at": event.occurred_at,
              "metadata": metadata[event.item_id]}
             for event in events
-        ])
+        ]
+        # An id already stored with other content is refused, never overwritten (its golden answer, its text
+        # and everything trained on it would change under the same id); the same content again is a no-op.
+        # Checked before anything is written, so a refused request ingests nothing.
+        changed = await self._changed(docs)
+        if changed:
+            await self._refuse(context, changed, "nothing was ingested")
+        # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
+        # Inserts of unique ids: of two replicas ingesting one new id at once, one wins and the other compares.
+        again = await insert_new(self.gw.db["items"], docs)
+        raced = await self._changed([docs[i] for i in again]) if again else []
+        events = [e for e in events if e.item_id not in raced]
         await self.gw.rt.bus.publish(events)
         await self.gw.histories([
             history_entry(event.project, event.item_id, "ingested",
@@ -224,28 +277,56 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                            "trusted": event.trusted_label is not None}, event.event_id)
             for event in events
         ])
+        if raced:
+            await self._refuse(context, raced, "the others in this request were ingested")
         return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])
+
+    async def _changed(self, docs: list[dict[str, Any]]) -> list[str]:
+        """The item ids among these new documents that are stored with other content."""
+        stored = await find_by_ids(self.gw.db["items"], [d["_id"] for d in docs],
+                                   {"text": 1, "golden_label": 1, "trusted_label": 1})
+        before = {d["_id"]: content_digest(d["text"], d.get("golden_label"), d.get("trusted_label")) for d in stored}
+        return sorted(d["item_id"] for d in docs if before.get(d["_id"], d["content_sha256"]) != d["content_sha256"])
+
+    @staticmethod
+    async def _refuse(context: grpc.aio.ServicerContext, changed: list[str], rest: str) -> None:
+        await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                            f"{len(changed)} item_id(s) exist with other text or labels (ingest them under new ids): "
+                            f"{', '.join(changed[:20])}; {rest}")
+
+
+def content_digest(text: str, golden_label: str | None, trusted_label: str | None) -> str:
+    """What makes two ingests of one id the same item: its text and its golden or trusted answer."""
+    return hashlib.sha256(f"{text}\x00{golden_label or ''}\x00{trusted_label or ''}".encode()).hexdigest()
 
 
 class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self._submissions = Coalescer(self._store_submissions)
+        self._submission_reads = ByIds(gw.db["submissions"])
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
-        project = await self.gw.project(context, request.project)
-        served = await self.gw.tasks_served(caller.annotator_id)
+        await self.gw.member(context, caller, request.project)
+        project = await self.gw.project(context, request.project, recent=True)
         settings = self.gw.settings
-        rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate, settings.golden_warmup_tasks)
-        golden_turn = should_inject_golden(caller.annotator_id, served, rate, settings.golden_salt.get_secret_value())
+        served, golden_turn = None, False
+        # Whose turn it is matters only where a golden task could be served: with no golden pool in this
+        # replica's index (claim_golden's own source) or a rate of 0, the counter is only counted (one read less).
+        if self.gw.queue.hints.golden(request.project) and (settings.golden_rate or settings.golden_settled_rate):
+            served = await self.gw.tasks_served(caller.annotator_id)
+            rate = golden_rate_for(served, settings.golden_rate, settings.golden_settled_rate,
+                                   settings.golden_warmup_tasks)
+            golden_turn = should_inject_golden(caller.annotator_id, served, rate,
+                                               settings.golden_salt.get_secret_value())
         lease = await self.gw.queue.next_lease(request.project, caller.annotator_id, caller.role, golden_turn,
                                                project["guideline_version"])
         if lease is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "no task is waiting for you in this project")
         if lease.fresh:
             await self.gw.count_served(caller.annotator_id, served)
-        item = await self.gw.db["items"].find_one({"_id": f"{lease.task['project']}/{lease.task['item_id']}"})
-        lease.task["text"] = item["text"] if item else ""
+        lease.task["text"] = await self.gw.queue.text_of(lease.task)
         return _task_message(lease, project)
 
     async def _lease_of(self, context: grpc.aio.ServicerContext, caller: Caller, task_id: str) -> dict[str, Any]:
@@ -265,7 +346,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         if request.time_spent_ms < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "time_spent_ms must not be negative")
         submission_id = f"{caller.annotator_id}/{request.idempotency_key}"
-        previous = await self.gw.db["submissions"].find_one({"_id": submission_id})
+        previous = await self._submission_reads.one(submission_id)
         if previous is not None:
             if previous["lease_id"] != request.task_id or previous["label"] != request.label:
                 await context.abort(grpc.StatusCode.ALREADY_EXISTS,
@@ -273,7 +354,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             await self._publish(previous)  # a retry after a failed publish completes it
             return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
         lease = await self._lease_of(context, caller, request.task_id)
-        project = await self.gw.project(context, lease["project"])
+        project = await self.gw.project(context, lease["project"], recent=True)
         if request.label not in project["labels"]:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"label {request.label!r} is not in project {lease['project']!r}'s labels")
@@ -293,16 +374,27 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         )
         doc = {"_id": submission_id, "lease_id": request.task_id, "label": request.label,
                "event": event.model_dump_json(), "published": False}
-        try:
-            await self.gw.db["submissions"].insert_one(doc)
-        except DuplicateKeyError:
-            return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=True)
-        await self._publish(doc)
-        await self.gw.history(event.project, event.item_id, "label_submitted",
+        entry = history_entry(event.project, event.item_id, "label_submitted",
                               {"annotator": caller.annotator_id, "label": request.label,
                                "time_spent_ms": request.time_spent_ms, "guideline_version": event.guideline_version,
                                "session": event.session_id}, event.event_id)
-        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=False)
+        stored = await self._submissions((doc, event, entry))
+        return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=not stored)
+
+    async def _store_submissions(self, batch: Sequence[tuple[dict[str, Any], LabelSubmitted, dict[str, Any]]]
+                                 ) -> list[bool]:
+        """Store, publish, mark published and record the history of concurrent submissions, one command (and one
+        publish) per step for the batch (services/gateway/coalesce.py); whether each was new (a duplicate `_id`
+        is a retry or a concurrent twin, answered duplicate=True as before)."""
+        submissions = self.gw.db["submissions"]
+        existed = set(await insert_new(submissions, [doc for doc, _, _ in batch]))
+        new = [entry for n, entry in enumerate(batch) if n not in existed]
+        if new:
+            await self.gw.rt.bus.publish([event for _, event, _ in new])
+            await bulk_write(submissions, [UpdateOne({"_id": doc["_id"]}, {"$set": {"published": True}})
+                                           for doc, _, _ in new], ordered=False)
+            await self.gw.histories([history for _, _, history in new])
+        return [n not in existed for n in range(len(batch))]
 
     async def _publish(self, submission: dict[str, Any]) -> None:
         """Outbox step: publish the stored submission, then mark it published."""
@@ -327,10 +419,18 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
 
     async def FlagItem(self, request: pb.FlagItemRequest, context: grpc.aio.ServicerContext) -> pb.FlagItemResponse:
         caller = await self.gw.caller(context)
+        await self.gw.member(context, caller, request.project)
         await self.gw.project(context, request.project)
         if not request.comment.strip():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "comment is required")
-        if request.item_id and await self.gw.db["items"].find_one({"_id": f"{request.project}/{request.item_id}"}) is None:
+        if request.item_id and caller.role is not Role.ADMIN:
+            # An annotator flags only what they were shown: an item they hold or held a lease for. Any other id,
+            # existing or not, gets the same answer, so flags cannot probe which items exist.
+            if not await self.gw.queue.has_leased(request.project, request.item_id, caller.annotator_id):
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                    f"you hold no lease, and held none, on item {request.item_id!r}")
+        elif request.item_id and await self.gw.db["items"].find_one(
+                {"_id": f"{request.project}/{request.item_id}"}) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r}")
         subject = FlagSubject.ITEM if request.item_id else FlagSubject.GUIDELINES
         flag = QcFlagged(
@@ -405,6 +505,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                               "labels": labels, "at": utcnow()}},
             upsert=True,
         )
+        self.gw.projects.forget(event.project)
         await self.gw.rt.bus.publish([event])
 
     async def PublishGuidelines(self, request: pb.PublishGuidelinesRequest,
@@ -435,12 +536,24 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             role = Role(request.role or "annotator")
         except ValueError:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown role {request.role!r}")
+        projects = sorted(set(request.projects))
+        if role is not Role.ADMIN and not projects:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"projects: name the projects the annotator works in, or {ALL_PROJECTS!r} for all")
+        if len(projects) > MEMBERSHIPS_MAX or any(not p or len(p) > ID_MAX for p in projects):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"projects: at most {MEMBERSHIPS_MAX} names of 1..{ID_MAX} characters")
         token = new_token()
-        await self.gw.db["annotators"].replace_one(
+        annotators = self.gw.db["annotators"]
+        # Re-issuing credentials replaces the token, role and projects, never the record: a suspension qc decided
+        # stays until qc lifts it ($setOnInsert), whoever calls CreateAnnotator again.
+        await annotators.update_one(
             {"_id": request.annotator_id},
-            {"role": role.value, "token_sha256": hash_token(token), "created_at": utcnow(), "suspended": False},
+            {"$set": {"role": role.value, "token_sha256": hash_token(token), "projects": projects, "revoked": False},
+             "$setOnInsert": {"created_at": utcnow(), "suspended": False}},
             upsert=True,
         )
+        self.gw.tokens.forget_where(lambda doc: doc["_id"] == request.annotator_id)  # an old token ends here now
         return pb.AnnotatorCredentials(annotator_id=request.annotator_id, role=role.value, token=token)
 
     async def GetItemHistory(self, request: pb.GetItemHistoryRequest, context: grpc.aio.ServicerContext) -> pb.ItemHistory:

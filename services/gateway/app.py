@@ -60,7 +60,7 @@ class GatewayService:
         self.rt.on_stop.append(self.stop_grpc)
 
     async def start_grpc(self) -> None:
-        await self.gw.queue.ensure_indexes()
+        await self.gw.ensure_indexes()
         await self.gw.queue.load_hints()
         server = grpc.aio.server(interceptors=[GrpcMetrics(self.rt.registry), RejectMalformedRequests()],
                                  options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
@@ -143,6 +143,7 @@ class GatewayService:
                                                  event.event_id))
                 if event.subject == FlagSubject.ANNOTATOR and event.kind == FlagKind.ANNOTATOR_SUSPENDED:
                     await self.gw.db["annotators"].update_one({"_id": event.subject_id}, {"$set": {"suspended": True}})
+                    self.gw.tokens.forget_where(lambda doc, who=event.subject_id: doc["_id"] == who)  # here at once
                     ops.append(("requeue", event.subject_id))
         await self.gw.queue.apply(ops)
         await self.gw.histories(history)
@@ -151,6 +152,10 @@ class GatewayService:
 
 def create_app(settings: GatewaySettings | None = None) -> ServiceRuntime:
     settings = settings or GatewaySettings()
+    refused = settings.unsafe_defaults()
+    if refused and not settings.dev_mode:
+        raise SystemExit("gateway refuses to start (LABELMESH_GATEWAY_DEV_MODE=1 allows it on a laptop): "
+                         + "; ".join(refused))
     rt = ServiceRuntime(SERVICE, settings)
     service = GatewayService(rt, settings)
     service.wire()

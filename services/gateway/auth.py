@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
+from schemas.keys import ALL_PROJECTS
+
 
 class Role(StrEnum):
     ANNOTATOR = "annotator"
@@ -19,6 +21,10 @@ class Role(StrEnum):
 class Caller:
     annotator_id: str
     role: Role
+    projects: frozenset[str] = frozenset({ALL_PROJECTS})  # the projects the caller may lease, label and flag in
+
+    def member_of(self, project: str) -> bool:
+        return self.role is Role.ADMIN or ALL_PROJECTS in self.projects or project in self.projects
 
 
 def new_token() -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,18 +28,33 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any, TypeVar
 
+from pymongo import DeleteOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from labelmesh.ml.active import review_priority
-from labelmesh.runtime.mongo import delete_by_id, find_by_ids, insert_new, insert_one_new, update_by_id
+from labelmesh.runtime.mongo import (
+    DUPLICATE_KEY,
+    bulk_write,
+    delete_by_id,
+    find_by_ids,
+    insert_new,
+    insert_one_new,
+    update_by_id,
+    upsert_many,
+)
 from schemas.events import ItemRouted, Tier, utcnow
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
 from services.gateway.candidates import Candidate, OpenTasks
+from services.gateway.coalesce import ByIds, Coalescer
 
 T = TypeVar("T")
 PROBE_BATCH = 16  # candidates whose claims are read in one `_id $in` query
 FINISHED = ("submitted", "skipped")
+# How long a replica trusts "this project has no calibration session" before asking again: every lease asked
+# (a round trip each), while a session made on another replica only needs to reach annotators within seconds.
+NO_CALIBRATION_SECONDS = 2.0
 
 
 class LeaseError(Exception):
@@ -110,6 +126,20 @@ def routed_candidate(routed: ItemRouted) -> Candidate:
                      created_at=routed.occurred_at)
 
 
+async def _insert_in_order(collection: Any, docs: list[dict[str, Any]]) -> int:
+    """Insert the documents in one ordered command, stopping at the first whose `_id` exists; how many went in.
+    The item marker and the first free slot go in one round trip: each insert is atomic on its own, and a marker
+    whose slot was taken is then undone or kept for the next slot, as before."""
+    try:
+        await collection.insert_many(docs, ordered=True)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if not errors or errors[0].get("code") != DUPLICATE_KEY:
+            raise
+        return errors[0]["index"]
+    return len(docs)
+
+
 class TaskQueue:
     """Tasks, claims and leases (see the module docstring for why claims are unique inserts)."""
 
@@ -125,6 +155,7 @@ class TaskQueue:
         # The routed tasks of each item ({_id: "project/item", tasks: [...]}), so that superseding and closing
         # an item's tasks are lookups by _id: FerretDB 1.24 filters anything else by reading every task.
         self.by_item = db["item_tasks"]
+        self.items = db["items"]  # the ingested items: a task carries its item's text, read once when it is made
         self.lease_seconds = lease_seconds
         self.grace_seconds = grace_seconds
         self.hints = hints if hints is not None else OpenTasks()
@@ -135,9 +166,32 @@ class TaskQueue:
         # replicas sent their annotators after the same tasks in lockstep and half of all claims lost (lease
         # p99 10.8 s at 2 replicas in bench/lease_path.py). One annotator alone still gets the strict order.
         self._salt = uuid.uuid4().hex
+        self._calibrating_known: set[str] = set()  # projects seen with a calibration session (never undone)
+        self._no_calibration_until: dict[str, float] = {}  # project -> monotonic time its "no session" expires
+        # A won claim's lease document and the annotator's pointer to it, written with those of the other claims
+        # won meanwhile (two commands per batch, not two per lease); each is written before its lease is returned.
+        self._records: Coalescer[tuple[dict[str, Any], dict[str, Any]], None] = Coalescer(self._write_records)
+        self._rotation = int(self._salt[:8], 16)
+        # The `active` inserts of claims made meanwhile in one command: each is answered by its own duplicate key.
+        self._actives: Coalescer[dict[str, Any], bool] = Coalescer(self._insert_actives)
+        # A finished lease's slot and active document, released with those of the leases finished meanwhile.
+        self._releases: Coalescer[tuple[str, str | None, str | None], None] = Coalescer(self._release)
+        # Lookups by `_id` of concurrent calls, one `_id $in` query per collection and batch.
+        self._lease_reads = ByIds(self.leases)
+        self._pointer_reads = ByIds(self.current)
+        self._task_reads = ByIds(self.tasks)
+        self._claim_reads = ByIds(self.claims, {"state": 1, "task_id": 1})
+        self._closes: Coalescer[str, None] = Coalescer(self._close)
+        self._finishes: Coalescer[tuple[str, dict[str, Any]], None] = Coalescer(self._write_finishes)
 
     async def ensure_indexes(self) -> None:
         await self.tasks.create_index([("project", 1), ("status", 1)])
+        await self.leases.create_index([("annotator", 1), ("project", 1), ("item_id", 1)])
+
+    async def has_leased(self, project: str, item_id: str, annotator: str) -> bool:
+        """Whether the annotator holds or held a lease on the item (FlagItem's check; rare, so a query, not a hint)."""
+        return await self.leases.find_one({"annotator": annotator, "project": project, "item_id": item_id},
+                                          {"_id": 1}) is not None
 
     async def load_hints(self) -> None:
         """The open tasks and golden pool into the index, once at start (events keep it current afterwards)."""
@@ -164,11 +218,12 @@ class TaskQueue:
         if not routed:
             return
         owners = [r for r in routed if not r.golden]
+        texts = await self._texts(routed)
         again = await insert_new(self.by_item, [{"_id": f"{r.project}/{r.item_id}", "tasks": [r.event_id]}
                                                 for r in owners])
         # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
         # An id already there is this decision's task from an earlier attempt: left as it is.
-        await insert_new(self.tasks, [self._task_doc(r) for r in routed])
+        await insert_new(self.tasks, [self._task_doc(r, texts.get(f"{r.project}/{r.item_id}")) for r in routed])
         for index in again:
             r = owners[index]
             key = f"{r.project}/{r.item_id}"
@@ -177,8 +232,14 @@ class TaskQueue:
         for r in routed:
             self.hear(r)
 
+    async def _texts(self, routed: Sequence[ItemRouted]) -> dict[str, str]:
+        """The items' texts by "project/item" key, in one `_id $in` read for the whole batch: a lease then hands out
+        its task without a read of the item (one round trip less on every lease; bench/lease_path.py)."""
+        keys = [f"{r.project}/{r.item_id}" for r in routed]
+        return {d["_id"]: d.get("text", "") for d in await find_by_ids(self.items, keys, {"text": 1})}
+
     @staticmethod
-    def _task_doc(routed: ItemRouted) -> dict[str, Any]:
+    def _task_doc(routed: ItemRouted, text: str | None = None) -> dict[str, Any]:
         if routed.golden:
             doc = {"project": routed.project, "item_id": routed.item_id, "golden": True, "status": "pool",
                    "tier": Tier.SINGLE.value, "required": 0}
@@ -194,31 +255,45 @@ class TaskQueue:
             "reasons": list(routed.reasons), "spot_check": routed.spot_check,
             # Active learning: the most informative items (closest top-2 pre-label) are leased first.
             "priority": candidate.priority,
+            # None (not stored): an item not ingested here yet; its lease then reads the item (text_of).
+            **({"text": text} if text is not None else {}),
         }
+
+    async def text_of(self, task: dict[str, Any]) -> str:
+        """The task's item text: stored on the task when it was made, else (a task made before tasks carried it, or
+        before its item was ingested here) read from the item."""
+        if "text" in task:
+            return task["text"]
+        item = await self.items.find_one({"_id": f"{task['project']}/{task['item_id']}"}, {"text": 1})
+        return item.get("text", "") if item else ""
 
     async def add_calibration(self, session: str, project: str, item_ids: list[str], annotators: list[str]) -> None:
         """One task per item that each of the annotators, and nobody else, gets once: annotator n of `pending`
         holds slot n. Routing and final labels leave these tasks alone: a calibration label measures agreement."""
         now = utcnow()
+        texts = {d["_id"]: d.get("text", "") for d in await find_by_ids(
+            self.items, [f"{project}/{item_id}" for item_id in item_ids], {"text": 1})}
         tasks = [
             {"_id": f"{session}/{item_id}", "project": project, "item_id": item_id, "golden": False, "status": "open",
              "tier": CALIBRATION, "session": session, "order": n, "required": len(annotators),
              "pending": list(annotators), "created_at": now, "prelabel": [], "neighbours": [], "reasons": [],
-             "spot_check": False, "priority": 0.0}
+             "spot_check": False, "priority": 0.0,
+             **({"text": texts[f"{project}/{item_id}"]} if f"{project}/{item_id}" in texts else {})}
             for n, item_id in enumerate(item_ids)
         ]
         await insert_new(self.tasks, tasks)
         await self.calibrating.update_one({"_id": project}, {"$set": {"since": now}}, upsert=True)
+        self._calibrating_known.add(project)
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         now = utcnow()
-        pointer = await self.current.find_one({"_id": f"{project}/{annotator}"})
+        pointer = await self._pointer_reads.one(f"{project}/{annotator}")
         if pointer is None or pointer["expires_at"] <= now:
             return None
-        doc = await self.leases.find_one({"_id": pointer["lease_id"]})
+        doc = await self._lease_reads.one(pointer["lease_id"])
         if doc is None or doc["state"] != "leased" or doc["expires_at"] <= now:
             return None
-        task = await self.tasks.find_one({"_id": doc["task_id"]})
+        task = await self._task_reads.one(doc["task_id"])
         return Lease(doc["_id"], task, doc["expires_at"], doc.get("guideline_version")) if task else None
 
     async def next_lease(self, project: str, annotator: str, role: Role, golden_turn: bool,
@@ -238,10 +313,25 @@ class TaskQueue:
 
         return await to_end(choose())
 
+    async def _has_calibration(self, project: str) -> bool:
+        """Whether the project ever had a calibration session: once true it stays true, so that is remembered; a
+        "no" is asked again after NO_CALIBRATION_SECONDS (a session created on another replica shows up within
+        that, one created here at once)."""
+        if project in self._calibrating_known:
+            return True
+        now = time.monotonic()
+        if now < self._no_calibration_until.get(project, 0.0):
+            return False
+        if await self.calibrating.find_one({"_id": project}, {"_id": 1}) is None:
+            self._no_calibration_until[project] = now + NO_CALIBRATION_SECONDS
+            return False
+        self._calibrating_known.add(project)
+        return True
+
     async def claim_calibration(self, project: str, annotator: str, guideline_version: int = 1) -> Lease | None:
         """The annotator's next calibration task, in session order."""
-        if await self.calibrating.find_one({"_id": project}, {"_id": 1}) is None:
-            return None  # the common case, one lookup by _id: this project never had a session
+        if not await self._has_calibration(project):
+            return None  # the common case: this project never had a session
         tasks = [t async for t in self.tasks.find(
             {"project": project, "status": "open", "tier": CALIBRATION, "pending": annotator},
             sort=[("created_at", 1), ("order", 1)])]
@@ -284,7 +374,7 @@ class TaskQueue:
         """
         ids = [marker_id(c.task_id, annotator) for c in batch]
         ids += [slot_id(c.task_id, k) for c in batch for k in range(c.required)]
-        taken = {d["_id"]: d.get("state") for d in await find_by_ids(self.claims, ids, {"state": 1})}
+        taken = {d["_id"]: d.get("state") for d in await self._claim_reads.many(ids)}
         if self._inflight:
             batch = sorted(batch, key=lambda c: hashlib.blake2b(f"{self._salt}{c.task_id}".encode()).digest())
         for candidate in batch:
@@ -302,6 +392,10 @@ class TaskQueue:
             if deferred is not None and len(free) <= self._inflight[candidate.task_id]:
                 deferred.append(candidate)
                 continue
+            # Concurrent claimers of one task start at different free slots (here by how many are in flight, across
+            # replicas by each one's salt), so that they do not all lose slot 0 but one and try again.
+            turn = (self._inflight[candidate.task_id] + self._rotation) % len(free)
+            free = free[turn:] + free[:turn]
             self._inflight[candidate.task_id] += 1  # before any await: the next caller here sees it
             try:
                 outcome = await self._take(_ref(candidate), annotator, free, guideline_version)
@@ -355,41 +449,71 @@ class TaskQueue:
         expires = now + timedelta(seconds=self.lease_seconds)
         golden = bool(task.get("golden"))
         names = [] if golden else [marker_id(task_id, annotator), *(slot_id(task_id, k) for k in slots)]
-        if not await insert_one_new(self.active, {"_id": lease_id, "task_id": task_id, "annotator": annotator,
-                                                  "nonce": nonce, "expires_at": expires, "claims": names}):
+        if not await self._actives({"_id": lease_id, "task_id": task_id, "annotator": annotator,
+                                    "nonce": nonce, "expires_at": expires, "claims": names}):
             return _Lost.HAD  # the annotator's lease on this task is still live (another of their calls)
         mine = {"task_id": task_id, "annotator": annotator, "nonce": nonce}
         held = None
         if not golden:
-            if not await insert_one_new(self.claims, {"_id": marker_id(task_id, annotator), **mine}):
+            marker = {"_id": marker_id(task_id, annotator), **mine}
+            slot_docs = [{"_id": slot_id(task_id, k), **mine, "state": "leased"} for k in slots]
+            inserted = await _insert_in_order(self.claims, [marker, *slot_docs[:1]])
+            if inserted == 0:
                 await delete_by_id(self.active, lease_id, claimed_by(nonce))
                 return _Lost.HAD
-            for k in slots:
-                if await insert_one_new(self.claims, {"_id": slot_id(task_id, k), **mine, "state": "leased"}):
-                    held = slot_id(task_id, k)
+            if inserted == 2:
+                held = slot_docs[0]["_id"]
+            for doc in slot_docs[1:] if held is None else ():
+                if await insert_one_new(self.claims, doc):
+                    held = doc["_id"]
                     break
             if held is None:
                 await self._undo(lease_id, [marker_id(task_id, annotator)], nonce)
                 return _Lost.FULL
             if task["status"] is None:  # a candidate from the index: confirmed by _id once a slot is won
-                stored = await self.tasks.find_one({"_id": task_id})
+                stored = await self._task_reads.one(task_id)
                 if stored is None or stored["status"] != "open":
                     await self._undo(lease_id, [held, marker_id(task_id, annotator)], nonce)
                     # Not stored yet (heard of on item.routed before its partition's owner wrote it): try later.
                     return _Lost.FULL if stored is None else _Lost.CLOSED
                 task = stored
-        await self.leases.replace_one(
-            {"_id": lease_id},
-            {"task_id": task_id, "project": task["project"], "item_id": task["item_id"], "annotator": annotator,
-             "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
+        await self._records((
+            {"_id": lease_id, "task_id": task_id, "project": task["project"], "item_id": task["item_id"],
+             "annotator": annotator, "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
              "session": task.get("session"), "guideline_version": guideline_version, "slot": held, "nonce": nonce,
              "required": task.get("required", 0)},
-            upsert=True,
-        )
-        await self.current.replace_one({"_id": f"{task['project']}/{annotator}"},
-                                       {"lease_id": lease_id, "expires_at": expires}, upsert=True)
+            {"_id": f"{task['project']}/{annotator}", "lease_id": lease_id, "expires_at": expires},
+        ))
         self.hints.mark_had(annotator, task_id)
         return Lease(lease_id, task, expires, guideline_version, fresh=True)
+
+    async def _write_records(self, batch: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[None]:
+        """Lease documents replaced (a lease of the same task by the same annotator after an expiry has the same
+        `_id`) and the annotators' current-lease pointers: each lease's documents are its claimer's alone."""
+        await upsert_many(self.leases, [lease for lease, _ in batch])
+        pointers = {p["_id"]: p for _, p in batch}  # one annotator's two leases at once: one pointer, as before
+        await bulk_write(self.current, [ReplaceOne({"_id": key}, {k: v for k, v in p.items() if k != "_id"},
+                                                   upsert=True) for key, p in pointers.items()], ordered=False)
+        return [None] * len(batch)
+
+    async def _write_finishes(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> list[None]:
+        await bulk_write(self.leases, [UpdateOne({"_id": lease_id}, {"$set": fields}) for lease_id, fields in batch],
+                         ordered=False)
+        return [None] * len(batch)
+
+    async def _insert_actives(self, docs: Sequence[dict[str, Any]]) -> list[bool]:
+        existed = set(await insert_new(self.active, docs))
+        return [n not in existed for n in range(len(docs))]
+
+    async def _release(self, batch: Sequence[tuple[str, str | None, str | None]]) -> list[None]:
+        """(lease id, its slot or None, the slot's final state or None to free it) for leases finished just now,
+        before their expiry: their slots and active documents are their finishers' alone (a sweeper waits for
+        expiry + grace), so they are written by `_id` without a condition."""
+        await bulk_write(self.claims, [UpdateOne({"_id": held}, {"$set": {"state": slot_state}}) if slot_state
+                                       else DeleteOne({"_id": held}) for _, held, slot_state in batch if held],
+                         ordered=False)
+        await bulk_write(self.active, [DeleteOne({"_id": lease_id}) for lease_id, _, _ in batch], ordered=False)
+        return [None] * len(batch)
 
     async def _undo(self, lease_id: str, claims: Sequence[str], nonce: str) -> None:
         for name in claims:
@@ -397,7 +521,7 @@ class TaskQueue:
         await delete_by_id(self.active, lease_id, claimed_by(nonce))
 
     async def get_lease(self, lease_id: str) -> dict[str, Any] | None:
-        return await self.leases.find_one({"_id": lease_id})
+        return await self._lease_reads.one(lease_id)
 
     async def finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         """Mark a lease submitted or skipped; fails if it expired or was already used.
@@ -405,14 +529,18 @@ class TaskQueue:
         submission names the submission that finishes it: the same submission finishing it again (a
         client's retry after the gateway died between this step and storing the submission) goes through.
         Only before `expires_at`, so never at the same time as a sweeper (which waits a grace period more).
+        `lease` is the lease document as this call read it by _id.
         """
         await to_end(self._finish(lease, state, submission))
 
     async def _finish(self, lease: dict[str, Any], state: str, submission: str | None = None) -> None:
         now = utcnow()
-        retry = not await update_by_id(self.leases, lease["_id"],
-                                       {"$set": {"state": state, "finished_at": now, "submission": submission}},
-                                       lambda d: d["state"] == "leased" and d["expires_at"] > now)
+        # `lease` was read by _id in this call (SubmitLabel/SkipTask look it up to check its holder): before its
+        # expiry only its holder writes it, so its condition is checked on that read, not on a second one (one
+        # round trip less per submission; bench/lease_path.py).
+        retry = not (lease["state"] == "leased" and lease["expires_at"] > now)
+        if not retry:  # lease documents are never deleted, so the update by `_id` finds this one
+            await self._finishes((lease["_id"], {"state": state, "finished_at": now, "submission": submission}))
         if retry:
             current = await self.leases.find_one({"_id": lease["_id"]})
             if current and current["state"] in ("leased", "expired"):
@@ -422,16 +550,22 @@ class TaskQueue:
         # Finished just now, before its expiry, the lease's slot and active document are this call's alone (a
         # sweeper waits for expiry + grace); a retry checks they still carry the lease's nonce.
         nonce = lease.get("nonce")
-        mine = claimed_by(nonce) if retry else None
         held = lease.get("slot")
         answered = state == "submitted" or bool(lease.get("session"))
-        if held:
-            if answered:  # a skipped calibration task is done for that annotator: nobody else may take their place
+        # A skipped calibration task is done for that annotator: nobody else may take their place. A skipped
+        # routed task's slot goes back, but not to the same annotator (the item marker stays).
+        slot_state = state if answered else None
+        if retry:
+            mine = claimed_by(nonce)
+            if held and answered:
                 await update_by_id(self.claims, held, {"$set": {"state": state}}, mine)
-            else:  # skipped: the slot goes back, but not to the same annotator (the item marker stays)
+            elif held:
                 await delete_by_id(self.claims, held, mine)
-                self.hints.mark_free(lease["task_id"])
-        await delete_by_id(self.active, lease["_id"], mine)
+            await delete_by_id(self.active, lease["_id"], mine)
+        else:
+            await self._releases((lease["_id"], held, slot_state))
+        if held and not answered:
+            self.hints.mark_free(lease["task_id"])
         if held and answered:
             await self._close_if_answered(lease["task_id"], lease.get("required"))
 
@@ -446,11 +580,18 @@ class TaskQueue:
             required = task["required"]
         slots: list[dict[str, Any]] = []
         if required > 1:
-            slots = await find_by_ids(self.claims, [slot_id(task_id, k) for k in range(required)], {"state": 1})
+            slots = await self._claim_reads.many([slot_id(task_id, k) for k in range(required)])
         if required == 1 or (len(slots) == required and all(s.get("state") in FINISHED for s in slots)):
-            # Every finisher writes the same terminal value; a task closed or superseded meanwhile stays so.
-            await update_by_id(self.tasks, task_id, {"$set": {"status": "done"}}, still_open)
+            await self._closes(task_id)
             self.hints.remove(task_id)
+
+    async def _close(self, task_ids: Sequence[str]) -> list[None]:
+        """Answered tasks done, those of concurrent finishers in one read and one update command. Every finisher
+        writes the same terminal value; a task closed or superseded meanwhile (by its partition's owner) stays so."""
+        open_ids = [t["_id"] for t in await find_by_ids(self.tasks, task_ids, {"status": 1}) if still_open(t)]
+        await bulk_write(self.tasks, [UpdateOne({"_id": i}, {"$set": {"status": "done"}}) for i in open_ids],
+                         ordered=False)
+        return [None] * len(task_ids)
 
     async def expire_leases(self) -> int:
         """Free the claims of every lease `grace_seconds` past its expiry (the annotator may take it again).

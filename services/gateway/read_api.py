@@ -157,6 +157,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
         # A token hash nobody can present: the annotator stays on record, and no token finds them.
         update = {"token_sha256": f"revoked:{new_token()}", "revoked": True, "revoked_at": utcnow()}
         await self.gw.db["annotators"].update_one({"_id": doc["_id"]}, {"$set": update})
+        self.gw.tokens.forget_where(lambda known: known["_id"] == doc["_id"])  # on this replica at once
         return _annotator({**doc, **update})
 
     async def RotateAnnotatorToken(self, request: pb.RevokeAnnotatorRequest,
@@ -165,6 +166,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
         token = new_token()
         await self.gw.db["annotators"].update_one(
             {"_id": doc["_id"]}, {"$set": {"token_sha256": hash_token(token), "revoked": False}})
+        self.gw.tokens.forget_where(lambda known: known["_id"] == doc["_id"])  # the old token ends here at once
         return pb.AnnotatorCredentials(annotator_id=doc["_id"], role=doc["role"], token=token)
 
     async def ExportFinalLabels(self, request: pb.ExportFinalLabelsRequest,

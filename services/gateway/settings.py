@@ -8,13 +8,16 @@ from pydantic_settings import SettingsConfigDict
 from labelmesh.runtime.settings import CommonSettings
 
 
+DEFAULT_ADMIN_TOKEN = "change-me-admin-token"  # a placeholder everyone can read: refused outside dev_mode
+
+
 class GatewaySettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="LABELMESH_GATEWAY_", extra="ignore")
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     # The bootstrap credential for the admin role; annotators get their own tokens from CreateAnnotator.
-    admin_token: SecretStr = SecretStr("change-me-admin-token")
+    admin_token: SecretStr = SecretStr(DEFAULT_ADMIN_TOKEN)
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     lease_seconds: float = 300.0
@@ -30,6 +33,20 @@ class GatewaySettings(CommonSettings):
     # Keeps the golden schedule unpredictable: the draw is public code, so without a secret salt anyone could
     # compute which of their tasks are golden. Set it from a Secret in production.
     golden_salt: SecretStr = SecretStr("")
+    # A laptop or a test may run with the placeholder admin token and no golden salt; nothing else may
+    # (unsafe_defaults below). Set LABELMESH_GATEWAY_DEV_MODE=1 only where nobody but you reaches the gateway.
+    dev_mode: bool = False
     max_batch_items: int = 5_000
     max_text_chars: int = 100_000
     http_port: int = 9105
+
+    def unsafe_defaults(self) -> list[str]:
+        """Why this gateway must not start outside dev_mode: a credential or secret left at a public value."""
+        problems = []
+        if self.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN:
+            problems.append(f"the admin token is the public placeholder {DEFAULT_ADMIN_TOKEN!r}: set "
+                            "LABELMESH_GATEWAY_ADMIN_TOKEN")
+        if not self.golden_salt.get_secret_value():
+            problems.append("the golden salt is empty, so anyone can compute which of their tasks are golden: set "
+                            "LABELMESH_GATEWAY_GOLDEN_SALT to a random secret")
+        return problems

@@ -34,7 +34,8 @@ class ReplicaCache:
 
     async def restore(self) -> None:
         self._adopt((await self.store.load_all()).items())
-        async for doc in self.items.find({"label": {"$exists": True}, "embedding": {"$exists": True}}):
+        async for doc in self.items.find({"label": {"$exists": True}, "embedding": {"$exists": True},
+                                         "golden": {"$ne": True}}):
             self.index_doc(doc)
 
     async def refresh(self, projects: Iterable[str]) -> None:
@@ -55,7 +56,10 @@ class ReplicaCache:
         await self.refresh(())
 
     def index_doc(self, doc: dict[str, Any]) -> None:
-        """An `items` document holding a label and an embedding into its project's index."""
+        """An `items` document holding a label and an embedding into its project's index; never a golden item,
+        whose label is the answer key an expert would otherwise see among the neighbours before being tested."""
+        if doc.get("golden"):
+            return
         self.index(doc["project"]).upsert(doc["item_id"], doc["label"], np.frombuffer(doc["embedding"], np.float32))
 
     def index(self, project: str) -> LabelledIndex:

@@ -134,11 +134,12 @@ class ItemOwner:
         for event in events:
             key = item_key(event.project, event.item_id)
             doc = await self.rt.db["items"].find_one_and_update(
-                {"_id": key}, {"$set": {"label": event.label, "project": event.project, "item_id": event.item_id}},
+                {"_id": key}, {"$set": {"label": event.label, "golden": event.golden, "project": event.project,
+                          "item_id": event.item_id}},
                 upsert=True,
             )
             if doc is not None and "embedding" in doc:
-                self.cache.index_doc({**doc, "label": event.label})
+                self.cache.index_doc({**doc, "label": event.label, "golden": event.golden})
             if not (event.verified and event.prelabel and event.provenance != Provenance.IMPORTED):
                 continue
             decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})

@@ -105,8 +105,8 @@ def gateway_processes(env: Env, tmp_path: Path) -> Iterator[Callable[[int], list
 
 @contextlib.contextmanager
 def _edge_process(env: Env, log_path: Path) -> Iterator[Edge]:
-    """`labelmesh run gateway` as a process, with project EDGE_PROJECT, items i1 and i2, annotators ann, exp and
-    sus (suspended by a qc.flagged event), and ann's lease on i1 already expired (1 s leases, sweeper off)."""
+    """`labelmesh run gateway` as a process, with project EDGE_PROJECT, items i1 and i2, annotators ann, exp,
+    sus (suspended by a qc.flagged event) and out (a member of another project only), and ann's lease on i1 already expired (1 s leases, sweeper off)."""
     grpc_port, http_port = free_port(), free_port()
     environ = {**os.environ, **env.environ(), "LABELMESH_GATEWAY_GRPC_PORT": str(grpc_port),
                "LABELMESH_GATEWAY_HTTP_PORT": str(http_port), "LABELMESH_GATEWAY_ADMIN_TOKEN": EDGE_ADMIN,
@@ -127,8 +127,10 @@ def _edge_process(env: Env, log_path: Path) -> Iterator[Edge]:
         admin.ConfigureProject(pb.ConfigureProjectRequest(project=EDGE_PROJECT, labels=LABELS, guidelines="g"),
                                metadata=admin_meta)
         tokens = {"admin": EDGE_ADMIN}
-        for name, role in (("ann", "annotator"), ("exp", "expert"), ("sus", "annotator")):
-            tokens[name] = admin.CreateAnnotator(pb.CreateAnnotatorRequest(annotator_id=name, role=role),
+        for name, role, projects in (("ann", "annotator", ["*"]), ("exp", "expert", ["*"]),
+                                     ("sus", "annotator", ["*"]), ("out", "annotator", ["elsewhere"])):
+            tokens[name] = admin.CreateAnnotator(pb.CreateAnnotatorRequest(annotator_id=name, role=role,
+                                                                           projects=projects),
                                                  metadata=admin_meta).token
         ingest.IngestItems(pb.IngestItemsRequest(items=[
             pb.IngestItem(project=EDGE_PROJECT, item_id=i, text=f"text {i}") for i in ("i1", "i2")

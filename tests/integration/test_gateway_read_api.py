@@ -122,7 +122,7 @@ async def test_cli_creates_ingests_refuses_a_bad_file_and_exports(env: Env, gate
     code, out, err = await _cli(env, port, "project", "create", "films", "--labels", str(tmp_path / "labels.txt"),
                                 "--guidelines", str(tmp_path / "guide.md"))
     assert code == 0, err
-    code, token, err = await _cli(env, port, "annotator", "add", "ann")
+    code, token, err = await _cli(env, port, "annotator", "add", "ann", "--project", "films")
     assert code == 0 and len(token.strip()) > 20, err
 
     bad = tmp_path / "bad.csv"

@@ -124,3 +124,34 @@ async def test_an_item_identical_to_a_labelled_one_is_routed_not_dead_lettered(e
         assert not await env.read_all("deadletter")
     finally:
         await runtime.stop()
+
+
+async def test_a_golden_item_is_never_shown_as_a_neighbour(env: Env) -> None:
+    """A golden item's final label is its answer key: shown as a neighbour, an expert would see the answer before
+    the item reaches them as a golden check. Neither the live index nor one rebuilt at start may hold it."""
+    await env.publish_events([ProjectConfigured(producer="test", project="rt", labels=LABELS, guideline_version=1)])
+    await env.publish_events([
+        _pre("gold", [("a", 0.9), ("b", 0.1)], seed=0, golden=True),
+        _pre("plain", [("a", 0.9), ("b", 0.1)], seed=1),
+        LabelFinalized(producer="test", project="rt", item_id="gold", label="a", version=1, golden=True,
+                       provenance=Provenance.IMPORTED, confidence=1.0, human_labels=0, expert_labels=0, verified=False),
+        LabelFinalized(producer="test", project="rt", item_id="plain", label="b", version=1,
+                       provenance=Provenance.IMPORTED, confidence=1.0, human_labels=0, expert_labels=0, verified=False),
+    ])
+    for attempt in ("live", "restored"):
+        runtime = create_app(env.settings(RouterSettings))
+        await runtime.start()
+        try:
+            async def both_labelled() -> bool:
+                docs = await runtime.db["items"].find({"label": {"$exists": True},
+                                                       "embedding": {"$exists": True}}).to_list(None)
+                return len(docs) == 2
+
+            await eventually(both_labelled)
+            # The same vector as the golden item: it would be the nearest neighbour by far.
+            await env.publish_events([_pre(f"look-{attempt}", [("a", 0.9), ("b", 0.1)], seed=0)])
+            routed = await env.read("item.routed", lambda rs: any(r["item_id"] == f"look-{attempt}" for r in rs))
+            shown = next(r for r in routed if r["item_id"] == f"look-{attempt}")["neighbours"]
+            assert [n["item_id"] for n in shown] == ["plain"], (attempt, shown)
+        finally:
+            await runtime.stop()

@@ -9,8 +9,8 @@ export LABELMESH_GATEWAY="${LABELMESH_GATEWAY:-127.0.0.1:50051}"
 labelmesh project create reviews --labels labels.txt --guidelines guidelines.md
 
 # 2. Two annotators; each token is printed once: hand it to the person.
-ALICE=$(labelmesh annotator add alice)
-BOB=$(labelmesh annotator add bob)
+ALICE=$(labelmesh annotator add alice --project reviews)
+BOB=$(labelmesh annotator add bob --project reviews)
 labelmesh annotator list
 
 # 3. Ingest the CSV: the whole file is checked first; `id` is the item id, other columns travel as metadata.
