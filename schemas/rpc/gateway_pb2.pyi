@@ -298,7 +298,7 @@ class Neighbour(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., label: _Optional[str] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels", "session_id", "spans", "task_type")
+    __slots__ = ("task_id", "project", "item_id", "text", "tier", "prelabel", "neighbours", "reasons", "guideline_version", "lease_expires_unix_ms", "labels", "session_id", "model_version", "spans", "task_type")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -311,6 +311,7 @@ class Task(_message.Message):
     LEASE_EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SPANS_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
@@ -325,9 +326,10 @@ class Task(_message.Message):
     lease_expires_unix_ms: int
     labels: _containers.RepeatedScalarFieldContainer[str]
     session_id: str
+    model_version: int
     spans: _containers.RepeatedCompositeFieldContainer[Span]
     task_type: str
-    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ..., task_type: _Optional[str] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., project: _Optional[str] = ..., item_id: _Optional[str] = ..., text: _Optional[str] = ..., tier: _Optional[str] = ..., prelabel: _Optional[_Iterable[_Union[LabelProbability, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., reasons: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., lease_expires_unix_ms: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., session_id: _Optional[str] = ..., model_version: _Optional[int] = ..., spans: _Optional[_Iterable[_Union[Span, _Mapping]]] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelRequest(_message.Message):
     __slots__ = ("task_id", "label", "time_spent_ms", "idempotency_key", "spans")

@@ -180,6 +180,7 @@ def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
         lease_expires_unix_ms=int(lease.expires_at.timestamp() * 1000),
         labels=project["labels"],
         session_id=task.get("session") or "",
+        model_version=task.get("model_version") or 0,
     )
 
 

@@ -250,6 +250,7 @@ class TaskQueue:
         return {
             "_id": routed.event_id, **doc, "created_at": candidate.created_at,
             "prelabel": [s.model_dump() for s in routed.top_k],
+            "model_version": routed.model_version,
             "neighbours": [n.model_dump() for n in routed.neighbours],
             "reasons": list(routed.reasons), "spot_check": routed.spot_check,
             # Active learning: the most informative items (closest top-2 pre-label) are leased first.

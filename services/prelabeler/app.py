@@ -26,11 +26,13 @@ from schemas.events import (
     FlagSubject,
     ItemIngested,
     ItemPrelabeled,
+    LabelFinalized,
     LabelScore,
     ModelUpdated,
     QcFlagged,
     derived_id,
 )
+from services.prelabeler import cold_start
 from services.prelabeler.concurrency import embed_pieces, encode_plan, longest_first, piece_size
 from services.prelabeler.models import ActiveModel, ModelRejected, load_artifact
 from services.prelabeler.settings import PrelabelerSettings
@@ -55,6 +57,10 @@ class Prelabeler:
         )
         self.truncated_total = Counter(
             "labelmesh_prelabeler_truncated_total", "Items whose text was cut", ["project"], registry=rt.registry
+        )
+        self.cold_started = Counter(
+            "labelmesh_prelabeler_cold_start_items_total", "Open items pre-labelled again when a model arrived",
+            ["project"], registry=rt.registry,
         )
         self.model_version = Gauge(
             "labelmesh_prelabeler_model_version", "Model version in service", ["project"], registry=rt.registry
@@ -85,6 +91,9 @@ class Prelabeler:
             max_records=self.settings.max_batch,
             batch_timeout_ms=self.settings.max_wait_ms,
         )
+        # Cold start (services/prelabeler/cold_start.py): final labels take items out of the set a new model
+        # pre-labels again.
+        self.rt.bus.subscribe([LabelFinalized.TOPIC], self.on_finals, max_records=500, name=f"{SERVICE}.finals")
         self.rt.on_start.append(self.restore)
 
     async def restore(self) -> None:
@@ -116,11 +125,27 @@ class Prelabeler:
         for event in events:
             assert isinstance(event, ModelUpdated)
             try:
-                load_artifact(event, self.encoder.name)
+                model = load_artifact(event, self.encoder.name)
             except ModelRejected as exc:
                 await self.rt.bus.publish([self._rejection(event, str(exc))])
                 continue
             await self.store.record(event)
+            await self.prelabel_waiting(event.project, model)
+
+    async def prelabel_waiting(self, project: str, model: ActiveModel) -> None:
+        """Cold start: the project's open items pre-labelled without a model get this one's pre-label."""
+        prelabels = self.rt.db["prelabels"]
+        while docs := await cold_start.waiting(prelabels, project, self.encoder.name):
+            out = cold_start.reprelabel(docs, model, self.settings.top_k, SERVICE)
+            await self.rt.bus.publish(out)
+            await cold_start.leave_cold(prelabels, out)
+            self.cold_started.labels(project).inc(len(out))
+            log.info("cold start: %d open %s item(s) pre-labelled by model v%d", len(out), project, model.version)
+
+    async def on_finals(self, events: list[Envelope]) -> None:
+        finals = [e for e in events if isinstance(e, LabelFinalized)]
+        if finals:
+            await cold_start.mark_final(self.rt.db["prelabels"], finals)
 
     def _rejection(self, event: ModelUpdated, reason: str) -> QcFlagged:
         return QcFlagged(
@@ -189,11 +214,15 @@ class Prelabeler:
             truncated=np.concatenate([result.truncated for _, result in done]),
         )
         out = self._prelabel([items[i] for i in rows], [truncated[i] for i in rows], encoded, models)
+        # merge: a `final` mark stored before the pre-label stays (cold start). Model-less pre-labels keep their
+        # embedding, so the project's first model can pre-label them without the text.
         await upsert_many(
             self.rt.db["prelabels"],
             [{"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
-              "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id}
-             for e in out],
+              "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id,
+              **(cold_start.cold_fields(e, encoded.embeddings[i]) if cold_start.needs_model(e) else {})}
+             for i, e in enumerate(out)],
+            merge=True,
         )
         await self.rt.bus.publish(out)
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Label Studio (from PyPI) in a virtualenv of its own, so its pins (Django, pydantic, ...) never meet labelmesh's.
+#   bash deploy/local/label-studio.sh install   creates .cache/label-studio-venv and installs label-studio (cached:
+#                                               a second run installs nothing)
+#   bash deploy/local/label-studio.sh path      prints the label-studio executable
+# LABEL_STUDIO_VERSION pins the release (default below); LABEL_STUDIO_VENV moves the virtualenv.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+VERSION="${LABEL_STUDIO_VERSION:-1.23.2}"
+VENV="${LABEL_STUDIO_VENV:-$ROOT/.cache/label-studio-venv}"
+stamp="$VENV/.label-studio-$VERSION"
+
+case "${1:-install}" in
+  install)
+    if [ -f "$stamp" ] && [ -x "$VENV/bin/label-studio" ]; then
+      echo "label-studio: $VENV has $VERSION"
+      exit 0
+    fi
+    start=$(date +%s)
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q "label-studio==$VERSION"
+    touch "$stamp"
+    echo "label-studio: installed $VERSION into $VENV in $(( $(date +%s) - start )) s"
+    ;;
+  path)
+    echo "$VENV/bin/label-studio"
+    ;;
+  *)
+    echo "usage: $0 install|path" >&2
+    exit 2
+    ;;
+esac
