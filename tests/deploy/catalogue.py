@@ -34,6 +34,10 @@ GRPC_PORT = GatewaySettings.model_fields["grpc_port"].default
 EXTERNAL_SERIES = {"up", "kafka_consumergroup_lag"}
 # Environment variables that are not labelmesh settings but that the deployment files may set on purpose.
 NON_SETTINGS_ENV = {"HOME"}
+# What a deployment sets before the gateway will start: its secrets, never the public defaults. The app factories
+# refuse to build without them (services.gateway.settings.GatewaySettings.unsafe_defaults).
+DEPLOYED_SECRETS = {"LABELMESH_GATEWAY_ADMIN_TOKEN": "deploy-test-admin-token",
+                    "LABELMESH_GATEWAY_GOLDEN_SALT": "deploy-test-golden-salt"}
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
              "summary": ("", "_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",),
              "stateset": ("",), "enum": ("",), "unknown": ("",)}
@@ -55,12 +59,21 @@ def default_port(service: str) -> int:
     return port
 
 
+def build_runtime(service: str):
+    """The service's runtime as a deployment builds it, secrets set (connects to nothing)."""
+    module = importlib.import_module(f"services.{service}.app")
+    if service != "gateway":
+        return module.create_app()
+    secrets = {name.removeprefix("LABELMESH_GATEWAY_").lower(): value for name, value in DEPLOYED_SECRETS.items()}
+    return module.create_app(GatewaySettings(**secrets))
+
+
 @functools.cache
 def exported_series() -> frozenset[str]:
     """Every series name the five services can expose on /metrics (with counter/histogram suffixes)."""
     names: set[str] = set()
     for service in SERVICES:
-        runtime = importlib.import_module(f"services.{service}.app").create_app()
+        runtime = build_runtime(service)
         for family in runtime.registry.collect():
             names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
     return frozenset(names)

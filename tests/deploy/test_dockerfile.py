@@ -13,7 +13,7 @@ from pathlib import Path
 from dockerfile_parse import DockerfileParser
 
 from labelmesh.stack import SERVICES
-from tests.deploy.catalogue import GRPC_PORT, ROOT, default_port
+from tests.deploy.catalogue import DEPLOYED_SECRETS, GRPC_PORT, ROOT, default_port
 
 DOCKERFILE = ROOT / "deploy/docker/Dockerfile"
 
@@ -151,7 +151,7 @@ def test_the_installed_package_runs_without_the_source_tree(tmp_path: Path) -> N
         "from labelmesh.cli import app\n"
         "print('ok')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, **DEPLOYED_SECRETS, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]

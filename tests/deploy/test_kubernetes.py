@@ -15,7 +15,7 @@ import yaml
 from labelmesh.stack import SERVICES
 from schemas.topics import TOPIC_SPECS
 from tests.deploy.catalogue import (
-    GRPC_PORT, NON_SETTINGS_ENV, ROOT, SETTINGS, default_port, deploycheck, env_names, kustomize,
+    GRPC_PORT, NON_SETTINGS_ENV, ROOT, SETTINGS, build_runtime, default_port, deploycheck, env_names, kustomize,
 )
 
 K8S = ROOT / "deploy/k8s"
@@ -139,9 +139,7 @@ def test_deployment_runs_the_service_with_probes_on_its_health_endpoints(overlay
 @pytest.mark.parametrize("service", SERVICES)
 def test_probed_endpoints_exist_in_the_service(service: str) -> None:
     """The paths the probes hit are the routes the service's HTTP app serves."""
-    import importlib
-
-    runtime = importlib.import_module(f"services.{service}.app").create_app()
+    runtime = build_runtime(service)
     routes = {path for path, _ in runtime.asgi.routes}
     assert {"/health", "/ready", "/metrics"} <= routes
 
