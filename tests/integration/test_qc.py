@@ -137,6 +137,8 @@ async def test_golden_misses_suspend_and_send_recent_labels_back(env: Env) -> No
         assert review == sorted(work)
         assert all(f["evidence"]["annotator"] == "bad" for f in flags if f["kind"] == "suspended_annotator_label")
 
+        # The flags wait on 'bad' alone; 'good''s golden answers sit on other partitions and may land later.
+        await eventually(lambda: _count(runtime, "annotators", {"_id": f"{p}/good", "golden_n": 10}))
         bad = await runtime.db["annotators"].find_one({"_id": f"{p}/bad"})
         good = await runtime.db["annotators"].find_one({"_id": f"{p}/good"})
         assert bad["suspended"] and bad["golden_upper"] < 0.8 and bad["golden_lower"] == 0.0
