@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -139,11 +140,14 @@ def annotator_add(
     project: list[str] = typer.Option([], "--project", "-p",
                                       help="a project they work in (repeat for several); needed but for admins"),
     all_projects: bool = typer.Option(False, "--all-projects", help="a member of every project"),
+    expires_in_days: float = typer.Option(0.0, "--expires-in-days", min=0.0,
+                                          help="the token stops working after this many days (0: never)"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
     """Add an annotator (or re-issue their token) and print the token (shown once; the gateway keeps its hash)."""
     projects = [ALL_PROJECTS] if all_projects else project
-    secret = call(gateway, token, ca_cert, lambda a: a.create_annotator(annotator_id, role, projects))
+    expires_ms = int((time.time() + expires_in_days * 86_400) * 1000) if expires_in_days else 0
+    secret = call(gateway, token, ca_cert, lambda a: a.create_annotator(annotator_id, role, projects, expires_ms))
     typer.echo(secret)
 
 
@@ -159,9 +163,12 @@ def annotator_list(gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = C
             if not (page := response.next_page_token):
                 return found
 
-    table = Table("annotator", "role", "state")
+    table = Table("annotator", "role", "state", "token expires (UTC)")
     for a in call(gateway, token, ca_cert, every):
-        table.add_row(a.annotator_id, a.role, "revoked" if a.revoked else "suspended" if a.suspended else "active")
+        expires = (datetime.fromtimestamp(a.expires_unix_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+                   if a.expires_unix_ms else "never")
+        table.add_row(a.annotator_id, a.role, "revoked" if a.revoked else "suspended" if a.suspended else "active",
+                      expires)
     console.print(table)
 
 

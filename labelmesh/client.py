@@ -43,10 +43,12 @@ class GatewayClient:
         )
 
     async def create_annotator(self, annotator_id: str, role: str = "annotator",
-                               projects: Sequence[str] = (ALL_PROJECTS,)) -> str:
-        """A new annotator's token; by default a member of every project (pass `projects` to narrow it)."""
+                               projects: Sequence[str] = (ALL_PROJECTS,), expires_unix_ms: int = 0) -> str:
+        """A new annotator's token; by default a member of every project (pass `projects` to narrow it) that
+        never expires."""
         creds = await self.admin.CreateAnnotator(
-            pb.CreateAnnotatorRequest(annotator_id=annotator_id, role=role, projects=list(projects)),
+            pb.CreateAnnotatorRequest(annotator_id=annotator_id, role=role, projects=list(projects),
+                                      expires_unix_ms=expires_unix_ms),
             metadata=self.metadata,
         )
         return creds.token

@@ -181,18 +181,20 @@ class ListAnnotatorsRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class AnnotatorInfo(_message.Message):
-    __slots__ = ("annotator_id", "role", "suspended", "revoked", "created_unix_ms")
+    __slots__ = ("annotator_id", "role", "suspended", "revoked", "created_unix_ms", "expires_unix_ms")
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     SUSPENDED_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     annotator_id: str
     role: str
     suspended: bool
     revoked: bool
     created_unix_ms: int
-    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., suspended: _Optional[bool] = ..., revoked: _Optional[bool] = ..., created_unix_ms: _Optional[int] = ...) -> None: ...
+    expires_unix_ms: int
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., suspended: _Optional[bool] = ..., revoked: _Optional[bool] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ListAnnotatorsResponse(_message.Message):
     __slots__ = ("annotators", "next_page_token")
@@ -438,14 +440,16 @@ class Project(_message.Message):
     def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class CreateAnnotatorRequest(_message.Message):
-    __slots__ = ("annotator_id", "role", "projects")
+    __slots__ = ("annotator_id", "role", "projects", "expires_unix_ms")
     ANNOTATOR_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     PROJECTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     annotator_id: str
     role: str
     projects: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., projects: _Optional[_Iterable[str]] = ...) -> None: ...
+    expires_unix_ms: int
+    def __init__(self, annotator_id: _Optional[str] = ..., role: _Optional[str] = ..., projects: _Optional[_Iterable[str]] = ..., expires_unix_ms: _Optional[int] = ...) -> None: ...
 
 class AnnotatorCredentials(_message.Message):
     __slots__ = ("annotator_id", "role", "token")

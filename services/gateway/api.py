@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from schemas.events import (
 )
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.auth import ALL_PROJECTS, Caller, Role, bearer, hash_token, new_token, same_secret
+from services.gateway.auth import ALL_PROJECTS, Caller, Role, bearer, hash_token, new_token, same_secret, token_expired
 from services.gateway.bounds import (
     COMMENT_MAX_CHARS,
     DATASET_MAX_CHARS,
@@ -72,6 +73,7 @@ class Gateway:
         self.projects = Recent()
         self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
         self.limits = RateLimiter(settings.rate_limits())
+        self.clock = time.time  # wall-clock seconds, for token expiry; a test may replace it
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -115,6 +117,9 @@ class Gateway:
             doc = await self.tokens.get(digest, lambda: self.annotator_by_token(digest))
             if doc is None:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+            if token_expired(doc, self.clock()):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    f"the token of {doc['_id']} has expired; ask an admin for a new one")
             if doc.get("suspended"):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"annotator {doc['_id']} is suspended")
             caller = Caller(doc["_id"], Role(doc["role"]), frozenset(doc.get("projects", [ALL_PROJECTS])))
@@ -583,13 +588,16 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if len(projects) > MEMBERSHIPS_MAX or any(not p or len(p) > ID_MAX for p in projects):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"projects: at most {MEMBERSHIPS_MAX} names of 1..{ID_MAX} characters")
+        if request.expires_unix_ms and request.expires_unix_ms <= self.gw.clock() * 1000:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expires_unix_ms is in the past")
         token = new_token()
         annotators = self.gw.db["annotators"]
         # Re-issuing credentials replaces the token, role and projects, never the record: a suspension qc decided
         # stays until qc lifts it ($setOnInsert), whoever calls CreateAnnotator again.
         await annotators.update_one(
             {"_id": request.annotator_id},
-            {"$set": {"role": role.value, "token_sha256": hash_token(token), "projects": projects, "revoked": False},
+            {"$set": {"role": role.value, "token_sha256": hash_token(token), "projects": projects, "revoked": False,
+                      "expires_unix_ms": request.expires_unix_ms or None},
              "$setOnInsert": {"created_at": utcnow(), "suspended": False}},
             upsert=True,
         )

@@ -7,6 +7,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from schemas.keys import ALL_PROJECTS
 
@@ -48,3 +49,9 @@ def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
 
 def same_secret(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def token_expired(annotator: dict[str, Any], now_s: float) -> bool:
+    """Whether the annotator's token is past its expiry (expires_unix_ms; none: it never expires)."""
+    expires = annotator.get("expires_unix_ms")
+    return expires is not None and now_s * 1000 >= expires

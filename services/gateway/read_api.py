@@ -68,7 +68,8 @@ def final_message(doc: dict[str, Any], item: dict[str, Any] | None, cursor: str 
 
 def _annotator(doc: dict[str, Any]) -> pb.AnnotatorInfo:
     return pb.AnnotatorInfo(annotator_id=doc["_id"], role=doc["role"], suspended=bool(doc.get("suspended")),
-                            revoked=bool(doc.get("revoked")), created_unix_ms=_ms(doc.get("created_at")))
+                            revoked=bool(doc.get("revoked")), created_unix_ms=_ms(doc.get("created_at")),
+                            expires_unix_ms=doc.get("expires_unix_ms") or 0)
 
 
 class ProjectServicer(pb_grpc.ProjectServiceServicer):

@@ -13,6 +13,7 @@ import pytest
 
 from schemas.events import FlagKind, FlagSubject, QcFlagged, Tier
 from schemas.rpc import gateway_pb2 as pb
+from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.settings import DEFAULT_ADMIN_TOKEN
 from tests.conftest import eventually
 from tests.gateway_helpers import PROJECT, free_port, routed, status_of
@@ -111,3 +112,26 @@ def test_the_gateway_refuses_to_start_on_a_public_secret_outside_dev_mode(env: E
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "refuses to start" in done.stderr and secret in done.stderr, done.stderr[-2000:]
+
+
+async def test_a_token_past_its_expiry_is_unauthenticated(gateway) -> None:  # type: ignore[no-untyped-def]
+    runtime, admin = gateway
+    gw = runtime.component.gw
+    now_ms = int(gw.clock() * 1000)
+    assert await status_of(admin.create_annotator("late", expires_unix_ms=now_ms - 1)) == S.INVALID_ARGUMENT
+    expiring = admin.as_user(await admin.create_annotator("temp", expires_unix_ms=now_ms + 60_000))
+    forever = admin.as_user(await admin.create_annotator("perm"))
+    listed = await pb_grpc.ProjectServiceStub(admin.channel).ListAnnotators(pb.ListAnnotatorsRequest(),
+                                                                            metadata=admin.metadata)
+    assert {a.annotator_id: a.expires_unix_ms for a in listed.annotators} == {"temp": now_ms + 60_000, "perm": 0}
+    assert await expiring.guidelines(PROJECT)  # before its expiry it works
+
+    gw.clock = lambda: now_ms / 1000 + 60  # the injected clock reaches the expiry
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await expiring.guidelines(PROJECT)
+    assert info.value.code() == S.UNAUTHENTICATED and "expired" in info.value.details()
+    assert await forever.guidelines(PROJECT)
+    assert await status_of(expiring.lease(PROJECT)) == S.UNAUTHENTICATED
+
+    renewed = admin.as_user(await admin.create_annotator("temp", expires_unix_ms=now_ms + 120_000))
+    assert await renewed.guidelines(PROJECT)  # a new token, a new expiry
