@@ -1,12 +1,27 @@
-"""The prelabeler's model registry: every accepted model.updated, and the newest version per project."""
+"""The prelabeler's documents: the model registry, and each item's pre-label with the cold-start set.
+
+Writers of a `prelabels` document: the item's owner (item.ingested) writes it, the finals group sets `final`, the
+models group clears `cold`; each is one update by `_id` of its own fields, so none undoes another's. Published
+first, then a re-pre-labelled document leaves the cold set with one update, so a crash in between only repeats
+events. Not closed: an item finalised while its re-pre-label is already on its way (between the sweep's read and
+the router's routing) is routed once more, and an item embedded by a replica that had not yet heard of the model,
+after the sweep read its project, waits for the project's next model.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+import numpy as np
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from schemas.events import ModelUpdated
+from labelmesh.runtime.mongo import bulk_write, upsert_by_id, upsert_many
+from schemas.events import ItemPrelabeled, LabelFinalized, ModelUpdated
+from services.prelabeler.domain.prelabel import cold_fields, needs_model
+
+SWEEP_CHUNK = 256  # cold documents read per sweep query
 
 
 class ModelStore:
@@ -32,3 +47,42 @@ class ModelStore:
             doc = await self.models.find_one({"_id": f"{pointer['_id']}:{pointer['version']}"})
             if doc is not None:
                 yield ModelUpdated.model_validate_json(doc["event"])
+
+
+class PrelabelStore:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.prelabels = db["prelabels"]
+
+    async def record(self, events: Sequence[ItemPrelabeled], vectors: np.ndarray) -> None:
+        """Merged: a `final` mark stored before the pre-label stays. Model-less pre-labels keep their embedding,
+        so the project's first model can pre-label them without the text."""
+        await upsert_many(
+            self.prelabels,
+            [{"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
+              "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id,
+              **(cold_fields(e, vectors[i]) if needs_model(e) else {})}
+             for i, e in enumerate(events)],
+            merge=True,
+        )
+
+    async def mark_final(self, events: Sequence[LabelFinalized]) -> None:
+        """An item with a final label never leaves the state it is in for a new model (upsert: the final may
+        arrive before the item's pre-label is stored, and the later merge keeps the flag; upsert_by_id survives
+        the insert race with the item's owner)."""
+        for event in events:
+            await upsert_by_id(self.prelabels, f"{event.project}/{event.item_id}", {"$set": {"final": True}})
+
+    async def waiting(self, project: str, encoder: str) -> list[dict[str, Any]]:
+        """Up to SWEEP_CHUNK of the project's open model-less pre-labels (a fresh query each time: the caller
+        takes each chunk out of the set before asking again)."""
+        return await self.prelabels.find(
+            {"project": project, "cold": True, "encoder": encoder, "final": {"$ne": True}}).to_list(SWEEP_CHUNK)
+
+    async def leave_cold(self, events: Sequence[ItemPrelabeled]) -> None:
+        """The document now holds the model's pre-label (by `_id` alone: FerretDB scans for any other filter)."""
+        await bulk_write(self.prelabels, [
+            UpdateOne({"_id": f"{e.project}/{e.item_id}"},
+                      {"$set": {"model_version": e.model_version, "top_k": [s.model_dump() for s in e.top_k],
+                                "event_id": e.event_id},
+                       "$unset": {"cold": "", "embedding": ""}})
+            for e in events], ordered=False)

@@ -8,7 +8,7 @@ import pytest
 from labelmesh.neighbours import LabelledIndex
 from schemas.events import Provenance, Tier
 from services.gateway.auth import bearer, hash_token, new_token
-from services.prelabeler.validation import check_text
+from services.prelabeler.domain.text import check_text
 from services.qc.finalize import Escalate, Final, ItemState, Vote, Wait, next_step
 from services.router.domain.thresholds import Observation
 from services.trainer.evaluation import Evaluation, decide_promotion, recommend_thresholds
