@@ -77,7 +77,7 @@ from labelmesh.client import GatewayClient  # noqa: E402
 from labelmesh.datasets import Row, categories, load  # noqa: E402
 from labelmesh.infra import create_topics  # noqa: E402
 from labelmesh.runtime.settings import CommonSettings  # noqa: E402
-from labelmesh.stack import Stack  # noqa: E402
+from labelmesh.stack import SERVICES, SINGLETONS, Stack  # noqa: E402
 from schemas.events import ItemIngested, ModelUpdated, TextPayload  # noqa: E402
 from schemas.rpc import gateway_pb2 as pb  # noqa: E402
 
@@ -253,6 +253,26 @@ def _cpu_snapshot(stack: Stack) -> dict[str, float]:
     return snapshot
 
 
+async def settled_lag(base: CommonSettings, namespace: str, prefix: str, within_s: float) -> dict[str, Any]:
+    """Every consumer group's lag once it reaches 0, or as it stands after `within_s` (polled each second)."""
+    from labelmesh.replay import consumer_lag
+
+    settings = base.model_copy(update={"namespace": namespace, "topic_prefix": prefix})
+    deadline, started = time.monotonic() + within_s, time.monotonic()
+    while True:
+        lag = {group: n for service in SERVICES for group, n in (await consumer_lag(settings, service)).items()}
+        if not any(lag.values()) or time.monotonic() > deadline:
+            return {"groups": lag, "total": sum(lag.values()), "seconds_to_settle": time.monotonic() - started}
+        await asyncio.sleep(1.0)
+
+
+def cpu_ms_per_item(stack: Stack, before: dict[str, float], after: dict[str, float], items: int) -> dict[str, float]:
+    """CPU-ms per burst item of each service, all its replicas summed, and of the five together ("services")."""
+    per = {service: sum(after[p.name] - before.get(p.name, 0.0) for p in stack.instances(service) if p.name in after)
+           * 1000.0 / items for service in SERVICES}
+    return {**{k: round(v, 3) for k, v in per.items()}, "services": round(sum(per.values()), 3)}
+
+
 def _peak_rss_mb(stack: Stack) -> dict[str, float]:
     """Each process's peak resident memory so far (VmHWM): whether memory stayed bounded under the burst."""
     peaks = {}
@@ -397,6 +417,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
              # No retraining inside the measurement: a training run would share the two cores with the burst.
              "LABELMESH_TRAINER_RETRAIN_EVERY": "1000000"},
         log_dir=log_dir, port_offset=args.port_offset, grpc_port=args.grpc_port,
+        replicas={s: 1 if s in SINGLETONS else args.replicas for s in SERVICES},
     )
     boot = rows[:args.bootstrap]
     loop_rows = rows[args.bootstrap:args.bootstrap + args.loop_items]
@@ -433,8 +454,11 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         # Loop phase: a trickle the pipeline can keep up with, and bots that answer at once.
         counts: Counter[str] = Counter()
         errors: Counter[str] = Counter()
-        bots = [asyncio.create_task(_bot(client.as_user(tokens[n]), truth, stop_bots, counts, n, args.bot_idle_s,
-                                         errors)) for n in names]
+        # With gateway replicas the bots are spread over them, as a load balancer would spread a team.
+        ports = stack.grpc_ports
+        bot_clients = [GatewayClient(f"127.0.0.1:{ports[i % len(ports)]}", tokens[n]) for i, n in enumerate(names)]
+        bots = [asyncio.create_task(_bot(c, truth, stop_bots, counts, n, args.bot_idle_s, errors))
+                for c, n in zip(bot_clients, names, strict=True)]
         loop_ids = {r.item_id for r in loop_rows}
         t_loop = time.monotonic()
         for i in range(0, len(loop_rows), args.loop_batch):
@@ -443,6 +467,8 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         finished = await log.wait_for("label.finalized", loop_ids, args.timeout, stack)
         stop_bots.set()
         await asyncio.gather(*bots)
+        for c in bot_clients:
+            await c.close()
         loop_tiers = _tiers(log.values["item.routed"], loop_ids)
         ingested = first_timestamps(log.times["item.ingested"], loop_ids)
         finals = first_timestamps(log.times["label.finalized"], loop_ids)
@@ -497,6 +523,7 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
             "tiers": dict(Counter(burst_tiers.values())),
             "auto_ingest_to_final": _stats(stage_stats(ingested, finals, auto_ids)),
             "cpu_seconds_during_burst": {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after},
+            "cpu_ms_per_item_by_service": cpu_ms_per_item(stack, cpu_before, cpu_after, len(burst)),
             "peak_rss_mb_after_burst": _peak_rss_mb(stack),
             # Client-side times, summed over concurrent calls: where each service waited, not CPU.
             "database_commands_during_burst": _during(histograms_before, histograms_after,
@@ -511,6 +538,8 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
         b = result["burst"]
         print(f"[{encoder}] burst: {b['send_to_routed']['arrived']}/{len(burst)} routed, "
               f"{b['send_to_routed']['items_per_s'] or 0:,.0f} items/s send->routed", flush=True)
+        if args.settle_lag_s:
+            result["consumer_lag_at_end"] = await settled_lag(base, namespace, prefix, args.settle_lag_s)
         if args.alone:
             result["prelabeler_alone"] = await prelabeler_alone(stack, log, burst, base, prefix, args.timeout)
             a = result["prelabeler_alone"]["send_to_prelabeled"]
@@ -753,6 +782,9 @@ def main() -> None:
     ap.add_argument("--repeat-texts", action="store_true",
                     help="allow more items than BANKING77 has rows, by reusing its texts under new item ids")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--replicas", type=int, default=1, help="processes per service (the trainer runs one)")
+    ap.add_argument("--settle-lag-s", type=float, default=0.0,
+                    help="after the burst, wait up to this long for every consumer group's lag to reach 0 (0: skip)")
     ap.add_argument("--output", default="pipeline_throughput", help="result name under bench/results/")
     asyncio.run(main_async(ap.parse_args()))
 

@@ -1,0 +1,107 @@
+"""What a second replica of every service costs: CPU-ms per item per service and items/s at 1 and at 2 replicas.
+
+    python bench/replica_cost.py [--items 3000] [--replicas 1,2]
+
+Needs Kafka and FerretDB up (`bash deploy/local/up.sh`). In ONE run, for each replica count, the pipeline
+benchmark's burst (bench/pipeline_throughput.py, stub encoder, a fresh namespace each time): the five services as
+separate processes, every one but the trainer at N processes, a bootstrap model, a short labelling loop with bots
+spread over the gateways, then a burst of items ingested over gRPC; the CPU each process spent during the burst is
+summed per service and divided by the items. After the burst every consumer group must reach lag 0 ("nothing left
+unconsumed"). The issue's goal (19): CPU per item at 2 replicas no more than 10% above 1 replica.
+
+Writes bench/results/replica_cost.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import environment, table, write_result  # noqa: E402
+from pipeline_throughput import pipeline_run  # noqa: E402
+
+from labelmesh.datasets import load  # noqa: E402
+from labelmesh.runtime.settings import CommonSettings  # noqa: E402
+from labelmesh.stack import SERVICES  # noqa: E402
+
+GOAL_CPU_RATIO = 1.10  # CPU per item at 2 replicas over 1 replica
+
+
+def _args(base: argparse.Namespace, replicas: int) -> argparse.Namespace:
+    """The pipeline benchmark's own options (its defaults), with this run's sizes and replica count."""
+    return argparse.Namespace(
+        items=base.items, bootstrap=base.bootstrap, loop_items=base.loop_items, loop_batch=5, loop_interval_s=0.5,
+        bots=4, bot_idle_s=0.1, batch=500, concurrency=2, model_repeats=1, timeout=900.0, final_grace_s=60.0,
+        port_offset=base.port_offset, grpc_port=base.grpc_port, alone=False, seed=base.seed, replicas=replicas,
+        settle_lag_s=base.settle_lag_s,
+    )
+
+
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    burst = run["burst"]
+    return {
+        "cpu_ms_per_item": burst["cpu_ms_per_item_by_service"],
+        "send_to_routed_items_per_s": burst["send_to_routed"]["items_per_s"],
+        "all_routed": burst["all_routed"],
+        "dead_letters": burst["dead_letters"],
+        "consumer_lag_at_end": run.get("consumer_lag_at_end", {}).get("total"),
+        "loop_bot_errors": run["loop"]["bot_errors"],
+        "load_average_before_after": burst["load_average_before_after"],
+    }
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    base = CommonSettings()
+    rows = load("train")
+    random.Random(args.seed).shuffle(rows)
+    rows = rows[:args.bootstrap + args.loop_items + args.items]
+    counts = [int(n) for n in args.replicas.split(",")]
+    payload: dict[str, Any] = {"benchmark": "replica_cost", "environment": environment(), "settings": vars(args),
+                               "runs": {}}
+    for n in counts:
+        run = await pipeline_run("hashing", rows, _args(args, n), base)
+        payload["runs"][str(n)] = {"summary": summary(run), "detail": run}
+        write_result(args.output, payload)  # after each run, so a later failure keeps the earlier numbers
+    if len(counts) >= 2:
+        one, many = (payload["runs"][str(n)]["summary"]["cpu_ms_per_item"] for n in (counts[0], counts[-1]))
+        ratio = many["services"] / one["services"]
+        payload["cpu_per_item_ratio"] = {"replicas": [counts[0], counts[-1]], "services_total": round(ratio, 3),
+                                         "by_service": {s: round(many[s] / one[s], 3) if one[s] else None
+                                                        for s in SERVICES},
+                                         "goal": GOAL_CPU_RATIO, "met": ratio <= GOAL_CPU_RATIO}
+    payload["load_average_at_end"] = os.getloadavg()
+    path = write_result(args.output, payload)
+    rows_out = [[n, *(r["summary"]["cpu_ms_per_item"][s] for s in (*SERVICES, "services")),
+                 f"{r['summary']['send_to_routed_items_per_s'] or 0:,.0f}", r["summary"]["consumer_lag_at_end"],
+                 r["summary"]["dead_letters"]] for n, r in payload["runs"].items()]
+    print(table(["replicas", *SERVICES, "total CPU-ms/item", "items/s routed", "lag at end", "dead letters"],
+                rows_out))
+    if "cpu_per_item_ratio" in payload:
+        print(f"CPU per item, {counts[-1]} vs {counts[0]} replicas: {payload['cpu_per_item_ratio']['services_total']:.3f}x"
+              f" (goal <= {GOAL_CPU_RATIO})")
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=3000, help="items in each burst")
+    ap.add_argument("--bootstrap", type=int, default=500)
+    ap.add_argument("--loop-items", type=int, default=60)
+    ap.add_argument("--replicas", default="1,2", help="replica counts to compare, in one run")
+    ap.add_argument("--settle-lag-s", type=float, default=180.0)
+    ap.add_argument("--port-offset", type=int, default=500)
+    ap.add_argument("--grpc-port", type=int, default=50551)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--output", default="replica_cost")
+    asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
