@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import bulk_write, upsert_by_id, upsert_many
 from schemas.events import ItemPrelabeled, LabelFinalized, ModelUpdated
+from schemas.keys import item_key
 from services.prelabeler.domain.prelabel import cold_fields, needs_model
 
 SWEEP_CHUNK = 256  # cold documents read per sweep query
@@ -58,7 +59,7 @@ class PrelabelStore:
         so the project's first model can pre-label them without the text."""
         await upsert_many(
             self.prelabels,
-            [{"_id": f"{e.project}/{e.item_id}", "model_version": e.model_version,
+            [{"_id": item_key(e.project, e.item_id), "model_version": e.model_version,
               "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id,
               **(cold_fields(e, vectors[i]) if needs_model(e) else {})}
              for i, e in enumerate(events)],
@@ -70,7 +71,7 @@ class PrelabelStore:
         arrive before the item's pre-label is stored, and the later merge keeps the flag; upsert_by_id survives
         the insert race with the item's owner)."""
         for event in events:
-            await upsert_by_id(self.prelabels, f"{event.project}/{event.item_id}", {"$set": {"final": True}})
+            await upsert_by_id(self.prelabels, item_key(event.project, event.item_id), {"$set": {"final": True}})
 
     async def waiting(self, project: str, encoder: str) -> list[dict[str, Any]]:
         """Up to SWEEP_CHUNK of the project's open model-less pre-labels (a fresh query each time: the caller
@@ -81,7 +82,7 @@ class PrelabelStore:
     async def leave_cold(self, events: Sequence[ItemPrelabeled]) -> None:
         """The document now holds the model's pre-label (by `_id` alone: FerretDB scans for any other filter)."""
         await bulk_write(self.prelabels, [
-            UpdateOne({"_id": f"{e.project}/{e.item_id}"},
+            UpdateOne({"_id": item_key(e.project, e.item_id)},
                       {"$set": {"model_version": e.model_version, "top_k": [s.model_dump() for s in e.top_k],
                                 "event_id": e.event_id},
                        "$unset": {"cold": "", "embedding": ""}})

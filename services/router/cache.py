@@ -16,9 +16,10 @@ from labelmesh.neighbours import LabelledIndex
 from labelmesh.runtime.mongo import find_by_ids
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, LabelFinalized, Thresholds
+from schemas.keys import item_key
 from services.router.domain.evidence import ProjectLearning
 from services.router.domain.thresholds import NO_EVIDENCE
-from services.router.store import ThresholdStore, item_key
+from services.router.store import ThresholdStore
 
 
 class ReplicaCache:

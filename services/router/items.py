@@ -30,12 +30,12 @@ from schemas.events import (
     Tier,
     derived_id,
 )
+from schemas.keys import item_key
 from services.router.cache import ReplicaCache
 from services.router.domain.evidence import sample_weight
 from services.router.domain.spot_check import is_spot_checked
 from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.settings import SERVICE, RouterSettings
-from services.router.store import item_key
 
 REROUTED_KINDS = (FlagKind.DISAGREEMENT, FlagKind.ANNOTATOR_FEEDBACK, FlagKind.KNN_INCONSISTENCY,
                   FlagKind.SUSPENDED_ANNOTATOR_LABEL)

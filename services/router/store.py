@@ -9,12 +9,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import find_by_ids
 from schemas.events import ThresholdEvidence, Thresholds
+from schemas.keys import item_key
 from services.router.domain.evidence import ProjectLearning
-
-
-def item_key(project: str, item_id: str) -> str:
-    """`_id` of an item's documents (items, decisions, evidence)."""
-    return f"{project}/{item_id}"
 
 
 def evidence_row(event: ThresholdEvidence) -> dict[str, Any]:
