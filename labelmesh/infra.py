@@ -33,6 +33,24 @@ async def create_topics(bootstrap: str, prefix: str = "", replication: int = 1) 
         await admin.close()
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a non-empty namespace prefix); returns their names.
+    A broker keeps memory per partition, so short-lived namespaces (tests, benchmarks) are removed after use."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="labelmesh-infra")
+    await admin.start()
+    try:
+        # labelmesh's own names too: a topic created moments ago may not be listed yet.
+        names = sorted({t for t in await admin.list_topics() if t.startswith(prefix)}
+                       | {prefix + spec.name for spec in TOPIC_SPECS})
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] != ["topics"]:
         print("usage: python -m labelmesh.infra topics", file=sys.stderr)

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import pytest
+import warnings
+from collections.abc import AsyncIterator
 
+import pytest
+from aiokafka.errors import KafkaError
+
+from labelmesh.infra import delete_topics
 from labelmesh.runtime.settings import CommonSettings
 from tests.kafka_helpers import Env, new_env
 
@@ -32,10 +37,17 @@ def infrastructure() -> CommonSettings:
 
 
 @pytest.fixture
-async def env(infrastructure: CommonSettings) -> Env:
-    """A fresh namespace and topic prefix; left in place afterwards (FerretDB 1.24 can stall dropping a database
-    with a GridFS bucket, and every run uses new names, so nothing leaks between tests)."""
-    return await new_env()
+async def env(infrastructure: CommonSettings) -> AsyncIterator[Env]:
+    """A fresh namespace and topic prefix. Its topics are deleted afterwards: the broker keeps heap per partition,
+    and a suite's worth of namespaces (~40 partitions each) exhausted a 512 MB broker in a long session. Its
+    databases are left in place (FerretDB 1.24 can stall dropping a database with a GridFS bucket, and every run
+    uses new names, so nothing leaks between tests)."""
+    env = await new_env()
+    yield env
+    try:
+        await delete_topics(env.bootstrap, env.prefix)
+    except KafkaError as exc:  # cleanup only: the test's own verdict stands
+        warnings.warn(f"topics of {env.namespace} not deleted: {exc!r}", stacklevel=1)
 
 
 async def eventually(check, timeout: float = 30.0, interval: float = 0.2):  # type: ignore[no-untyped-def]
