@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 VERSION="${LABEL_STUDIO_VERSION:-1.23.2}"
 VENV="${LABEL_STUDIO_VENV:-$ROOT/.cache/label-studio-venv}"
-stamp="$VENV/.label-studio-$VERSION"
+stamp="$VENV/.label-studio-$VERSION-sentry2"
 
 case "${1:-install}" in
   install)
@@ -20,7 +20,8 @@ case "${1:-install}" in
     start=$(date +%s)
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q "label-studio==$VERSION"
+    # sentry-sdk 3 dropped the `send_default_pii` option that label-studio 1.23.2 passes at start ("Unknown option").
+    "$VENV/bin/python" -m pip install -q "label-studio==$VERSION" "sentry-sdk>=2,<3"
     touch "$stamp"
     echo "label-studio: installed $VERSION into $VENV in $(( $(date +%s) - start )) s"
     ;;

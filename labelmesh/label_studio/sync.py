@@ -1,0 +1,61 @@
+"""The sync: Label Studio tasks only for what labelmesh routes to people.
+
+For each mapped annotator it leases tasks over gRPC (LeaseTask, with that annotator's token, so the gateway's
+queue decides what they get: its priority order, golden items, expert tiers for experts) and imports each as a
+Label Studio task with labelmesh's pre-label as a prediction. Auto-accepted items are never leased, so they never
+appear in Label Studio. A lease lasts the gateway's lease time (LABELMESH_GATEWAY_LEASE_SECONDS): run the sync
+for about as many tasks as people label in that time; an annotation for an expired lease is refused by the
+gateway and the webhook says so.
+
+The gateway gives an annotator one lease at a time (LeaseTask returns their current lease again until they
+submit or skip it), so one sync run adds at most one task per annotator whose last task was answered; run it
+with --follow to keep Label Studio fed. A lease already in the Label Studio project is not created twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+
+from labelmesh.client import GatewayClient
+from labelmesh.label_studio import mapping
+from labelmesh.label_studio.api import LabelStudio
+from labelmesh.label_studio.config import BridgeConfig
+
+IMPORT_BATCH = 100
+
+
+@dataclass
+class SyncReport:
+    created: dict[str, int] = field(default_factory=dict)
+    ls_task_ids: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.created.values())
+
+
+async def sync(config: BridgeConfig, ls: LabelStudio, per_annotator: int) -> SyncReport:
+    """Lease up to `per_annotator` tasks for each mapped annotator and create them in Label Studio."""
+    ca = config.ca_bytes()
+    channel = (grpc.aio.secure_channel(config.gateway, grpc.ssl_channel_credentials(ca)) if ca
+               else grpc.aio.insecure_channel(config.gateway))
+    report = SyncReport()
+    present = {str(t["data"].get("labelmesh_task_id")) for t in await ls.tasks(config.ls_project_id)}
+    try:
+        for user in config.users:
+            client = GatewayClient(config.gateway, user.token, channel)
+            rows = []
+            while len(rows) < per_annotator and (task := await client.lease(config.project)) is not None:
+                if task.task_id in present:
+                    break  # their current lease, already in Label Studio: nothing new until it is answered
+                present.add(task.task_id)
+                rows.append(mapping.import_row(task, user.annotator))
+            for start in range(0, len(rows), IMPORT_BATCH):
+                answer = await ls.import_tasks(config.ls_project_id, rows[start:start + IMPORT_BATCH])
+                report.ls_task_ids += list(answer.get("task_ids") or [])
+            report.created[user.annotator] = len(rows)
+    finally:
+        await channel.close()
+    return report
