@@ -4,10 +4,8 @@
 task's data by the sync), its probability as the score and the model version. /webhook is where Label Studio
 sends annotation events (it registers `<backend>/webhook` itself when the backend is connected):
 - ANNOTATION_CREATED / ANNOTATION_UPDATED: the annotation is read back from Label Studio's API (the payload is
-  only a hint, so a forged POST cannot submit a label), its Label Studio user must map to the annotator holding
-  the labelmesh lease, and it becomes SubmitLabel with that annotator's token (idempotency key = annotation id).
-  A skipped annotation (was_cancelled) becomes SkipTask. An update that changes an already submitted label cannot
-  replace it (labelmesh keeps every submission); it becomes FlagItem with both labels, for review.
+  only a hint) and goes to labelmesh as labelmesh.label_studio.submit says (SubmitLabel, SkipTask or FlagItem).
+  `labelmesh label-studio sync` submits whatever the webhook missed (the backend was down, say) the same way.
 - ANNOTATIONS_DELETED (ids only; ANNOTATION_DELETED too): an annotation labelmesh had received stays submitted
   there; once Label Studio confirms it is gone, the item is flagged (FlagItem) saying so, once per annotation.
 Every answer is JSON with `status`; refusals carry the reason and a 4xx/5xx code.
@@ -27,19 +25,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from labelmesh.client import GatewayClient
 from labelmesh.label_studio import mapping
 from labelmesh.label_studio.api import LabelStudio
 from labelmesh.label_studio.config import BridgeConfig
-from labelmesh.label_studio.ledger import Ledger, Submitted
+from labelmesh.label_studio.ledger import Ledger
+from labelmesh.label_studio.submit import GRPC_TO_HTTP, Outcome, Submitter, refused
 
 log = logging.getLogger(__name__)
 MAX_BODY = 8 * 1024 * 1024
 MAX_PREDICT_TASKS = 1000
 BACKEND_VERSION = "labelmesh"
-GRPC_TO_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 422, grpc.StatusCode.NOT_FOUND: 404,
-                grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 403,
-                grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.ALREADY_EXISTS: 409}
 
 
 def _answer(status: str, code: int = 200, **detail: Any) -> JSONResponse:
@@ -53,9 +48,9 @@ class Bridge:
         ca = config.ca_bytes()
         self.channel = (grpc.aio.secure_channel(config.gateway, grpc.ssl_channel_credentials(ca)) if ca
                         else grpc.aio.insecure_channel(config.gateway))
-        self.clients = {u.annotator: GatewayClient(config.gateway, u.token, self.channel) for u in config.users}
         self.ledger = Ledger(config.ledger)
-        self.counts = {"predictions": 0, "submitted": 0, "skipped": 0, "flagged": 0, "refused": 0}
+        self.submitter = Submitter(config, self.channel, self.ledger)
+        self.counts = {"predictions": 0, "submitted": 0, "duplicate": 0, "skipped": 0, "flagged": 0, "refused": 0}
 
     async def close(self) -> None:
         await self.channel.close()
@@ -101,9 +96,11 @@ class Bridge:
         return _answer("ignored", action=action)
 
     def _refuse(self, code: int, message: str) -> JSONResponse:
-        self.counts["refused"] += 1
-        log.warning("webhook refused (%d): %s", code, message)
-        return _answer("refused", code, message=message)
+        return self._tell(refused(code, message))
+
+    def _tell(self, outcome: Outcome) -> JSONResponse:
+        self.counts[outcome.status] += 1
+        return _answer(outcome.status, outcome.code, **outcome.detail)
 
     async def _annotated(self, body: dict[str, Any]) -> JSONResponse:
         hint = body.get("annotation") or {}
@@ -112,54 +109,22 @@ class Bridge:
         stored = await self.ls.annotation(hint["id"])
         if stored is None:
             return self._refuse(404, f"annotation {hint['id']} does not exist in Label Studio")
-        task = await self.ls.task(stored["task"])
-        ann = mapping.annotation({"annotation": stored, "task": task})
-        if ann.project != self.config.project:
-            return self._refuse(422, f"task is for labelmesh project {ann.project!r}, this backend serves "
-                                     f"{self.config.project!r}")
-        user = self.config.by_ls_user(ann.ls_user_id)
-        if user is None:
-            return self._refuse(403, f"Label Studio user {ann.ls_user_id} is not mapped to a labelmesh annotator "
-                                     "(labelmesh label-studio map-user)")
-        if user.annotator != ann.annotator:
-            return self._refuse(403, f"task {ann.task_id} is leased to {ann.annotator!r}; Label Studio user "
-                                     f"{user.email} labels as {user.annotator!r}")
-        client = self.clients[user.annotator]
-        if ann.cancelled:
-            await client.skip(ann.task_id, reason="skipped in Label Studio")
-            self.counts["skipped"] += 1
-            return _answer("skipped", task_id=ann.task_id)
-        key = mapping.idempotency_key(ann.annotation_id)
-        try:
-            response = await client.submit(ann.task_id, ann.label, key=key, time_spent_ms=ann.time_spent_ms)
-        except grpc.aio.AioRpcError as exc:
-            earlier = self.ledger.get(ann.annotation_id)
-            if exc.code() != grpc.StatusCode.ALREADY_EXISTS or earlier is None:
-                raise
-            comment = (f"changed in Label Studio from {earlier.label!r} to {ann.label!r} after submission "
-                       f"(annotation {ann.annotation_id}); labelmesh keeps {earlier.label!r}")
-            flag = await client.flag(ann.project, comment[:2000], item_id=ann.item_id)
-            self.counts["flagged"] += 1
-            return _answer("flagged", 409, flag_id=flag, message=comment)
-        self.ledger.record(Submitted(ann.annotation_id, ann.project, ann.item_id, ann.task_id, user.annotator,
-                                     ann.label, response.submission_id, False))
-        if not response.duplicate:
-            self.counts["submitted"] += 1
-        return _answer("submitted", submission_id=response.submission_id, duplicate=response.duplicate)
+        return self._tell(await self.submitter.annotation(stored, await self.ls.task(stored["task"])))
 
     async def _deleted(self, body: dict[str, Any]) -> JSONResponse:
         flagged, unknown = [], []
         for annotation_id in mapping.deleted_ids(body):
             earlier = self.ledger.get(annotation_id)
-            if earlier is None or earlier.deleted or await self.ls.annotation(annotation_id) is not None:
-                unknown.append(annotation_id)  # never submitted, already handled, or not actually deleted
+            if (earlier is None or earlier.deleted or not earlier.label
+                    or await self.ls.annotation(annotation_id) is not None):
+                unknown.append(annotation_id)  # never submitted, a skip, already handled, or not actually deleted
                 continue
             if not self.ledger.mark_deleted(annotation_id):
                 continue
             comment = (f"annotation {annotation_id} ({earlier.label!r}) was deleted in Label Studio; labelmesh keeps "
                        "the submitted label, review it")
-            flagged.append(await self.clients[earlier.annotator].flag(earlier.project, comment,
-                                                                     item_id=earlier.item_id))
+            client = self.submitter.clients[earlier.annotator]
+            flagged.append(await client.flag(earlier.project, comment, item_id=earlier.item_id))
             self.counts["flagged"] += 1
         return _answer("flagged" if flagged else "ignored", flags=flagged, ignored=unknown)
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
+import grpc
 import typer
 import uvicorn
 
@@ -25,6 +26,9 @@ def _run(coro_factory):  # type: ignore[no-untyped-def]
         return asyncio.run(coro_factory())
     except LabelStudioError as exc:
         typer.echo(f"error: Label Studio: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except grpc.aio.AioRpcError as exc:
+        typer.echo(f"error: labelmesh gateway: {exc.code().name}: {exc.details()}", err=True)
         raise typer.Exit(1) from exc
 
 
@@ -115,7 +119,8 @@ def sync_command(
     interval: float = typer.Option(5.0, min=0.5, help="seconds between syncs with --follow"),
     config: Path = CONFIG, ls_token: str = LS_TOKEN,
 ) -> None:
-    """Lease what labelmesh routes to each mapped annotator and create those tasks (with pre-labels) in Label Studio."""
+    """Submit Label Studio's new annotations to labelmesh, then lease what labelmesh routes to each mapped annotator
+    and create those tasks (with pre-labels) in Label Studio. Safe to re-run: nothing is submitted twice."""
     from labelmesh.label_studio.sync import sync  # noqa: PLC0415
 
     bridge = BridgeConfig.load(config)
@@ -125,6 +130,11 @@ def sync_command(
     async def rounds(ls: LabelStudio) -> None:
         while True:
             report = await sync(bridge, ls, per_annotator)
+            if report.annotations:
+                typer.echo("annotations from Label Studio: "
+                           + ", ".join(f"{n} {status}" for status, n in sorted(report.annotations.items())))
+            for refusal in report.refusals:
+                typer.echo(f"  refused {refusal}")
             typer.echo(f"created {report.total} Label Studio tasks: "
                        + ", ".join(f"{a} {n}" for a, n in report.created.items()))
             if not follow:
