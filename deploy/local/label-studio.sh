@@ -3,6 +3,10 @@
 #   bash deploy/local/label-studio.sh install   creates .cache/label-studio-venv and installs label-studio (cached:
 #                                               a second run installs nothing)
 #   bash deploy/local/label-studio.sh path      prints the label-studio executable
+#   bash deploy/local/label-studio.sh python    prints the virtualenv's python: `$(... python) -m label_studio.server
+#                                               start` works even where the virtualenv was made under another path
+#                                               (a worktree's .cache linked to another's), which the executable's
+#                                               #! line does not
 # LABEL_STUDIO_VERSION pins the release (default below); LABEL_STUDIO_VENV moves the virtualenv.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -13,7 +17,7 @@ stamp="$VENV/.label-studio-$VERSION-sentry2"
 
 case "${1:-install}" in
   install)
-    if [ -f "$stamp" ] && [ -x "$VENV/bin/label-studio" ]; then
+    if [ -f "$stamp" ] && "$VENV/bin/python" -c "import label_studio" 2>/dev/null; then
       echo "label-studio: $VENV has $VERSION"
       exit 0
     fi
@@ -28,8 +32,11 @@ case "${1:-install}" in
   path)
     echo "$VENV/bin/label-studio"
     ;;
+  python)
+    echo "$VENV/bin/python"
+    ;;
   *)
-    echo "usage: $0 install|path" >&2
+    echo "usage: $0 install|path|python" >&2
     exit 2
     ;;
 esac
