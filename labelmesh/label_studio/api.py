@@ -87,5 +87,8 @@ class LabelStudio:
                 return None
             raise
 
+    async def delete_task(self, task_id: int) -> None:
+        await self.request("DELETE", f"/api/tasks/{int(task_id)}/")
+
     async def task(self, task_id: int) -> dict[str, Any]:
         return await self.request("GET", f"/api/tasks/{int(task_id)}/")

@@ -135,6 +135,8 @@ def sync_command(
                            + ", ".join(f"{n} {status}" for status, n in sorted(report.annotations.items())))
             for refusal in report.refusals:
                 typer.echo(f"  refused {refusal}")
+            if report.expired:
+                typer.echo(f"deleted {report.expired} Label Studio tasks whose lease expired unanswered")
             typer.echo(f"created {report.total} Label Studio tasks: "
                        + ", ".join(f"{a} {n}" for a, n in report.created.items()))
             if not follow:

@@ -9,6 +9,9 @@ labelmesh's pre-label as a prediction. Auto-accepted items are never leased, so 
 A lease lasts the gateway's lease time (LABELMESH_GATEWAY_LEASE_SECONDS); an annotation for an expired lease is
 refused by the gateway and the sync or the webhook says so.
 
+A task nobody answered before its lease expired is deleted from Label Studio (an annotation would be refused; the
+gateway offers the item again, and a later sync creates its new lease).
+
 The gateway gives an annotator one lease at a time (LeaseTask returns their current lease again until they
 submit or skip it), so one sync run adds at most one task per annotator whose last task was answered; run it
 with --follow to keep Label Studio fed. A lease already in the Label Studio project is not created twice.
@@ -16,8 +19,11 @@ with --follow to keep Label Studio fed. A lease already in the Label Studio proj
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -37,15 +43,27 @@ class SyncReport:
     ls_task_ids: list[int] = field(default_factory=list)
     annotations: Counter[str] = field(default_factory=Counter)
     refusals: list[str] = field(default_factory=list)
+    expired: int = 0
 
     @property
     def total(self) -> int:
         return sum(self.created.values())
 
 
-async def sync(config: BridgeConfig, ls: LabelStudio, per_annotator: int) -> SyncReport:
-    """Submit the annotations not yet in labelmesh, then lease up to `per_annotator` tasks for each mapped
-    annotator and create them in Label Studio."""
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def expired(task: dict[str, Any], now_ms: int) -> bool:
+    """A task created by the sync whose lease ran out before anyone annotated it."""
+    expires = (task.get("data") or {}).get("labelmesh_lease_expires_unix_ms")
+    return not task.get("annotations") and isinstance(expires, int) and 0 < expires < now_ms
+
+
+async def sync(config: BridgeConfig, ls: LabelStudio, per_annotator: int,
+               now_ms: Callable[[], int] = _now_ms) -> SyncReport:
+    """Submit the annotations not yet in labelmesh, delete the tasks whose lease expired unanswered, then lease up
+    to `per_annotator` tasks for each mapped annotator and create them in Label Studio."""
     ca = config.ca_bytes()
     channel = (grpc.aio.secure_channel(config.gateway, grpc.ssl_channel_credentials(ca)) if ca
                else grpc.aio.insecure_channel(config.gateway))
@@ -62,7 +80,11 @@ async def sync(config: BridgeConfig, ls: LabelStudio, per_annotator: int) -> Syn
                 report.annotations[outcome.status] += 1
                 if outcome.status == "refused":
                     report.refusals.append(f"annotation {annotation['id']}: {outcome.detail.get('message')}")
-        present = {str((t.get("data") or {}).get("labelmesh_task_id")) for t in tasks}
+        now = now_ms()
+        for task in [t for t in tasks if expired(t, now)]:
+            await ls.delete_task(task["id"])
+            report.expired += 1
+        present = {str((t.get("data") or {}).get("labelmesh_task_id")) for t in tasks if not expired(t, now)}
         for user in config.users:
             client = GatewayClient(config.gateway, user.token, channel)
             rows = []
