@@ -380,3 +380,6 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("export")(export)
     app.command("calibrate")(calibrate)
+    from labelmesh.label_studio.cli import app as label_studio_app  # noqa: PLC0415 - its own command group
+
+    app.add_typer(label_studio_app, name="label-studio")

@@ -8,6 +8,8 @@ bash deploy/local/install.sh
 bash deploy/local/prometheus.sh fetch
 bash deploy/local/kustomize.sh fetch
 bash deploy/local/deploycheck.sh fetch
+# Label Studio for tests/e2e/test_label_studio.py, in a virtualenv of its own (cached in .cache/ after the first run).
+bash deploy/local/label-studio.sh install
 export PYTHON="$ROOT/.venv/bin/python" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 started=0
 if [ "${LABELMESH_KEEP_INFRA:-0}" != "1" ] || ! bash deploy/local/kafka.sh status >/dev/null 2>&1; then

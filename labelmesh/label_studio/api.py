@@ -59,12 +59,12 @@ class LabelStudio:
         return await self.request("POST", f"/api/projects/{project_id}/import", json=tasks)
 
     async def tasks(self, project_id: int) -> list[dict[str, Any]]:
-        """Every task of a project (paged)."""
+        """Every task of a project with its data and annotations (paged)."""
         found: list[dict[str, Any]] = []
         page = 1
         while True:
             body = await self.request("GET", "/api/tasks/", params={"project": project_id, "page": page,
-                                                                     "page_size": 100})
+                                                                     "page_size": 100, "fields": "all"})
             batch = body["tasks"] if isinstance(body, dict) else body
             found += batch
             if len(batch) < 100:
@@ -86,6 +86,9 @@ class LabelStudio:
             if ": 404 " in str(exc):
                 return None
             raise
+
+    async def delete_task(self, task_id: int) -> None:
+        await self.request("DELETE", f"/api/tasks/{int(task_id)}/")
 
     async def task(self, task_id: int) -> dict[str, Any]:
         return await self.request("GET", f"/api/tasks/{int(task_id)}/")
