@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
+from typing import Any
+
+from aiokafka.protocol import coordination, metadata
 
 
 class TcpProxy:
@@ -45,11 +49,15 @@ class TcpProxy:
         pair = {client_writer, upstream_writer}
         self._writers |= pair
         try:
-            await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+            await self._both_ways(client_reader, client_writer, upstream_reader, upstream_writer)
         finally:
             self._writers -= pair
             for writer in pair:
                 writer.close()
+
+    async def _both_ways(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
+                         upstream_reader: asyncio.StreamReader, upstream_writer: asyncio.StreamWriter) -> None:
+        await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -58,3 +66,60 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write(data)
             await writer.drain()
     writer.close()
+
+
+# Kafka API keys whose responses carry broker addresses (aiokafka sends versions without tagged fields).
+METADATA, FIND_COORDINATOR = 3, 10
+
+
+class KafkaRelay(TcpProxy):
+    """A relay to a single-node Kafka broker that also stands in for the broker's advertised address.
+
+    A client learns brokers' addresses from Metadata and FindCoordinator responses and then connects to them
+    directly; this relay rewrites those addresses to its own, so that everything a client sends goes through it
+    and cut() is an outage of the broker for that client alone.
+    """
+
+    async def _both_ways(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
+                         upstream_reader: asyncio.StreamReader, upstream_writer: asyncio.StreamWriter) -> None:
+        asked: dict[int, tuple[int, int]] = {}  # correlation id -> (api key, api version)
+
+        async def requests() -> None:
+            with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+                while True:
+                    frame = await _frame(client_reader)
+                    api_key, api_version, correlation_id = struct.unpack(">hhi", frame[4:12])
+                    asked[correlation_id] = (api_key, api_version)
+                    upstream_writer.write(frame)
+                    await upstream_writer.drain()
+            upstream_writer.close()
+
+        async def responses() -> None:
+            with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+                while True:
+                    frame = await _frame(upstream_reader)
+                    (correlation_id,) = struct.unpack(">i", frame[4:8])
+                    api_key, api_version = asked.pop(correlation_id, (-1, -1))
+                    if api_key in (METADATA, FIND_COORDINATOR):
+                        body = self._readdress(api_key, api_version, frame[8:])
+                        frame = struct.pack(">ii", 4 + len(body), correlation_id) + body
+                    client_writer.write(frame)
+                    await client_writer.drain()
+            client_writer.close()
+
+        await asyncio.gather(requests(), responses())
+
+    def _readdress(self, api_key: int, api_version: int, body: bytes) -> bytes:
+        if api_key == METADATA:
+            response: Any = getattr(metadata, f"MetadataResponse_v{api_version}").decode(body)
+            response.brokers = [(b[0], "127.0.0.1", self.port, *b[3:]) for b in response.brokers]
+        else:
+            response = getattr(coordination, f"FindCoordinatorResponse_v{api_version}").decode(body)
+            response.host, response.port = "127.0.0.1", self.port
+        return response.encode()
+
+
+async def _frame(reader: asyncio.StreamReader) -> bytes:
+    """One Kafka protocol frame: its 4-byte length and what follows."""
+    size = await reader.readexactly(4)
+    return size + await reader.readexactly(struct.unpack(">i", size)[0])
