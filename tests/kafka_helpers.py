@@ -36,8 +36,8 @@ class Env:
 
     def settings(self, cls: type[CommonSettings], **overrides: Any) -> Any:
         secret = {"golden_salt": self.golden_salt} if "golden_salt" in cls.model_fields else {}
-        return cls(kafka_bootstrap=self.bootstrap, mongo_uri=self.mongo_uri, namespace=self.namespace,
-                   topic_prefix=self.prefix, http_port=0, retry_backoff_s=0.05, **{**secret, **overrides})
+        return cls(**{"kafka_bootstrap": self.bootstrap, "mongo_uri": self.mongo_uri, "namespace": self.namespace,
+                      "topic_prefix": self.prefix, "http_port": 0, "retry_backoff_s": 0.05, **secret, **overrides})
 
     def environ(self) -> dict[str, str]:
         return {"LABELMESH_KAFKA_BOOTSTRAP": self.bootstrap, "LABELMESH_MONGO_URI": self.mongo_uri,

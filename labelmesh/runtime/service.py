@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import uvicorn
-from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.types import Scope
 from prometheus_client import CollectorRegistry, make_asgi_app
 from pymongo import AsyncMongoClient
@@ -72,6 +72,7 @@ class ServiceRuntime:
         log.info("%s stopped", self.service)
 
     async def ready(self) -> bool:
+        """Whether this process can do its work now: MongoDB and the broker both answer (3 s each)."""
         try:
             await asyncio.wait_for(self.mongo.admin.command("ping"), 3)
         except Exception:  # noqa: BLE001 - any failure means not ready
@@ -79,7 +80,14 @@ class ServiceRuntime:
         return await self.bus.broker.ping(3)
 
     def http_app(self) -> AsgiFastStream:
-        """Prometheus /metrics, liveness /health (the broker answers), readiness /ready (broker and database)."""
+        """Prometheus /metrics, liveness /health, readiness /ready (broker and database).
+
+        /health asks nothing of Kafka or MongoDB: it answers while the event loop runs. An outage of either makes
+        every pod unready (taken out of the Service) but restarts none, and each reconnects when it is back."""
+
+        @get
+        async def health(scope: Scope) -> AsgiResponse:  # noqa: ARG001
+            return AsgiResponse(b"alive", 200)
 
         @get
         async def ready(scope: Scope) -> AsgiResponse:  # noqa: ARG001
@@ -89,7 +97,7 @@ class ServiceRuntime:
             self.bus.broker,
             asgi_routes=[
                 ("/metrics", make_asgi_app(self.registry)),
-                ("/health", make_ping_asgi(self.bus.broker, timeout=3.0)),
+                ("/health", health),
                 ("/ready", ready),
             ],
             asyncapi_path="/asyncapi",

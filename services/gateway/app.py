@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Gauge
 
@@ -22,6 +22,7 @@ from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import AdminServicer, AnnotationServicer, Gateway, IngestServicer, history_entry
 from services.gateway import progress
 from services.gateway.grpc_metrics import GrpcMetrics
+from services.gateway.health import ReadinessHealth
 from services.gateway.malformed import RejectMalformedRequests
 from services.gateway.read_api import ProjectServicer
 from services.gateway.settings import GatewaySettings
@@ -38,7 +39,7 @@ class GatewayService:
         self.gw = Gateway(rt, settings)
         self.progress = progress.Progress(rt.db)
         self.server: grpc.aio.Server | None = None
-        self.health = health.aio.HealthServicer()
+        self.health = ReadinessHealth(rt.ready, SERVICE_NAMES, settings.health_check_s)
         self.port: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.open_tasks = Gauge("labelmesh_gateway_open_tasks", "Tasks waiting for humans", ["project", "tier"],
@@ -57,6 +58,7 @@ class GatewayService:
         self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC], self.on_hints, name=f"{SERVICE}.hints",
                               broadcast=True)
         self.rt.on_start.append(self.start_grpc)
+        self.rt.on_started.append(self.health.start)  # the broker is connected only from here on
         self.rt.on_stop.append(self.stop_grpc)
 
     async def start_grpc(self) -> None:
@@ -68,7 +70,7 @@ class GatewayService:
         pb_grpc.add_AnnotationServiceServicer_to_server(AnnotationServicer(self.gw), server)
         pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(self.gw), server)
         pb_grpc.add_ProjectServiceServicer_to_server(ProjectServicer(self.gw), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         if self.settings.tls_cert_file and self.settings.tls_key_file:
@@ -79,8 +81,7 @@ class GatewayService:
         else:
             self.port = server.add_insecure_port(address)
         await server.start()
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.hold()  # NOT_SERVING until the broker has started and answers
         self.server = server
         self._sweeper = asyncio.create_task(self._sweep())
         log.info("gRPC listening on %s:%s", self.settings.grpc_host, self.port)
@@ -90,8 +91,8 @@ class GatewayService:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
+        await self.health.stop()
         if self.server:
-            await self.health.enter_graceful_shutdown()
             await self.server.stop(grace=5)
 
     async def _sweep(self) -> None:

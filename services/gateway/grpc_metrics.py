@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -54,7 +55,12 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
                     self._done(method, started, context, failed)
             return run
 
-        def timed_stream(call: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+        def timed_stream(call: Callable[..., Any]) -> Callable[..., Any]:
+            if not inspect.isasyncgenfunction(call):
+                # A streaming handler may also be a coroutine that sends with context.write (grpc_health's
+                # Watch is one): iterating it would fail every such call.
+                return timed(call)
+
             async def run(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 started, failed = time.perf_counter(), None
                 try:

@@ -26,6 +26,8 @@ class GatewaySettings(CommonSettings):
     lease_grace_seconds: float = 10.0
     # How often expired leases go back to the queue; each sweep reads the leases in flight (one document each).
     sweep_seconds: float = 5.0
+    # How often the gRPC health status is brought in line with readiness (MongoDB and the broker answer).
+    health_check_s: float = 5.0
     golden_rate: float = 0.05
     # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate (services/gateway/golden.py).
     golden_settled_rate: float = 0.02

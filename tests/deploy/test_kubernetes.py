@@ -22,7 +22,8 @@ K8S = ROOT / "deploy/k8s"
 # Kubernetes versions the core objects must be valid for (schemas shipped in the kubernetes-validate wheel).
 KUBERNETES_VERSIONS = ("1.30.0", "1.33.0")
 # Custom resources: not in Kubernetes' schemas. The Prometheus Operator's are decoded strictly into its Go types
-# (deploy/check); Strimzi's have no offline schema or Go types, the tests below check their content.
+# (deploy/check); Strimzi's are validated against its CRD schemas (test_strimzi.py), the tests below check
+# their content.
 CUSTOM_KINDS = {"KafkaTopic", "Kafka", "KafkaNodePool", "ServiceMonitor", "PrometheusRule"}
 # Which topics each scalable stage consumes in its main consumer group (its replicas split their partitions).
 CONSUMES = {"prelabeler": "item.ingested", "router": "item.prelabeled"}

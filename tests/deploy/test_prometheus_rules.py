@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 from tests.deploy.catalogue import EXTERNAL_SERIES, ROOT, exported_series, metric_names, promtool, recorded_series
 
 RULES = sorted((ROOT / "deploy/prometheus/rules").glob("*.yml"))
+RUNBOOKS = ROOT / "deploy/README.md"  # every alert's runbook_url points to a section of it
 REQUIRED_ALERTS = {
     "LabelmeshConsumerLagGrowing", "LabelmeshDeadLettersGrowing", "LabelmeshAutoLabelErrorOverTarget",
     "LabelmeshGoldenAccuracyDropping", "LabelmeshAgreementDropping", "LabelmeshNoModelUpdate",
@@ -70,3 +72,47 @@ def test_alerts_say_how_bad_and_what_happened() -> None:
 
 def test_compose_prometheus_config_is_valid() -> None:
     _promtool("check", "config", "--syntax-only", str(ROOT / "deploy/prometheus/prometheus.yml"))
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors a Markdown renderer (GitHub's rules) gives the headings: lower case, punctuation dropped,
+    spaces as hyphens, a repeated one numbered."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        match = None if in_code else re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if match:
+            slug = re.sub(r"[^\w\- ]", "", match.group(1).lower()).replace(" ", "-")
+            anchors.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_every_alert_links_a_runbook_section_that_exists() -> None:
+    anchors = _anchors(RUNBOOKS.read_text())
+    for rule in _rules():
+        if "alert" in rule:
+            url = rule["annotations"].get("runbook_url", "")
+            path, _, anchor = url.partition("#")
+            assert path == "deploy/README.md", f"{rule['alert']}: runbook_url {url!r}"
+            assert anchor in anchors, f"{rule['alert']}: no section #{anchor} in deploy/README.md"
+
+
+def test_the_anchor_check_can_fail() -> None:
+    assert _anchors("# Title\n### LabelmeshServiceDown\n```\n# not a heading\n```\n## Title") == {
+        "title", "labelmeshservicedown", "title-1"}
+
+
+def test_the_metrics_the_readme_wants_are_really_missing() -> None:
+    """deploy/README.md lists metrics the rules would like: each is exported by no service (else the note is
+    stale, as it once said qc exported no agreement metric), and each metric it names as exported is."""
+    text = RUNBOOKS.read_text()
+    gaps = text.split("### Metrics the rules would like but the services do not export", 1)[1].split("\n## ", 1)[0]
+    wanted = set(re.findall(r"Wanted:\s+`(labelmesh_\w+)", gaps))
+    named = set(re.findall(r"`(labelmesh_\w+)", gaps)) - wanted
+    assert wanted and named
+    assert not wanted & exported_series(), f"exported already: {sorted(wanted & exported_series())}"
+    assert named <= exported_series(), f"named as exported but not: {sorted(named - exported_series())}"
