@@ -7,14 +7,14 @@ every task, then lets the annotators loop LeaseTask + SubmitLabel for --seconds,
 over the replicas. It records cycles/s and lease and submit p50/p99, and ghz's figures for a single RPC
 (LeaseTask re-polled by annotators who hold a lease: the read path every annotation tool polls).
 
-Results (bench/results/lease_path.json, 2026-12-05 02:39-02:41, one run each, 2 cores shared with other
-work, load average ~4.5-4.9): 1 replica 35.0 cycles/s, lease p50/p99 705/1,464 ms, submit 629/1,145 ms;
-2 replicas 27.5 cycles/s, lease 846/5,678 ms, submit 640/1,654 ms. A run 3 minutes earlier: 43.1 cycles/s
-at 1 replica. Before the claims were unique inserts: 1.4 cycles/s and a lease p99 of 34 s. The goal (200
-cycles/s, lease p99 <= 100 ms) is not met. Where the time goes: a cycle is ~28 database commands, and
-FerretDB spends ~0.7 ms of CPU on each (~17-20 s of its CPU per 30 s run), the gateway about as much again
-in Python; both share the 2 cores, so a second replica adds CPU contention and cross-replica claim races,
-not capacity. On MongoDB a command by `_id` costs a small fraction of that.
+Results (bench/results/lease_path.json, 2026-12-07 13:38-13:40, one run each, --no-ghz, 2 cores, load average
+~2.4-4.8 with other work): 1 replica 112.7 cycles/s, lease p50/p99 188/595 ms, submit 235/459 ms; 2 replicas 69.0
+cycles/s, lease 344/1,330 ms, submit 333/649 ms; no errors. Before the lease path was cut from ~26 to ~9 database
+commands per cycle (2026-12-05): 35.0 and 27.5 cycles/s. The goal (200 cycles/s, lease p99 <= 100 ms) is not met,
+and cannot be on these 2 cores with FerretDB: per cycle FerretDB spent 7.6 CPU-ms (25.95 CPU-s / 3,414 cycles)
+and the gateway 6.2 (21.21 / 3,414), 13.8 CPU-ms in all, so the two cores carry at most ~145 cycles/s even with
+nothing else running. A second replica splits the gateway's CPU (11.7 + 12.1 CPU-s) without adding cores, and
+adds cross-replica claim races. On MongoDB a command by `_id` costs a fraction of FerretDB's.
 
 Writes bench/results/lease_path.json and prints a table.
 """
@@ -96,7 +96,7 @@ async def run(replicas: int, tasks: int, annotators: int, seconds: float, ghz: s
     await create_topics(base.kafka_bootstrap, prefix)
     env = {**os.environ, "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
            "LABELMESH_NAMESPACE": namespace, "LABELMESH_TOPIC_PREFIX": prefix, "LABELMESH_GATEWAY_ADMIN_TOKEN": ADMIN,
-           "LABELMESH_GATEWAY_GOLDEN_RATE": "0"}
+           "LABELMESH_GATEWAY_GOLDEN_RATE": "0", "LABELMESH_GATEWAY_GOLDEN_SALT": uuid.uuid4().hex}
     processes, targets = [], []
     for n in range(replicas):
         grpc_port, http_port = _free_port(), _free_port()
@@ -108,6 +108,8 @@ async def run(replicas: int, tasks: int, annotators: int, seconds: float, ghz: s
     mongo = AsyncMongoClient(base.mongo_uri, tz_aware=True)
     try:
         while not all(p.ready() for p in processes):
+            if exited := [p.log_path for p in processes if not p.running]:
+                raise SystemExit(f"a gateway exited before it was ready; see {', '.join(map(str, exited))}")
             await asyncio.sleep(0.5)
         await admins[0].configure_project(PROJECT, LABELS, guidelines="bench")
         tokens = [await admins[0].create_annotator(f"b{i:03d}") for i in range(annotators)]
