@@ -13,6 +13,7 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_by_id
+from labelmesh.runtime.outbox import Outbox, record
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -74,6 +75,8 @@ class Gateway:
         self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
         self.limits = RateLimiter(settings.rate_limits())
         self.clock = time.time  # wall-clock seconds, for token expiry; a test may replace it
+        # Read at each call, not bound here: what the bus publishes with may be wrapped after wiring (tests do).
+        self.outbox = Outbox(rt.db, lambda events: self.rt.bus.publish(events), claim_s=settings.relay_claim_s)
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -154,6 +157,19 @@ class Gateway:
         if doc is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown project {project!r}")
         return doc
+
+    async def mark_published(self, submission_ids: Sequence[str]) -> None:
+        await bulk_write(self.db["submissions"], [UpdateOne({"_id": i}, {"$set": {"published": True}})
+                                                  for i in submission_ids], ordered=False)
+
+    async def store_guideline_version(self, event: ProjectConfigured) -> None:
+        """The event's guideline version, kept for good (the first text stored under a version stays)."""
+        await self.db["guidelines"].update_one(
+            {"_id": f"{event.project}/{event.guideline_version}"},
+            {"$setOnInsert": {"project": event.project, "version": event.guideline_version, "text": event.guidelines,
+                              "labels": list(event.labels), "at": utcnow()}},
+            upsert=True,
+        )
 
     async def history(self, project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> None:
         await self.histories([history_entry(project, item_id, kind, detail, key)])
@@ -424,21 +440,26 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         publish) per step for the batch (services/gateway/coalesce.py); whether each was new (a duplicate `_id`
         is a retry or a concurrent twin, answered duplicate=True as before)."""
         submissions = self.gw.db["submissions"]
+        # Written down first: a gateway that dies before it publishes leaves them to the relay (relay.py).
+        await self.gw.outbox.add([record(event, "submission", doc=doc, history=history)
+                                  for doc, event, history in batch])
         existed = set(await insert_new(submissions, [doc for doc, _, _ in batch]))
         new = [entry for n, entry in enumerate(batch) if n not in existed]
         if new:
             await self.gw.rt.bus.publish([event for _, event, _ in new])
-            await bulk_write(submissions, [UpdateOne({"_id": doc["_id"]}, {"$set": {"published": True}})
-                                           for doc, _, _ in new], ordered=False)
+            await self.gw.mark_published([doc["_id"] for doc, _, _ in new])
             await self.gw.histories([history for _, _, history in new])
+            await self.gw.outbox.done([event.event_id for _, event, _ in new])
         return [n not in existed for n in range(len(batch))]
 
     async def _publish(self, submission: dict[str, Any]) -> None:
         """Outbox step: publish the stored submission, then mark it published."""
         if submission.get("published"):
             return
-        await self.gw.rt.bus.publish([LabelSubmitted.model_validate_json(submission["event"])])
-        await self.gw.db["submissions"].update_one({"_id": submission["_id"]}, {"$set": {"published": True}})
+        event = LabelSubmitted.model_validate_json(submission["event"])
+        await self.gw.rt.bus.publish([event])
+        await self.gw.mark_published([submission["_id"]])
+        await self.gw.outbox.done([event.event_id])
 
     async def SkipTask(self, request: pb.SkipTaskRequest, context: grpc.aio.ServicerContext) -> pb.SkipTaskResponse:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
@@ -534,22 +555,22 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.Project(project=request.project, labels=labels, guideline_version=version)
 
     async def _store(self, event: ProjectConfigured) -> None:
-        """The project as configured, its guideline version kept for good, then project.configured."""
-        labels = list(event.labels)
+        """The project as configured, its guideline version kept for good, then project.configured.
+
+        The event goes to the outbox first and the project names it (event_id): the relay publishes a record only
+        while its project still holds that configuration (relay.py)."""
+        await self.gw.outbox.add([record(event, "project")])
         await self.gw.db["projects"].replace_one(
             {"_id": event.project},
-            {"labels": labels, "guidelines": event.guidelines, "guideline_version": event.guideline_version,
-             "multi_annotators": event.multi_annotators, "target_auto_error": event.target_auto_error},
+            {"labels": list(event.labels), "guidelines": event.guidelines,
+             "guideline_version": event.guideline_version, "multi_annotators": event.multi_annotators,
+             "target_auto_error": event.target_auto_error, "event_id": event.event_id},
             upsert=True,
         )
-        await self.gw.db["guidelines"].update_one(
-            {"_id": f"{event.project}/{event.guideline_version}"},
-            {"$setOnInsert": {"project": event.project, "version": event.guideline_version, "text": event.guidelines,
-                              "labels": labels, "at": utcnow()}},
-            upsert=True,
-        )
+        await self.gw.store_guideline_version(event)
         self.gw.projects.forget(event.project)
         await self.gw.rt.bus.publish([event])
+        await self.gw.outbox.done([event.event_id])
 
     async def PublishGuidelines(self, request: pb.PublishGuidelinesRequest,
                                 context: grpc.aio.ServicerContext) -> pb.Guidelines:

@@ -26,6 +26,12 @@ class GatewaySettings(CommonSettings):
     lease_grace_seconds: float = 10.0
     # How often expired leases go back to the queue; each sweep reads the leases in flight (one document each).
     sweep_seconds: float = 5.0
+    # The outbox relay (labelmesh/runtime/outbox.py, services/gateway/relay.py): every relay_seconds, events stored at
+    # least relay_after_s ago and still not published (the gateway died, or its publish failed, and nobody retried)
+    # are published by the replica that claims them; a claim lasts at least relay_claim_s.
+    relay_seconds: float = 5.0
+    relay_after_s: float = 10.0
+    relay_claim_s: float = 60.0
     golden_rate: float = 0.05
     # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate (services/gateway/golden.py).
     golden_settled_rate: float = 0.02

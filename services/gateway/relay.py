@@ -1,0 +1,51 @@
+"""The gateway's outbox relay: submissions and project configurations stored but not published get published.
+
+SubmitLabel and ConfigureProject/PublishGuidelines add their event to the outbox (labelmesh/runtime/outbox.py)
+before they store what it announces. What the relay finds there a while later was left by a gateway that died
+or failed to publish; it publishes it only if what it announces was stored.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from labelmesh.runtime.mongo import insert_new
+from schemas.events import Envelope, LabelSubmitted, ProjectConfigured
+
+if TYPE_CHECKING:
+    from services.gateway.api import Gateway
+
+
+class GatewayRelay:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def run_once(self) -> int:
+        """One pass over the outbox; how many events it published."""
+        return await self.gw.outbox.relay(self.gw.settings.relay_after_s,
+                                          {"submission": self._submission, "project": self._project},
+                                          {"submission": self._submissions_published})
+
+    async def _submission(self, rec: dict[str, Any]) -> Envelope | None:
+        doc = rec["doc"]
+        stored = await self.gw.db["submissions"].find_one({"_id": doc["_id"]}, {"published": 1})
+        if stored is None:
+            # Died between the outbox and the submission: the lease was finished by it already, so it stands.
+            await insert_new(self.gw.db["submissions"], [doc])
+        elif stored.get("published"):
+            return None  # a retry published it
+        return LabelSubmitted.model_validate_json(rec["event"])
+
+    async def _submissions_published(self, recs: list[dict[str, Any]]) -> None:
+        await self.gw.mark_published([r["doc"]["_id"] for r in recs])
+        await self.gw.histories([r["history"] for r in recs])
+
+    async def _project(self, rec: dict[str, Any]) -> Envelope | None:
+        event = ProjectConfigured.model_validate_json(rec["event"])
+        doc = await self.gw.db["projects"].find_one({"_id": event.project}, {"event_id": 1})
+        if doc is None or doc.get("event_id") != event.event_id:
+            # Never stored (the call died before it), or replaced by a later configuration, announced by its own
+            # record: publishing this one now would announce an older configuration after the newer one.
+            return None
+        await self.gw.store_guideline_version(event)
+        return event
