@@ -62,12 +62,16 @@ class Inbox:
         await self.inflight.create_index("ids")
         await ttl_index(self.collection, "at", self.retention_s)
 
+    def cutoff(self) -> datetime:
+        """What was recorded before this is past the retention window."""
+        return self.clock() - timedelta(seconds=self.retention_s)
+
     async def prune(self) -> tuple[int, int]:
         """Forget event ids applied longer ago than the retention window, and in-flight records of attempts that
         died that long ago (their events came back long since, or never will); how many of each went.
 
         FerretDB 1.24 has no TTL index, and without this the inbox grew by every event a service ever read."""
-        cutoff = self.clock() - timedelta(seconds=self.retention_s)
+        cutoff = self.cutoff()
         applied = await self.collection.delete_many({"at": {"$lt": cutoff}})
         stale = await self.inflight.delete_many({"at": {"$lt": cutoff}})
         return applied.deleted_count, stale.deleted_count

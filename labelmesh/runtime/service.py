@@ -8,6 +8,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import uvicorn
 from faststream.asgi import AsgiFastStream, AsgiResponse, get, make_ping_asgi
@@ -36,6 +37,8 @@ class ServiceRuntime:
     # Run once the broker is connected: hooks that publish.
     on_started: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # Run with the inbox's prune, given its cutoff: a service's own duplicate guards kept as long as the inbox's.
+    on_prune: list[Callable[[datetime], Awaitable[int]]] = field(default_factory=list)
     # The service object the factory wired, for tests and tools that inspect it.
     component: object | None = None
 
@@ -86,8 +89,10 @@ class ServiceRuntime:
         while True:
             try:
                 applied, stale = await self.bus.inbox.prune()
-                if applied or stale:
-                    log.info("inbox pruned: %d applied event ids, %d stale in-flight records", applied, stale)
+                others = [await hook(self.bus.inbox.cutoff()) for hook in self.on_prune]
+                if applied or stale or any(others):
+                    log.info("pruned past the retention window: %d applied event ids, %d stale in-flight records, "
+                             "%d other records", applied, stale, sum(others))
             except Exception:  # noqa: BLE001 - pruning is housekeeping; the next round tries again
                 log.exception("inbox prune failed; retrying")
             await asyncio.sleep(self.settings.inbox_prune_every_s)

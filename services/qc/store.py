@@ -9,6 +9,7 @@ project's partition of qc.evidence (services/qc/tally.py). Each reads the other'
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReplaceOne, UpdateOne
@@ -209,6 +210,10 @@ class QcStore:
         rows = [{"_id": f.event_id, "key": key, "project": f.project, "annotator": f.annotator, "kind": f.kind.value,
                  "item_id": f.item_id, "correct": f.correct, "at": f.occurred_at} for key, f in facts]
         return {rows[i]["_id"] for i in await insert_new(self.evidence, rows)}
+
+    async def prune_evidence(self, cutoff: datetime) -> int:
+        """Forget the rows of facts older than the inbox's retention window (the tallies keep their counts)."""
+        return (await self.evidence.delete_many({"at": {"$lt": cutoff}})).deleted_count
 
     async def annotator_docs(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {d["_id"]: d for d in await find_by_ids(self.annotators, keys)}

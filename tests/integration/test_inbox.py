@@ -87,3 +87,24 @@ async def test_the_inbox_forgets_what_is_past_its_retention_window(env):
     finally:
         await client.drop_database(settings.database_name("inbox"))
         await client.close()
+
+
+async def test_a_service_prunes_its_inbox_and_its_own_duplicate_guards_past_the_window(env):
+    from services.qc.app import create_app
+    from services.qc.settings import QcSettings
+    from tests.conftest import eventually
+
+    runtime = create_app(env.settings(QcSettings, inbox_retention_s=3600))
+    old, recent = datetime.now(timezone.utc) - timedelta(hours=2), datetime.now(timezone.utc)
+    await runtime.db["processed_events"].insert_many([{"_id": "old", "at": old}, {"_id": "recent", "at": recent}])
+    await runtime.db["evidence"].insert_many([{"_id": "old", "key": "p/a", "at": old},
+                                              {"_id": "recent", "key": "p/a", "at": recent}])
+    await runtime.start()  # its first prune runs at start
+    try:
+        async def pruned() -> bool:
+            ids = [[d["_id"] async for d in runtime.db[c].find({})] for c in ("processed_events", "evidence")]
+            return ids == [["recent"], ["recent"]]
+
+        await eventually(pruned)
+    finally:
+        await runtime.stop()
