@@ -356,6 +356,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self._submissions = Coalescer(self._store_submissions)
+        self._outbox_adds: Coalescer[dict[str, Any], None] = Coalescer(self._add_records)
         self._submission_reads = ByIds(gw.db["submissions"])
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
@@ -411,10 +412,6 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         if request.label not in project["labels"]:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"label {request.label!r} is not in project {lease['project']!r}'s labels")
-        try:
-            await self.gw.queue.finish(lease, "submitted", submission=submission_id)
-        except LeaseError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         event = LabelSubmitted(
             event_id=derived_id("submitted", submission_id),
             producer=SERVICE, project=lease["project"], item_id=lease["item_id"], task_id=lease["task_id"],
@@ -431,8 +428,22 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
                               {"annotator": caller.annotator_id, "label": request.label,
                                "time_spent_ms": request.time_spent_ms, "guideline_version": event.guideline_version,
                                "session": event.session_id}, event.event_id)
+        # Written down before the lease is finished: a gateway that dies anywhere after this leaves the submission
+        # to the relay, which finishes what this call did not (relay.py).
+        await self._outbox_adds(record(event, "submission", doc=doc, history=entry))
+        try:
+            await self.gw.queue.finish(lease, "submitted", submission=submission_id)
+        except LeaseError as exc:
+            # No call with this submission can finish the lease now (the same submission again would go through),
+            # so nothing is left to relay: a refused call writes nothing.
+            await self.gw.outbox.done([event.event_id])
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         stored = await self._submissions((doc, event, entry))
         return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=not stored)
+
+    async def _add_records(self, records: Sequence[dict[str, Any]]) -> list[None]:
+        await self.gw.outbox.add(records)
+        return [None] * len(records)
 
     async def _store_submissions(self, batch: Sequence[tuple[dict[str, Any], LabelSubmitted, dict[str, Any]]]
                                  ) -> list[bool]:
@@ -440,9 +451,6 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         publish) per step for the batch (services/gateway/coalesce.py); whether each was new (a duplicate `_id`
         is a retry or a concurrent twin, answered duplicate=True as before)."""
         submissions = self.gw.db["submissions"]
-        # Written down first: a gateway that dies before it publishes leaves them to the relay (relay.py).
-        await self.gw.outbox.add([record(event, "submission", doc=doc, history=history)
-                                  for doc, event, history in batch])
         existed = set(await insert_new(submissions, [doc for doc, _, _ in batch]))
         new = [entry for n, entry in enumerate(batch) if n not in existed]
         if new:

@@ -1,7 +1,7 @@
 """The gateway's outbox relay: submissions and project configurations stored but not published get published.
 
-SubmitLabel and ConfigureProject/PublishGuidelines add their event to the outbox (labelmesh/runtime/outbox.py)
-before they store what it announces. What the relay finds there a while later was left by a gateway that died
+SubmitLabel (before it finishes the lease) and ConfigureProject/PublishGuidelines add their event to the outbox
+(labelmesh/runtime/outbox.py) before they store what it announces. What the relay finds there a while later was left by a gateway that died
 or failed to publish; it publishes it only if what it announces was stored.
 """
 
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from labelmesh.runtime.mongo import insert_new
 from schemas.events import Envelope, LabelSubmitted, ProjectConfigured
+from services.gateway.queue import LeaseError
 
 if TYPE_CHECKING:
     from services.gateway.api import Gateway
@@ -30,7 +31,16 @@ class GatewayRelay:
         doc = rec["doc"]
         stored = await self.gw.db["submissions"].find_one({"_id": doc["_id"]}, {"published": 1})
         if stored is None:
-            # Died between the outbox and the submission: the lease was finished by it already, so it stands.
+            # The call died before it stored the submission, maybe before it finished the lease: finished here as
+            # the client's retry would (the same submission finishing it again goes through). Refused, the label
+            # does not stand (the lease expired, or was skipped) and the record goes.
+            lease = await self.gw.queue.get_lease(doc["lease_id"])
+            if lease is None:
+                return None
+            try:
+                await self.gw.queue.finish(lease, "submitted", submission=doc["_id"])
+            except LeaseError:
+                return None
             await insert_new(self.gw.db["submissions"], [doc])
         elif stored.get("published"):
             return None  # a retry published it

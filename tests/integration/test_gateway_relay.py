@@ -44,8 +44,9 @@ def _publish_fails_for(runtime: ServiceRuntime, *kinds: type[Envelope], times: i
     return failures
 
 
-async def _leased_task(env: Env, runtime: ServiceRuntime, admin: GatewayClient) -> tuple[GatewayClient, pb.Task]:
-    user = admin.as_user(await admin.create_annotator("ann", projects=[PROJECT]))
+async def _leased_task(env: Env, runtime: ServiceRuntime, admin: GatewayClient) -> tuple[GatewayClient, pb.Task, str]:
+    token = await admin.create_annotator("ann", projects=[PROJECT])
+    user = admin.as_user(token)
     await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id="i-1", text="a label that must not be lost")])
     await env.publish_events([routed("i-1", Tier.SINGLE, 1)])
 
@@ -55,7 +56,7 @@ async def _leased_task(env: Env, runtime: ServiceRuntime, admin: GatewayClient) 
     await eventually(queued)
     task = await user.lease(PROJECT)
     assert task is not None
-    return user, task
+    return user, task, token
 
 
 async def test_a_fresh_gateway_publishes_what_a_dead_one_stored_without_any_retry(env: Env) -> None:
@@ -64,7 +65,7 @@ async def test_a_fresh_gateway_publishes_what_a_dead_one_stored_without_any_retr
     admin = GatewayClient(f"127.0.0.1:{first.component.port}", ADMIN)
     try:
         await admin.configure_project(PROJECT, LABELS, guidelines="v1")
-        user, task = await _leased_task(env, first, admin)
+        user, task, _ = await _leased_task(env, first, admin)
         failures = _publish_fails_for(first, LabelSubmitted, ProjectConfigured, times=2)
         assert await status_of(user.submit(task.task_id, "yes", "k-1")) == grpc.StatusCode.UNAVAILABLE
         assert await status_of(admin.publish_guidelines(PROJECT, "v2")) == grpc.StatusCode.UNAVAILABLE
@@ -102,7 +103,7 @@ async def test_a_running_gateway_publishes_a_label_whose_publish_failed(env: Env
     admin = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
     try:
         await admin.configure_project(PROJECT, LABELS, guidelines="v1")
-        user, task = await _leased_task(env, runtime, admin)
+        user, task, _ = await _leased_task(env, runtime, admin)
         failures = _publish_fails_for(runtime, LabelSubmitted)
         assert await status_of(user.submit(task.task_id, "no", "k-2")) == grpc.StatusCode.UNAVAILABLE
         assert failures == [1]
@@ -151,3 +152,47 @@ async def test_a_record_has_one_relay_at_a_time(env: Env) -> None:
     finally:
         await client.drop_database(db.name)
         await client.close()
+
+
+async def test_a_label_whose_gateway_died_before_finishing_the_lease_is_finished_and_published_by_the_relay(
+        env: Env) -> None:
+    first = _gateway(env, relay_seconds=3600.0)
+    await first.start()
+    admin = GatewayClient(f"127.0.0.1:{first.component.port}", ADMIN)
+    try:
+        await admin.configure_project(PROJECT, LABELS, guidelines="v1")
+        user, task, token = await _leased_task(env, first, admin)
+        queue = first.component.gw.queue
+
+        async def dies(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionFailure("simulated: gone before finishing the lease")
+
+        queue.finish = dies  # type: ignore[method-assign]
+        assert await status_of(user.submit(task.task_id, "maybe", "k-3")) == grpc.StatusCode.UNAVAILABLE
+        assert (await first.db["leases"].find_one({"_id": task.task_id}))["state"] == "leased"
+        assert await first.db["submissions"].count_documents({}) == 0
+    finally:
+        await admin.close()
+        await first.stop()
+
+    second = _gateway(env, relay_after_s=0.0, relay_seconds=3600.0)
+    await second.start()
+    try:
+        async def relayed() -> bool:
+            return await second.db["outbox"].count_documents({}) == 0
+
+        await eventually(relayed)
+        labels = await env.read_all("label.submitted")
+        assert [(r["event_id"], r["label"]) for r in labels] == [(derived_id("submitted", "ann/k-3"), "maybe")]
+        lease = await second.db["leases"].find_one({"_id": task.task_id})
+        assert (lease["state"], lease["submission"]) == ("submitted", "ann/k-3")
+        assert (await second.db["submissions"].find_one({"_id": "ann/k-3"}))["published"] is True
+        # The annotator, told nothing, tries again: it is the same submission, answered as a duplicate.
+        client = GatewayClient(f"127.0.0.1:{second.component.port}", token)
+        try:
+            again = await client.submit(task.task_id, "maybe", "k-3")
+        finally:
+            await client.close()
+        assert again.duplicate and len(await env.read_all("label.submitted")) == 1
+    finally:
+        await second.stop()
