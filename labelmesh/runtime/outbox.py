@@ -43,11 +43,12 @@ def record(event: Envelope, kind: str, at: datetime | None = None, **extra: Any)
 
 class Outbox:
     def __init__(self, db: AsyncDatabase, publish: Callable[[Sequence[Envelope]], Awaitable[None]], *,
-                 claim_s: float = 60.0, clock: Callable[[], datetime] = utcnow) -> None:
+                 claim_s: float = 60.0, per_claim: int = 200, clock: Callable[[], datetime] = utcnow) -> None:
         self.records = db["outbox"]
         self.claims = db["outbox_claims"]
         self.publish = publish
         self.claim_s = claim_s
+        self.per_claim = per_claim  # records checked and published under one claim (one read each, at most)
         self.clock = clock
         self.owner = uuid.uuid4().hex  # this relay, in its claims (for operators; ownership is the inserts)
 
@@ -65,11 +66,25 @@ class Outbox:
         return await self.records.count_documents({})
 
     async def relay(self, after_s: float, checks: dict[str, Check], published: dict[str, Published]) -> int:
-        """Publish the records older than `after_s` that this relay can claim; returns how many it published."""
+        """Publish the records older than `after_s` that this relay can claim, `per_claim` at a time (each chunk
+        claimed afresh, so a large outbox never outlasts a claim); returns how many it published."""
+        cutoff = self.clock() - timedelta(seconds=after_s)
+        total, after = 0, None
+        while True:
+            query: dict[str, Any] = {"at": {"$lte": cutoff}, **({"_id": {"$gt": after}} if after else {})}
+            chunk = [r async for r in self.records.find(query, sort=[("_id", 1)], limit=self.per_claim)]
+            if not chunk:
+                return total
+            after = chunk[-1]["_id"]
+            total += await self._relay_chunk(chunk, checks, published)
+            if len(chunk) < self.per_claim:
+                return total
+
+    async def _relay_chunk(self, stranded: list[dict[str, Any]], checks: dict[str, Check],
+                           published: dict[str, Published]) -> int:
         now = self.clock()
         slot = int(now.timestamp() // self.claim_s)
         window_ends = datetime.fromtimestamp((slot + 2) * self.claim_s, now.tzinfo)
-        stranded = [r async for r in self.records.find({"at": {"$lte": now - timedelta(seconds=after_s)}})]
         mine = await self._claim([r["_id"] for r in stranded], slot)
         try:
             return await self._relay_claimed([r for r in stranded if r["_id"] in mine], window_ends, checks,

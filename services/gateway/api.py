@@ -185,6 +185,12 @@ def history_entry(project: str, item_id: str, kind: str, detail: dict[str, Any],
             "detail": json.dumps(detail, default=str)}
 
 
+def ingested_history(event: ItemIngested) -> dict[str, Any]:
+    return history_entry(event.project, event.item_id, "ingested",
+                         {"source": event.source, "golden": event.golden_label is not None,
+                          "trusted": event.trusted_label is not None}, event.event_id)
+
+
 def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
     task = lease.task
     expert = task["tier"] == "expert"
@@ -304,16 +310,15 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             await self._refuse(context, changed, "nothing was ingested")
         # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
         # Inserts of unique ids: of two replicas ingesting one new id at once, one wins and the other compares.
+        # Written down first: a gateway that dies before it publishes leaves the items to the relay (relay.py).
+        await self.gw.outbox.add([record(event, "ingest") for event in events])
         again = await insert_new(self.gw.db["items"], docs)
         raced = await self._changed([docs[i] for i in again]) if again else []
+        refused = [e.event_id for e in events if e.item_id in raced]
         events = [e for e in events if e.item_id not in raced]
         await self.gw.rt.bus.publish(events)
-        await self.gw.histories([
-            history_entry(event.project, event.item_id, "ingested",
-                          {"source": event.source, "golden": event.golden_label is not None,
-                           "trusted": event.trusted_label is not None}, event.event_id)
-            for event in events
-        ])
+        await self.gw.histories([ingested_history(event) for event in events])
+        await self.gw.outbox.done([*refused, *(e.event_id for e in events)])
         if raced:
             await self._refuse(context, raced, "the others in this request were ingested")
         return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])

@@ -1,20 +1,19 @@
-"""The gateway's outbox relay: submissions and project configurations stored but not published get published.
+"""The gateway's outbox relay: labels, items and project configurations stored but not published get published.
 
-SubmitLabel (before it finishes the lease) and ConfigureProject/PublishGuidelines add their event to the outbox
-(labelmesh/runtime/outbox.py) before they store what it announces. What the relay finds there a while later was left by a gateway that died
-or failed to publish; it publishes it only if what it announces was stored.
+SubmitLabel (before it finishes the lease), IngestItems/IngestStream and ConfigureProject/PublishGuidelines add
+their events to the outbox (labelmesh/runtime/outbox.py) before they store what they announce. What the relay
+finds there a while later was left by a gateway that died or failed to publish; it publishes it only if what it
+announces was stored.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labelmesh.runtime.mongo import insert_new
-from schemas.events import Envelope, LabelSubmitted, ProjectConfigured
+from schemas.events import Envelope, ItemIngested, LabelSubmitted, ProjectConfigured
+from services.gateway.api import Gateway, content_digest, ingested_history
 from services.gateway.queue import LeaseError
-
-if TYPE_CHECKING:
-    from services.gateway.api import Gateway
 
 
 class GatewayRelay:
@@ -24,8 +23,10 @@ class GatewayRelay:
     async def run_once(self) -> int:
         """One pass over the outbox; how many events it published."""
         return await self.gw.outbox.relay(self.gw.settings.relay_after_s,
-                                          {"submission": self._submission, "project": self._project},
-                                          {"submission": self._submissions_published})
+                                          {"submission": self._submission, "project": self._project,
+                                           "ingest": self._ingested},
+                                          {"submission": self._submissions_published,
+                                           "ingest": self._ingests_published})
 
     async def _submission(self, rec: dict[str, Any]) -> Envelope | None:
         doc = rec["doc"]
@@ -59,3 +60,15 @@ class GatewayRelay:
             return None
         await self.gw.store_guideline_version(event)
         return event
+
+    async def _ingested(self, rec: dict[str, Any]) -> Envelope | None:
+        event = ItemIngested.model_validate_json(rec["event"])
+        doc = await self.gw.db["items"].find_one({"_id": f"{event.project}/{event.item_id}"},
+                                                 {"text": 1, "golden_label": 1, "trusted_label": 1})
+        if doc is None or content_digest(doc["text"], doc.get("golden_label"), doc.get("trusted_label")) != \
+                content_digest(event.payload.text, event.golden_label, event.trusted_label):
+            return None  # never stored (the call died before), or stored with the content of another call
+        return event
+
+    async def _ingests_published(self, recs: list[dict[str, Any]]) -> None:
+        await self.gw.histories([ingested_history(ItemIngested.model_validate_json(r["event"])) for r in recs])

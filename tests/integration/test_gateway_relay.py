@@ -14,8 +14,17 @@ from pymongo.errors import ConnectionFailure
 from labelmesh.client import GatewayClient
 from labelmesh.runtime.outbox import Outbox, record
 from labelmesh.runtime.service import ServiceRuntime
-from schemas.events import (Envelope, FlagKind, FlagSubject, LabelSubmitted, ProjectConfigured, QcFlagged, Tier,
-                           derived_id)
+from schemas.events import (
+    Envelope,
+    FlagKind,
+    FlagSubject,
+    ItemIngested,
+    LabelSubmitted,
+    ProjectConfigured,
+    QcFlagged,
+    Tier,
+    derived_id,
+)
 from schemas.rpc import gateway_pb2 as pb
 from services.gateway.app import create_app
 from services.gateway.settings import GatewaySettings
@@ -133,7 +142,7 @@ async def test_a_record_has_one_relay_at_a_time(env: Env) -> None:
         slot_s = 60.0
         start = datetime(2026, 12, 7, 12, 0, 30, tzinfo=timezone.utc)  # slot 0 of this clock + half a slot
         now = [start]
-        relays = [Outbox(db, publish, claim_s=slot_s, clock=lambda: now[0]) for _ in range(2)]
+        relays = [Outbox(db, publish, claim_s=slot_s, per_claim=7, clock=lambda: now[0]) for _ in range(2)]
         flags = [QcFlagged(producer="test", project="p", subject=FlagSubject.GUIDELINES, subject_id="p",
                            kind=FlagKind.ANNOTATOR_FEEDBACK, message=f"m{n}") for n in range(30)]
         await relays[0].add([record(f, "flag", at=start - timedelta(seconds=5)) for f in flags])
@@ -194,5 +203,33 @@ async def test_a_label_whose_gateway_died_before_finishing_the_lease_is_finished
         finally:
             await client.close()
         assert again.duplicate and len(await env.read_all("label.submitted")) == 1
+    finally:
+        await second.stop()
+
+
+async def test_items_a_dead_gateway_stored_reach_the_topic_once_without_a_second_ingest(env: Env) -> None:
+    first = _gateway(env, relay_seconds=3600.0)
+    await first.start()
+    admin = GatewayClient(f"127.0.0.1:{first.component.port}", ADMIN)
+    try:
+        await admin.configure_project(PROJECT, LABELS, guidelines="v1")
+        failures = _publish_fails_for(first, ItemIngested)
+        items = [pb.IngestItem(project=PROJECT, item_id=f"it-{n}", text=f"text {n}") for n in range(3)]
+        assert await status_of(admin.ingest_items(items)) == grpc.StatusCode.UNAVAILABLE
+        assert failures == [1] and await first.db["items"].count_documents({}) == 3
+    finally:
+        await admin.close()
+        await first.stop()
+
+    second = _gateway(env, relay_after_s=0.0, relay_seconds=3600.0)
+    await second.start()
+    try:
+        async def relayed() -> bool:
+            return await second.db["outbox"].count_documents({}) == 0
+
+        await eventually(relayed)
+        ingested = await env.read_all("item.ingested")
+        assert sorted(r["item_id"] for r in ingested) == ["it-0", "it-1", "it-2"], "each once"
+        assert await second.db["history"].count_documents({"kind": "ingested"}) == 3
     finally:
         await second.stop()
