@@ -24,7 +24,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import IDS_PER_QUERY, insert_new
+from labelmesh.runtime.mongo import IDS_PER_QUERY, find_by_ids, insert_new
 from schemas.events import Envelope, parse_event, utcnow
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,10 @@ class Outbox:
         window_ends = datetime.fromtimestamp((slot + 2) * self.claim_s, now.tzinfo)
         mine = await self._claim([r["_id"] for r in stranded], slot)
         try:
-            return await self._relay_claimed([r for r in stranded if r["_id"] in mine], window_ends, checks,
-                                             published)
+            # Read again once claimed: another relay may have finished a record (and let its claim go) since the
+            # list was read, and its record is gone then.
+            claimed = await find_by_ids(self.records, sorted(mine)) if mine else []
+            return await self._relay_claimed(claimed, window_ends, checks, published)
         finally:  # also when the publish failed: the next pass (of any relay) may claim them at once
             await self._release(mine, slot)
 

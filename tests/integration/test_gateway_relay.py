@@ -151,6 +151,14 @@ async def test_a_record_has_one_relay_at_a_time(env: Env) -> None:
         assert sum(published) == len(flags)
         assert await relays[0].pending() == 0
 
+        # A relay that read the list before another one finished those records publishes none of them again.
+        more = flags[:3]
+        await relays[0].add([record(f, "flag", at=start - timedelta(seconds=5), n=2) for f in more])
+        listed = [r async for r in relays[1].records.find({})]
+        assert await relays[0].relay(1.0, {}, {}) == 3
+        assert await relays[1]._relay_chunk(listed, {}, {}) == 0
+        assert len(sent) == len(flags) + 3
+
         # Claims alone: a window that overlaps a held one is refused, one after it is granted.
         ids = ["a", "b"]
         slot = int(start.timestamp() // slot_s)
