@@ -3,7 +3,8 @@
 Excluded, because they record *when* this process did something rather than *what* it decided:
 fields named `at` or ending in `_at` (processing times such as a final label's `at`, `suspended_at`,
 `created_at`), `outbox` fields (copies of published events kept to publish again after a crash, with the
-event that caused them, which depends on how the stream was batched) and generated ObjectIds (`insert_one`
+event that caused them, which depends on how the stream was batched), qc's `recent_facts` (the latest fact ids
+a tally counted, in the order they were counted) and generated ObjectIds (`insert_one`
 of a document without an `_id`). Everything else, including the inbox of processed event ids, takes part.
 """
 
@@ -23,7 +24,7 @@ VOLATILE = "<volatile>"
 
 
 def volatile_field(name: str) -> bool:
-    return name in ("at", "outbox") or name.endswith("_at")
+    return name in ("at", "outbox", "recent_facts") or name.endswith("_at")
 
 
 def canonical(value: Any) -> Any:

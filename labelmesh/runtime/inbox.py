@@ -10,13 +10,15 @@ again).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import IDS_PER_QUERY, insert_new
+from labelmesh.runtime.mongo import IDS_PER_QUERY, insert_new, ttl_index
+from labelmesh.runtime.settings import INBOX_RETENTION_S
 from schemas.events import Envelope, utcnow
 
 # The event ids of the batch being handled that a killed process was handling before (see module doc).
@@ -47,9 +49,32 @@ class Inbox:
     only the batches being handled now (and those of attempts that died), so reading all of it is cheap.
     """
 
-    def __init__(self, db: AsyncDatabase) -> None:
+    def __init__(self, db: AsyncDatabase, retention_s: float = INBOX_RETENTION_S,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.collection = db["processed_events"]
         self.inflight = db["inflight_events"]
+        self.retention_s = retention_s
+        self.clock = clock
+
+    async def ensure_indexes(self) -> None:
+        """The in-flight records by event id; where the server expires documents itself (MongoDB), applied ids go
+        past the retention window on their own too."""
+        await self.inflight.create_index("ids")
+        await ttl_index(self.collection, "at", self.retention_s)
+
+    def cutoff(self) -> datetime:
+        """What was recorded before this is past the retention window."""
+        return self.clock() - timedelta(seconds=self.retention_s)
+
+    async def prune(self) -> tuple[int, int]:
+        """Forget event ids applied longer ago than the retention window, and in-flight records of attempts that
+        died that long ago (their events came back long since, or never will); how many of each went.
+
+        FerretDB 1.24 has no TTL index, and without this the inbox grew by every event a service ever read."""
+        cutoff = self.cutoff()
+        applied = await self.collection.delete_many({"at": {"$lt": cutoff}})
+        stale = await self.inflight.delete_many({"at": {"$lt": cutoff}})
+        return applied.deleted_count, stale.deleted_count
 
     async def begin(self, events: Sequence[Envelope]) -> Claim:
         """Record the batch as in flight and claim its events.
@@ -65,12 +90,14 @@ class Inbox:
         unique = list(first.values())
         if not unique:
             return Claim([], frozenset())
-        now = utcnow()
+        now = self.clock()
         ids = [e.event_id for e in unique]
         wanted = set(ids)
         stale: dict[str, list[str]] = {}
-        async for doc in self.inflight.find({}, {"ids": 1}):
-            if wanted.intersection(doc.get("ids", ())):
+        # Only the records sharing an id with this batch: through the index on MongoDB; FerretDB 1.24 still reads
+        # every record, which prune() keeps to the attempts of the retention window.
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            async for doc in self.inflight.find({"ids": {"$in": ids[start:start + IDS_PER_QUERY]}}, {"ids": 1}):
                 stale[doc["_id"]] = list(doc["ids"])
         started = {i for record_ids in stale.values() for i in record_ids if i in wanted}
         batch_id = uuid.uuid4().hex

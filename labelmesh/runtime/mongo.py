@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 # FerretDB 1.24 answers an `update` command by opening one SQLite query per update statement and closes
 # them only when the whole command returns (internal/handler/msg_update.go: `defer closer.Close()` inside
@@ -139,3 +139,21 @@ async def upsert_by_id(collection: AsyncCollection, _id: Any, update: dict[str, 
         await collection.update_one({"_id": _id}, update, upsert=True)
     except DuplicateKeyError:
         await collection.update_one({"_id": _id}, update, upsert=True)
+
+
+INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT = 85, 86
+NOT_IMPLEMENTED = 238  # FerretDB 1.24's answer to an index option it lacks, such as expireAfterSeconds
+
+
+async def ttl_index(collection: AsyncCollection, key: str, seconds: float) -> bool:
+    """A TTL index on `key` where the server has them (MongoDB); False on FerretDB 1.24, which has none (its
+    callers prune on a timer as well). An index with another expiry already there is left as it is."""
+    try:
+        await collection.create_index(key, expireAfterSeconds=int(seconds))
+    except OperationFailure as exc:
+        if exc.code == NOT_IMPLEMENTED:
+            return False
+        if exc.code in (INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT):
+            return True
+        raise
+    return True

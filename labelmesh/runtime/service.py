@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import uvicorn
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
@@ -35,6 +37,8 @@ class ServiceRuntime:
     # Run once the broker is connected: hooks that publish.
     on_started: list[Hook] = field(default_factory=list)
     on_stop: list[Hook] = field(default_factory=list)
+    # Run with the inbox's prune, given its cutoff: a service's own duplicate guards kept as long as the inbox's.
+    on_prune: list[Callable[[datetime], Awaitable[int]]] = field(default_factory=list)
     # The service object the factory wired, for tests and tools that inspect it.
     component: object | None = None
 
@@ -46,14 +50,17 @@ class ServiceRuntime:
             event_listeners=[CommandTimer(self.registry, self.service)],
         )
         self.db: AsyncDatabase = self.mongo[self.settings.database_name(self.service)]
-        self.bus.inbox = Inbox(self.db)
+        self.bus.inbox = Inbox(self.db, self.settings.inbox_retention_s)
         self._started = False
+        self._pruner: asyncio.Task[None] | None = None
         # Built before any subscriber: the ASGI app installs its own context repository on the broker, and
         # subscribers registered earlier would then look for their message in the wrong one.
         self.asgi = self.http_app()
 
     async def start(self) -> None:
         await self.mongo.admin.command("ping")
+        await self.bus.inbox.ensure_indexes()
+        self._pruner = asyncio.create_task(self._prune_inbox())
         for hook in self.on_start:
             await hook()
         await self.bus.broker.start()
@@ -63,6 +70,11 @@ class ServiceRuntime:
         log.info("%s started", self.service)
 
     async def stop(self) -> None:
+        if self._pruner:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
         if self._started:
             await self.bus.broker.stop()
         for hook in reversed(self.on_stop):
@@ -70,6 +82,20 @@ class ServiceRuntime:
         await self.mongo.close()
         self._started = False
         log.info("%s stopped", self.service)
+
+    async def _prune_inbox(self) -> None:
+        """Every inbox_prune_every_s, the inbox forgets what is past its retention window (Inbox.prune)."""
+        assert self.bus.inbox is not None
+        while True:
+            try:
+                applied, stale = await self.bus.inbox.prune()
+                others = [await hook(self.bus.inbox.cutoff()) for hook in self.on_prune]
+                if applied or stale or any(others):
+                    log.info("pruned past the retention window: %d applied event ids, %d stale in-flight records, "
+                             "%d other records", applied, stale, sum(others))
+            except Exception:  # noqa: BLE001 - pruning is housekeeping; the next round tries again
+                log.exception("inbox prune failed; retrying")
+            await asyncio.sleep(self.settings.inbox_prune_every_s)
 
     async def ready(self) -> bool:
         """Whether this process can do its work now: MongoDB and the broker both answer (3 s each)."""

@@ -11,6 +11,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # each other, so an item can be read before its project), counted once per project and process
 # (labelmesh.runtime.projects); then the event is dead-lettered with the reason.
 PROJECT_WAIT_S = 15.0
+# How long the inbox remembers an applied event id (labelmesh.runtime.inbox): far longer than any redelivery
+# (an uncommitted batch comes back within a session timeout; a restart after a day's outage still within a
+# week). Resetting a group's offsets to events older than this applies them again, as for a new consumer.
+INBOX_RETENTION_S = 7 * 24 * 3600.0
+# How often each process deletes what is past that window (a filtered delete: a scan on FerretDB 1.24).
+INBOX_PRUNE_EVERY_S = 3600.0
 
 
 def shared(default: Any, env: str) -> Any:
@@ -38,6 +44,8 @@ class CommonSettings(BaseSettings):
     max_attempts: int = shared(3, "MAX_ATTEMPTS")
     retry_backoff_s: float = shared(0.5, "RETRY_BACKOFF_S")
     project_wait_s: float = shared(PROJECT_WAIT_S, "PROJECT_WAIT_S")
+    inbox_retention_s: float = shared(INBOX_RETENTION_S, "INBOX_RETENTION_S")
+    inbox_prune_every_s: float = shared(INBOX_PRUNE_EVERY_S, "INBOX_PRUNE_EVERY_S")
     # How long the broker waits for a consumer's heartbeat before giving its partitions away. Kafka's own
     # default since 3.0 is 45 s; aiokafka's 10 s let a CPU-starved service (2 cores, a model training in a
     # thread) lose its partitions mid-batch and handle the batch twice.

@@ -13,6 +13,7 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_by_id
+from labelmesh.runtime.outbox import Outbox, record
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     FlagKind,
@@ -74,6 +75,8 @@ class Gateway:
         self._served: Coalescer[tuple[str, int | None], None] = Coalescer(self._count_served)
         self.limits = RateLimiter(settings.rate_limits())
         self.clock = time.time  # wall-clock seconds, for token expiry; a test may replace it
+        # Read at each call, not bound here: what the bus publishes with may be wrapped after wiring (tests do).
+        self.outbox = Outbox(rt.db, lambda events: self.rt.bus.publish(events), claim_s=settings.relay_claim_s)
 
     async def tasks_served(self, annotator_id: str) -> int:
         """How many leases the annotator has had, from their counter document (one lookup by _id).
@@ -155,6 +158,19 @@ class Gateway:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown project {project!r}")
         return doc
 
+    async def mark_published(self, submission_ids: Sequence[str]) -> None:
+        await bulk_write(self.db["submissions"], [UpdateOne({"_id": i}, {"$set": {"published": True}})
+                                                  for i in submission_ids], ordered=False)
+
+    async def store_guideline_version(self, event: ProjectConfigured) -> None:
+        """The event's guideline version, kept for good (the first text stored under a version stays)."""
+        await self.db["guidelines"].update_one(
+            {"_id": f"{event.project}/{event.guideline_version}"},
+            {"$setOnInsert": {"project": event.project, "version": event.guideline_version, "text": event.guidelines,
+                              "labels": list(event.labels), "at": utcnow()}},
+            upsert=True,
+        )
+
     async def history(self, project: str, item_id: str, kind: str, detail: dict[str, Any], key: str) -> None:
         await self.histories([history_entry(project, item_id, kind, detail, key)])
 
@@ -167,6 +183,12 @@ def history_entry(project: str, item_id: str, kind: str, detail: dict[str, Any],
     """One item-history entry, keyed by the event that caused it so a redelivery records nothing twice."""
     return {"_id": key, "project": project, "item_id": item_id, "kind": kind, "at": utcnow(),
             "detail": json.dumps(detail, default=str)}
+
+
+def ingested_history(event: ItemIngested) -> dict[str, Any]:
+    return history_entry(event.project, event.item_id, "ingested",
+                         {"source": event.source, "golden": event.golden_label is not None,
+                          "trusted": event.trusted_label is not None}, event.event_id)
 
 
 def _task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
@@ -288,16 +310,15 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             await self._refuse(context, changed, "nothing was ingested")
         # Bulk commands, not a round trip per item: ingest is on every item's path (bench/pipeline_throughput.py).
         # Inserts of unique ids: of two replicas ingesting one new id at once, one wins and the other compares.
+        # Written down first: a gateway that dies before it publishes leaves the items to the relay (relay.py).
+        await self.gw.outbox.add([record(event, "ingest") for event in events])
         again = await insert_new(self.gw.db["items"], docs)
         raced = await self._changed([docs[i] for i in again]) if again else []
+        refused = [e.event_id for e in events if e.item_id in raced]
         events = [e for e in events if e.item_id not in raced]
         await self.gw.rt.bus.publish(events)
-        await self.gw.histories([
-            history_entry(event.project, event.item_id, "ingested",
-                          {"source": event.source, "golden": event.golden_label is not None,
-                           "trusted": event.trusted_label is not None}, event.event_id)
-            for event in events
-        ])
+        await self.gw.histories([ingested_history(event) for event in events])
+        await self.gw.outbox.done([*refused, *(e.event_id for e in events)])
         if raced:
             await self._refuse(context, raced, "the others in this request were ingested")
         return pb.IngestItemsResponse(accepted=len(events), item_ids=[e.item_id for e in events])
@@ -340,6 +361,7 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self._submissions = Coalescer(self._store_submissions)
+        self._outbox_adds: Coalescer[dict[str, Any], None] = Coalescer(self._add_records)
         self._submission_reads = ByIds(gw.db["submissions"])
 
     async def LeaseTask(self, request: pb.LeaseTaskRequest, context: grpc.aio.ServicerContext) -> pb.Task:
@@ -395,10 +417,6 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         if request.label not in project["labels"]:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"label {request.label!r} is not in project {lease['project']!r}'s labels")
-        try:
-            await self.gw.queue.finish(lease, "submitted", submission=submission_id)
-        except LeaseError as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         event = LabelSubmitted(
             event_id=derived_id("submitted", submission_id),
             producer=SERVICE, project=lease["project"], item_id=lease["item_id"], task_id=lease["task_id"],
@@ -415,8 +433,22 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
                               {"annotator": caller.annotator_id, "label": request.label,
                                "time_spent_ms": request.time_spent_ms, "guideline_version": event.guideline_version,
                                "session": event.session_id}, event.event_id)
+        # Written down before the lease is finished: a gateway that dies anywhere after this leaves the submission
+        # to the relay, which finishes what this call did not (relay.py).
+        await self._outbox_adds(record(event, "submission", doc=doc, history=entry))
+        try:
+            await self.gw.queue.finish(lease, "submitted", submission=submission_id)
+        except LeaseError as exc:
+            # No call with this submission can finish the lease now (the same submission again would go through),
+            # so nothing is left to relay: a refused call writes nothing.
+            await self.gw.outbox.done([event.event_id])
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         stored = await self._submissions((doc, event, entry))
         return pb.SubmitLabelResponse(submission_id=submission_id, duplicate=not stored)
+
+    async def _add_records(self, records: Sequence[dict[str, Any]]) -> list[None]:
+        await self.gw.outbox.add(records)
+        return [None] * len(records)
 
     async def _store_submissions(self, batch: Sequence[tuple[dict[str, Any], LabelSubmitted, dict[str, Any]]]
                                  ) -> list[bool]:
@@ -428,17 +460,19 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
         new = [entry for n, entry in enumerate(batch) if n not in existed]
         if new:
             await self.gw.rt.bus.publish([event for _, event, _ in new])
-            await bulk_write(submissions, [UpdateOne({"_id": doc["_id"]}, {"$set": {"published": True}})
-                                           for doc, _, _ in new], ordered=False)
+            await self.gw.mark_published([doc["_id"] for doc, _, _ in new])
             await self.gw.histories([history for _, _, history in new])
+            await self.gw.outbox.done([event.event_id for _, event, _ in new])
         return [n not in existed for n in range(len(batch))]
 
     async def _publish(self, submission: dict[str, Any]) -> None:
         """Outbox step: publish the stored submission, then mark it published."""
         if submission.get("published"):
             return
-        await self.gw.rt.bus.publish([LabelSubmitted.model_validate_json(submission["event"])])
-        await self.gw.db["submissions"].update_one({"_id": submission["_id"]}, {"$set": {"published": True}})
+        event = LabelSubmitted.model_validate_json(submission["event"])
+        await self.gw.rt.bus.publish([event])
+        await self.gw.mark_published([submission["_id"]])
+        await self.gw.outbox.done([event.event_id])
 
     async def SkipTask(self, request: pb.SkipTaskRequest, context: grpc.aio.ServicerContext) -> pb.SkipTaskResponse:
         caller = await self.gw.caller(context, Role.ANNOTATOR, Role.EXPERT)
@@ -534,22 +568,22 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.Project(project=request.project, labels=labels, guideline_version=version)
 
     async def _store(self, event: ProjectConfigured) -> None:
-        """The project as configured, its guideline version kept for good, then project.configured."""
-        labels = list(event.labels)
+        """The project as configured, its guideline version kept for good, then project.configured.
+
+        The event goes to the outbox first and the project names it (event_id): the relay publishes a record only
+        while its project still holds that configuration (relay.py)."""
+        await self.gw.outbox.add([record(event, "project")])
         await self.gw.db["projects"].replace_one(
             {"_id": event.project},
-            {"labels": labels, "guidelines": event.guidelines, "guideline_version": event.guideline_version,
-             "multi_annotators": event.multi_annotators, "target_auto_error": event.target_auto_error},
+            {"labels": list(event.labels), "guidelines": event.guidelines,
+             "guideline_version": event.guideline_version, "multi_annotators": event.multi_annotators,
+             "target_auto_error": event.target_auto_error, "event_id": event.event_id},
             upsert=True,
         )
-        await self.gw.db["guidelines"].update_one(
-            {"_id": f"{event.project}/{event.guideline_version}"},
-            {"$setOnInsert": {"project": event.project, "version": event.guideline_version, "text": event.guidelines,
-                              "labels": labels, "at": utcnow()}},
-            upsert=True,
-        )
+        await self.gw.store_guideline_version(event)
         self.gw.projects.forget(event.project)
         await self.gw.rt.bus.publish([event])
+        await self.gw.outbox.done([event.event_id])
 
     async def PublishGuidelines(self, request: pb.PublishGuidelinesRequest,
                                 context: grpc.aio.ServicerContext) -> pb.Guidelines:

@@ -25,6 +25,7 @@ from services.gateway.grpc_metrics import GrpcMetrics
 from services.gateway.health import ReadinessHealth
 from services.gateway.malformed import RejectMalformedRequests
 from services.gateway.read_api import ProjectServicer
+from services.gateway.relay import GatewayRelay
 from services.gateway.settings import GatewaySettings
 
 SERVICE = "gateway"
@@ -42,6 +43,10 @@ class GatewayService:
         self.health = ReadinessHealth(rt.ready, SERVICE_NAMES, settings.health_check_s)
         self.port: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self.relay = GatewayRelay(self.gw)
+        self._relayer: asyncio.Task[None] | None = None
+        self.relayed = Counter("labelmesh_gateway_relayed_events_total",
+                               "Events stored but not published, published by the outbox relay", registry=rt.registry)
         self.open_tasks = Gauge("labelmesh_gateway_open_tasks", "Tasks waiting for humans", ["project", "tier"],
                                 registry=rt.registry)
         # How many open tasks this replica's index knows of: tests wait on it, operators see a replica lagging.
@@ -84,13 +89,15 @@ class GatewayService:
         await self.health.hold()  # NOT_SERVING until the broker has started and answers
         self.server = server
         self._sweeper = asyncio.create_task(self._sweep())
+        self._relayer = asyncio.create_task(self._relay())
         log.info("gRPC listening on %s:%s", self.settings.grpc_host, self.port)
 
     async def stop_grpc(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._relayer):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.health.stop()
         if self.server:
             await self.server.stop(grace=5)
@@ -111,6 +118,15 @@ class GatewayService:
                     counts_due = next_due(started)
             except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup
                 log.exception("lease sweep failed; retrying")
+
+    async def _relay(self) -> None:
+        """The outbox relay (services/gateway/relay.py): a pass at start, then every relay_seconds."""
+        while True:
+            try:
+                self.relayed.inc(await self.relay.run_once())
+            except Exception:  # noqa: BLE001 - the relay must outlive a broker or database hiccup
+                log.exception("outbox relay pass failed; retrying")
+            await asyncio.sleep(self.settings.relay_seconds)
 
     async def on_hints(self, events: list[Envelope]) -> None:
         for event in events:

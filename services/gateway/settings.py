@@ -28,6 +28,14 @@ class GatewaySettings(CommonSettings):
     sweep_seconds: float = 5.0
     # How often the gRPC health status is brought in line with readiness (MongoDB and the broker answer).
     health_check_s: float = 5.0
+    # The outbox relay (labelmesh/runtime/outbox.py, services/gateway/relay.py): every relay_seconds, events stored at
+    # least relay_after_s ago and still not published (the gateway died, or its publish failed, and nobody retried)
+    # are published by the replica that claims them; a claim lasts at least relay_claim_s. relay_after_s is longer
+    # than a database command may take before it fails (mongo_socket_timeout_s, 60 s), so a call still alive is
+    # past the steps the relay would do for it, not in the middle of them.
+    relay_seconds: float = 5.0
+    relay_after_s: float = 90.0
+    relay_claim_s: float = 60.0
     golden_rate: float = 0.05
     # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate (services/gateway/golden.py).
     golden_settled_rate: float = 0.02

@@ -51,6 +51,7 @@ class Qc:
         # Its own group: the owner of a `project/annotator` or `project` key of qc.evidence owns those statistics.
         self.rt.bus.subscribe([QcEvidence.TOPIC], self.on_evidence, name=f"{SERVICE}.tally")
         self.rt.on_start.append(self.items.restore)
+        self.rt.on_prune.append(self.store.prune_evidence)  # rows that only guard against duplicates (tally.py)
         # Every replica reads every final label into its kNN index (memory only).
         self.rt.bus.subscribe([LabelFinalized.TOPIC], self.items.on_finalized, name=f"{SERVICE}.index",
                               broadcast=True)

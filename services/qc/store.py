@@ -9,6 +9,7 @@ project's partition of qc.evidence (services/qc/tally.py). Each reads the other'
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from pymongo import ReplaceOne, UpdateOne
@@ -66,6 +67,18 @@ def vote_doc(event: LabelSubmitted) -> dict[str, Any]:
     return {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
             "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
             "event_id": event.event_id, "at": event.occurred_at}
+
+
+# The ids of the latest facts a tally counted, kept on its document: a batch that comes back after a crash
+# counts a fact whose evidence row exists only if the tally does not hold its id, so the tally stays exact
+# without re-reading the key's rows. The facts counted between an attempt that died and its batch coming back
+# are at most a few batches (the bus hands at most 500 records), far below this.
+RECENT_FACTS = 2_000
+
+
+def recent_facts(doc: Mapping[str, Any] | None, counted: Sequence[QcEvidence], keep: int = RECENT_FACTS) -> list[str]:
+    """The document's `recent_facts` after counting `counted`: the last `keep` ids (bounded, like a $slice)."""
+    return [*(doc or {}).get("recent_facts", []), *(f.event_id for f in counted)][-keep:]
 
 
 _ANNOTATOR_FIELDS = ("labels", "golden_n", "golden_correct", "verdicts_n", "verdicts_upheld")
@@ -198,13 +211,9 @@ class QcStore:
                  "item_id": f.item_id, "correct": f.correct, "at": f.occurred_at} for key, f in facts]
         return {rows[i]["_id"] for i in await insert_new(self.evidence, rows)}
 
-    async def facts_of(self, key: str) -> list[QcEvidence]:
-        """Every fact counted for a key, in the order they happened (a scan: only after a crash)."""
-        docs = [d async for d in self.evidence.find({"key": key})]
-        docs.sort(key=lambda d: (d["at"], d["_id"]))
-        return [QcEvidence(event_id=d["_id"], producer="qc", project=d["project"], item_id=d["item_id"],
-                           annotator=d["annotator"], kind=EvidenceKind(d["kind"]), correct=d["correct"],
-                           occurred_at=d["at"]) for d in docs]
+    async def prune_evidence(self, cutoff: datetime) -> int:
+        """Forget the rows of facts older than the inbox's retention window (the tallies keep their counts)."""
+        return (await self.evidence.delete_many({"at": {"$lt": cutoff}})).deleted_count
 
     async def annotator_docs(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {d["_id"]: d for d in await find_by_ids(self.annotators, keys)}
@@ -215,9 +224,10 @@ class QcStore:
     async def project_docs(self, projects: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {d["_id"]: d for d in await find_by_ids(self.project_stats, projects)}
 
-    async def save_projects(self, tallies: Mapping[str, ProjectTally]) -> None:
-        await upsert_many(self.project_stats, [{"_id": p, **project_fields(t)} for p, t in tallies.items()],
-                          merge=True)
+    async def save_projects(self, tallies: Mapping[str, tuple[ProjectTally, list[str]]]) -> None:
+        """Each project's tally and its recent_facts."""
+        await upsert_many(self.project_stats, [{"_id": p, **project_fields(t), "recent_facts": recent}
+                                               for p, (t, recent) in tallies.items()], merge=True)
 
     async def latest_labels(self, project: str, annotator: str, n: int) -> dict[str, str]:
         """item -> label of an annotator's latest n ordinary labels (golden answers and expert labels left out)."""

@@ -5,7 +5,8 @@ by its own consumer group: the replica that owns a key's partition is the only w
 the annotator's suspension and drift flags, and runs that project's periodic passes. Every fact is counted
 once: its row in `evidence` (unique `_id`) is inserted first, and only facts whose row is new are added to the
 tally. A process killed between the two leaves rows without counts; the batch then comes again as
-"recovering" (labelmesh.runtime.inbox) and those keys' tallies are counted again from all their rows.
+"recovering" (labelmesh.runtime.inbox), and its facts whose rows exist are counted unless the tally's
+`recent_facts` (store.py) holds them. Nothing reads a key's rows back, so they only guard against duplicates.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from services.qc.store import (
     annotator_tally,
     outbox,
     project_tally,
+    recent_facts,
     unpack,
 )
 
@@ -62,18 +64,24 @@ class Tallies:
             facts[event.key].append(event)
         if not facts:
             return out
-        counted = await self.store.record_facts([(key, f) for key, batch in facts.items() for f in batch])
-        new = {key: [f for f in batch if f.event_id not in counted] for key, batch in facts.items()}
+        existed = await self.store.record_facts([(key, f) for key, batch in facts.items() for f in batch])
+        # A fact whose row existed was counted before, unless an interrupted attempt inserted the row and died
+        # before adding it up: then it is recovering, and missing from the tally's recent_facts.
         redo = {key for key, batch in facts.items() if any(f.event_id in again for f in batch)}
-        for key in redo:  # the interrupted attempt may have inserted this key's rows and died before counting them
-            new[key] = await self.store.facts_of(key)
-        out.extend(await self._annotators([k for k, b in facts.items() if b[0].annotator is not None], facts, new,
-                                          redo))
-        out.extend(await self._projects([k for k, b in facts.items() if b[0].annotator is None], facts, new, redo))
+        out.extend(await self._annotators([k for k, b in facts.items() if b[0].annotator is not None], facts,
+                                          existed, again, redo))
+        out.extend(await self._projects([k for k, b in facts.items() if b[0].annotator is None], facts, existed,
+                                        again, redo))
         return out
 
-    async def _annotators(self, keys: list[str], facts: dict[str, list[QcEvidence]],
-                          new: dict[str, list[QcEvidence]], redo: set[str]) -> list[Envelope]:
+    @staticmethod
+    def _uncounted(batch: list[QcEvidence], doc: dict[str, Any], existed: set[str],
+                   again: frozenset[str]) -> list[QcEvidence]:
+        held = set(doc.get("recent_facts", ()))
+        return [f for f in batch if f.event_id not in existed or (f.event_id in again and f.event_id not in held)]
+
+    async def _annotators(self, keys: list[str], facts: dict[str, list[QcEvidence]], existed: set[str],
+                          again: frozenset[str], redo: set[str]) -> list[Envelope]:
         if not keys:
             return []
         stored = await self.store.annotator_docs(keys)
@@ -83,9 +91,11 @@ class Tallies:
             project, annotator = cause.project, cause.annotator
             assert annotator is not None
             doc = stored.get(key, {})
-            before = AnnotatorTally() if key in redo else annotator_tally(doc)
-            tally, suspension = fold_annotator(before, new[key], self.rule, suspended=bool(doc.get("suspended")))
-            fields: dict[str, Any] = {"_id": key, "project": project, "annotator": annotator, **annotator_fields(tally)}
+            before = annotator_tally(doc)
+            new = self._uncounted(facts[key], doc, existed, again)
+            tally, suspension = fold_annotator(before, new, self.rule, suspended=bool(doc.get("suspended")))
+            fields: dict[str, Any] = {"_id": key, "project": project, "annotator": annotator, **annotator_fields(tally),
+                                      "recent_facts": recent_facts(doc, new)}
             if suspension is not None:
                 flagged = self._suspended_flag(cause, project, annotator, suspension)
                 fields |= {"suspended": True, "suspension": {"reason": suspension.why, "review": suspension.review_evidence,
@@ -106,19 +116,21 @@ class Tallies:
             out.extend(await self.passes.drift(project, sorted(names)))
         return out
 
-    async def _projects(self, keys: list[str], facts: dict[str, list[QcEvidence]],
-                        new: dict[str, list[QcEvidence]], redo: set[str]) -> list[Envelope]:
+    async def _projects(self, keys: list[str], facts: dict[str, list[QcEvidence]], existed: set[str],
+                        again: frozenset[str], redo: set[str]) -> list[Envelope]:
         if not keys:
             return []
         stored = await self.store.project_docs(keys)
         s = self.settings
-        tallies: dict[str, tuple[ProjectTally, ProjectTally]] = {}
+        tallies: dict[str, tuple[ProjectTally, ProjectTally, list[str]]] = {}
         for project in keys:
-            before = ProjectTally() if project in redo else project_tally(stored.get(project))
-            tallies[project] = (before, fold_project(before, new[project]))
-        await self.store.save_projects({p: after for p, (_, after) in tallies.items()})
+            doc = stored.get(project, {})
+            before = project_tally(doc)
+            new = self._uncounted(facts[project], doc, existed, again)
+            tallies[project] = (before, fold_project(before, new), recent_facts(doc, new))
+        await self.store.save_projects({p: (after, recent) for p, (_, after, recent) in tallies.items()})
         out: list[Envelope] = []
-        for project, (before, after) in tallies.items():
+        for project, (before, after, _) in tallies.items():
             if after.spot_n:
                 self.metrics.spot_accuracy.labels(project).set(after.spot_correct / after.spot_n)
             labels_added, finals_added = after.labels - before.labels, after.finals - before.finals

@@ -250,3 +250,25 @@ def test_statistics_whose_facts_were_recorded_by_a_killed_attempt_are_counted_fr
     stats, flags = asyncio.run(run())
     assert (stats["golden_n"], stats["golden_correct"], stats["suspended"]) == (12, 0, True)
     assert [(f["subject_id"], f["evidence"]["golden_n"]) for f in flags] == [("bad", 10)]
+
+
+def test_statistics_stay_exact_after_a_crash_when_the_older_facts_rows_are_gone(env: Env) -> None:
+    """A tally recovered after a crash is counted from its own document (its recent_facts), not from every row
+    the key ever had: those rows only guard against duplicates and may be pruned (issue 21, item 4)."""
+    answers = [fact(PROJECT, "ann", EvidenceKind.GOLDEN, f"answer-{i}", f"g{i}", i % 2 == 0) for i in range(9)]
+
+    async def run() -> dict:
+        async with Qc(env, f"{env.namespace}bounded") as qc:
+            bus, tallies = qc.runtime.bus, qc.runtime.component
+            await bus._handle_records([qc.record(e) for e in answers[:5]], tallies.on_evidence)
+            await tallies.store.evidence.delete_many({})  # the older rows, pruned
+            records = [qc.record(e) for e in answers[5:]]
+            claim = await bus.inbox.begin([_decode(r, bus.settings.topic_prefix) for r in records])
+            await tallies.store.record_facts([(e.key, e) for e in claim.todo[:2]])  # ...and killed here
+            await bus._handle_records(records, tallies.on_evidence)
+            await bus._handle_records(records, tallies.on_evidence)  # a lost commit: delivered once more
+            return await qc.runtime.db["annotators"].find_one({"_id": annotator_key(PROJECT, "ann")})
+
+    stats = asyncio.run(run())
+    assert (stats["golden_n"], stats["golden_correct"]) == (9, 5)
+    assert stats["recent_facts"] == [a.event_id for a in answers]
