@@ -33,7 +33,9 @@ class FakeClient:
 
 
 @pytest.fixture
-def submitter(tmp_path: Path) -> Submitter:
+async def submitter(tmp_path: Path) -> Submitter:
+    # async: grpc.aio makes its channel on the running loop, and a sync fixture has none once an
+    # earlier test has closed the default one
     config = BridgeConfig(project="p", label_studio_url="http://ls", ls_project_id=1, users=[
         MappedUser(email="a@x.io", ls_user_id=2, annotator="alice", token="ta"),
         MappedUser(email="b@x.io", ls_user_id=3, annotator="bob", token="tb")])
