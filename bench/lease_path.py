@@ -7,14 +7,17 @@ every task, then lets the annotators loop LeaseTask + SubmitLabel for --seconds,
 over the replicas. It records cycles/s and lease and submit p50/p99, and ghz's figures for a single RPC
 (LeaseTask re-polled by annotators who hold a lease: the read path every annotation tool polls).
 
-Results (bench/results/lease_path.json, 2026-12-07 13:38-13:40, one run each, --no-ghz, 2 cores, load average
-~2.4-4.8 with other work): 1 replica 112.7 cycles/s, lease p50/p99 188/595 ms, submit 235/459 ms; 2 replicas 69.0
-cycles/s, lease 344/1,330 ms, submit 333/649 ms; no errors. Before the lease path was cut from ~26 to ~9 database
-commands per cycle (2026-12-05): 35.0 and 27.5 cycles/s. The goal (200 cycles/s, lease p99 <= 100 ms) is not met,
-and cannot be on these 2 cores with FerretDB: per cycle FerretDB spent 7.6 CPU-ms (25.95 CPU-s / 3,414 cycles)
-and the gateway 6.2 (21.21 / 3,414), 13.8 CPU-ms in all, so the two cores carry at most ~145 cycles/s even with
-nothing else running. A second replica splits the gateway's CPU (11.7 + 12.1 CPU-s) without adding cores, and
-adds cross-replica claim races. On MongoDB a command by `_id` costs a fraction of FerretDB's.
+Results (bench/results/lease_path.json, 2026-12-07 13:55-13:57, one run each, --no-ghz, 2 cores, load average
+1.2-4.0 with other work): 1 replica 82.1 cycles/s, lease p50/p99 232/739 ms, submit 344/661 ms; 2 replicas 56.9
+cycles/s, lease 372/1,794 ms, submit 449/947 ms; no errors. Twenty minutes earlier, before SubmitLabel wrote its
+outbox record (an insert before finishing the lease and a delete once published, so a crash between store and
+publish is relayed without a client retry): 112.7 and 69.0 cycles/s, lease p99 595 ms at 1 replica. Before the
+lease path was cut from ~26 to ~9 database commands per cycle (2026-12-05): 35.0 and 27.5 cycles/s. The goal (200
+cycles/s, lease p99 <= 100 ms) is not met, and cannot be on these 2 cores with FerretDB: in the run without the
+outbox FerretDB spent 7.6 CPU-ms per cycle (25.95 CPU-s / 3,414 cycles) and the gateway 6.2 (21.21 / 3,414),
+13.8 CPU-ms in all, so the two cores carried at most ~145 cycles/s with nothing else running. A second replica
+splits the gateway's CPU without adding cores, and adds cross-replica claim races. On MongoDB a command by `_id`
+costs a fraction of FerretDB's.
 
 Writes bench/results/lease_path.json and prints a table.
 """
