@@ -188,6 +188,9 @@ class ItemRouted(Envelope):
     thresholds: Thresholds
     reasons: tuple[str, ...] = ()
     spans: Spans | None = Field(default=None, description="spans projects: the pre-labelled entities shown")
+    promoted: bool = Field(default=False, description=(
+        "a re-route to auto of an item already queued for humans, because the auto-accept border moved below "
+        "its confidence: the gateway withdraws the item's tasks nobody has claimed"))
 
 
 class LabelSubmitted(Envelope):

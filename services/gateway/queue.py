@@ -44,6 +44,7 @@ from labelmesh.runtime.mongo import (
     upsert_many,
 )
 from schemas.events import ItemRouted, Tier, utcnow
+from schemas.keys import item_key
 from services.gateway.auth import Role
 from services.gateway.calibration import TIER as CALIBRATION
 from services.gateway.candidates import Candidate, OpenTasks
@@ -214,6 +215,7 @@ class TaskQueue:
         item that already had a task (a re-route, or a redelivery) then takes the per-item path, in order,
         once every new task exists.
         """
+        await self._withdraw_unclaimed([r for r in batch if r.promoted and r.required_annotators == 0 and not r.golden])
         routed = [r for r in batch if r.required_annotators > 0 or r.golden]
         if not routed:
             return
@@ -231,6 +233,28 @@ class TaskQueue:
             await self.by_item.update_one({"_id": key}, {"$set": {"tasks": [r.event_id]}}, upsert=True)
         for r in routed:
             self.hear(r)
+
+    async def _withdraw_unclaimed(self, promoted: Sequence[ItemRouted]) -> None:
+        """Items promoted to auto (services/router/domain/promote.py): their open routed tasks that nobody has
+        claimed a slot of leave the queue, in four commands for the whole run.
+
+        A task someone holds or answered stays, and so does an expert's (a flag sent the item there): the label
+        it gets reaches qc, which takes it as the promoted item's review. A claim won between the read of the
+        claims and the write below has the same outcome, one label more, nothing lost or decided twice.
+        """
+        if not promoted:
+            return
+        items = await find_by_ids(self.by_item, [item_key(r.project, r.item_id) for r in promoted])
+        tasks = [t for t in await find_by_ids(self.tasks, [i for d in items for i in d.get("tasks", [])],
+                                              {"status": 1, "tier": 1, "required": 1})
+                 if still_open(t) and t.get("tier") != Tier.EXPERT.value]
+        claimed = {d["task_id"] for d in await find_by_ids(
+            self.claims, [slot_id(t["_id"], k) for t in tasks for k in range(t.get("required", 0))], {"task_id": 1})}
+        unclaimed = [t["_id"] for t in tasks if t["_id"] not in claimed]
+        await bulk_write(self.tasks, [UpdateOne({"_id": i, "status": "open"}, {"$set": {"status": "superseded"}})
+                                      for i in unclaimed], ordered=False)
+        for task_id in unclaimed:
+            self.hints.remove(task_id)
 
     async def _texts(self, routed: Sequence[ItemRouted]) -> dict[str, str]:
         """The items' texts by "project/item" key, in one `_id $in` read for the whole batch: a lease then hands out

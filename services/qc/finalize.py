@@ -105,7 +105,9 @@ def next_step(
         label = expert_votes[-1].label
         corrected = state.final_label is not None and state.final_label != label
         return Final(label, Provenance.CORRECTED if corrected else Provenance.EXPERT, 1.0, verified=True)
-    if state.tier is Tier.AUTO and state.required == 0:
+    if state.tier is Tier.AUTO and state.required == 0 and not state.votes:
+        # With votes, an item promoted to auto (router domain/promote.py) that someone had already claimed: their
+        # label is its review, weighed below like any lone reviewer's.
         if state.prelabel is None:
             return Escalate("auto-routed without a pre-label")
         return Final(state.prelabel[0], Provenance.AUTO, state.prelabel[1], verified=False)

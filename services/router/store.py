@@ -1,4 +1,5 @@
-"""The router's documents to and from domain objects: thresholds per project (owned by the project's owner)."""
+"""The router's documents to and from domain objects: thresholds per project (owned by the project's owner), and
+the queued decisions a lowered auto border promotes."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from labelmesh.runtime.mongo import find_by_ids
-from schemas.events import ThresholdEvidence, Thresholds
+from labelmesh.runtime.mongo import find_by_ids, upsert_many
+from schemas.events import ItemRouted, ThresholdEvidence, Thresholds
 from schemas.keys import item_key
 from services.router.domain.evidence import ProjectLearning
+from services.router.domain.promote import PROMOTABLE
 
 
 def evidence_row(event: ThresholdEvidence) -> dict[str, Any]:
@@ -49,3 +51,33 @@ class ThresholdStore:
         if state.thresholds is not None:
             doc |= state.thresholds.model_dump()
         await self.collection.replace_one({"_id": project}, doc, upsert=True)
+
+
+class PromotionStore:
+    """Reads the item owners' `decisions` and `items` (never writes them) and records promotions in `reroutes`.
+
+    A promotion is a second routing decision, like a flag's re-route, and is kept the same way: its own document,
+    `_id` its event id, written by the project's threshold owner, so `decisions` keeps its one writer per item.
+    """
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.decisions = db["decisions"]
+        self.items = db["items"]
+        self.reroutes = db["reroutes"]
+
+    async def queued(self, project: str) -> list[ItemRouted]:
+        """The project's first decisions that sent an item to people, for items with no final label and no second
+        decision yet (a flag's re-route or an earlier promotion). Three reads per sweep, none per item."""
+        finalised = {d["_id"] async for d in self.items.find({"project": project, "label": {"$exists": True}},
+                                                             {"_id": 1})}
+        rerouted = {d["item_id"] async for d in self.reroutes.find({"project": project}, {"item_id": 1})}
+        out = []
+        async for doc in self.decisions.find({"project": project, "tier": {"$in": [t.value for t in PROMOTABLE]}}):
+            if doc["_id"] in finalised or doc.get("item_id") in rerouted:
+                continue
+            doc.pop("_id")
+            out.append(ItemRouted.model_validate(doc))
+        return out
+
+    async def record(self, promoted: list[ItemRouted]) -> None:
+        await upsert_many(self.reroutes, [{"_id": r.event_id, **r.model_dump(mode="json")} for r in promoted])

@@ -3,7 +3,10 @@
 Evidence comes from every partition of label.finalized (item-keyed), so the item owners turn each verified
 pre-label into a ThresholdEvidence keyed by project; model.updated and model flags are relayed the same way.
 One consumer group reads that topic, so Kafka gives each project's partition to one replica at a time: it
-alone writes the project's `thresholds` document, its `evidence` rows and its `threshold_changes`.
+alone writes the project's `thresholds` document, its `evidence` rows and its `threshold_changes`, and, when the
+auto border moves down, promotes the project's queued items that it now auto-accepts (domain/promote.py): their
+second decisions go to `reroutes` under ids derived from the first, so a redelivered cause promotes the same
+items under the same ids.
 """
 
 from __future__ import annotations
@@ -18,11 +21,23 @@ from prometheus_client import Counter
 from labelmesh.runtime.mongo import upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
-from schemas.events import Envelope, ThresholdEvidenceKind, ModelUpdated, ThresholdEvidence, Thresholds, derived_id
+from schemas.events import (
+    Envelope,
+    ItemRouted,
+    ModelUpdated,
+    ThresholdEvidence,
+    ThresholdEvidenceKind,
+    Thresholds,
+    Tier,
+    derived_id,
+)
 from services.router.domain import thresholds as learning
 from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified, unapplied
+from services.router.domain.promote import moved_down, promotion
+from services.router.domain.spot_check import is_spot_checked
+from services.router.domain.tiers import RoutingPolicy
 from services.router.settings import SERVICE, RouterSettings
-from services.router.store import ThresholdStore, evidence_row
+from services.router.store import PromotionStore, ThresholdStore, evidence_row
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +58,15 @@ class ThresholdOwner:
         self.settings = settings
         self.catalog = catalog
         self.store = ThresholdStore(rt.db)
+        self.promotions = PromotionStore(rt.db)
         self.changes = Counter(
             "labelmesh_router_threshold_changes_total", "Threshold changes", ["project", "border"],
             registry=rt.registry,
+        )
+        self.promoted = Counter(
+            "labelmesh_router_promoted_items_total",
+            "Queued items routed again to auto because the auto-accept border moved below their confidence",
+            ["project"], registry=rt.registry,
         )
 
     async def handle(self, events: list[Envelope]) -> None:
@@ -132,9 +153,38 @@ class ThresholdOwner:
              "new": new.model_dump(), "reason": reason, "evidence": evidence, "cause": cause.event_id},
             upsert=True,
         )
+        if moved_down(old, new):
+            # Before the state is saved as applied through the cause: a crash in between promotes again, under
+            # the same ids. An item routed with the old borders while this runs waits for the next move.
+            await self._promote(project, old, new, cause)
         await self.store.save(project, state)
         for border in ("auto_accept", "single_review"):
             if getattr(new, border) != getattr(old, border):
                 self.changes.labels(project, border).inc()
         log.info("%s thresholds %s -> %s: %s", project, old, new, reason)
         return state
+
+    async def _promote(self, project: str, old: Thresholds, new: Thresholds, cause: ThresholdEvidence) -> None:
+        config = await self.catalog.get(project)
+        if config is None:  # nothing was routed without one (the item owner waits for it)
+            return
+        policy = RoutingPolicy(config.multi_annotators, self.settings.expert_margin, self.settings.ood_similarity_floor)
+        promoted: list[ItemRouted] = []
+        for first in await self.promotions.queued(project):
+            routed = promotion(first, new, policy,
+                               is_spot_checked(project, first.item_id, self.settings.spot_check_rate))
+            if routed is None:
+                continue
+            promoted.append(first.model_copy(update=dict(
+                event_id=derived_id(first.event_id, "promoted"), producer=SERVICE, occurred_at=cause.occurred_at,
+                tier=Tier.AUTO,
+                required_annotators=0, spot_check=False, thresholds=new, promoted=True,
+                reasons=(*routed.reasons, f"promoted from {first.tier.value}: the auto-accept border moved "
+                                          f"{old.auto_accept:.3f} -> {new.auto_accept:.3f}"),
+            )))
+        if not promoted:
+            return
+        await self.promotions.record(promoted)
+        await self.rt.bus.publish(promoted)
+        self.promoted.labels(project).inc(len(promoted))
+        log.info("%s: %d queued item(s) promoted to auto at border %.3f", project, len(promoted), new.auto_accept)

@@ -53,3 +53,42 @@ async def test_humans_get_the_most_informative_items_first(env: Env) -> None:
     finally:
         await admin.close()
         await runtime.stop()
+
+
+async def test_a_promoted_item_leaves_the_queue_unless_someone_holds_it(env: Env) -> None:
+    """The router promotes queued items to auto when the auto border moves below them: the gateway withdraws
+    their tasks, except one already leased (its label still counts) and an expert's."""
+    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, golden_rate=0.0))
+    await runtime.start()
+    admin = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
+    try:
+        await admin.configure_project("pq", ["yes", "no", "maybe"], guidelines="v1")
+        ids = ("held", "queued", "expert")
+        await admin.ingest_items([pb.IngestItem(project="pq", item_id=i, text=f"text {i}") for i in ids])
+        expert = _routed("expert", (0.97, 0.01)).model_copy(update={"tier": Tier.EXPERT})
+        # "held" is the least certain, so the annotator's lease takes it.
+        await env.publish_events([_routed("held", (0.93, 0.05)), _routed("queued", (0.97, 0.01)), expert])
+
+        async def open_tasks() -> set[str]:
+            return {t["item_id"] async for t in runtime.db["tasks"].find({"project": "pq", "status": "open"})}
+
+        await eventually(lambda: _equals(open_tasks, set(ids)))
+        annotator = admin.as_user(await admin.create_annotator("ann"))
+        task = await annotator.lease("pq")
+        assert task is not None and task.item_id == "held"
+        await env.publish_events([
+            _routed(i, (0.97, 0.01)).model_copy(update={"event_id": f"promoted-{i}", "tier": Tier.AUTO,
+                                                        "required_annotators": 0, "promoted": True})
+            for i in ids])
+        await eventually(lambda: _equals(open_tasks, {"held", "expert"}))
+        superseded = await runtime.db["tasks"].find_one({"project": "pq", "item_id": "queued"})
+        assert superseded["status"] == "superseded"
+        assert (await annotator.submit(task.task_id, "yes", key="k-held")).submission_id
+        assert await annotator.lease("pq") is None, "the promoted item is no one's task now"
+    finally:
+        await admin.close()
+        await runtime.stop()
+
+
+async def _equals(read, expected: object) -> bool:
+    return await read() == expected

@@ -83,6 +83,12 @@ async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
         await env.publish_events([_pre("sure-now", [("a", 0.99), ("b", 0.01)], seed=7)])
         now = await env.read("item.routed", lambda rs: any(r["item_id"] == "sure-now" for r in rs))
         assert next(r for r in now if r["item_id"] == "sure-now")["tier"] == "auto"
+        # "sure", queued for a review before the border opened, is promoted to auto; the others stay with people.
+        routed = await env.read("item.routed", lambda rs: any(r["item_id"] == "sure" and r["promoted"] for r in rs))
+        promoted = [r for r in routed if r["promoted"]]
+        assert [(r["item_id"], r["tier"], r["required_annotators"]) for r in promoted] == [("sure", "auto", 0)]
+        assert "1.000 -> 0.980" in promoted[0]["reasons"][-1]
+        assert await runtime.db["reroutes"].count_documents({"project": "rt", "promoted": True}) == 1
 
         # Then wrong ones at the same confidence: the evidence refutes the border and auto-accept goes off again.
         await env.publish_events(verified(20, 20, wrong=True))

@@ -41,6 +41,13 @@ def test_auto_single_and_consensus() -> None:
     assert next_step(done, {}, majority) == Final("a", Provenance.CONSENSUS, 2 / 3, True)
 
 
+def test_an_item_promoted_to_auto_after_someone_labelled_it_takes_their_label_as_its_review() -> None:
+    promoted = ItemState(tier=Tier.AUTO, required=0, prelabel=("a", 0.97), votes=(Vote("x", "b"),))
+    assert next_step(promoted, {"x": 0.8}, majority) == Final("b", Provenance.SINGLE_REVIEW, 0.8, True)
+    assert next_step(ItemState(tier=Tier.AUTO, required=0, prelabel=("a", 0.97)), {}, majority).provenance \
+        is Provenance.AUTO
+
+
 def test_disagreement_escalates_and_expert_settles_it() -> None:
     split = ItemState(tier=Tier.MULTI, required=2, votes=(Vote("x", "a"), Vote("y", "b")))
     step = next_step(split, {}, majority)
