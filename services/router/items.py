@@ -32,7 +32,7 @@ from schemas.events import (
 )
 from schemas.keys import item_key
 from services.router.cache import ReplicaCache
-from services.router.domain.evidence import sample_weight
+from services.router.domain.evidence import provisional_verdict, sample_weight
 from services.router.domain.spot_check import is_spot_checked
 from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.settings import SERVICE, RouterSettings
@@ -166,6 +166,8 @@ class ItemOwner:
         doc = await self.rt.db["items"].find_one({"_id": item_key(event.project, event.subject_id)})
         if doc is None or "embedding" not in doc:
             return
+        if event.kind == FlagKind.DISAGREEMENT:
+            await self._provisional_evidence(event, doc)
         prelabeled = ItemPrelabeled(
             event_id=event.event_id, producer=SERVICE, project=event.project, item_id=event.subject_id,
             correlation_id=event.correlation_id, model_version=doc.get("model_version"), encoder="stored",
@@ -183,3 +185,24 @@ class ItemOwner:
         )
         await self.rt.bus.publish([routed])
         self.routed.labels(routed.project, routed.tier.value).inc()
+
+    async def _provisional_evidence(self, event: QcFlagged, doc: dict[str, object]) -> None:
+        """The disputed pre-label as threshold evidence until the final label's evidence replaces it (same row,
+        the item's; domain/evidence.py provisional_verdict says why)."""
+        top = (doc.get("top_k") or [None])[0]
+        shown = event.evidence.get("prelabel")
+        label, probability = (shown[0], shown[1]) if isinstance(shown, list) and len(shown) == 2 else (
+            (top["label"], top["probability"]) if top else (None, None))
+        votes = event.evidence.get("votes")
+        verdict = provisional_verdict(label, votes) if label is not None and isinstance(votes, list) else None
+        if verdict is None:
+            return
+        key = item_key(event.project, event.subject_id)
+        decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})
+        await self.rt.bus.publish([ThresholdEvidence(
+            event_id=derived_id(event.event_id, "provisional-evidence"), producer=SERVICE, project=event.project,
+            item_id=event.subject_id, correlation_id=event.correlation_id, occurred_at=event.occurred_at,
+            kind=ThresholdEvidenceKind.VERIFIED, confidence=float(probability), correct=verdict,
+            model_version=doc.get("model_version"),
+            weight=sample_weight(decision.get("tier") if decision else None, self.settings.spot_check_rate),
+        )])

@@ -109,13 +109,20 @@ async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
         await eventually(indexed)
         await env.publish_events([
             QcFlagged(producer="test", project="rt", item_id="unsure", subject=FlagSubject.ITEM, subject_id="unsure",
-                      kind=FlagKind.DISAGREEMENT, message="split vote"),
+                      kind=FlagKind.DISAGREEMENT, message="split vote", evidence={"votes": [["x", "b"], ["y", "a"]]}),
         ])
         again = await env.read("item.routed", lambda rs: sum(r["item_id"] == "unsure" for r in rs) >= 2)
         rerouted = [r for r in again if r["item_id"] == "unsure"][-1]
         assert rerouted["tier"] == "expert"
         assert any("disagree" in r for r in rerouted["reasons"])
         assert rerouted["neighbours"] and rerouted["neighbours"][0]["item_id"] == "boot"
+        # A human voted against its pre-label: until the expert's final replaces it, that counts as an error.
+
+        async def provisional() -> dict[str, object] | None:
+            return await runtime.db["evidence"].find_one({"_id": "rt/unsure"})
+
+        row = await eventually(provisional)
+        assert (row["correct"], row["confidence"], row["weight"]) == (False, 0.40, 1.0)
     finally:
         await runtime.stop()
 

@@ -7,6 +7,7 @@ import pytest
 from services.router.domain.evidence import (
     ProjectLearning,
     adopts_recommendation,
+    provisional_verdict,
     record_verified,
     sample_weight,
     unapplied,
@@ -50,3 +51,10 @@ def test_a_batch_handled_again_skips_what_the_stored_state_already_applied() -> 
     assert unapplied(batch, "e2") == 2, "saved at a change on e2 before a crash: e3 and e4 are new"
     assert unapplied(batch, "e4") == 4
     assert unapplied(batch, "e0") == 0, "applied in an earlier batch: all of this one is new"
+
+
+def test_a_disputed_prelabel_is_wrong_until_an_expert_says_otherwise() -> None:
+    assert provisional_verdict("refund", [["ann-1", "card_lost"]]) is False
+    assert provisional_verdict("refund", [["ann-1", "refund"], ["ann-2", "card_lost"]]) is False
+    assert provisional_verdict("refund", [["ann-1", "refund"]]) is True
+    assert provisional_verdict("refund", []) is None

@@ -50,3 +50,4 @@ def test_only_a_lower_auto_border_can_promote() -> None:
     assert moved_down(Thresholds(auto_accept=1.0, single_review=0.3), OPEN)
     assert not moved_down(OPEN, Thresholds(auto_accept=0.95, single_review=0.3))
     assert not moved_down(OPEN, Thresholds(auto_accept=0.90, single_review=0.2))
+
