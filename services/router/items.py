@@ -33,7 +33,7 @@ from schemas.events import (
 from schemas.keys import item_key
 from services.router.cache import ReplicaCache
 from services.router.domain.evidence import provisional_verdict, sample_weight
-from services.router.domain.spot_check import is_spot_checked
+from services.router.domain.spot_check import is_evidence_draw, is_spot_checked
 from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.settings import SERVICE, RouterSettings
 
@@ -125,6 +125,7 @@ class ItemOwner:
             open_flag=open_flag,
             unresolved_disagreement=disagreement,
             spot_check=is_spot_checked(event.project, event.item_id, self.settings.spot_check_rate),
+            evidence_draw=is_evidence_draw(event.project, event.item_id, self.settings.evidence_draw_rate),
         )
         return ItemRouted(**common, tier=decision.tier, required_annotators=decision.required_annotators,
                           spot_check=decision.spot_check, reasons=decision.reasons)

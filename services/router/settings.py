@@ -6,7 +6,7 @@ from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
 from services.router.domain.evidence import DEFAULT_RELEARN_EVERY
-from services.router.domain.spot_check import DEFAULT_SPOT_CHECK_RATE
+from services.router.domain.spot_check import DEFAULT_EVIDENCE_DRAW_RATE, DEFAULT_SPOT_CHECK_RATE
 from services.router.domain.thresholds import DEFAULT_CONSERVATIVE_SHIFT, DEFAULT_MIN_EVIDENCE, DEFAULT_SINGLE_FLOOR
 from services.router.domain.tiers import DEFAULT_EXPERT_MARGIN, DEFAULT_OOD_SIMILARITY_FLOOR
 
@@ -19,6 +19,9 @@ class RouterSettings(CommonSettings):
     # Each default below that a domain rule also has is that rule's constant (spot_check.DEFAULT_SPOT_CHECK_RATE
     # explains 5%, RoutingPolicy the margin and the floor), so the two cannot drift apart.
     spot_check_rate: float = DEFAULT_SPOT_CHECK_RATE
+    # While auto-accept is off, this share of the reviews above the lowest possible auto border go first
+    # (spot_check.DEFAULT_EVIDENCE_DRAW_RATE explains why). 0 turns it off.
+    evidence_draw_rate: float = DEFAULT_EVIDENCE_DRAW_RATE
     expert_margin: float = DEFAULT_EXPERT_MARGIN
     ood_similarity_floor: float = DEFAULT_OOD_SIMILARITY_FLOOR
     neighbours: int = 5

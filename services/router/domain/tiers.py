@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 # Defined once, in the event contracts; imported here so the rules read in the domain's own terms.
 from schemas.events import Thresholds, Tier
+from services.router.domain.thresholds import AUTO_OFF, DEFAULT_FLOOR
 
 # RoutingPolicy explains both; RouterSettings defaults to them.
 DEFAULT_EXPERT_MARGIN = 0.05
@@ -91,11 +92,15 @@ def decide_tier(
     open_flag: bool = False,
     unresolved_disagreement: bool = False,
     spot_check: bool = False,
+    evidence_draw: bool = False,
 ) -> RoutingDecision:
     """Route one item; edge cases (flag, disagreement, out of distribution, tiny margin) beat confidence.
 
     spot_check comes from spot_check.is_spot_checked and only matters when the item is auto-accepted:
     it then needs one human to verify the auto label, and that verdict becomes threshold evidence.
+    evidence_draw (spot_check.is_evidence_draw) only matters while auto-accept is off, for a single review where
+    an auto border could ever be: the review is marked to go first (the gateway leases spot checks first), so
+    the evidence that can open auto-accept comes early.
     """
     expert_reasons: list[str] = []
     if open_flag:
@@ -128,12 +133,11 @@ def decide_tier(
             return RoutingDecision(Tier.AUTO, 1, True, (reason, "selected for spot check: one human verifies it"))
         return RoutingDecision(Tier.AUTO, 0, False, (reason,))
     if conf >= thresholds.single_review:
-        return RoutingDecision(
-            Tier.SINGLE,
-            1,
-            False,
-            (f"confidence {conf:.3f} in [{thresholds.single_review:.3f}, {thresholds.auto_accept:.3f}]",),
-        )
+        reason = f"confidence {conf:.3f} in [{thresholds.single_review:.3f}, {thresholds.auto_accept:.3f}]"
+        if evidence_draw and thresholds.auto_accept >= AUTO_OFF and conf > DEFAULT_FLOOR:
+            return RoutingDecision(Tier.SINGLE, 1, True, (
+                reason, "drawn to verify first while auto-accept is off: its review is evidence for the auto border"))
+        return RoutingDecision(Tier.SINGLE, 1, False, (reason,))
     return RoutingDecision(
         Tier.MULTI,
         policy.multi_annotators,

@@ -129,3 +129,14 @@ def test_prelabel_sorts_top_k_and_computes_margin():
 def test_bad_inputs_are_rejected_with_a_message(bad):
     with pytest.raises(ValueError, match=r"\S"):
         bad()
+
+
+def test_an_evidence_draw_goes_first_only_while_auto_accept_is_off():
+    closed = Thresholds(auto_accept=1.0, single_review=0.30)
+    drawn = decide_tier(pre(0.90, 0.05), closed, evidence_draw=True)
+    assert (drawn.tier, drawn.required_annotators, drawn.spot_check) == (Tier.SINGLE, 1, True)
+    assert "drawn to verify first" in drawn.reasons[-1]
+    # Open auto-accept, a confidence no auto border can reach, or no draw: an ordinary review.
+    assert not decide_tier(pre(0.90, 0.05), Thresholds(auto_accept=0.95, single_review=0.30), evidence_draw=True).spot_check
+    assert not decide_tier(pre(0.45, 0.05), closed, evidence_draw=True).spot_check
+    assert not decide_tier(pre(0.90, 0.05), closed).spot_check
