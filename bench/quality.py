@@ -248,6 +248,8 @@ VARIANTS = {
                          "follow_trainer_thresholds": True, "confirm_single": True, "step_up_when_refuted": True,
                          "heldout_verified_only": False, "auto_border_error": None, "single_start": None,
                          "expert_agreement_threshold": 0.0},
+    # qc's second_opinion: a doubted lone reviewer gets a second ordinary reviewer before an expert.
+    "labelmesh_second_opinion": {"second_opinion": True},
 }
 
 

@@ -63,7 +63,7 @@ from services.qc.domain.knn_check import knn_check
 from services.gateway.golden import choose_golden, golden_rate_for, should_inject_golden
 from services.gateway.settings import GatewaySettings
 from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
-from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, Vote, next_step
+from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, SecondOpinion, Vote, next_step
 from services.qc.settings import QcSettings
 from services.router.domain.spot_check import is_spot_checked
 from services.router.domain.thresholds import NO_EVIDENCE, Observation, learn_thresholds, starting_thresholds
@@ -341,6 +341,7 @@ class Labelmesh:
     expert_agreement_min_evidence: int = _default(QcSettings, "expert_agreement_min_evidence")
     confirm_single: bool = _default(QcSettings, "confirm_single")  # finalize.next_step(confirm_single=...)
     review_with_model: bool = _default(QcSettings, "review_with_model")  # finalize.next_step(review=...)
+    second_opinion: bool = _default(QcSettings, "second_opinion")  # finalize.next_step(second_opinion=...)
     min_single_confidence: float = _default(QcSettings, "min_single_confidence")
     shown_error_share: float = _default(QcSettings, "shown_error_share")
     promotion_alpha: float = _default(TrainerSettings, "promotion_alpha")
@@ -463,6 +464,7 @@ class RunResult:
     golden_labels: int = 0  # answers to golden tasks, any role
     golden_expert_labels: int = 0
     escalations: int = 0  # items qc sent to an expert: disagreements, doubtful reviews, kNN flags
+    second_opinions: int = 0  # doubtful lone reviews given a second ordinary reviewer first (qc's second_opinion)
     knn_flags: int = 0
     tiers: Counter[str] = field(default_factory=Counter)
     tier_errors: Counter[str] = field(default_factory=Counter)
@@ -493,6 +495,7 @@ class RunResult:
             "golden_labels_per_item": self.golden_labels / n,
             "cost_per_label_usd": float(cost / n),
             "escalations": self.escalations,
+            "second_opinions": self.second_opinions,
             "knn_flags": self.knn_flags,
             "tiers": {k: v / n for k, v in sorted(self.tiers.items())},
             "tier_accuracy": {k: 1 - self.tier_errors[k] / v for k, v in sorted(self.tiers.items())},
@@ -627,7 +630,8 @@ def run(stream: Stream, policy: Policy, team: list[SimulatedAnnotator], *, model
                     if policy.review_with_model else None
                 final, verified = _labelmesh_labels(crowd, decision, prelabel, thresholds, routing, truth, shown,
                                                     consensus, result, policy.confirm_single, review,
-                                                    None if neighbours is None else partial(knn_flagged, i))
+                                                    None if neighbours is None else partial(knn_flagged, i),
+                                                    second_opinion=policy.second_opinion)
                 if verified and top:
                     # A spot check keeps its 1/rate weight when qc escalated it. (services/router/app.py looks up
                     # the item's latest decision, which a re-route replaces; the difference only arises with
@@ -689,7 +693,8 @@ def _labelmesh_labels(crowd: Crowd, decision: Any, prelabel: Prelabel, threshold
                       routing: RoutingPolicy, truth: str, shown: list[str], consensus: Any,
                       result: RunResult, confirm_single: bool,
                       review: ReviewPolicy | None = None,
-                      knn_flagged: Callable[[str], bool] | None = None) -> tuple[str, bool]:
+                      knn_flagged: Callable[[str], bool] | None = None,
+                      second_opinion: bool = False) -> tuple[str, bool]:
     """Collect the labels the routing asks for, let qc's next_step decide, re-route escalations to an expert.
 
     knn_flagged(label): qc's kNN check on a human final label (single review or consensus); a flagged label
@@ -709,7 +714,15 @@ def _labelmesh_labels(crowd: Crowd, decision: Any, prelabel: Prelabel, threshold
         escalated=tier is Tier.EXPERT, prelabel=(prelabel.top_k[0][0], prelabel.confidence) if prelabel.top_k
         else None, top_k=prelabel.top_k, votes=tuple(votes),
     )
-    step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single, review=review)
+    step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single, review=review,
+                     second_opinion=second_opinion)
+    if isinstance(step, SecondOpinion):  # the router re-routes it for two, the first label counted
+        result.second_opinions += 1
+        name, label = crowd.label(truth, shown, "annotator", {v.annotator for v in votes})
+        state = replace(state, tier=EventTier.MULTI, required=2, second_opinion=True,
+                        votes=(*state.votes, Vote(name, label)))
+        step = next_step(state, crowd.reliability(), consensus, confirm_single=confirm_single, review=review,
+                         second_opinion=second_opinion)
     knn = (isinstance(step, Final) and step.provenance in (Provenance.SINGLE_REVIEW, Provenance.CONSENSUS)
            and knn_flagged is not None and knn_flagged(step.label))
     if knn:

@@ -110,6 +110,8 @@ class FlagKind(StrEnum):
     # An item labelled by an annotator since suspended: its label goes back for review.
     SUSPENDED_ANNOTATOR_LABEL = "suspended_annotator_label"
     MODEL_REJECTED = "model_rejected"
+    # A lone reviewer's label is in doubt: one more ordinary reviewer before an expert (qc's second_opinion).
+    SECOND_OPINION = "second_opinion"
 
 
 class FlagSubject(StrEnum):
@@ -188,6 +190,9 @@ class ItemRouted(Envelope):
     thresholds: Thresholds
     reasons: tuple[str, ...] = ()
     spans: Spans | None = Field(default=None, description="spans projects: the pre-labelled entities shown")
+    counted: tuple[Annotated[str, Field(min_length=1, max_length=128)], ...] = Field(default=(), max_length=8, description=(
+        "annotators whose labels of the item already count towards required_annotators (a second opinion): "
+        "the gateway fills their slots and does not offer them the item again"))
     promoted: bool = Field(default=False, description=(
         "a re-route to auto of an item already queued for humans, because the auto-accept border moved below "
         "its confidence: the gateway withdraws the item's tasks nobody has claimed"))

@@ -104,6 +104,18 @@ def _ref(candidate: Candidate) -> dict[str, Any]:
             "required": candidate.required, "golden": False, "status": None}
 
 
+def counted_claims(routed: ItemRouted) -> list[dict[str, Any]]:
+    """A second opinion's task counts the first reviewer's label: their item marker and a submitted slot, so the
+    task needs one label more and is never offered to them. Made with the task, by its partition's owner; an
+    insert that finds them there (a redelivery) leaves them."""
+    docs: list[dict[str, Any]] = []
+    for k, annotator in enumerate(routed.counted[:routed.required_annotators]):
+        mine = {"task_id": routed.event_id, "annotator": annotator, "nonce": "counted"}
+        docs += [{"_id": marker_id(routed.event_id, annotator), **mine},
+                 {"_id": slot_id(routed.event_id, k), **mine, "state": "submitted"}]
+    return docs
+
+
 def still_open(task: dict[str, Any]) -> bool:
     return task["status"] == "open"
 
@@ -226,6 +238,7 @@ class TaskQueue:
         # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
         # An id already there is this decision's task from an earlier attempt: left as it is.
         await insert_new(self.tasks, [self._task_doc(r, texts.get(f"{r.project}/{r.item_id}")) for r in routed])
+        await insert_new(self.claims, [doc for r in owners for doc in counted_claims(r)])
         for index in again:
             r = owners[index]
             key = f"{r.project}/{r.item_id}"

@@ -35,6 +35,8 @@ class ItemState:
     top_k: tuple[tuple[str, float], ...] = ()
     votes: tuple[Vote, ...] = ()
     final_label: str | None = None
+    # A second ordinary reviewer was asked for (SecondOpinion) and the router's re-route is not here yet.
+    second_opinion: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,14 @@ class Final:
 
 @dataclass(frozen=True)
 class Escalate:
+    reason: str
+    evidence: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecondOpinion:
+    """A lone reviewer's label is in doubt: one more ordinary reviewer before an expert (see next_step)."""
+
     reason: str
     evidence: dict[str, object] = field(default_factory=dict)
 
@@ -80,8 +90,8 @@ Consensus = Callable[[Sequence[tuple[str, str]], Mapping[str, float]], tuple[str
 
 def next_step(
     state: ItemState, reliability: Mapping[str, float], consensus: Consensus, *, confirm_single: bool = False,
-    review: ReviewPolicy | None = None,
-) -> Final | Escalate | Wait:
+    review: ReviewPolicy | None = None, second_opinion: bool = False,
+) -> Final | Escalate | SecondOpinion | Wait:
     """Decide an item's final label from its routing and votes; a known answer always wins.
 
     confirm_single: a lone reviewer (single tier, spot check) is final only when they confirm the
@@ -92,6 +102,10 @@ def next_step(
     review: with confirm_single, when the item's top-k is known, the lone reviewer's label is weighed
     against the model's instead: kept when its posterior reaches review.min_confidence (an override
     the model found plausible is kept; a confirmation of a shaky pre-label is not), else escalated.
+    second_opinion: a lone reviewer who would be escalated gets a second ordinary reviewer first
+    (SecondOpinion; the item comes back routed for two, the first label counted): two who agree are a
+    consensus, two who do not go to an expert. An expert label costs five ordinary ones, and with the
+    ~90% team most doubted overrides were the reviewer's honest slip that a second reviewer settles.
     """
     known = state.trusted_label or state.golden_label
     if known:
@@ -111,6 +125,8 @@ def next_step(
         if state.prelabel is None:
             return Escalate("auto-routed without a pre-label")
         return Final(state.prelabel[0], Provenance.AUTO, state.prelabel[1], verified=False)
+    if state.second_opinion and state.required <= 1:
+        return Wait("waiting for a second opinion")
     if len(state.votes) < max(1, state.required):
         return Wait(f"{len(state.votes)} of {state.required} labels")
     if state.required <= 1:
@@ -122,13 +138,13 @@ def next_step(
                                         shown_error_share=review.shown_error_share).get(vote.label, 0.0)
             if posterior >= review.min_confidence:
                 return Final(vote.label, Provenance.SINGLE_REVIEW, posterior, verified=True)
-            return Escalate(
+            return (SecondOpinion if second_opinion else Escalate)(
                 f"single reviewer's {vote.label!r} against the pre-label {state.prelabel[0]!r} "
                 f"({state.prelabel[1]:.2f}): posterior {posterior:.3f} < {review.min_confidence}",
                 {"votes": [[vote.annotator, vote.label]], "prelabel": list(state.prelabel), "posterior": posterior},
             )
         if confirm_single and state.prelabel is not None and vote.label != state.prelabel[0]:
-            return Escalate(
+            return (SecondOpinion if second_opinion else Escalate)(
                 f"single reviewer overrides the pre-label {state.prelabel[0]!r} ({state.prelabel[1]:.2f}) "
                 f"with {vote.label!r}",
                 {"votes": [[vote.annotator, vote.label]], "prelabel": list(state.prelabel)},

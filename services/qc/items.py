@@ -41,7 +41,7 @@ from services.qc.domain.consensus import majority_vote
 from services.qc.domain.knn_check import knn_check
 from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
 from services.qc.evidence import fact
-from services.qc.finalize import Escalate, Final, ReviewPolicy, next_step
+from services.qc.finalize import Escalate, Final, ReviewPolicy, SecondOpinion, next_step
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, flag
 from services.qc.settings import QcSettings
@@ -272,7 +272,8 @@ class Items:
 
         review = ReviewPolicy(n_classes, self.settings.min_single_confidence, self.settings.shown_error_share) \
             if self.settings.review_with_model and n_classes and n_classes >= 2 else None
-        step = next_step(state, reliability, consensus, confirm_single=self.settings.confirm_single, review=review)
+        step = next_step(state, reliability, consensus, confirm_single=self.settings.confirm_single, review=review,
+                         second_opinion=self.settings.second_opinion)
         human = [(v.annotator, v.label) for v in state.votes if not v.expert]
         majority = majority_vote(human) if human else None
         if isinstance(step, Final):
@@ -286,6 +287,16 @@ class Items:
             verdict = lone_reviewer_verdict(state.votes) if step.provenance in (
                 Provenance.EXPERT, Provenance.CORRECTED) else None
             return await self._finalize(doc, step, cause, majority, writes, verdict)
+        if isinstance(step, SecondOpinion) and not doc.get("second_opinion"):
+            # Derived from the item, like an escalation: asked once, however the stream is replayed.
+            asked: list[Envelope] = [QcFlagged(
+                event_id=derived_id(key, "second-opinion"), producer=SERVICE, project=doc["project"],
+                item_id=doc["item_id"], subject=FlagSubject.ITEM, subject_id=doc["item_id"],
+                kind=FlagKind.SECOND_OPINION, message=step.reason, evidence=dict(step.evidence),
+                correlation_id=cause.correlation_id,
+            )]
+            await self.store.ask_second_opinion(key, cause, asked)
+            return asked
         if isinstance(step, Escalate) and not doc.get("escalated"):
             evidence = dict(step.evidence)
             if majority is not None:

@@ -49,6 +49,7 @@ def item_state(doc: Mapping[str, Any]) -> ItemState:
         top_k=tuple((s["label"], s["probability"]) for s in doc.get("routed_top_k") or ()),
         votes=tuple(Vote(v["annotator"], v["label"], v["expert"]) for v in doc.get("votes", [])),
         final_label=(doc.get("final") or {}).get("label"),
+        second_opinion=bool(doc.get("second_opinion")),
     )
 
 
@@ -187,6 +188,11 @@ class QcStore:
         update = {"escalated": True, **marks, **({"escalation": outbox(cause, flags)} if cause else {})}
         await self.items.update_one({"_id": key}, {"$set": update})
 
+    async def ask_second_opinion(self, key: str, cause: Envelope, flags: Sequence[Envelope]) -> None:
+        """The item waits for a second ordinary reviewer; the flag asking for one is stored to publish again."""
+        await self.items.update_one({"_id": key}, {"$set": {"second_opinion": True,
+                                                            "second_opinion_request": outbox(cause, flags)}})
+
     @staticmethod
     def final_write(key: str, final: dict[str, Any], cause: Envelope, events: Sequence[Envelope]) -> UpdateOne:
         return UpdateOne({"_id": key}, {"$set": {"final": {**final, **outbox(cause, events)}},
@@ -202,6 +208,9 @@ class QcStore:
             out.extend(unpack(doc["final"]))
         async for doc in self.items.find({"escalation.outbox.cause": {"$in": list(causes)}}, {"escalation": 1}):
             out.extend(unpack(doc["escalation"]))
+        async for doc in self.items.find({"second_opinion_request.outbox.cause": {"$in": list(causes)}},
+                                         {"second_opinion_request": 1}):
+            out.extend(unpack(doc["second_opinion_request"]))
         return out
 
     # --- statistics: written only by the owner of the annotator's or project's key (services/qc/tally.py) ----

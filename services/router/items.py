@@ -38,7 +38,8 @@ from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.settings import SERVICE, RouterSettings
 
 REROUTED_KINDS = (FlagKind.DISAGREEMENT, FlagKind.ANNOTATOR_FEEDBACK, FlagKind.KNN_INCONSISTENCY,
-                  FlagKind.SUSPENDED_ANNOTATOR_LABEL)
+                  FlagKind.SUSPENDED_ANNOTATOR_LABEL, FlagKind.SECOND_OPINION)
+DISPUTES = (FlagKind.DISAGREEMENT, FlagKind.SECOND_OPINION)  # a human voted against the pre-label
 
 
 class ItemOwner:
@@ -96,7 +97,7 @@ class ItemOwner:
 
     def _route(
         self, event: ItemPrelabeled, vector: np.ndarray, multi: int, *, disagreement: bool = False,
-        open_flag: bool = False, cause: str = "routed",
+        open_flag: bool = False, cause: str = "routed", second_opinion: bool = False, counted: tuple[str, ...] = (),
     ) -> ItemRouted:
         thresholds = self.cache.current(event.project)
         hits = self.cache.index(event.project).nearest(vector, self.settings.neighbours, exclude=event.item_id)
@@ -126,9 +127,11 @@ class ItemOwner:
             unresolved_disagreement=disagreement,
             spot_check=is_spot_checked(event.project, event.item_id, self.settings.spot_check_rate),
             evidence_draw=is_evidence_draw(event.project, event.item_id, self.settings.evidence_draw_rate),
+            second_opinion=second_opinion,
         )
         return ItemRouted(**common, tier=decision.tier, required_annotators=decision.required_annotators,
-                          spot_check=decision.spot_check, reasons=decision.reasons)
+                          spot_check=decision.spot_check, reasons=decision.reasons,
+                          counted=counted if decision.tier is Tier.MULTI else ())
 
     async def _on_finals(self, events: list[LabelFinalized]) -> None:
         evidence: list[ThresholdEvidence] = []
@@ -167,7 +170,7 @@ class ItemOwner:
         doc = await self.rt.db["items"].find_one({"_id": item_key(event.project, event.subject_id)})
         if doc is None or "embedding" not in doc:
             return
-        if event.kind == FlagKind.DISAGREEMENT:
+        if event.kind in DISPUTES:
             await self._provisional_evidence(event, doc)
         prelabeled = ItemPrelabeled(
             event_id=event.event_id, producer=SERVICE, project=event.project, item_id=event.subject_id,
@@ -175,10 +178,16 @@ class ItemOwner:
             top_k=tuple(LabelScore(**s) for s in doc.get("top_k", [])),
         )
         config = await self.catalog.require(event)
-        routed = self._route(
-            prelabeled, np.frombuffer(doc["embedding"], np.float32), config.multi_annotators,
-            disagreement=event.kind == FlagKind.DISAGREEMENT, open_flag=True, cause="rerouted",
-        )
+        vector = np.frombuffer(doc["embedding"], np.float32)
+        if event.kind == FlagKind.SECOND_OPINION:
+            votes = event.evidence.get("votes")
+            counted = tuple(str(v[0]) for v in votes if isinstance(v, list) and v) if isinstance(votes, list) else ()
+            # The first reviewer's label counts towards the two (the gateway fills their slot).
+            routed = self._route(prelabeled, vector, config.multi_annotators, cause="second-opinion",
+                                 second_opinion=True, counted=counted)
+        else:
+            routed = self._route(prelabeled, vector, config.multi_annotators,
+                                 disagreement=event.kind == FlagKind.DISAGREEMENT, open_flag=True, cause="rerouted")
         # Its own document, named by the flag: a flag keyed by subject may sit on another partition than the
         # item, and `decisions` keeps one writer (the item's owner).
         await self.rt.db["reroutes"].replace_one(

@@ -92,3 +92,29 @@ async def test_a_promoted_item_leaves_the_queue_unless_someone_holds_it(env: Env
 
 async def _equals(read, expected: object) -> bool:
     return await read() == expected
+
+
+async def test_a_second_opinion_needs_one_more_reviewer_and_never_the_first(env: Env) -> None:
+    runtime = create_app(env.settings(GatewaySettings, grpc_port=0, admin_token=ADMIN, golden_rate=0.0))
+    await runtime.start()
+    admin = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
+    try:
+        await admin.configure_project("pq", ["yes", "no", "maybe"], guidelines="v1")
+        await admin.ingest_items([pb.IngestItem(project="pq", item_id="doubted", text="text")])
+        first, second, third = [admin.as_user(await admin.create_annotator(n)) for n in ("first", "second", "third")]
+        await env.publish_events([_routed("doubted", (0.95, 0.03)).model_copy(update={
+            "tier": Tier.MULTI, "required_annotators": 2, "counted": ("first",)})])
+        await eventually(lambda: _equals(lambda: open_items(runtime), {"doubted"}))
+        assert await first.lease("pq") is None, "the first reviewer's label already counts"
+        task = await second.lease("pq")
+        assert task is not None and task.item_id == "doubted"
+        await second.submit(task.task_id, "no", key="k-second")
+        assert await third.lease("pq") is None, "two labels were asked for: the first's and the second's"
+        await eventually(lambda: _equals(lambda: open_items(runtime), set()))
+    finally:
+        await admin.close()
+        await runtime.stop()
+
+
+async def open_items(runtime) -> set[str]:  # type: ignore[no-untyped-def]
+    return {t["item_id"] async for t in runtime.db["tasks"].find({"project": "pq", "status": "open"})}

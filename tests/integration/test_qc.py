@@ -27,6 +27,10 @@ async def _count(runtime, collection: str, query: dict) -> int:  # type: ignore[
     return await runtime.db[collection].count_documents(query)
 
 
+async def _equals(count, expected: int) -> bool:  # type: ignore[no-untyped-def]
+    return await count == expected
+
+
 async def _labelled_neighbourhood(env: Env, runtime, project: str,  # type: ignore[no-untyped-def]
                                   per_class: int = 10) -> None:
     """Trusted items with embeddings: the labelled set the kNN check compares against."""
@@ -208,6 +212,40 @@ async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
         await runtime.stop()
 
 
+async def test_a_doubted_lone_reviewer_gets_a_second_opinion_before_an_expert(env: Env) -> None:
+    """second_opinion: the override of a confident model asks for one more reviewer; two who agree are final, two
+    who do not go to an expert."""
+    runtime = create_app(env.settings(QcSettings, second_opinion=True))
+    await runtime.start()
+    p = "qs"
+    top = (("a", 0.95), ("b", 0.03), ("c", 0.02))
+    try:
+        await env.publish_events([_config(p)] + [_ingest(p, w) for w in ("agreed", "split")]
+                                 + [_route_top(p, w, top) for w in ("agreed", "split")])
+        await eventually(lambda: _equals(_count(runtime, "items", {"project": p, "tier": "single"}), 2))
+        await env.publish_events([_label(p, "agreed", "rev", "b"), _label(p, "split", "rev", "b")])
+        flags = await env.read("qc.flagged", lambda rs: {r["item_id"] for r in rs} >= {"agreed", "split"})
+        asked = {f["item_id"]: f for f in flags if f["project"] == p}
+        assert {f["kind"] for f in asked.values()} == {"second_opinion"}
+        assert asked["agreed"]["evidence"]["votes"] == [["rev", "b"]]
+        # The router's re-route: two labels, the first counted; then the second reviewer.
+        await env.publish_events([
+            ItemRouted(producer="test", project=p, item_id=w, tier=Tier.MULTI, required_annotators=2, model_version=1,
+                       top_k=tuple(LabelScore(label=lbl, probability=q) for lbl, q in top), thresholds=Thresholds(),
+                       counted=("rev",))
+            for w in ("agreed", "split")])
+        await eventually(lambda: _equals(_count(runtime, "items", {"project": p, "tier": "multi"}), 2))
+        await env.publish_events([_label(p, "agreed", "rev-2", "b"), _label(p, "split", "rev-2", "a")])
+        finals = await env.read("label.finalized", lambda rs: any(r["item_id"] == "agreed" for r in rs))
+        agreed = next(r for r in finals if r["item_id"] == "agreed")
+        assert (agreed["label"], agreed["provenance"], agreed["human_labels"]) == ("b", "consensus", 2)
+        flags = await env.read("qc.flagged", lambda rs: any(r["item_id"] == "split" and r["kind"] == "disagreement"
+                                                            for r in rs))
+        assert "split" not in {r["item_id"] for r in finals}, "two reviewers who disagree wait for an expert"
+    finally:
+        await runtime.stop()
+
+
 async def test_experts_overturning_a_lone_reviewer_again_and_again_suspend_them(env: Env) -> None:
     """qc's defaults: ten escalated labels of one reviewer, all overturned by experts, suspend them; the item
     they confirmed alone goes back to an expert. A reviewer the experts uphold keeps working."""
@@ -267,7 +305,7 @@ async def test_agreement_reliability_drift_and_calibration_report(env: Env) -> N
         n = 60
         truth = {f"i{i}": LABELS[i % 4] for i in range(n)}
         await env.publish_events([_config(p)] + [_route(p, item, Tier.MULTI, 3, top=t) for item, t in truth.items()])
-        await eventually(lambda: _count(runtime, "items", {"project": p, "tier": "multi"}))
+        await eventually(lambda: _equals(_count(runtime, "items", {"project": p, "tier": "multi"}), 2))
 
         async def all_routed() -> bool:
             return await _count(runtime, "items", {"project": p, "tier": "multi"}) == n

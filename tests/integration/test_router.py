@@ -123,6 +123,19 @@ async def test_routes_by_confidence_and_reacts_to_feedback(env: Env) -> None:
 
         row = await eventually(provisional)
         assert (row["correct"], row["confidence"], row["weight"]) == (False, 0.40, 1.0)
+
+        # A second opinion: two ordinary labels, the first reviewer's counted ("twin" is next to "boot", so no
+        # out-of-distribution rule sends it to an expert instead).
+        await env.publish_events([_pre("twin", [("a", 0.80), ("b", 0.15)], seed=5)])
+        await env.read("item.routed", lambda rs: any(r["item_id"] == "twin" for r in rs))
+        await env.publish_events([
+            QcFlagged(producer="test", project="rt", item_id="twin", subject=FlagSubject.ITEM, subject_id="twin",
+                      kind=FlagKind.SECOND_OPINION, message="doubted override",
+                      evidence={"votes": [["rev", "b"]], "prelabel": ["a", 0.80]}),
+        ])
+        again = await env.read("item.routed", lambda rs: sum(r["item_id"] == "twin" for r in rs) >= 2)
+        asked = [r for r in again if r["item_id"] == "twin"][-1]
+        assert (asked["tier"], asked["required_annotators"], asked["counted"]) == ("multi", 2, ["rev"])
     finally:
         await runtime.stop()
 

@@ -93,6 +93,7 @@ def decide_tier(
     unresolved_disagreement: bool = False,
     spot_check: bool = False,
     evidence_draw: bool = False,
+    second_opinion: bool = False,
 ) -> RoutingDecision:
     """Route one item; edge cases (flag, disagreement, out of distribution, tiny margin) beat confidence.
 
@@ -101,6 +102,8 @@ def decide_tier(
     evidence_draw (spot_check.is_evidence_draw) only matters while auto-accept is off, for a single review where
     an auto border could ever be: the review is marked to go first (the gateway leases spot checks first), so
     the evidence that can open auto-accept comes early.
+    second_opinion: qc doubts a lone reviewer's label and asks for one more ordinary reviewer (qc's
+    finalize.next_step): the item needs two labels, the first one counted, unless an expert rule applies.
     """
     expert_reasons: list[str] = []
     if open_flag:
@@ -121,6 +124,9 @@ def decide_tier(
         )
     if expert_reasons:
         return RoutingDecision(Tier.EXPERT, 1, False, tuple(expert_reasons))
+    if second_opinion:
+        return RoutingDecision(Tier.MULTI, 2, False, (
+            "second opinion: qc doubts the lone reviewer's label; two who agree settle it, else an expert",))
 
     conf = prelabel.confidence
     if not prelabel.top_k:

@@ -140,3 +140,9 @@ def test_an_evidence_draw_goes_first_only_while_auto_accept_is_off():
     assert not decide_tier(pre(0.90, 0.05), Thresholds(auto_accept=0.95, single_review=0.30), evidence_draw=True).spot_check
     assert not decide_tier(pre(0.45, 0.05), closed, evidence_draw=True).spot_check
     assert not decide_tier(pre(0.90, 0.05), closed).spot_check
+
+
+def test_a_second_opinion_asks_two_unless_an_expert_rule_applies():
+    asked = decide_tier(pre(0.97, 0.01), SEED, second_opinion=True)
+    assert (asked.tier, asked.required_annotators) == (Tier.MULTI, 2)
+    assert decide_tier(pre(0.97, 0.01, sim=0.1), SEED, second_opinion=True).tier is Tier.EXPERT

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from labelmesh.neighbours import LabelledIndex
 from schemas.events import Provenance, Tier
 from services.gateway.auth import bearer, hash_token, new_token
 from services.prelabeler.domain.text import check_text
-from services.qc.finalize import Escalate, Final, ItemState, Vote, Wait, next_step
+from services.qc.finalize import Escalate, Final, ItemState, SecondOpinion, Vote, Wait, next_step
 from services.router.domain.thresholds import Observation
 from services.trainer.evaluation import Evaluation, decide_promotion, recommend_thresholds
 from services.trainer.lineage import in_holdout, training_set_version
@@ -46,6 +48,21 @@ def test_an_item_promoted_to_auto_after_someone_labelled_it_takes_their_label_as
     assert next_step(promoted, {"x": 0.8}, majority) == Final("b", Provenance.SINGLE_REVIEW, 0.8, True)
     assert next_step(ItemState(tier=Tier.AUTO, required=0, prelabel=("a", 0.97)), {}, majority).provenance \
         is Provenance.AUTO
+
+
+def test_a_doubted_lone_reviewer_gets_a_second_opinion_then_an_expert_only_if_the_two_disagree() -> None:
+    overridden = ItemState(tier=Tier.SINGLE, required=1, prelabel=("a", 0.97), votes=(Vote("x", "b"),))
+    asked = next_step(overridden, {}, majority, confirm_single=True, second_opinion=True)
+    assert isinstance(asked, SecondOpinion) and asked.evidence["votes"] == [["x", "b"]]
+    assert isinstance(next_step(overridden, {}, majority, confirm_single=True), Escalate), "off: straight to an expert"
+    waiting = replace(overridden, second_opinion=True)
+    assert isinstance(next_step(waiting, {}, majority, confirm_single=True, second_opinion=True), Wait)
+    rerouted = replace(waiting, tier=Tier.MULTI, required=2)
+    assert isinstance(next_step(rerouted, {}, majority, confirm_single=True, second_opinion=True), Wait)
+    agreed = replace(rerouted, votes=(Vote("x", "b"), Vote("y", "b")))
+    assert next_step(agreed, {}, majority, confirm_single=True, second_opinion=True).provenance is Provenance.CONSENSUS
+    split = replace(rerouted, votes=(Vote("x", "b"), Vote("y", "a")))
+    assert isinstance(next_step(split, {}, majority, confirm_single=True, second_opinion=True), Escalate)
 
 
 def test_disagreement_escalates_and_expert_settles_it() -> None:
