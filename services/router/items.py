@@ -203,16 +203,18 @@ class ItemOwner:
         shown = event.evidence.get("prelabel")
         label, probability = (shown[0], shown[1]) if isinstance(shown, list) and len(shown) == 2 else (
             (top["label"], top["probability"]) if top else (None, None))
-        votes = event.evidence.get("votes")
-        verdict = provisional_verdict(label, votes) if label is not None and isinstance(votes, list) else None
+        votes, posterior = event.evidence.get("votes"), event.evidence.get("posterior")
+        verdict = provisional_verdict(label, votes, posterior if isinstance(posterior, (int, float)) else None) \
+            if label is not None and isinstance(votes, list) else None
         if verdict is None:
             return
+        correct, share = verdict
         key = item_key(event.project, event.subject_id)
         decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})
         await self.rt.bus.publish([ThresholdEvidence(
             event_id=derived_id(event.event_id, "provisional-evidence"), producer=SERVICE, project=event.project,
             item_id=event.subject_id, correlation_id=event.correlation_id, occurred_at=event.occurred_at,
-            kind=ThresholdEvidenceKind.VERIFIED, confidence=float(probability), correct=verdict,
+            kind=ThresholdEvidenceKind.VERIFIED, confidence=float(probability), correct=correct,
             model_version=doc.get("model_version"),
-            weight=sample_weight(decision.get("tier") if decision else None, self.settings.spot_check_rate),
+            weight=share * sample_weight(decision.get("tier") if decision else None, self.settings.spot_check_rate),
         )])

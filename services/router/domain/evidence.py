@@ -23,21 +23,29 @@ def sample_weight(tier: str | None, spot_check_rate: float) -> float:
     return 1.0 / spot_check_rate if tier == Tier.AUTO.value else 1.0
 
 
-def provisional_verdict(prelabel: str, votes: Sequence[Sequence[str]]) -> bool | None:
-    """A disagreement flag's verdict on the pre-label, recorded until the item's final label replaces it: wrong
-    once any human voted against it; None when the flag names no votes (nothing is recorded).
+def provisional_verdict(prelabel: str, votes: Sequence[Sequence[str]],
+                        posterior: float | None = None) -> tuple[bool, float] | None:
+    """A disputed pre-label as threshold evidence until the item's final label replaces it: (correct, the share of
+    one observation it counts for), or None when the flag names no votes (nothing is recorded).
+
+    Wrong once any human voted against it, counted as the chance that they are right (qc's posterior of their
+    label, given the model's top-k and their reliability; 1 when qc gave none): a 90% reviewer overriding a 0.97
+    pre-label is usually the one who slipped, and counted as a whole error the open disputes of a 90% team kept
+    auto-accept shut for a whole live run while the experts were busy.
 
     Without it the evidence came back in a biased order: a reviewer who confirms the pre-label finalises the item
     at once, one who overrides it waits for an expert, so the first verified pre-labels of a project were mostly
     the right ones. The live BANKING77 run opened the auto border at 0.81 on them, then raised it to 0.94 as the
     experts' answers arrived, and the items auto-accepted in between were wrong 2.3-4.1% of the time against a
-    2% target (bench/results/live_quality-minilm-1500-promote.json). Counting the override as an error until the
-    expert decides errs the other way, which a guarantee may.
+    2% target (bench/results/live_quality-minilm-1500-promote.json).
     """
     labels = [vote[1] for vote in votes if len(vote) >= 2]
     if not labels:
         return None
-    return all(label == prelabel for label in labels)
+    if all(label == prelabel for label in labels):
+        return True, 1.0
+    share = 1.0 if posterior is None else min(1.0, max(0.0, float(posterior)))
+    return (False, share) if share > 0.0 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,8 +53,10 @@ def test_a_batch_handled_again_skips_what_the_stored_state_already_applied() -> 
     assert unapplied(batch, "e0") == 0, "applied in an earlier batch: all of this one is new"
 
 
-def test_a_disputed_prelabel_is_wrong_until_an_expert_says_otherwise() -> None:
-    assert provisional_verdict("refund", [["ann-1", "card_lost"]]) is False
-    assert provisional_verdict("refund", [["ann-1", "refund"], ["ann-2", "card_lost"]]) is False
-    assert provisional_verdict("refund", [["ann-1", "refund"]]) is True
+def test_a_disputed_prelabel_counts_as_wrong_by_the_chance_its_challenger_is_right() -> None:
+    assert provisional_verdict("refund", [["ann-1", "card_lost"]]) == (False, 1.0)
+    assert provisional_verdict("refund", [["ann-1", "card_lost"]], posterior=0.3) == (False, 0.3)
+    assert provisional_verdict("refund", [["ann-1", "refund"], ["ann-2", "card_lost"]]) == (False, 1.0)
+    assert provisional_verdict("refund", [["ann-1", "refund"]]) == (True, 1.0)
     assert provisional_verdict("refund", []) is None
+    assert provisional_verdict("refund", [["ann-1", "card_lost"]], posterior=0.0) is None
