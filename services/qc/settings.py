@@ -23,7 +23,7 @@ class QcSettings(CommonSettings):
     review_with_model: bool = True
     # A lone reviewer who would be escalated to an expert gets a second ordinary reviewer first (finalize.next_step
     # explains; bench/results/quality-second-opinion.json measures it).
-    second_opinion: bool = False
+    second_opinion: bool = True
     min_single_confidence: float = DEFAULT_MIN_SINGLE_CONFIDENCE
     # Share of a reviewer's mistakes assumed to land on a label the task showed (model_prior explains 0.9).
     shown_error_share: float = DEFAULT_SHOWN_ERROR_SHARE
