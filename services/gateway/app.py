@@ -19,16 +19,19 @@ from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFinalized, QcFlagged
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.api import AdminServicer, AnnotationServicer, Gateway, IngestServicer, history_entry
 from services.gateway import progress
+from services.gateway.admin_api import AdminServicer
+from services.gateway.annotation_api import AnnotationServicer
+from services.gateway.api import Gateway
+from services.gateway.domain import SERVICE
 from services.gateway.grpc_metrics import GrpcMetrics
 from services.gateway.health import ReadinessHealth
+from services.gateway.ingest_api import IngestServicer
 from services.gateway.malformed import RejectMalformedRequests
 from services.gateway.read_api import ProjectServicer
 from services.gateway.relay import GatewayRelay
 from services.gateway.settings import GatewaySettings
-
-SERVICE = "gateway"
+from services.gateway.store import history as entries
 log = logging.getLogger(__name__)
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name)
 
@@ -141,29 +144,19 @@ class GatewayService:
         for event in events:
             if isinstance(event, ItemRouted):
                 ops.append(("add", event))
-                history.append(history_entry(event.project, event.item_id, "routed",
-                                             {"tier": event.tier.value, "required": event.required_annotators,
-                                              "spot_check": event.spot_check, "golden": event.golden,
-                                              "model_version": event.model_version,
-                                              "prelabel": [s.model_dump() for s in event.top_k],
-                                              "reasons": list(event.reasons)}, event.event_id))
+                history.append(entries.routed(event))
             elif isinstance(event, LabelFinalized):
                 ops.append(("close", (event.project, event.item_id)))
-                history.append(history_entry(event.project, event.item_id, "finalized",
-                                             {"label": event.label, "version": event.version,
-                                              "provenance": event.provenance.value, "confidence": event.confidence},
-                                             event.event_id))
+                history.append(entries.finalized(event))
             elif isinstance(event, QcFlagged):
                 if event.item_id:
-                    history.append(history_entry(event.project, event.item_id, "flagged",
-                                                 {"kind": event.kind.value, "message": event.message},
-                                                 event.event_id))
+                    history.append(entries.flagged(event))
                 if event.subject == FlagSubject.ANNOTATOR and event.kind == FlagKind.ANNOTATOR_SUSPENDED:
-                    await self.gw.db["annotators"].update_one({"_id": event.subject_id}, {"$set": {"suspended": True}})
-                    self.gw.tokens.forget_where(lambda doc, who=event.subject_id: doc["_id"] == who)  # here at once
+                    await self.gw.annotators.suspend(event.subject_id)
+                    self.gw.forget_annotator(event.subject_id)  # here at once
                     ops.append(("requeue", event.subject_id))
         await self.gw.queue.apply(ops)
-        await self.gw.histories(history)
+        await self.gw.history.add(history)
         await self.progress.on_events(events)  # item progress and final labels (services/gateway/progress.py)
 
 
