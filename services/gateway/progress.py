@@ -21,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import find_by_ids, upsert_many
 from schemas.events import Envelope, ItemIngested, ItemRouted, LabelFinalized, LabelSubmitted
+from schemas.keys import item_key
 
 TOPICS = (ItemIngested.TOPIC, ItemRouted.TOPIC, LabelSubmitted.TOPIC, LabelFinalized.TOPIC)
 PROGRESS, COUNTERS, ORDER = "item_progress", "project_counters", "final_order"
@@ -88,7 +89,7 @@ class Progress:
         self.order = db[ORDER]
 
     async def on_events(self, events: list[Envelope]) -> None:
-        keys = list(dict.fromkeys(f"{e.project}/{e.item_id}" for e in events if e.item_id))
+        keys = list(dict.fromkeys(item_key(e.project, e.item_id) for e in events if e.item_id))
         docs = {d["_id"]: d for d in await find_by_ids(self.items, keys)}
         changed: dict[str, dict[str, Any]] = {}
         counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -97,7 +98,7 @@ class Progress:
         for event in events:
             if not event.item_id:
                 continue
-            key = f"{event.project}/{event.item_id}"
+            key = item_key(event.project, event.item_id)
             doc = docs.setdefault(key, {"_id": key, "project": event.project, "item_id": event.item_id})
             was_final = "final" in doc
             if apply_event(doc, event, counts[event.project]):
@@ -129,7 +130,7 @@ class Progress:
         return await self.counters.find_one({"_id": project}) or {}
 
     async def item(self, project: str, item_id: str) -> dict[str, Any] | None:
-        return await self.items.find_one({"_id": f"{project}/{item_id}"})
+        return await self.items.find_one({"_id": item_key(project, item_id)})
 
     async def finals_after(self, project: str, after: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], int]:
         """Up to `limit` sequence numbers after `after`: (seq, item progress doc) for those in use, and the
