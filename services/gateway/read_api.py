@@ -13,19 +13,15 @@ from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway
 from services.gateway.auth import Role, hash_token, new_token
-from services.gateway.domain.bounds import ID_MAX
+from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, Problems, export_problems, id_problem, page_problems
 from services.gateway.progress import Progress
-
-PAGE_MAX = 500
-EXPORT_PAGE = 500
-CURSOR_MAX = 20
 
 
 def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000) if value else 0
 
 
-async def invalid(context: grpc.aio.ServicerContext, problems: list[tuple[str, str]]) -> None:
+async def invalid(context: grpc.aio.ServicerContext, problems: Problems) -> None:
     """INVALID_ARGUMENT naming every problem, with a google.rpc BadRequest detail listing each field."""
     if not problems:
         return
@@ -35,22 +31,6 @@ async def invalid(context: grpc.aio.ServicerContext, problems: list[tuple[str, s
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message)
     status.details.add().Pack(detail)
     await context.abort_with_status(rpc_status.to_status(status))
-
-
-def _id_problem(field: str, value: str, required: bool = True) -> list[tuple[str, str]]:
-    if required and not value:
-        return [(field, "is required")]
-    if len(value) > ID_MAX:
-        return [(field, f"must be at most {ID_MAX} characters")]
-    return []
-
-
-def _page_problems(page_size: int, page_token: str) -> list[tuple[str, str]]:
-    problems = []
-    if not 0 <= page_size <= PAGE_MAX:
-        problems.append(("page_size", f"must be 0..{PAGE_MAX} (0 for {PAGE_MAX})"))
-    problems += _id_problem("page_token", page_token, required=False)
-    return problems
 
 
 def final_message(doc: dict[str, Any], item: dict[str, Any] | None, cursor: str = "") -> pb.FinalLabel:
@@ -78,7 +58,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def _project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _id_problem("project", project))
+        await invalid(context, id_problem("project", project))
         return await self.gw.project(context, project)
 
     @staticmethod
@@ -89,7 +69,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def ListProjects(self, request: pb.ListProjectsRequest, context: grpc.aio.ServicerContext) -> pb.ListProjectsResponse:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _page_problems(request.page_size, request.page_token))
+        await invalid(context, page_problems(request.page_size, request.page_token))
         size = request.page_size or PAGE_MAX
         docs = await self.gw.projects.page(request.page_token, size + 1)
         more = len(docs) > size
@@ -115,7 +95,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.ItemDetail:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _id_problem("project", request.project) + _id_problem("item_id", request.item_id))
+        await invalid(context, id_problem("project", request.project) + id_problem("item_id", request.item_id))
         await self.gw.project(context, request.project)
         item = await self.gw.items.get(request.project, request.item_id)
         if item is None:
@@ -131,7 +111,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
     async def ListAnnotators(self, request: pb.ListAnnotatorsRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListAnnotatorsResponse:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _page_problems(request.page_size, request.page_token))
+        await invalid(context, page_problems(request.page_size, request.page_token))
         size = request.page_size or PAGE_MAX
         docs = await self.gw.annotators.page(request.page_token, size + 1)
         more = len(docs) > size
@@ -142,7 +122,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
     async def _annotator_doc(self, request: pb.RevokeAnnotatorRequest,
                              context: grpc.aio.ServicerContext) -> dict[str, Any]:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _id_problem("annotator_id", request.annotator_id))
+        await invalid(context, id_problem("annotator_id", request.annotator_id))
         doc = await self.gw.annotators.get(request.annotator_id)
         if doc is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown annotator {request.annotator_id!r}")
@@ -165,11 +145,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def ExportFinalLabels(self, request: pb.ExportFinalLabelsRequest,
                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FinalLabel]:
-        problems = _id_problem("project", request.project)
-        if request.cursor and (not request.cursor.isdigit() or len(request.cursor) > CURSOR_MAX):
-            problems.append(("cursor", "must be a cursor from an earlier FinalLabel, or empty"))
-        if request.limit < 0:
-            problems.append(("limit", "must not be negative"))
+        problems = export_problems(request.project, request.cursor, request.limit)
         await self.gw.caller(context, Role.ADMIN)
         await invalid(context, problems)
         await self.gw.project(context, request.project)
