@@ -118,10 +118,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 return session_message(existing)
             if asked["item_ids"]:
                 check_named_items(asked["item_ids"], await self.gw.items.golden_of(request.project, asked["item_ids"]))
-                items = tuple(asked["item_ids"])
             known = await self.gw.annotators.known()
-            if not asked["item_ids"]:
-                items = pick_items(await self.gw.items.ordinary_ids(request.project), request.n, seed=session)
+            items = tuple(asked["item_ids"]) if asked["item_ids"] else pick_items(
+                await self.gw.items.ordinary_ids(request.project), request.n, seed=session)
             annotators = pick_annotators(known, asked["annotators"])
         except Refused as refused:
             await refuse(context, refused)

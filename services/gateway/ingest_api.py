@@ -87,9 +87,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         # Inserts of unique ids: of two replicas ingesting one new id at once, one wins and the other compares.
         # Written down first: a gateway that dies before it publishes leaves the items to the relay (relay.py).
         await self.gw.outbox.add([record(event, "ingest") for event in events])
-        again = await self.gw.items.insert_new(docs)
-        raced = conflicts([events[i] for i in again], await self.gw.items.digests([events[i] for i in again])) \
-            if again else []
+        again = [events[i] for i in await self.gw.items.insert_new(docs)]
+        raced = conflicts(again, await self.gw.items.digests(again)) if again else []
         refused = [e.event_id for e in events if e.item_id in raced]
         events = [e for e in events if e.item_id not in raced]
         await self.gw.publish(events)
