@@ -1,34 +1,31 @@
-"""The gateway service: the gRPC API for annotation tools, plus the task queues fed by item.routed."""
+"""The gateway service's wiring: its gRPC server, event handlers and background jobs (app.py: wiring only)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Counter, Gauge
 
-from labelmesh.runtime.pacing import next_due
 from labelmesh.runtime.service import ServiceRuntime
-from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFinalized, QcFlagged
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.api import AdminServicer, AnnotationServicer, Gateway, IngestServicer, history_entry
-from services.gateway import progress
+from services.gateway.admin_api import AdminServicer
+from services.gateway.annotation_api import AnnotationServicer
+from services.gateway.api import Gateway
+from services.gateway.domain import SERVICE
 from services.gateway.grpc_metrics import GrpcMetrics
+from services.gateway.handlers import HINT_TOPICS, TOPICS, GatewayHandlers
 from services.gateway.health import ReadinessHealth
+from services.gateway.ingest_api import IngestServicer
+from services.gateway.jobs import BackgroundJobs
 from services.gateway.malformed import RejectMalformedRequests
+from services.gateway.progress import Progress
 from services.gateway.read_api import ProjectServicer
-from services.gateway.relay import GatewayRelay
 from services.gateway.settings import GatewaySettings
 
-SERVICE = "gateway"
 log = logging.getLogger(__name__)
 SERVICE_NAMES = tuple(pb.DESCRIPTOR.services_by_name[n].full_name for n in pb.DESCRIPTOR.services_by_name)
 
@@ -38,30 +35,18 @@ class GatewayService:
         self.rt = rt
         self.settings = settings
         self.gw = Gateway(rt, settings)
-        self.progress = progress.Progress(rt.db)
-        self.server: grpc.aio.Server | None = None
+        self.handlers = GatewayHandlers(self.gw, Progress(rt.db))
+        self.jobs = BackgroundJobs(self.gw, rt.registry)
         self.health = ReadinessHealth(rt.ready, SERVICE_NAMES, settings.health_check_s)
+        self.server: grpc.aio.Server | None = None
         self.port: int | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        self.relay = GatewayRelay(self.gw)
-        self._relayer: asyncio.Task[None] | None = None
-        self.relayed = Counter("labelmesh_gateway_relayed_events_total",
-                               "Events stored but not published, published by the outbox relay", registry=rt.registry)
-        self.open_tasks = Gauge("labelmesh_gateway_open_tasks", "Tasks waiting for humans", ["project", "tier"],
-                                registry=rt.registry)
-        # How many open tasks this replica's index knows of: tests wait on it, operators see a replica lagging.
-        Gauge("labelmesh_gateway_candidate_tasks", "Open tasks in this replica's in-memory index",
-              registry=rt.registry).set_function(lambda: len(self.gw.queue.hints))
-        self.expired = Counter("labelmesh_gateway_leases_expired_total", "Leases that expired", registry=rt.registry)
 
     def wire(self) -> None:
         # One subscription: the bus's inbox is the service's, so a second group would claim these events first.
-        self.rt.bus.subscribe(sorted({ItemRouted.TOPIC, LabelFinalized.TOPIC, QcFlagged.TOPIC, *progress.TOPICS}),
-                              self.on_events)
+        self.rt.bus.subscribe(list(TOPICS), self.handlers.on_events)
         # Every replica hears every routed and finalized item, whichever partitions it owns, to keep its index of
         # open tasks (a hint, in memory only).
-        self.rt.bus.subscribe([ItemRouted.TOPIC, LabelFinalized.TOPIC], self.on_hints, name=f"{SERVICE}.hints",
-                              broadcast=True)
+        self.rt.bus.subscribe(list(HINT_TOPICS), self.handlers.on_hints, name=f"{SERVICE}.hints", broadcast=True)
         self.rt.on_start.append(self.start_grpc)
         self.rt.on_started.append(self.health.start)  # the broker is connected only from here on
         self.rt.on_stop.append(self.stop_grpc)
@@ -88,83 +73,14 @@ class GatewayService:
         await server.start()
         await self.health.hold()  # NOT_SERVING until the broker has started and answers
         self.server = server
-        self._sweeper = asyncio.create_task(self._sweep())
-        self._relayer = asyncio.create_task(self._relay())
+        self.jobs.start()
         log.info("gRPC listening on %s:%s", self.settings.grpc_host, self.port)
 
     async def stop_grpc(self) -> None:
-        for task in (self._sweeper, self._relayer):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self.jobs.stop()
         await self.health.stop()
         if self.server:
             await self.server.stop(grace=5)
-
-    async def _sweep(self) -> None:
-        counts_due = 0.0
-        while True:
-            await asyncio.sleep(self.settings.sweep_seconds)
-            try:
-                self.expired.inc(await self.gw.queue.expire_leases())
-                if time.monotonic() >= counts_due:
-                    started = time.monotonic()
-                    for (project, tier), n in (await self.gw.queue.open_counts()).items():
-                        self.open_tasks.labels(project, tier).set(n)
-                    # The count reads every task: with tens of thousands of tasks it took seconds of the
-                    # database's time at every sweep. Spaced (labelmesh.runtime.pacing); the gauge is then a
-                    # little older on a big queue.
-                    counts_due = next_due(started)
-            except Exception:  # noqa: BLE001 - the sweeper must outlive a database hiccup
-                log.exception("lease sweep failed; retrying")
-
-    async def _relay(self) -> None:
-        """The outbox relay (services/gateway/relay.py): a pass at start, then every relay_seconds."""
-        while True:
-            try:
-                self.relayed.inc(await self.relay.run_once())
-            except Exception:  # noqa: BLE001 - the relay must outlive a broker or database hiccup
-                log.exception("outbox relay pass failed; retrying")
-            await asyncio.sleep(self.settings.relay_seconds)
-
-    async def on_hints(self, events: list[Envelope]) -> None:
-        for event in events:
-            if isinstance(event, ItemRouted):
-                self.gw.queue.hear(event)
-            elif isinstance(event, LabelFinalized):
-                self.gw.queue.hints.close_item(event.project, event.item_id)
-
-    async def on_events(self, events: list[Envelope]) -> None:
-        history = []  # written in bulk after the batch: a round trip per event would halve the gateway's rate
-        ops: list[tuple[str, Any]] = []  # the queue's changes, in order
-        for event in events:
-            if isinstance(event, ItemRouted):
-                ops.append(("add", event))
-                history.append(history_entry(event.project, event.item_id, "routed",
-                                             {"tier": event.tier.value, "required": event.required_annotators,
-                                              "spot_check": event.spot_check, "golden": event.golden,
-                                              "model_version": event.model_version,
-                                              "prelabel": [s.model_dump() for s in event.top_k],
-                                              "reasons": list(event.reasons)}, event.event_id))
-            elif isinstance(event, LabelFinalized):
-                ops.append(("close", (event.project, event.item_id)))
-                history.append(history_entry(event.project, event.item_id, "finalized",
-                                             {"label": event.label, "version": event.version,
-                                              "provenance": event.provenance.value, "confidence": event.confidence},
-                                             event.event_id))
-            elif isinstance(event, QcFlagged):
-                if event.item_id:
-                    history.append(history_entry(event.project, event.item_id, "flagged",
-                                                 {"kind": event.kind.value, "message": event.message},
-                                                 event.event_id))
-                if event.subject == FlagSubject.ANNOTATOR and event.kind == FlagKind.ANNOTATOR_SUSPENDED:
-                    await self.gw.db["annotators"].update_one({"_id": event.subject_id}, {"$set": {"suspended": True}})
-                    self.gw.tokens.forget_where(lambda doc, who=event.subject_id: doc["_id"] == who)  # here at once
-                    ops.append(("requeue", event.subject_id))
-        await self.gw.queue.apply(ops)
-        await self.gw.histories(history)
-        await self.progress.on_events(events)  # item progress and final labels (services/gateway/progress.py)
 
 
 def create_app(settings: GatewaySettings | None = None) -> ServiceRuntime:

@@ -7,6 +7,9 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from services.gateway.domain.refusals import Kind, Refused
 
 MAX_ITEMS = 500
 MIN_ANNOTATORS = 2
@@ -14,12 +17,11 @@ SESSION_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 TIER = "calibration"  # the tier of a calibration task: not a routing tier, so routing never touches it
 
 
-class CalibrationError(ValueError):
-    """A session that cannot be created; code is invalid, not_found or precondition (the gRPC status to send)."""
+class CalibrationError(Refused):
+    """A session that cannot be created; code is invalid, not_found, precondition or exists."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, code: Kind, message: str) -> None:
+        super().__init__(code, message)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,23 @@ def check_item_request(item_ids: Sequence[str], n: int) -> None:
         raise CalibrationError("invalid", f"at most {MAX_ITEMS} items in a session")
     if any(not i for i in item_ids) or len(set(item_ids)) != len(item_ids):
         raise CalibrationError("invalid", "item_ids must be distinct and non-empty")
+
+
+def check_existing(existing: Mapping[str, Any], project: str, asked: Mapping[str, Any]) -> None:
+    """A session id used again is the same session only with the same project and request (a retry)."""
+    if existing["project"] != project or existing["request"] != asked:
+        raise CalibrationError("exists", f"session {existing['_id']!r} exists with other settings")
+
+
+def check_named_items(item_ids: Sequence[str], golden: Mapping[str, bool]) -> None:
+    """The named items must exist (`golden`: whether each stored one is golden) and none may be golden:
+    annotators would meet them again as golden tasks, knowing them, and their answers must stay unseen."""
+    missing = [i for i in item_ids if i not in golden]
+    if missing:
+        raise CalibrationError("not_found", f"unknown items: {', '.join(missing[:20])}")
+    known = sorted(i for i, is_golden in golden.items() if is_golden)
+    if known:
+        raise CalibrationError("invalid", f"golden items cannot be calibration items: {', '.join(known[:20])}")
 
 
 def pick_items(candidates: Sequence[str], n: int, seed: str) -> tuple[str, ...]:

@@ -66,3 +66,10 @@ def choose_golden(
         return None
     index = int(uniform_draw("golden-pick", annotator_id, str(task_number), salt) * len(fresh))
     return fresh[index]
+
+
+def golden_turn(annotator_id: str, task_number: int, rate: float, settled_rate: float, warmup_tasks: int,
+                salt: str) -> bool:
+    """Whether the annotator's task_number-th task is a golden one, at the rate their record calls for."""
+    return should_inject_golden(annotator_id, task_number,
+                                golden_rate_for(task_number, rate, settled_rate, warmup_tasks), salt)

@@ -21,6 +21,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import find_by_ids, upsert_many
 from schemas.events import Envelope, ItemIngested, ItemRouted, LabelFinalized, LabelSubmitted
+from schemas.keys import item_key
+from services.gateway.domain.progress import apply_event
 
 TOPICS = (ItemIngested.TOPIC, ItemRouted.TOPIC, LabelSubmitted.TOPIC, LabelFinalized.TOPIC)
 PROGRESS, COUNTERS, ORDER = "item_progress", "project_counters", "final_order"
@@ -28,55 +30,6 @@ PROGRESS, COUNTERS, ORDER = "item_progress", "project_counters", "final_order"
 
 def order_key(project: str, seq: int) -> str:
     return f"{project}/{seq:012d}"
-
-
-def apply_event(doc: dict[str, Any], event: Envelope, counts: dict[str, int]) -> bool:
-    """Fold one event into an item's progress document; add what changed to counts. True when it changed."""
-    if isinstance(event, ItemIngested):
-        if doc.get("ingested"):
-            return False
-        doc["ingested"] = True
-        doc["golden_label"] = event.golden_label
-        counts["ingested"] += 1
-        counts["golden_items"] += event.golden_label is not None
-        return True
-    if isinstance(event, ItemRouted):
-        if doc.get("tier"):
-            return False
-        doc["tier"] = event.tier.value
-        counts[f"routed.{event.tier.value}"] += 1
-        counts["open_items"] += event.tier.value != "auto" and "final" not in doc
-        return True
-    if isinstance(event, LabelSubmitted):
-        if event.session_id:  # a calibration label measures agreement; it is not a vote on the item
-            return False
-        labels = doc.setdefault("labels", {})
-        if event.annotator_id in labels:
-            return False
-        labels[event.annotator_id] = event.label
-        counts["human_labels"] += 1
-        if event.golden and doc.get("golden_label"):
-            counts["golden_answered"] += 1
-            counts["golden_correct"] += event.label == doc["golden_label"]
-        return True
-    if isinstance(event, LabelFinalized):
-        final = doc.get("final")
-        if final and final["version"] >= event.version:
-            return False
-        doc["final"] = {"label": event.label, "version": event.version, "confidence": event.confidence,
-                        "provenance": event.provenance.value, "model_version": event.model_version,
-                        "guideline_version": event.guideline_version, "golden": event.golden,
-                        "at": event.occurred_at}
-        if final is None:
-            counts["final"] += 1
-            counts["open_items"] -= doc.get("tier") not in (None, "auto")
-            counts[f"final_by_provenance.{event.provenance.value}"] += 1
-            votes = set((doc.get("labels") or {}).values())
-            if len(doc.get("labels") or {}) >= 2:
-                counts["multi_labelled"] += 1
-                counts["unanimous"] += len(votes) == 1
-        return True
-    return False
 
 
 class Progress:
@@ -88,7 +41,7 @@ class Progress:
         self.order = db[ORDER]
 
     async def on_events(self, events: list[Envelope]) -> None:
-        keys = list(dict.fromkeys(f"{e.project}/{e.item_id}" for e in events if e.item_id))
+        keys = list(dict.fromkeys(item_key(e.project, e.item_id) for e in events if e.item_id))
         docs = {d["_id"]: d for d in await find_by_ids(self.items, keys)}
         changed: dict[str, dict[str, Any]] = {}
         counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -97,7 +50,7 @@ class Progress:
         for event in events:
             if not event.item_id:
                 continue
-            key = f"{event.project}/{event.item_id}"
+            key = item_key(event.project, event.item_id)
             doc = docs.setdefault(key, {"_id": key, "project": event.project, "item_id": event.item_id})
             was_final = "final" in doc
             if apply_event(doc, event, counts[event.project]):
@@ -129,7 +82,7 @@ class Progress:
         return await self.counters.find_one({"_id": project}) or {}
 
     async def item(self, project: str, item_id: str) -> dict[str, Any] | None:
-        return await self.items.find_one({"_id": f"{project}/{item_id}"})
+        return await self.items.find_one({"_id": item_key(project, item_id)})
 
     async def finals_after(self, project: str, after: int, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], int]:
         """Up to `limit` sequence numbers after `after`: (seq, item progress doc) for those in use, and the

@@ -9,24 +9,19 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from labelmesh.runtime.mongo import find_by_ids
-from schemas.events import utcnow
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.api import ID_MAX, Gateway
+from services.gateway.api import Gateway
 from services.gateway.auth import Role, hash_token, new_token
+from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, Problems, export_problems, id_problem, page_problems
 from services.gateway.progress import Progress
-
-PAGE_MAX = 500
-EXPORT_PAGE = 500
-CURSOR_MAX = 20
 
 
 def _ms(value: Any) -> int:
     return int(value.timestamp() * 1000) if value else 0
 
 
-async def invalid(context: grpc.aio.ServicerContext, problems: list[tuple[str, str]]) -> None:
+async def invalid(context: grpc.aio.ServicerContext, problems: Problems) -> None:
     """INVALID_ARGUMENT naming every problem, with a google.rpc BadRequest detail listing each field."""
     if not problems:
         return
@@ -36,22 +31,6 @@ async def invalid(context: grpc.aio.ServicerContext, problems: list[tuple[str, s
     status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message)
     status.details.add().Pack(detail)
     await context.abort_with_status(rpc_status.to_status(status))
-
-
-def _id_problem(field: str, value: str, required: bool = True) -> list[tuple[str, str]]:
-    if required and not value:
-        return [(field, "is required")]
-    if len(value) > ID_MAX:
-        return [(field, f"must be at most {ID_MAX} characters")]
-    return []
-
-
-def _page_problems(page_size: int, page_token: str) -> list[tuple[str, str]]:
-    problems = []
-    if not 0 <= page_size <= PAGE_MAX:
-        problems.append(("page_size", f"must be 0..{PAGE_MAX} (0 for {PAGE_MAX})"))
-    problems += _id_problem("page_token", page_token, required=False)
-    return problems
 
 
 def final_message(doc: dict[str, Any], item: dict[str, Any] | None, cursor: str = "") -> pb.FinalLabel:
@@ -79,7 +58,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def _project(self, context: grpc.aio.ServicerContext, project: str) -> dict[str, Any]:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _id_problem("project", project))
+        await invalid(context, id_problem("project", project))
         return await self.gw.project(context, project)
 
     @staticmethod
@@ -90,10 +69,9 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def ListProjects(self, request: pb.ListProjectsRequest, context: grpc.aio.ServicerContext) -> pb.ListProjectsResponse:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _page_problems(request.page_size, request.page_token))
+        await invalid(context, page_problems(request.page_size, request.page_token))
         size = request.page_size or PAGE_MAX
-        query = {"_id": {"$gt": request.page_token}} if request.page_token else {}
-        docs = [d async for d in self.gw.db["projects"].find(query, sort=[("_id", 1)], limit=size + 1)]
+        docs = await self.gw.projects.page(request.page_token, size + 1)
         more = len(docs) > size
         docs = docs[:size]
         return pb.ListProjectsResponse(projects=[self._detail(d) for d in docs],
@@ -117,9 +95,9 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.ItemDetail:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _id_problem("project", request.project) + _id_problem("item_id", request.item_id))
+        await invalid(context, id_problem("project", request.project) + id_problem("item_id", request.item_id))
         await self.gw.project(context, request.project)
-        item = await self.gw.db["items"].find_one({"_id": f"{request.project}/{request.item_id}"})
+        item = await self.gw.items.get(request.project, request.item_id)
         if item is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r} in {request.project!r}")
         detail = pb.ItemDetail(project=request.project, item_id=request.item_id, text=item["text"],
@@ -133,11 +111,9 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
     async def ListAnnotators(self, request: pb.ListAnnotatorsRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListAnnotatorsResponse:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _page_problems(request.page_size, request.page_token))
+        await invalid(context, page_problems(request.page_size, request.page_token))
         size = request.page_size or PAGE_MAX
-        query = {"_id": {"$gt": request.page_token}} if request.page_token else {}
-        docs = [d async for d in self.gw.db["annotators"].find(query, {"token_sha256": 0}, sort=[("_id", 1)],
-                                                                limit=size + 1)]
+        docs = await self.gw.annotators.page(request.page_token, size + 1)
         more = len(docs) > size
         docs = docs[:size]
         return pb.ListAnnotatorsResponse(annotators=[_annotator(d) for d in docs],
@@ -146,8 +122,8 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
     async def _annotator_doc(self, request: pb.RevokeAnnotatorRequest,
                              context: grpc.aio.ServicerContext) -> dict[str, Any]:
         await self.gw.caller(context, Role.ADMIN)
-        await invalid(context, _id_problem("annotator_id", request.annotator_id))
-        doc = await self.gw.db["annotators"].find_one({"_id": request.annotator_id})
+        await invalid(context, id_problem("annotator_id", request.annotator_id))
+        doc = await self.gw.annotators.get(request.annotator_id)
         if doc is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown annotator {request.annotator_id!r}")
         return doc
@@ -155,28 +131,21 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
     async def RevokeAnnotator(self, request: pb.RevokeAnnotatorRequest,
                               context: grpc.aio.ServicerContext) -> pb.AnnotatorInfo:
         doc = await self._annotator_doc(request, context)
-        # A token hash nobody can present: the annotator stays on record, and no token finds them.
-        update = {"token_sha256": f"revoked:{new_token()}", "revoked": True, "revoked_at": utcnow()}
-        await self.gw.db["annotators"].update_one({"_id": doc["_id"]}, {"$set": update})
-        self.gw.tokens.forget_where(lambda known: known["_id"] == doc["_id"])  # on this replica at once
+        update = await self.gw.annotators.revoke(doc["_id"])
+        self.gw.forget_annotator(doc["_id"])  # on this replica at once
         return _annotator({**doc, **update})
 
     async def RotateAnnotatorToken(self, request: pb.RevokeAnnotatorRequest,
                                    context: grpc.aio.ServicerContext) -> pb.AnnotatorCredentials:
         doc = await self._annotator_doc(request, context)
         token = new_token()
-        await self.gw.db["annotators"].update_one(
-            {"_id": doc["_id"]}, {"$set": {"token_sha256": hash_token(token), "revoked": False}})
-        self.gw.tokens.forget_where(lambda known: known["_id"] == doc["_id"])  # the old token ends here at once
+        await self.gw.annotators.rotate(doc["_id"], hash_token(token))
+        self.gw.forget_annotator(doc["_id"])  # the old token ends here at once
         return pb.AnnotatorCredentials(annotator_id=doc["_id"], role=doc["role"], token=token)
 
     async def ExportFinalLabels(self, request: pb.ExportFinalLabelsRequest,
                                 context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FinalLabel]:
-        problems = _id_problem("project", request.project)
-        if request.cursor and (not request.cursor.isdigit() or len(request.cursor) > CURSOR_MAX):
-            problems.append(("cursor", "must be a cursor from an earlier FinalLabel, or empty"))
-        if request.limit < 0:
-            problems.append(("limit", "must not be negative"))
+        problems = export_problems(request.project, request.cursor, request.limit)
         await self.gw.caller(context, Role.ADMIN)
         await invalid(context, problems)
         await self.gw.project(context, request.project)
@@ -186,7 +155,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
             if last == after:
                 return
             keys = [doc["_id"] for _, doc in rows]
-            items = {d["_id"]: d for d in await find_by_ids(self.gw.db["items"], keys, {"text": 1, "metadata": 1})}
+            items = await self.gw.items.by_keys(keys, {"text": 1, "metadata": 1})
             for seq, doc in rows:
                 yield final_message(doc, items.get(doc["_id"]), cursor=str(seq))
                 sent += 1

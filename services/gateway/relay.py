@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from labelmesh.runtime.mongo import insert_new
 from schemas.events import Envelope, ItemIngested, LabelSubmitted, ProjectConfigured
-from services.gateway.api import Gateway, content_digest, ingested_history
+from services.gateway.api import Gateway
 from services.gateway.queue import LeaseError
+from services.gateway.store import history
 
 
 class GatewayRelay:
@@ -30,8 +30,8 @@ class GatewayRelay:
 
     async def _submission(self, rec: dict[str, Any]) -> Envelope | None:
         doc = rec["doc"]
-        stored = await self.gw.db["submissions"].find_one({"_id": doc["_id"]}, {"published": 1})
-        if stored is None:
+        published = await self.gw.submissions.published(doc["_id"])
+        if published is None:
             # The call died before it stored the submission, maybe before it finished the lease: finished here as
             # the client's retry would (the same submission finishing it again goes through). Refused, the label
             # does not stand (the lease expired, or was skipped) and the record goes.
@@ -42,33 +42,29 @@ class GatewayRelay:
                 await self.gw.queue.finish(lease, "submitted", submission=doc["_id"])
             except LeaseError:
                 return None
-            await insert_new(self.gw.db["submissions"], [doc])
-        elif stored.get("published"):
+            await self.gw.submissions.insert_new([doc])
+        elif published:
             return None  # a retry published it
         return LabelSubmitted.model_validate_json(rec["event"])
 
     async def _submissions_published(self, recs: list[dict[str, Any]]) -> None:
-        await self.gw.mark_published([r["doc"]["_id"] for r in recs])
-        await self.gw.histories([r["history"] for r in recs])
+        await self.gw.submissions.mark_published([r["doc"]["_id"] for r in recs])
+        await self.gw.history.add([r["history"] for r in recs])
 
     async def _project(self, rec: dict[str, Any]) -> Envelope | None:
         event = ProjectConfigured.model_validate_json(rec["event"])
-        doc = await self.gw.db["projects"].find_one({"_id": event.project}, {"event_id": 1})
-        if doc is None or doc.get("event_id") != event.event_id:
+        if not await self.gw.projects.holds(event):
             # Never stored (the call died before it), or replaced by a later configuration, announced by its own
             # record: publishing this one now would announce an older configuration after the newer one.
             return None
-        await self.gw.store_guideline_version(event)
+        await self.gw.projects.keep_guideline_version(event)
         return event
 
     async def _ingested(self, rec: dict[str, Any]) -> Envelope | None:
         event = ItemIngested.model_validate_json(rec["event"])
-        doc = await self.gw.db["items"].find_one({"_id": f"{event.project}/{event.item_id}"},
-                                                 {"text": 1, "golden_label": 1, "trusted_label": 1})
-        if doc is None or content_digest(doc["text"], doc.get("golden_label"), doc.get("trusted_label")) != \
-                content_digest(event.payload.text, event.golden_label, event.trusted_label):
+        if not await self.gw.items.stored_as(event):
             return None  # never stored (the call died before), or stored with the content of another call
         return event
 
     async def _ingests_published(self, recs: list[dict[str, Any]]) -> None:
-        await self.gw.histories([ingested_history(ItemIngested.model_validate_json(r["event"])) for r in recs])
+        await self.gw.history.add([history.ingested(ItemIngested.model_validate_json(r["event"])) for r in recs])

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from schemas.events import LabelFinalized, Provenance, Tier
+from schemas.keys import item_key
 from schemas.rpc import gateway_pb2 as pb
 from services.qc.app import create_app as create_qc
 from services.qc.report import session_report
@@ -100,7 +101,7 @@ async def test_three_annotators_label_the_same_items_and_qc_sees_one_session(env
         assert report.annotators == ("a", "b", "c") and sorted(i.item_id for i in report.items) == sorted(items)
         assert not report.incomplete and report.kappa.get("a", "b") == pytest.approx(1.0)
         assert {i.item_id for i in report.most_disputed()} == {items[1], items[2]}
-        qc_item = await qc.db["items"].find_one({"_id": f"{PROJECT}/{items[0]}"})
+        qc_item = await qc.db["items"].find_one({"_id": item_key(PROJECT, items[0])})
         assert not (qc_item or {}).get("votes"), "calibration labels are not votes on the item"
 
         proc = await asyncio.create_subprocess_exec(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from schemas.events import FlagKind, FlagSubject, QcFlagged, Tier
+from schemas.keys import item_key
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.settings import DEFAULT_ADMIN_TOKEN
@@ -27,7 +28,7 @@ async def test_re_ingesting_an_id_is_a_no_op_with_the_same_content_and_refused_w
     runtime, admin = gateway
     first = pb.IngestItem(project=PROJECT, item_id="i1", text="the original text", golden_label="yes")
     assert (await admin.ingest_items([first])).accepted == 1
-    stored = await runtime.db["items"].find_one({"_id": f"{PROJECT}/i1"})
+    stored = await runtime.db["items"].find_one({"_id": item_key(PROJECT, "i1")})
 
     again = await admin.ingest_items([first])  # a client retry: the same content
     assert list(again.item_ids) == ["i1"]
@@ -36,8 +37,8 @@ async def test_re_ingesting_an_id_is_a_no_op_with_the_same_content_and_refused_w
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id="fresh", text="new"), changed])
         assert info.value.code() == S.ALREADY_EXISTS and "i1" in info.value.details()
-    assert await runtime.db["items"].find_one({"_id": f"{PROJECT}/i1"}) == stored
-    assert await runtime.db["items"].find_one({"_id": f"{PROJECT}/fresh"}) is None  # refused requests ingest nothing
+    assert await runtime.db["items"].find_one({"_id": item_key(PROJECT, "i1")}) == stored
+    assert await runtime.db["items"].find_one({"_id": item_key(PROJECT, "fresh")}) is None  # refused requests ingest nothing
 
 
 async def test_an_annotator_cannot_ingest(gateway) -> None:  # type: ignore[no-untyped-def]

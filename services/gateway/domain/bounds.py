@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
-
 from schemas.events import Envelope
 from schemas.topics import max_message_bytes
+from services.gateway.domain.refusals import Refused
 
 ID_MAX = 256
 SOURCE_MAX_CHARS = DATASET_MAX_CHARS = 256  # provenance names, not documents
@@ -29,11 +28,10 @@ def too_big(event: Envelope) -> str | None:
     return None
 
 
-async def refuse_oversized(context: grpc.aio.ServicerContext, events: Sequence[Envelope], what: str) -> None:
-    """Abort with INVALID_ARGUMENT naming the first event that cannot fit its topic."""
+def check_fit(events: Sequence[Envelope], what: str) -> None:
+    """Refuse (invalid) naming the first event that cannot fit its topic."""
     for n, event in enumerate(events):
         problem = too_big(event)
         if problem:
             where = f"{what} {n}" if len(events) > 1 else what
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"{where}: {problem} (shorten its text or metadata); nothing was stored")
+            raise Refused("invalid", f"{where}: {problem} (shorten its text or metadata); nothing was stored")

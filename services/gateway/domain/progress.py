@@ -1,0 +1,59 @@
+"""An item's progress: each event folded into its progress document, and what it adds to its project's counters.
+
+Counters count state changes, never events: a redelivered event changes nothing, so it counts nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.events import Envelope, ItemIngested, ItemRouted, LabelFinalized, LabelSubmitted
+
+
+def apply_event(doc: dict[str, Any], event: Envelope, counts: dict[str, int]) -> bool:
+    """Fold one event into an item's progress document; add what changed to counts. True when it changed."""
+    if isinstance(event, ItemIngested):
+        if doc.get("ingested"):
+            return False
+        doc["ingested"] = True
+        doc["golden_label"] = event.golden_label
+        counts["ingested"] += 1
+        counts["golden_items"] += event.golden_label is not None
+        return True
+    if isinstance(event, ItemRouted):
+        if doc.get("tier"):
+            return False
+        doc["tier"] = event.tier.value
+        counts[f"routed.{event.tier.value}"] += 1
+        counts["open_items"] += event.tier.value != "auto" and "final" not in doc
+        return True
+    if isinstance(event, LabelSubmitted):
+        if event.session_id:  # a calibration label measures agreement; it is not a vote on the item
+            return False
+        labels = doc.setdefault("labels", {})
+        if event.annotator_id in labels:
+            return False
+        labels[event.annotator_id] = event.label
+        counts["human_labels"] += 1
+        if event.golden and doc.get("golden_label"):
+            counts["golden_answered"] += 1
+            counts["golden_correct"] += event.label == doc["golden_label"]
+        return True
+    if isinstance(event, LabelFinalized):
+        final = doc.get("final")
+        if final and final["version"] >= event.version:
+            return False
+        doc["final"] = {"label": event.label, "version": event.version, "confidence": event.confidence,
+                        "provenance": event.provenance.value, "model_version": event.model_version,
+                        "guideline_version": event.guideline_version, "golden": event.golden,
+                        "at": event.occurred_at}
+        if final is None:
+            counts["final"] += 1
+            counts["open_items"] -= doc.get("tier") not in (None, "auto")
+            counts[f"final_by_provenance.{event.provenance.value}"] += 1
+            votes = set((doc.get("labels") or {}).values())
+            if len(doc.get("labels") or {}) >= 2:
+                counts["multi_labelled"] += 1
+                counts["unanimous"] += len(votes) == 1
+        return True
+    return False
