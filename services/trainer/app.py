@@ -10,11 +10,13 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from gridfs import AsyncGridFSBucket
 from prometheus_client import Counter, Gauge, Histogram
+from threadpoolctl import threadpool_limits
 
 from labelmesh.ml.head import TrainedHead, sha256_hex, train_head
 from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_by_id, upsert_many
@@ -33,7 +35,6 @@ from schemas.events import (
 )
 from schemas.keys import item_key
 from services.trainer.evaluation import (
-    Evaluation,
     decide_promotion,
     evaluate,
     judges_models,
@@ -160,9 +161,14 @@ class Trainer:
         for project in {e.project for e in finals} | {docs[i]["project"] for i in existed}:
             self.request_check(project)
 
-    async def _usable(self, project: str, holdout: bool) -> list[dict[str, Any]]:
-        query = {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}, "holdout": holdout}
-        return [d async for d in self.examples.find(query, sort=[("_id", 1)])]
+    async def _usable(self, project: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The project's labelled examples with an embedding, (trained on, held out), each ordered by _id.
+
+        One query, split here: FerretDB scans the whole collection for each (bench/results/retrain_time.json).
+        """
+        query = {"project": project, "label": {"$exists": True}, "embedding": {"$exists": True}}
+        docs = [d async for d in self.examples.find(query, sort=[("_id", 1)])]
+        return [d for d in docs if d.get("holdout") is False], [d for d in docs if d.get("holdout") is True]
 
     async def maybe_train(self, project: str, by_time: bool = False) -> None:
         async with self._lock:
@@ -189,8 +195,8 @@ class Trainer:
         config = await self.catalog.get(project)
         if config is None:
             return None
-        train_docs = await self._usable(project, holdout=False)
-        eval_docs = [d for d in await self._usable(project, holdout=True)
+        train_docs, held_out = await self._usable(project)
+        eval_docs = [d for d in held_out
                      if judges_models(d.get("provenance"), exclude_auto=self.settings.heldout_excludes_auto)]
         X = np.stack([np.frombuffer(d["embedding"], np.float32) for d in train_docs])
         y = [d["label"] for d in train_docs]
@@ -201,18 +207,16 @@ class Trainer:
         # cross-validation fits (bench/results/retrain_time.json), and a random holdout calibrates better
         # than out-of-fold logits of actively chosen training items. Small projects keep cross-validation.
         calibrate_on_holdout = len(eval_docs) >= self.settings.calibration_min_holdout
+        champion_head = await self._load(project, state["champion"]) if state.get("champion") else None
         started = time.perf_counter()
         head = await asyncio.to_thread(
-            train_head, X, y, X_eval if calibrate_on_holdout else None, y_eval if calibrate_on_holdout else None,
-            encoder_name=encoder, classes=config.labels,
+            self._fit, X, y, X_eval if calibrate_on_holdout else None, y_eval if calibrate_on_holdout else None,
+            encoder, config.labels, champion_head,
         )
         seconds = time.perf_counter() - started
         self.seconds.observe(seconds)
         challenger = evaluate(head, X_eval, y_eval)
-        champion_eval: Evaluation | None = None
-        if state.get("champion"):
-            champion_head = await self._load(project, state["champion"])
-            champion_eval = evaluate(champion_head, X_eval, y_eval)
+        champion_eval = None if champion_head is None else evaluate(champion_head, X_eval, y_eval)
         decision = decide_promotion(challenger, champion_eval, self.settings.promotion_alpha,
                                     self.settings.min_eval_items)
         members = [(d["item_id"], d["version"], d["label"]) for d in train_docs]
@@ -275,6 +279,15 @@ class Trainer:
         if np.isfinite(challenger.accuracy):
             self.heldout.labels(project).set(challenger.accuracy)
         return event
+
+    def _fit(self, X: np.ndarray, y: list[str], X_cal: np.ndarray | None, y_cal: list[str] | None, encoder: str,
+             classes: Sequence[str], champion: TrainedHead | None) -> TrainedHead:
+        # Warm-started from the champion of the same encoder, with BLAS held to `fit_threads` (TrainerSettings
+        # says why).
+        with threadpool_limits(self.settings.fit_threads):
+            return train_head(X, y, X_cal, y_cal, encoder_name=encoder, classes=classes,
+                              warm_start=champion if self.settings.warm_start and champion is not None
+                              and champion.encoder_name == encoder else None)
 
     async def publish_pending(self) -> int:
         """Announce each project's champion that was promoted but whose model.updated never reached the broker."""
