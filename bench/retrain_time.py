@@ -3,7 +3,7 @@
 Usage: python bench/retrain_time.py [--labels 10000] [--previous 9400] [--repeats 1]
 Writes bench/results/retrain_time.json.
 
-The trainer service itself runs (services/trainer/app.py, against the running Kafka and FerretDB, in a throwaway
+The trainer service itself runs (services/trainer/handlers.py, against the running Kafka and FerretDB, in a throwaway
 namespace and topic prefix). Its `examples` collection is filled as its handler fills it from item.prelabeled +
 label.finalized: the real MiniLM embeddings of a random subset of BANKING77's train split (cached under
 .cache/embeddings), human labels, the trainer's own 10% holdout (lineage.in_holdout). The champion, v1, is trained
@@ -19,8 +19,8 @@ compare like with like:
 Per run: wall and CPU seconds of the whole retrain (CPU: this process, all threads), of the fit alone (the floor:
 `train_seconds`), of its database commands (by command and collection, from the trainer's own command timer:
 where the rest of the time goes), the 1-minute load average before and after, lbfgs iterations, held-out
-accuracy and ECE (the trainer's holdout, as the trainer reports them), and accuracy and ECE on BANKING77 test.csv (3,080 texts, never
-seen by any model here). The machine is shared: the load average says how contended each timing was.
+accuracy and ECE (the trainer's holdout, as the trainer reports them), and accuracy and ECE on BANKING77 test.csv
+(3,080 texts, never seen by any model here). The machine is shared: the load average says how contended each timing was.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ from labelmesh.ml import load_encoder
 from schemas.events import ProjectConfigured
 from schemas.keys import item_key
 from services.trainer.app import create_app
-from services.trainer.evaluation import evaluate
-from services.trainer.lineage import in_holdout
+from services.trainer.domain.evaluation import evaluate
+from services.trainer.domain.lineage import in_holdout
 from services.trainer.settings import TrainerSettings
 
 PROJECT = "bench"
@@ -52,7 +52,7 @@ VARIANTS = {"default": {}, "cold_1thread": {"warm_start": False},
 
 
 def example_docs(idx: np.ndarray, X: np.ndarray, labels: list[str], encoder: str) -> list[dict[str, Any]]:
-    """Example documents as the trainer's handler stores them (services/trainer/app.py, on_events)."""
+    """Example documents as the trainer's handler stores them (services/trainer/domain/examples.py)."""
     docs = []
     for i in idx:
         item_id = f"train-{i}"
@@ -84,13 +84,13 @@ async def run_once(X_all: np.ndarray, labels: list[str], X_test: np.ndarray, y_t
                                                        guideline_version=1)])
         idx = np.random.default_rng(seed).permutation(len(labels))[:n_labels]
         docs = example_docs(idx, X_all, labels, encoder)
-        await trainer.examples.insert_many(docs[:n_previous])
+        await trainer.store.examples.insert_many(docs[:n_previous])
         started = time.perf_counter()
         await trainer.maybe_train(PROJECT)
         first_seconds = time.perf_counter() - started
         first = await trainer.rt.db["train_state"].find_one({"_id": PROJECT})
         assert first["champion"] == 1, first
-        await trainer.examples.insert_many(docs[n_previous:])
+        await trainer.store.examples.insert_many(docs[n_previous:])
         for name, overrides in VARIANTS.items():
             trainer.settings = settings.model_copy(update=overrides)
             # Every variant retrains from the same state: champion v1, trained on the first labels.
@@ -103,7 +103,7 @@ async def run_once(X_all: np.ndarray, labels: list[str], X_test: np.ndarray, y_t
             db = {k: v - db_before.get(k, 0.0) for k, v in database_seconds(rt.registry).items()}
             db = {k: round(v, 4) for k, v in sorted(db.items(), key=lambda kv: -kv[1]) if v > 0}
             load_after = os.getloadavg()[0]
-            model = await trainer.models.find_one({"project": PROJECT}, sort=[("version", -1)])
+            model = await trainer.registry.models.find_one({"project": PROJECT}, sort=[("version", -1)])
             assert model["version"] > 1, "the retrain did not run"
             head = await trainer._load(PROJECT, model["version"])
             test = evaluate(head, X_test, y_test)

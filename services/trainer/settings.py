@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
-from services.trainer.evaluation import DEFAULT_PROMOTION_ALPHA
+from services.trainer.domain.evaluation import DEFAULT_PROMOTION_ALPHA
 
 
 class TrainerSettings(CommonSettings):
