@@ -22,7 +22,7 @@ from _common import cached_embeddings, environment, load_split, table, write_res
 
 from labelmesh.ml import load_encoder, train_head
 from services.trainer.exports import FILE_NAMES, ExportFormat, build_manifest, build_rows, write_files
-from services.trainer.lineage import in_holdout
+from services.trainer.domain.lineage import in_holdout
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ Policies, each through a fresh copy of the same team:
    retrained every --retrain-every items; swept over (a, s) to draw the reference frontier.
 
 How it relates to the live pipeline: the decisions are made by the same functions the services call
-(services/router/domain, services/qc/finalize.py and services/qc/domain, services/trainer/evaluation.py
+(services/router/domain, services/qc/finalize.py and services/qc/domain, services/trainer/domain/evaluation.py
 and lineage.py, labelmesh/ml/head.py); what is replaced is only the shell: Kafka, Mongo and gRPC
 become function calls, items are finalised one after another instead of concurrently, task
 assignment is a random draw among active annotators, and experts only take expert work. By default

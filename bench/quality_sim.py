@@ -33,7 +33,7 @@ Which code is shared with the live services, and which stand-ins replace the she
   lone reviewers (verdicts.lone_reviewer_verdict, qc's expert_agreement_* settings; the live qc also sends a
   suspended annotator's latest labels back to an expert, which is not simulated); an Escalate is re-routed
   to an expert (decide_tier with unresolved_disagreement), as the router does on qc.flagged.
-- trainer: services.trainer.lineage.in_holdout picks the held-out items, evaluation.evaluate /
+- trainer: services.trainer.domain.lineage.in_holdout picks the held-out items, evaluation.evaluate /
   decide_promotion / recommend_thresholds judge each new model on them. Model versions come from a
   ModelSource: `oracle_schedule` trains on the true labels of everything seen so far (one schedule
   shared by every policy, so a sweep costs one set of fits), `OnlineTrainer` on the run's own final
@@ -75,8 +75,8 @@ from services.router.domain.tiers import (
     decide_tier,
 )
 from services.router.settings import RouterSettings
-from services.trainer.evaluation import decide_promotion, evaluate, recommend_thresholds
-from services.trainer.lineage import in_holdout
+from services.trainer.domain.evaluation import decide_promotion, evaluate, recommend_thresholds
+from services.trainer.domain.lineage import in_holdout
 from services.trainer.settings import TrainerSettings
 
 PROJECT = "banking77"

@@ -178,17 +178,46 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _fit_lr(X: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int):
-    """Fit multinomial LR; return (estimator, coef, intercept, classes) with a 2-class fit expanded to 2 rows."""
+def _fit_lr(X: np.ndarray, y: np.ndarray, C: float, seed: int, max_iter: int,
+            init: tuple[np.ndarray, np.ndarray] | None = None):
+    """Fit multinomial LR; return (estimator, coef, intercept, classes) with a 2-class fit expanded to 2 rows.
+
+    `init`: starting (coef, intercept), one row per class in np.unique(y) order (sklearn's own layout).
+    The loss is computed in float32, as the embeddings are stored: lbfgs keeps its own state in float64, and
+    at 9,000 BANKING77 rows it took 75 iterations instead of 81 at 2/3 of the CPU time per iteration, accuracy
+    on a random 1,000-row holdout .928 vs .930, test ECE .011 vs .010 (one run, 2026-12-07, 2 cores).
+    """
     from sklearn.linear_model import LogisticRegression
 
-    lr = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-    lr.fit(X, y)
-    coef, intercept = lr.coef_.astype(np.float64), lr.intercept_.astype(np.float64)
+    lr = LogisticRegression(C=C, max_iter=max_iter, random_state=seed, warm_start=init is not None)
+    if init is not None:
+        lr.coef_, lr.intercept_ = init
+    lr.fit(np.asarray(X, dtype=np.float32), y)
+    # The estimator then predicts in float64, as the head does from the same weights.
+    lr.coef_, lr.intercept_ = lr.coef_.astype(np.float64), lr.intercept_.astype(np.float64)
+    coef, intercept = lr.coef_.copy(), lr.intercept_.copy()
     if coef.shape[0] == 1:  # binary: sklearn keeps one row w; logits (-f/2, f/2) give softmax = sigmoid(f)
         coef = np.vstack([-coef / 2, coef / 2])
         intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
     return lr, coef, intercept, lr.classes_.astype(np.int64)
+
+
+def _warm_start(previous: TrainedHead, classes: tuple[str, ...], y: np.ndarray, dim: int
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The previous head's weights laid out for a fit on labels `y` (columns of `classes`); new classes start at 0.
+
+    None when it cannot seed this fit: another embedding size, or a binary fit (sklearn's one-row layout).
+    """
+    fitted = np.unique(y)
+    if previous.dim != dim or len(fitted) < 3:
+        return None
+    row = {previous.classes[c]: i for i, c in enumerate(previous.class_index)}
+    coef, intercept = np.zeros((len(fitted), dim)), np.zeros(len(fitted))
+    for k, c in enumerate(fitted):
+        if (i := row.get(classes[c])) is not None:
+            coef[k], intercept[k] = previous.coef[i], previous.intercept[i]
+    # Softmax ignores a common shift of the intercepts; centre them as sklearn's own solution is centred.
+    return coef, intercept - intercept.mean()
 
 
 def _cross_validated_logits(
@@ -239,6 +268,7 @@ def train_head(
     C: float = DEFAULT_C,
     cv_folds: int | None = None,
     max_iter: int = 2000,
+    warm_start: TrainedHead | None = None,
 ) -> TrainedHead:
     """Fit a logistic-regression head on embeddings and calibrate it on held-out labels.
 
@@ -254,6 +284,11 @@ def train_head(
     tie), and lower NLL at every size. It has one parameter (isotonic overfits a 500-row calibration
     set), keeps the ranking, and rescales every class, so the whole top-k list stays meaningful rather
     than only the first label.
+
+    warm_start: a previous head (the champion) whose weights start the final fit, never the cross-validation
+    folds (see the note at CV_FOLDS_SMALL). The loss is convex, so only where lbfgs stops changes: at 10,000
+    BANKING77 labels, from a champion trained on 9,400, 29 iterations instead of 68-70, test accuracy
+    .927-.929 either way, test ECE .008-.010 vs .006-.010 (bench/results/retrain_time.json). By class name.
     """
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
@@ -279,7 +314,8 @@ def train_head(
         cv_folds = CV_FOLDS_SMALL if len(y) < SMALL_TRAINING_SET else CV_FOLDS_LARGE
     cv_folds = min(cv_folds, len(y))
 
-    estimator, coef, intercept, trained = _fit_lr(X_train, y, C, seed, max_iter)
+    init = None if warm_start is None else _warm_start(warm_start, classes, y, X_train.shape[1])
+    estimator, coef, intercept, trained = _fit_lr(X_train, y, C, seed, max_iter, init)
     column = {c: i for i, c in enumerate(trained)}
 
     if X_cal is not None:
@@ -314,6 +350,8 @@ def train_head(
         "n_trained_classes": len(trained),
         "C": C,
         "calibration_source": cal_source,
+        "warm_start": init is not None,
+        "lbfgs_iterations": int(np.max(estimator.n_iter_)),
         "n_calibration": len(cal_labels),
         "n_calibration_unseen_class": n_unseen,
         # Measured on the calibration rows themselves: in-sample for the calibrator, so optimistic.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from labelmesh.ml.head import TrainedHead
-from services.trainer.lineage import training_set_version
+from services.trainer.domain.lineage import training_set_version
 
 MANIFEST_FORMAT = "labelmesh.export"
 MANIFEST_VERSION = 1

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.head import TrainedHead, sha256_hex
 from schemas.keys import item_key
-from services.trainer.lineage import member_key
+from services.trainer.domain.lineage import member_key
 from services.trainer.registry import model_key
 
 _IN_CHUNK = 1000  # ids per $in query: keeps each request small on FerretDB

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
-from services.trainer.evaluation import DEFAULT_PROMOTION_ALPHA
+from services.trainer.domain.evaluation import DEFAULT_PROMOTION_ALPHA
 
 
 class TrainerSettings(CommonSettings):
@@ -31,6 +31,17 @@ class TrainerSettings(CommonSettings):
     holdout_fraction: float = 0.10
     # With at least this many held-out labels the temperature is fitted on them, else by cross-validation.
     calibration_min_holdout: int = 300
+    # A retrain starts from the champion's weights (labelmesh.ml.head.train_head, warm_start): at 10,000
+    # BANKING77 labels lbfgs takes 29 iterations instead of 68-70, at the same test accuracy and ECE
+    # (bench/results/retrain_time.json).
+    warm_start: bool = True
+    # BLAS threads for the fit. The trainer shares its cores with the other services (and the demo with all
+    # of them): there, OpenBLAS's two threads spin against each other's load. The fit's products at 9,000
+    # rows took 0.35 s wall (0.15 CPU-s) per iteration with 2 threads at load 11 on 2 cores, 0.058 s
+    # (0.031 CPU-s) with 1 (2026-12-07). A cold fit at 10,000 labels: 1.7-1.8 s with 1 thread, 4.4-16.7 s
+    # with 2 at load 0.4-1.1 (bench/results/retrain_time.json); medians 3.9 s vs 37 s at load 13-16
+    # (retrain_time-load14.json). Raise it where the trainer has cores of its own.
+    fit_threads: int = 1
     # Held-out auto labels (the previous model's unchecked predictions) neither judge nor calibrate a new model
     # (evaluation.judges_models). Retrained on its own labels in the quality benchmark, keeping them made models
     # overconfident: 97.7% final accuracy at 0.40 labels/item, vs 98.2% at 0.43 without them (bench/quality.py,

@@ -13,8 +13,8 @@ from services.gateway.auth import bearer, hash_token, new_token
 from services.prelabeler.domain.text import check_text
 from services.qc.finalize import Escalate, Final, ItemState, SecondOpinion, Vote, Wait, next_step
 from services.router.domain.thresholds import Observation
-from services.trainer.evaluation import Evaluation, decide_promotion, recommend_thresholds
-from services.trainer.lineage import in_holdout, training_set_version
+from services.trainer.domain.evaluation import Evaluation, decide_promotion, recommend_thresholds
+from services.trainer.domain.lineage import in_holdout, training_set_version
 
 
 def majority(votes, reliability):  # type: ignore[no-untyped-def]
@@ -195,7 +195,7 @@ def test_review_with_the_model_keeps_plausible_overrides_and_escalates_doubtful_
 
 
 def test_auto_labels_do_not_judge_models() -> None:
-    from services.trainer.evaluation import judges_models
+    from services.trainer.domain.evaluation import judges_models
 
     assert not judges_models("auto")
     assert all(judges_models(p) for p in ("single_review", "consensus", "expert", "corrected", "imported", None))

@@ -20,7 +20,7 @@ from services.trainer.exports import (
     snapshot_version,
     write_files,
 )
-from services.trainer.lineage import training_set_version
+from services.trainer.domain.lineage import training_set_version
 from services.trainer.queries import summarise_label, summarise_model
 
 TAXONOMY = ("alpha", "beta", "gamma")
