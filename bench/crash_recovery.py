@@ -96,10 +96,13 @@ CALL_DEADLINE_S = 15.0
 GOLDEN_EVERY = 15
 GOLDEN_AT_START = 30
 # The annotator who errs, on this share of items (by item id, whatever the item), and the one who never retries.
-ERRING, ERROR_RATE = "ann-2", 0.05
+ERRING, ERROR_RATE = "ann-2", 0.15
 NO_RETRY = "ann-3"
-# The client of the mid-call gateway kills: a tool that sends each request once.
+# The clients of the mid-call gateway kills, one per kill (a tool that sends each request once, and has no
+# lease left from an earlier kill: the gateway would hand that one back, and submitting it again is a retry).
 ONCE = "ann-once"
+# Items ingested in one call just before the FerretDB outage, so every consumer has events in hand when it starts.
+OUTAGE_BURST = 100
 # The services give up on a MongoDB server after serverSelectionTimeoutMS (10 s, labelmesh/runtime/service.py):
 # an outage three times as long makes every command in flight fail, instead of waiting for the server to return.
 SERVER_SELECTION_TIMEOUT_S = 10.0
@@ -299,10 +302,10 @@ class Run:
     stack: Stack
     infra: PrivateInfra
     load: Load
-    once: GatewayClient  # ONCE's client (the submits sent once)
-    admin: GatewayClient  # the ingests sent once (ingest needs the admin role)
+    admin: GatewayClient  # the ingests sent once (ingest needs the admin role), and ONCE's tokens
     truth: dict[str, str]
-    spare: list[Any]  # rows not streamed, for the mid-ingest kills
+    spare: list[Any]  # rows not streamed, for the mid-ingest kills and the outage's burst
+    once: int = 0  # ONCE clients made so far
     # Held while a fault changes the stack's processes itself, so the supervisor leaves them alone.
     changing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -320,16 +323,19 @@ async def _mid_call(run: Run, call: str, delay_s: float) -> dict[str, Any]:
     whether the gateway had kept it, and if so that it reached everyone)."""
     load = run.load
     if call == "submit":
+        name = f"{ONCE}-{run.once}"
+        run.once += 1
+        once = run.admin.as_user(await _call(load, "create annotator", lambda: run.admin.create_annotator(name)))
         task = None
         while task is None:  # leased while the gateway is up, with retries: only the submit is sent once
-            task = await _call(load, "lease", lambda: run.once.lease(PROJECT))
+            task = await _call(load, "lease", lambda: once.lease(PROJECT))
             if task is None:
                 await asyncio.sleep(0.5)
-        key = f"{ONCE}-{task.task_id}"
+        key = f"{name}-{task.task_id}"
         label = run.truth[task.item_id]
-        pending = asyncio.create_task(_call_once(load, "submit", lambda: run.once.submit(
+        pending = asyncio.create_task(_call_once(load, "submit", lambda: once.submit(
             task.task_id, label, key=key, time_spent_ms=500)))
-        what = {"call": "submit", "submission_id": f"{ONCE}/{key}", "item_id": task.item_id}
+        what = {"call": "submit", "submission_id": f"{name}/{key}", "item_id": task.item_id}
     else:
         rows, run.spare[:] = run.spare[:5], run.spare[5:]
         items = [ingest_item(r, golden=n == 0) for n, r in enumerate(rows)]
@@ -382,6 +388,9 @@ async def _fault(action: str, run: Run) -> Fault:
         await asyncio.to_thread(infra.script, "ferretdb.sh", "stop")
         await asyncio.to_thread(infra.script, "ferretdb.sh", "start")
     elif action.startswith("FerretDB outage "):
+        rows, run.spare[:] = run.spare[:OUTAGE_BURST], run.spare[OUTAGE_BURST:]
+        burst = [ingest_item(r, golden=n % GOLDEN_EVERY == 0) for n, r in enumerate(rows)]
+        acknowledged(load, burst, await _call(load, "ingest", lambda: run.admin.ingest_items(burst)))
         # Nothing answers for longer than a server selection waits: commands fail, they do not just stall.
         await asyncio.to_thread(infra.script, "ferretdb.sh", "stop")
         await asyncio.sleep(float(words[2].removesuffix("s")))
@@ -468,11 +477,13 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
     required = {r["event_id"]: r["required_annotators"] for r in routed}
     ingested_on_topic = {r["item_id"] for r in await _read_topic(settings, "item.ingested") if r["project"] == PROJECT}
     answers: dict[str, set[str]] = defaultdict(set)  # task -> annotators who answered it
-    per_annotator: Counter[tuple[str, str]] = Counter()  # (task, annotator) -> distinct submissions
+    # (task, annotator) -> distinct submissions: the same event twice on the topic (a producer's retry, a relay
+    # after a publish whose acknowledgement was lost) is one answer, which every consumer drops by event id.
+    per_annotator: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in submitted_events:
         if r["project"] == PROJECT and not r.get("golden") and not r.get("session_id"):
             answers[r["task_id"]].add(r["annotator_id"])
-            per_annotator[(r["task_id"], r["annotator_id"])] += 1
+            per_annotator[(r["task_id"], r["annotator_id"])].add(r["event_id"])
     dead = await _read_topic(settings, "deadletter")
     ids_per_version: dict[tuple[str, int], set[str]] = defaultdict(set)
     versions: dict[str, set[int]] = defaultdict(set)
@@ -500,7 +511,8 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
         "submissions_acknowledged": len(load.submissions),
         "submissions_missing_on_topic": len(submission_events - submitted),
         "submissions_missing_in_qc": len(submission_events - qc_labels),
-        "tasks_answered_twice_by_one_annotator": sorted(f"{t} {a}" for (t, a), n in per_annotator.items() if n > 1)[:20],
+        "tasks_answered_twice_by_one_annotator": sorted(f"{t} {a}" for (t, a), ids in per_annotator.items()
+                                                        if len(ids) > 1)[:20],
         "tasks_with_more_answers_than_slots": sorted(t for t, who in answers.items()
                                                      if t in required and len(who) > required[t])[:20],
         "consumer_lag": lag,
@@ -618,8 +630,9 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
     )
     rows = [r for r in load("train") if r.label in LABELS]
     random.Random(seed).shuffle(rows)
-    bootstrap_rows, spare = rows[:150], rows[150:180]
-    golden_rows, stream = rows[180:180 + GOLDEN_AT_START], rows[180 + GOLDEN_AT_START:180 + GOLDEN_AT_START + max_items]
+    streamed = 150 + OUTAGE_BURST + 30 + GOLDEN_AT_START  # bootstrap, spare rows, golden items at start
+    bootstrap_rows, spare, golden_rows = rows[:150], rows[150:streamed - GOLDEN_AT_START], rows[streamed - GOLDEN_AT_START:streamed]
+    stream = rows[streamed:streamed + max_items]
     truth = {r.item_id: r.label for r in rows}
     state = Load()
     stop, stop_watch = asyncio.Event(), asyncio.Event()
@@ -636,8 +649,7 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
         tokens = {f"ann-{i}": await client.create_annotator(f"ann-{i}") for i in range(4)}
         for n in range(2):
             tokens[f"expert-{n}"] = await client.create_annotator(f"expert-{n}", role="expert")
-        once = client.as_user(await client.create_annotator(ONCE))
-        faulty = Run(stack, infra, state, once, client, truth, spare)
+        faulty = Run(stack, infra, state, client, truth, spare)
         await client.ingest_items([pb.IngestItem(project=PROJECT, item_id=r.item_id, text=r.text, trusted_label=r.label)
                                    for r in bootstrap_rows])
         mongo = AsyncMongoClient(infra.mongo_uri)
@@ -714,7 +726,7 @@ FAULTS = [*(f"SIGKILL {name}" for name in SERVICES), "restart Kafka", "restart F
           # The gateway killed this long after a client that never retries sent its call: before the gateway read
           # it, while it writes the outbox, finishes the lease, stores, publishes; the outage follows while the
           # relay still has what these calls left.
-          *(f"SIGKILL gateway mid-submit {ms}ms" for ms in (5, 20, 50, 120)),
+          *(f"SIGKILL gateway mid-submit {ms}ms" for ms in (5, 15, 30, 60, 120)),
           *(f"SIGKILL gateway mid-ingest {ms}ms" for ms in (10, 60)),
           f"FerretDB outage {FERRETDB_OUTAGE_S:.0f}s"]
 # With replicas: what a Kubernetes deployment does to them (the trainer is a singleton, so its own are kept).
