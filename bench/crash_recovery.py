@@ -464,7 +464,8 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
         qc_items = {d["item_id"]: d async for d in qc["items"].find(
             {"project": PROJECT}, {"item_id": 1, "golden_label": 1, "votes": 1})}
         golden_tally = {d["annotator"]: (d.get("golden_n", 0), d.get("golden_correct", 0)) async for d in
-                        qc["annotators"].find({"project": PROJECT}, {"annotator": 1, "golden_n": 1, "golden_correct": 1})}
+                        qc["annotators"].find({"project": PROJECT},
+                                              {"annotator": 1, "golden_n": 1, "golden_correct": 1})}
         holdout = {d["item_id"]: (d.get("golden"), d.get("holdout")) async for d in
                    mongo[settings.database_name("trainer")]["examples"].find(
                        {"project": PROJECT}, {"item_id": 1, "golden": 1, "holdout": 1})}
@@ -526,8 +527,8 @@ async def check_invariants(settings: CommonSettings, load: Load) -> dict[str, An
         "items_published_not_stored": sorted(ingested_on_topic - stored_ids)[:20],
         "stored_submissions_missing_on_topic": sorted(stored_events - submitted)[:20],
         "stored_submissions_missing_in_qc": sorted(stored_events - qc_labels)[:20],
-        "submissions_published_not_stored": sorted(
-            r["event_id"] for r in submitted_events if r["project"] == PROJECT and r["event_id"] not in stored_events)[:20],
+        "submissions_published_not_stored": sorted(r["event_id"] for r in submitted_events
+                                                   if r["project"] == PROJECT and r["event_id"] not in stored_events)[:20],
         "outbox_records_left": outbox_left,
         **golden_invariants(golden, finals, finalized, submitted_events, routed, qc_items, golden_tally, holdout),
     }
@@ -558,14 +559,17 @@ def golden_invariants(golden: dict[str, str], finals: dict[str, Any], finalized:
             and r["item_id"] in golden and (r["version"] != 1 or r["label"] != golden[r["item_id"]]
                                             or not r.get("golden") or r.get("provenance") != "imported"))[:20],
         "golden_answers_as_votes": sorted(i for i in golden if qc_items.get(i, {}).get("votes"))[:20],
-        "golden_answers_for_other_items": sorted({r["item_id"] for r in answers.values() if r["item_id"] not in golden})[:20],
+        "golden_answers_for_other_items": sorted({r["item_id"] for r in answers.values()
+                                                  if r["item_id"] not in golden})[:20],
         "golden_items_served_as_work": sorted(
-            {r["item_id"] for r in submitted if r["project"] == PROJECT and r["item_id"] in golden and not r.get("golden")}
+            {r["item_id"] for r in submitted
+             if r["project"] == PROJECT and r["item_id"] in golden and not r.get("golden")}
             | {r["item_id"] for r in routed if r["item_id"] in golden
                and (not r.get("golden") or r.get("required_annotators"))})[:20],
         "golden_items_shown_as_neighbours": sorted(
             {n["item_id"] for r in routed for n in r.get("neighbours", ()) if n["item_id"] in golden})[:20],
-        "golden_items_answered_twice_by_one_annotator": sorted(f"{i} {a}" for (a, i), n in per_pair.items() if n > 1)[:20],
+        "golden_items_answered_twice_by_one_annotator": sorted(f"{i} {a}" for (a, i), n in per_pair.items()
+                                                               if n > 1)[:20],
         "golden_counted_wrong": counted_wrong[:20],
         "golden_items_trained_on": sorted(i for i in golden if holdout.get(i) != (True, True))[:20],
     }
@@ -631,7 +635,8 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
     rows = [r for r in load("train") if r.label in LABELS]
     random.Random(seed).shuffle(rows)
     streamed = 150 + OUTAGE_BURST + 30 + GOLDEN_AT_START  # bootstrap, spare rows, golden items at start
-    bootstrap_rows, spare, golden_rows = rows[:150], rows[150:streamed - GOLDEN_AT_START], rows[streamed - GOLDEN_AT_START:streamed]
+    bootstrap_rows, spare = rows[:150], rows[150:streamed - GOLDEN_AT_START]
+    golden_rows = rows[streamed - GOLDEN_AT_START:streamed]
     stream = rows[streamed:streamed + max_items]
     truth = {r.item_id: r.label for r in rows}
     state = Load()
