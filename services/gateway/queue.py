@@ -643,6 +643,13 @@ class TaskQueue:
         cutoff = utcnow() - timedelta(seconds=self.grace_seconds)
         async for active in self.active.find({"expires_at": {"$lte": cutoff}}):
             nonce = active["nonce"]
+            lease = await self.leases.find_one({"_id": active["_id"]})
+            if lease and lease["state"] == "submitted" and lease.get("submission") and lease.get("nonce") == nonce:
+                # Its SubmitLabel finished the lease and died before giving up the slot; the label stands (its
+                # outbox record is relayed), so the slot is answered, as that call's retry would have left it:
+                # freed, another annotator would answer the task again (bench/crash_recovery.py, mid-submit kill).
+                await self._finish(lease, "submitted", lease.get("submission"))
+                continue
             count += await update_by_id(self.leases, active["_id"], {"$set": {"state": "expired"}},
                                         lambda d: d["state"] == "leased" and d.get("nonce") == nonce)
             for name in active["claims"]:
