@@ -22,8 +22,13 @@ class QcSettings(CommonSettings):
     # shaky pre-label is not (model_prior.DEFAULT_MIN_SINGLE_CONFIDENCE explains 0.85).
     review_with_model: bool = True
     # A lone reviewer who would be escalated to an expert gets a second ordinary reviewer first (finalize.next_step
-    # explains; bench/results/quality-second-opinion.json measures it).
-    second_opinion: bool = True
+    # explains). Off: it measured worse on both axes. Offline (bench/results/quality-second-opinion.json, seed 0,
+    # all 9,443 items, target 0.02): ~90% team 98.93% at 0.906 labels/item ($0.126) against 99.09% at 0.709
+    # ($0.119) without; default team 98.56% at 1.014 ($0.150) against 99.26% at 0.834 ($0.138). Live (1,500
+    # items, bench/results/live_quality-minilm-1500-second-opinion.json): 96.9% at 1.50, $0.283; 486 second
+    # opinions, 213 of them still went to an expert. Two ~90% reviewers who agree against a confident model are
+    # wrong too often, and pairs that disagree pay for three labels.
+    second_opinion: bool = False
     min_single_confidence: float = DEFAULT_MIN_SINGLE_CONFIDENCE
     # Share of a reviewer's mistakes assumed to land on a label the task showed (model_prior explains 0.9).
     shown_error_share: float = DEFAULT_SHOWN_ERROR_SHARE

@@ -175,7 +175,7 @@ def _route_top(project: str, item: str, top: tuple[tuple[str, float], ...]) -> I
 
 async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
     """qc's defaults: a proven reviewer overriding a near tie is kept, overriding a confident model is escalated."""
-    settings = env.settings(QcSettings, second_opinion=False)  # the lone reviewer straight to an expert
+    settings = env.settings(QcSettings)
     runtime = create_app(settings)
     await runtime.start()
     p = "qr"
@@ -249,7 +249,7 @@ async def test_a_doubted_lone_reviewer_gets_a_second_opinion_before_an_expert(en
 async def test_experts_overturning_a_lone_reviewer_again_and_again_suspend_them(env: Env) -> None:
     """qc's defaults: ten escalated labels of one reviewer, all overturned by experts, suspend them; the item
     they confirmed alone goes back to an expert. A reviewer the experts uphold keeps working."""
-    settings = env.settings(QcSettings, second_opinion=False)  # verdicts need experts on lone reviewers
+    settings = env.settings(QcSettings)
     runtime = create_app(settings)
     await runtime.start()
     p = "qv"
