@@ -251,9 +251,10 @@ class TaskQueue:
         """Items promoted to auto (services/router/domain/promote.py): their open routed tasks that nobody has
         claimed a slot of leave the queue, in four commands for the whole run.
 
-        A task someone holds or answered stays, and so does an expert's (a flag sent the item there): the label
-        it gets reaches qc, which takes it as the promoted item's review. A claim won between the read of the
-        claims and the write below has the same outcome, one label more, nothing lost or decided twice.
+        A task someone holds or answered stays, and so does an expert's (a flag sent the item there): its label
+        reaches qc, which keeps it with the item's votes while the auto label stands (services/qc/finalize.py). A
+        claim won between the read of the claims and the write below has the same outcome: one label more,
+        nothing lost or decided twice.
         """
         if not promoted:
             return

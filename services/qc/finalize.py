@@ -119,9 +119,10 @@ def next_step(
         label = expert_votes[-1].label
         corrected = state.final_label is not None and state.final_label != label
         return Final(label, Provenance.CORRECTED if corrected else Provenance.EXPERT, 1.0, verified=True)
-    if state.tier is Tier.AUTO and state.required == 0 and not state.votes:
-        # With votes, an item promoted to auto (router domain/promote.py) that someone had already claimed: their
-        # label is its review, weighed below like any lone reviewer's.
+    if state.tier is Tier.AUTO and state.required == 0:
+        # Also for an item promoted to auto (router domain/promote.py) after someone claimed its task: their label
+        # is kept with its votes, not taken as a review, so the final label does not depend on whether the label
+        # or the promotion was read first (a replay must rebuild the same state).
         if state.prelabel is None:
             return Escalate("auto-routed without a pre-label")
         return Final(state.prelabel[0], Provenance.AUTO, state.prelabel[1], verified=False)

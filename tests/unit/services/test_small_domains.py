@@ -43,11 +43,9 @@ def test_auto_single_and_consensus() -> None:
     assert next_step(done, {}, majority) == Final("a", Provenance.CONSENSUS, 2 / 3, True)
 
 
-def test_an_item_promoted_to_auto_after_someone_labelled_it_takes_their_label_as_its_review() -> None:
+def test_an_item_promoted_to_auto_keeps_its_auto_label_whenever_a_claimed_label_arrives() -> None:
     promoted = ItemState(tier=Tier.AUTO, required=0, prelabel=("a", 0.97), votes=(Vote("x", "b"),))
-    assert next_step(promoted, {"x": 0.8}, majority) == Final("b", Provenance.SINGLE_REVIEW, 0.8, True)
-    assert next_step(ItemState(tier=Tier.AUTO, required=0, prelabel=("a", 0.97)), {}, majority).provenance \
-        is Provenance.AUTO
+    assert next_step(promoted, {"x": 0.8}, majority) == Final("a", Provenance.AUTO, 0.97, False)
 
 
 def test_a_doubted_lone_reviewer_gets_a_second_opinion_then_an_expert_only_if_the_two_disagree() -> None:
