@@ -650,6 +650,9 @@ async def run(var_dir: Path, max_items: int, rate: float, faults: list[str], see
     supervisor: asyncio.Task[None] | None = None
     try:
         await stack.start_all()
+        # The channel was made before the gateways listened: its backends may sit in connection backoff, and a
+        # first call then fails at once ("connections to all backends failing", CI at 2 replicas). Wait for one.
+        await asyncio.wait_for(client.channel.channel_ready(), timeout=120)
         await client.configure_project(PROJECT, LABELS, guidelines="Pick the customer's intent.")
         tokens = {f"ann-{i}": await client.create_annotator(f"ann-{i}") for i in range(4)}
         for n in range(2):
