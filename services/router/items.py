@@ -146,13 +146,12 @@ class ItemOwner:
                 self.cache.index_doc({**doc, "label": event.label, "golden": event.golden})
             if not (event.verified and event.prelabel and event.provenance != Provenance.IMPORTED):
                 continue
-            decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})
             evidence.append(ThresholdEvidence(
                 event_id=derived_id(event.event_id, "evidence"), producer=SERVICE, project=event.project,
                 item_id=event.item_id, correlation_id=event.correlation_id, occurred_at=event.occurred_at,
                 kind=ThresholdEvidenceKind.VERIFIED, confidence=event.prelabel.probability,
                 correct=event.prelabel.label == event.label, model_version=event.model_version,
-                weight=sample_weight(decision.get("tier") if decision else None, self.settings.spot_check_rate),
+                weight=await self._weight(key),
             ))
         if evidence:
             await self.rt.bus.publish(evidence)
@@ -209,12 +208,16 @@ class ItemOwner:
         if verdict is None:
             return
         correct, share = verdict
-        key = item_key(event.project, event.subject_id)
-        decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})
         await self.rt.bus.publish([ThresholdEvidence(
             event_id=derived_id(event.event_id, "provisional-evidence"), producer=SERVICE, project=event.project,
             item_id=event.subject_id, correlation_id=event.correlation_id, occurred_at=event.occurred_at,
             kind=ThresholdEvidenceKind.VERIFIED, confidence=float(probability), correct=correct,
             model_version=doc.get("model_version"),
-            weight=share * sample_weight(decision.get("tier") if decision else None, self.settings.spot_check_rate),
+            weight=share * await self._weight(item_key(event.project, event.subject_id)),
         )])
+
+    async def _weight(self, key: str) -> float:
+        """A verified pre-label's weight as evidence: the inverse of the chance its item's first decision had it
+        checked (domain/evidence.py sample_weight)."""
+        decision = await self.rt.db["decisions"].find_one({"_id": key}, {"tier": 1})
+        return sample_weight(decision.get("tier") if decision else None, self.settings.spot_check_rate)
