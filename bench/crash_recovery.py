@@ -92,7 +92,7 @@ RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.St
          grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED}
 CALL_DEADLINE_S = 15.0
 # One item in GOLDEN_EVERY of the stream is golden (plus GOLDEN_AT_START before it), so golden answers come in
-# through every fault; the gateway serves them at its own default rate (services/gateway/golden.py).
+# through every fault; the gateway serves them at its own default rate (services/gateway/domain/golden.py).
 GOLDEN_EVERY = 15
 GOLDEN_AT_START = 30
 # The annotator who errs, on this share of items (by item id, whatever the item), and the one who never retries.

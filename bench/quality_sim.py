@@ -18,7 +18,7 @@ Which code is shared with the live services, and which stand-ins replace the she
   One deviation: a spot check that qc escalates keeps its 1/rate weight here; the live router looks up
   the item's latest decision, which the re-route replaced, and weighs it 1 (only matters with
   confirm_single, which escalates spot checks that overrule the auto label).
-- gateway: annotators pull tasks; golden tasks are injected by gateway.golden.should_inject_golden at
+- gateway: annotators pull tasks; golden tasks are injected by gateway.domain.golden.should_inject_golden at
   golden_rate_for's rate (full for an annotator's first tasks, then settled) and chosen by choose_golden,
   suspended annotators get no work. Stand-ins: the annotator who takes a
   task is drawn at random (weighted by speed) among the active ones of the right role, and experts
@@ -60,7 +60,7 @@ from services.qc.domain.consensus import decide as weighted_consensus
 from services.qc.domain.final_label import human_cost
 from services.qc.domain.golden import golden_accuracy, should_flag, smoothed_accuracy
 from services.qc.domain.knn_check import knn_check
-from services.gateway.golden import choose_golden, golden_rate_for, should_inject_golden
+from services.gateway.domain.golden import choose_golden, golden_rate_for, should_inject_golden
 from services.gateway.settings import GatewaySettings
 from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
 from services.qc.finalize import Escalate, Final, ItemState, ReviewPolicy, SecondOpinion, Vote, next_step

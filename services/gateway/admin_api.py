@@ -12,7 +12,7 @@ from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway, refuse
 from services.gateway.auth import Role, hash_token, new_token
-from services.gateway.calibration import (
+from services.gateway.domain.calibration import (
     check_existing,
     check_item_request,
     check_named_items,

@@ -26,7 +26,7 @@ from services.gateway.domain.submissions import (
     submission_id,
     submitted,
 )
-from services.gateway.golden import golden_turn
+from services.gateway.domain.golden import golden_turn
 from services.gateway.queue import Lease, LeaseError
 from services.gateway.store import history
 from services.gateway.store.submissions import event_of, submission_doc

@@ -22,7 +22,7 @@ from services.gateway.health import ReadinessHealth
 from services.gateway.ingest_api import IngestServicer
 from services.gateway.jobs import BackgroundJobs
 from services.gateway.malformed import RejectMalformedRequests
-from services.gateway.progress import Progress
+from services.gateway.store.progress import Progress
 from services.gateway.read_api import ProjectServicer
 from services.gateway.settings import GatewaySettings
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFinalized, QcFlagged
-from services.gateway import progress
+from services.gateway.store import progress
 from services.gateway.api import Gateway
 from services.gateway.store import history as entries
 
@@ -46,4 +46,4 @@ class GatewayHandlers:
                     ops.append(("requeue", event.subject_id))
         await self.gw.queue.apply(ops)
         await self.gw.history.add(history)
-        await self.progress.on_events(events)  # item progress and final labels (services/gateway/progress.py)
+        await self.progress.on_events(events)  # item progress and final labels (services/gateway/store/progress.py)

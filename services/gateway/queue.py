@@ -11,8 +11,8 @@ names its claims, so the sweeper frees exactly those by `_id`, and scans only th
 
 Every lease, claim and active document has one writer at a time: the claimer while it claims, the holder's
 submit/skip only before `expires_at`, the sweepers (on any replica, doing identical idempotent writes) only after
-`expires_at + grace`. Which tasks are worth trying comes from an in-memory index (services/gateway/candidates.py):
-a hint, confirmed here by `_id` before a lease is handed out.
+`expires_at + grace`. Which tasks are worth trying comes from an in-memory index
+(services/gateway/domain/candidates.py): a hint, confirmed here by `_id` before a lease is handed out.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from labelmesh.runtime.mongo import (
     upsert_many,
 )
 from schemas.events import ItemRouted, Tier, utcnow
-from schemas.keys import item_key
+from schemas.keys import annotator_key, item_key
 from services.gateway.auth import Role
-from services.gateway.calibration import TIER as CALIBRATION
-from services.gateway.candidates import Candidate, OpenTasks
+from services.gateway.domain.calibration import TIER as CALIBRATION
+from services.gateway.domain.candidates import Candidate, OpenTasks
 from services.gateway.coalesce import ByIds, Coalescer
 
 T = TypeVar("T")
@@ -91,6 +91,11 @@ def slot_id(task_id: str, k: int) -> str:
 
 def marker_id(task_id: str, annotator_id: str) -> str:
     return f"{task_id}@{annotator_id}"
+
+
+def _seen_key(annotator_id: str, project: str, item_id: str) -> str:
+    """golden_seen's `_id`: one annotator has been served one golden item of one project."""
+    return f"{annotator_id}/{item_key(project, item_id)}"
 
 
 def claimed_by(nonce: str | None) -> Callable[[dict[str, Any]], bool]:
@@ -233,15 +238,15 @@ class TaskQueue:
             return
         owners = [r for r in routed if not r.golden]
         texts = await self._texts(routed)
-        again = await insert_new(self.by_item, [{"_id": f"{r.project}/{r.item_id}", "tasks": [r.event_id]}
+        again = await insert_new(self.by_item, [{"_id": item_key(r.project, r.item_id), "tasks": [r.event_id]}
                                                 for r in owners])
         # insert, not an upsert with $setOnInsert: FerretDB 1.24 drops empty arrays from $setOnInsert.
         # An id already there is this decision's task from an earlier attempt: left as it is.
-        await insert_new(self.tasks, [self._task_doc(r, texts.get(f"{r.project}/{r.item_id}")) for r in routed])
+        await insert_new(self.tasks, [self._task_doc(r, texts.get(item_key(r.project, r.item_id))) for r in routed])
         await insert_new(self.claims, [doc for r in owners for doc in counted_claims(r)])
         for index in again:
             r = owners[index]
-            key = f"{r.project}/{r.item_id}"
+            key = item_key(r.project, r.item_id)
             await self._set_open_tasks(key, "superseded", keep=r.event_id)
             await self.by_item.update_one({"_id": key}, {"$set": {"tasks": [r.event_id]}}, upsert=True)
         for r in routed:
@@ -273,7 +278,7 @@ class TaskQueue:
     async def _texts(self, routed: Sequence[ItemRouted]) -> dict[str, str]:
         """The items' texts by "project/item" key, in one `_id $in` read for the whole batch: a lease then hands out
         its task without a read of the item (one round trip less on every lease; bench/lease_path.py)."""
-        keys = [f"{r.project}/{r.item_id}" for r in routed]
+        keys = [item_key(r.project, r.item_id) for r in routed]
         return {d["_id"]: d.get("text", "") for d in await find_by_ids(self.items, keys, {"text": 1})}
 
     @staticmethod
@@ -302,7 +307,7 @@ class TaskQueue:
         before its item was ingested here) read from the item."""
         if "text" in task:
             return task["text"]
-        item = await self.items.find_one({"_id": f"{task['project']}/{task['item_id']}"}, {"text": 1})
+        item = await self.items.find_one({"_id": item_key(task['project'], task['item_id'])}, {"text": 1})
         return item.get("text", "") if item else ""
 
     async def add_calibration(self, session: str, project: str, item_ids: list[str], annotators: list[str]) -> None:
@@ -310,13 +315,13 @@ class TaskQueue:
         holds slot n. Routing and final labels leave these tasks alone: a calibration label measures agreement."""
         now = utcnow()
         texts = {d["_id"]: d.get("text", "") for d in await find_by_ids(
-            self.items, [f"{project}/{item_id}" for item_id in item_ids], {"text": 1})}
+            self.items, [item_key(project, item_id) for item_id in item_ids], {"text": 1})}
         tasks = [
             {"_id": f"{session}/{item_id}", "project": project, "item_id": item_id, "golden": False, "status": "open",
              "tier": CALIBRATION, "session": session, "order": n, "required": len(annotators),
              "pending": list(annotators), "created_at": now, "prelabel": [], "neighbours": [], "reasons": [],
              "spot_check": False, "priority": 0.0,
-             **({"text": texts[f"{project}/{item_id}"]} if f"{project}/{item_id}" in texts else {})}
+             **({"text": texts[item_key(project, item_id)]} if item_key(project, item_id) in texts else {})}
             for n, item_id in enumerate(item_ids)
         ]
         await insert_new(self.tasks, tasks)
@@ -325,7 +330,7 @@ class TaskQueue:
 
     async def current_lease(self, project: str, annotator: str) -> Lease | None:
         now = utcnow()
-        pointer = await self._pointer_reads.one(f"{project}/{annotator}")
+        pointer = await self._pointer_reads.one(annotator_key(project, annotator))
         if pointer is None or pointer["expires_at"] <= now:
             return None
         doc = await self._lease_reads.one(pointer["lease_id"])
@@ -459,12 +464,12 @@ class TaskQueue:
             batch = pool[start:start + PROBE_BATCH * 4]
             tasks = {t["_id"]: t for t in await find_by_ids(self.tasks, batch)}
             seen = {d["_id"] for d in await find_by_ids(
-                self.golden_seen, [f"{annotator}/{project}/{t['item_id']}" for t in tasks.values()], {"_id": 1})}
+                self.golden_seen, [_seen_key(annotator, project, t['item_id']) for t in tasks.values()], {"_id": 1})}
             for task_id in batch:
                 task = tasks.get(task_id)
                 if task is None or task["status"] != "pool":
                     continue
-                key = f"{annotator}/{project}/{task['item_id']}"
+                key = _seen_key(annotator, project, task['item_id'])
                 if key not in seen and await insert_one_new(
                         self.golden_seen, {"_id": key, "annotator": annotator, "project": project,
                                            "item_id": task["item_id"]}):
@@ -520,7 +525,7 @@ class TaskQueue:
              "annotator": annotator, "state": "leased", "leased_at": now, "expires_at": expires, "golden": golden,
              "session": task.get("session"), "guideline_version": guideline_version, "slot": held, "nonce": nonce,
              "required": task.get("required", 0)},
-            {"_id": f"{task['project']}/{annotator}", "lease_id": lease_id, "expires_at": expires},
+            {"_id": annotator_key(task['project'], annotator), "lease_id": lease_id, "expires_at": expires},
         ))
         self.hints.mark_had(annotator, task_id)
         return Lease(lease_id, task, expires, guideline_version, fresh=True)
@@ -683,7 +688,7 @@ class TaskQueue:
                 await self._add_all(adds)  # a run of adds first: a close after them must see their tasks
                 adds = []
                 if kind == "close":
-                    await self._set_open_tasks(f"{arg[0]}/{arg[1]}", "closed")
+                    await self._set_open_tasks(item_key(*arg), "closed")
                     self.hints.close_item(*arg)
                 elif kind == "requeue":
                     await self._requeue_annotator(arg)

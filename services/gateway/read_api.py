@@ -14,7 +14,7 @@ from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway
 from services.gateway.auth import Role, hash_token, new_token
 from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, Problems, export_problems, id_problem, page_problems
-from services.gateway.progress import Progress
+from services.gateway.store.progress import Progress
 
 
 def _ms(value: Any) -> int:

@@ -6,7 +6,7 @@ from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from labelmesh.runtime.settings import CommonSettings
-from services.gateway.golden import DEFAULT_GOLDEN_RATE, DEFAULT_GOLDEN_WARMUP_TASKS, DEFAULT_SETTLED_GOLDEN_RATE
+from services.gateway.domain.golden import DEFAULT_GOLDEN_RATE, DEFAULT_GOLDEN_WARMUP_TASKS, DEFAULT_SETTLED_GOLDEN_RATE
 
 
 DEFAULT_ADMIN_TOKEN = "change-me-admin-token"  # a placeholder everyone can read: refused outside dev_mode
@@ -38,7 +38,8 @@ class GatewaySettings(CommonSettings):
     relay_after_s: float = 90.0
     relay_claim_s: float = 60.0
     golden_rate: float = DEFAULT_GOLDEN_RATE
-    # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate (services/gateway/golden.py).
+    # After golden_warmup_tasks tasks an annotator gets golden tasks at golden_settled_rate
+    # (services/gateway/domain/golden.py).
     golden_settled_rate: float = DEFAULT_SETTLED_GOLDEN_RATE
     golden_warmup_tasks: int = DEFAULT_GOLDEN_WARMUP_TASKS
     # Keeps the golden schedule unpredictable: the draw is public code, so without a secret salt anyone could

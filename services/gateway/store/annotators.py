@@ -9,7 +9,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.events import utcnow
 from services.gateway.auth import Role, new_token
-from services.gateway.calibration import Annotator
+from services.gateway.domain.calibration import Annotator
 
 
 class AnnotatorStore:

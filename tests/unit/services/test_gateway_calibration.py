@@ -1,10 +1,10 @@
-"""Choosing a calibration session's items and annotators (services/gateway/calibration.py)."""
+"""Choosing a calibration session's items and annotators (services/gateway/domain/calibration.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.gateway.calibration import (
+from services.gateway.domain.calibration import (
     Annotator,
     CalibrationError,
     check_item_request,

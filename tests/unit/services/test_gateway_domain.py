@@ -11,7 +11,7 @@ from schemas.events import FlagSubject, ItemIngested
 from schemas.keys import item_key
 from schemas.topics import max_message_bytes
 from services.gateway.auth import ALL_PROJECTS, Role
-from services.gateway.calibration import CalibrationError, check_existing, check_named_items
+from services.gateway.domain.calibration import CalibrationError, check_existing, check_named_items
 from services.gateway.domain.annotators import MEMBERSHIPS_MAX, credentials
 from services.gateway.domain.bounds import COMMENT_MAX_CHARS, ID_MAX, RECORD_OVERHEAD_BYTES, check_fit
 from services.gateway.domain.feedback import check_comment, feedback_flag
@@ -41,7 +41,7 @@ from services.gateway.domain.submissions import (
     submission_id,
     submitted,
 )
-from services.gateway.golden import golden_turn, should_inject_golden
+from services.gateway.domain.golden import golden_turn, should_inject_golden
 
 LABELS = {"yes", "no"}
 

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from services.gateway.golden import choose_golden, should_inject_golden
+from services.gateway.domain.golden import choose_golden, should_inject_golden
 
 N = 10_000
 
@@ -59,7 +59,7 @@ def test_choose_golden_spreads_over_candidates():
 
 
 def test_golden_rate_settles_after_the_warmup():
-    from services.gateway.golden import golden_rate_for
+    from services.gateway.domain.golden import golden_rate_for
 
     assert golden_rate_for(0, 0.05, 0.02, 400) == 0.05
     assert golden_rate_for(399, 0.05, 0.02, 400) == 0.05

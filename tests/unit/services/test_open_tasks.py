@@ -1,10 +1,10 @@
-"""The gateway's in-memory index of open tasks (services.gateway.candidates): order, closes and hints."""
+"""The gateway's in-memory index of open tasks (services.gateway.domain.candidates): order, closes and hints."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from services.gateway.candidates import FULL_RETRY_SECONDS, HAD_RETRY_SECONDS, Candidate, OpenTasks
+from services.gateway.domain.candidates import FULL_RETRY_SECONDS, HAD_RETRY_SECONDS, Candidate, OpenTasks
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ALL = frozenset({"single", "multi"})
