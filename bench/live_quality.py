@@ -1,7 +1,8 @@
 """Live quality benchmark: the five real services on BANKING77 with the simulated default team over gRPC.
 
-Usage: python -m bench.live_quality [--items N] [--bootstrap 500] [--encoder minilm|hashing] [--seed 7]
-       [--every 100] [--timeout 3600]. Writes bench/results/live_quality.json (or --name).
+Usage: python -m bench.live_quality [--items N] [--bootstrap 500 | --bootstrap-per-class K]
+       [--encoder minilm|hashing] [--seed 7] [--every 100] [--timeout 3600].
+Writes bench/results/live_quality.json (or --name).
 
 The run itself is the demo's (labelmesh.demo.run_pipeline: the same stack, bootstrap, golden items and team),
 and its measures are the demo report's pure functions of the event log (labelmesh.report), so the benchmark and
@@ -83,6 +84,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=9443, help="work items after bootstrap and golden (all: 9,443)")
     ap.add_argument("--bootstrap", type=int, default=500)
+    ap.add_argument("--bootstrap-per-class", type=int, default=None,
+                    help="bootstrap with this many rows of each class instead (issue 20's cold-start stress: 2)")
     ap.add_argument("--golden", type=int, default=60)
     ap.add_argument("--encoder", default="minilm", help="minilm (the real encoder) or hashing (fast stub)")
     ap.add_argument("--seed", type=int, default=7, help="the demo's shuffle and team seed")
@@ -92,7 +95,8 @@ def main() -> None:
     args = ap.parse_args()
     env = environment()
     started = time.perf_counter()
-    run = asyncio.run(run_pipeline(args.items, args.bootstrap, args.encoder, args.seed, args.golden, args.timeout))
+    run = asyncio.run(run_pipeline(args.items, args.bootstrap, args.encoder, args.seed, args.golden, args.timeout,
+                                   bootstrap_per_class=args.bootstrap_per_class))
     seconds = time.perf_counter() - started
     work = set(run.work_ids)
     by_topic = run.log.by_topic
@@ -106,10 +110,12 @@ def main() -> None:
     models = asyncio.run(model_accuracy_on_test(run.mongo_uri, run.namespace, run.project, args.encoder, versions))
     last = points[-1] if points else {}
     golden_labels = last.get("golden_labels_per_item", 0.0)
+    boot_rows = (f"{args.bootstrap_per_class} per class" if args.bootstrap_per_class is not None
+                 else str(args.bootstrap))
     summary = {
         "benchmark": "live_quality",
         "environment": env,
-        "setup": (f"{run.title}: {args.bootstrap} bootstrap rows, {args.golden} golden items, {len(run.work_ids)} "
+        "setup": (f"{run.title}: {boot_rows} bootstrap rows, {args.golden} golden items, {len(run.work_ids)} "
                   f"work items of BANKING77 train (demo shuffle, seed {args.seed}), {args.encoder} encoder; the "
                   f"services' defaults as the demo sets them (trainer retrains every 300 labels); prices "
                   f"${PRICE_LABEL} per label, ${PRICE_EXPERT} per expert label."),

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from labelmesh.bootstrap import ingest_trusted
 from labelmesh.client import GatewayClient
-from labelmesh.datasets import REPO_ROOT, categories, dataset_name, load
+from labelmesh.datasets import REPO_ROOT, Row, categories, dataset_name, load
 from labelmesh.infra import create_topics
 from labelmesh.report import golden_accuracy, write_html
 from labelmesh.runtime.settings import CommonSettings
@@ -157,14 +157,38 @@ class PipelineRun:
     counts: Counter[str]
 
 
+def split_rows(rows: list[Row], seed: int, bootstrap: int, golden: int, items: int,
+               bootstrap_per_class: int | None = None) -> tuple[list[Row], list[Row], list[Row]]:
+    """The bootstrap, golden and work rows of one shuffled order (the seed fixes it).
+
+    bootstrap_per_class: the first that many rows of each class in that order make the bootstrap (`bootstrap` is
+    then ignored), the cold start of a team that labels only a few examples per class; the rest keep their order.
+    """
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    if bootstrap_per_class is None:
+        return rows[:bootstrap], rows[bootstrap:bootstrap + golden], rows[bootstrap + golden:][:items]
+    if bootstrap_per_class < 1:
+        raise ValueError(f"bootstrap_per_class must be >= 1, got {bootstrap_per_class}")
+    taken: Counter[str] = Counter()
+    boot, rest = [], []
+    for row in rows:
+        if taken[row.label] < bootstrap_per_class:
+            taken[row.label] += 1
+            boot.append(row)
+        else:
+            rest.append(row)
+    return boot, rest[:golden], rest[golden:][:items]
+
+
 async def run_pipeline(items: int, bootstrap: int, encoder: str, seed: int, golden: int = 60,
                        timeout_s: float = 1800, dataset: Path | None = None,
-                       env: dict[str, str] | None = None) -> PipelineRun:
+                       env: dict[str, str] | None = None, bootstrap_per_class: int | None = None) -> PipelineRun:
     """Start the stack, bootstrap model v1, label `items` rows with the simulated default team over gRPC, stop.
 
     dataset: a directory in labelmesh.datasets' layout; None: the packaged BANKING77. env: more LABELMESH_*
-    settings for every service (bench/live_quality.py). Kafka and FerretDB must be running; each run has its own
-    namespace (topics and databases), left in place for later reading.
+    settings for every service (bench/live_quality.py). bootstrap_per_class: see split_rows. Kafka and FerretDB
+    must be running; each run has its own namespace (topics and databases), left in place for later reading.
     """
     project = PROJECT if dataset is None else dataset_name(dataset)
     labels = categories(dataset)
@@ -176,16 +200,15 @@ async def run_pipeline(items: int, bootstrap: int, encoder: str, seed: int, gold
     out_dir = REPO_ROOT / "var" / "demo" / namespace
     admin_token = secrets.token_urlsafe(16)
     await create_topics(base.kafka_bootstrap, prefix)
+    boot, gold, work = split_rows(rows, seed, bootstrap, golden, items, bootstrap_per_class)
     stack = Stack(
         env={"LABELMESH_NAMESPACE": namespace, "LABELMESH_TOPIC_PREFIX": prefix,
              "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
              "LABELMESH_PRELABELER_ENCODER": encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin_token,
-             "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(bootstrap * 0.8)),
+             "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(int(len(boot) * 0.8)),
              "LABELMESH_TRAINER_RETRAIN_EVERY": "300", **(env or {})},
         log_dir=out_dir / "logs",
     )
-    random.Random(seed).shuffle(rows)
-    boot, gold, work = rows[:bootstrap], rows[bootstrap:bootstrap + golden], rows[bootstrap + golden:][:items]
     truth = {r.item_id: r.label for r in rows}
     log, stop_log, stop_team = EventLog(), asyncio.Event(), asyncio.Event()
     console.print(f"[bold]labelmesh demo[/] namespace={namespace}: starting {len(stack.processes)} service processes ({encoder} encoder)")
