@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import grpc
@@ -16,7 +13,7 @@ from schemas.events import LabelFinalized, Provenance, Tier
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from tests.conftest import eventually
-from tests.gateway_helpers import ADMIN, PROJECT
+from tests.gateway_helpers import PROJECT, run_cli
 from tests.gateway_helpers import routed as _routed
 from tests.kafka_helpers import Env
 
@@ -106,12 +103,7 @@ async def test_read_api_authorises_bounds_fields_and_revokes_tokens(gateway) -> 
 
 
 async def _cli(env: Env, port: int, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "labelmesh.cli", *args, "--gateway", f"127.0.0.1:{port}", cwd=REPO,
-        env={**os.environ, **env.environ(), "LABELMESH_ADMIN_TOKEN": ADMIN, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_cli(env, port, *args, cwd=REPO)
 
 
 async def test_cli_creates_ingests_refuses_a_bad_file_and_exports(env: Env, gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
