@@ -277,7 +277,9 @@ def stats_table(s: pb.ProjectStats, cost_per_label: float, now_ms: int) -> Table
     table = Table("", "", title=f"project {s.project}", show_header=False)
     table.add_row("ingested", f"{s.ingested} ({s.golden_items} golden)")
     table.add_row("routed", ", ".join(f"{tier} {n}" for tier, n in sorted(s.routed.items())) or "-")
-    table.add_row("pre-labelled", f"{sum(s.routed.values())} (counted when routed)")
+    routed = sum(s.routed.values())
+    table.add_row("pre-labelled", f"{s.prelabelled}" + (f" ({routed - s.prelabelled} routed with no model yet)"
+                                                        if routed > s.prelabelled else ""))
     table.add_row("waiting for people", str(s.open_items))
     table.add_row("final", f"{s.final} (" + ", ".join(f"{k} {n}" for k, n in sorted(s.final_by_provenance.items()))
                   + ")")

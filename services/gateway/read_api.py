@@ -91,7 +91,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
             human_labels=c.get("human_labels", 0), golden_answered=c.get("golden_answered", 0),
             golden_correct=c.get("golden_correct", 0), multi_labelled=c.get("multi_labelled", 0),
             unanimous=c.get("unanimous", 0), first_final_unix_ms=_ms(c.get("first_final")),
-            last_final_unix_ms=_ms(c.get("last_final")))
+            last_final_unix_ms=_ms(c.get("last_final")), prelabelled=c.get("prelabelled", 0))
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.ItemDetail:
         await self.gw.caller(context, Role.ADMIN)

@@ -38,7 +38,9 @@ async def test_read_api_serves_progress_items_annotators_and_a_resumable_export(
     ann = admin.as_user(await admin.create_annotator("ann"))
     await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id=f"i{n}", text=f"text {n}",
                                             metadata={"row": str(n), "lang": "en"}) for n in range(3)])
-    await env.publish_events([_routed(f"i{n}", Tier.SINGLE, 1) for n in range(3)])
+    # i0 on model v3's pre-label; i1 and i2 before any model (cold start)
+    await env.publish_events([_routed(f"i{n}", Tier.SINGLE, 1).model_copy(
+        update={"model_version": 3 if n == 0 else None}) for n in range(3)])
     task = await eventually(lambda: ann.lease(PROJECT))
     await ann.submit(task.task_id, "no", key="k1")
     await env.publish_events([_final(task.item_id, "no"), *[
@@ -60,7 +62,7 @@ async def test_read_api_serves_progress_items_annotators_and_a_resumable_export(
 
     stats = await stub.GetProjectStats(pb.GetProjectRequest(project=PROJECT), metadata=md)
     assert (stats.ingested, stats.final, stats.human_labels, stats.open_items) == (3, 3, 1, 0)
-    assert dict(stats.routed) == {"single": 3}
+    assert dict(stats.routed) == {"single": 3} and stats.prelabelled == 1
     assert dict(stats.final_by_provenance) == {"single_review": 1, "auto": 2}
 
     item = await stub.GetItem(pb.GetItemRequest(project=PROJECT, item_id=task.item_id), metadata=md)
