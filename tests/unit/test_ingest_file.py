@@ -10,7 +10,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labelmesh.export_formats import write_export
 from labelmesh.ingest_file import BadFile, Columns, Validated, stable_id
 
 LABELS = ["pos", "neg"]
@@ -144,20 +143,3 @@ def test_a_byte_order_mark_does_not_hide_the_first_column(tmp_path: Path) -> Non
     checked = _check(path)
     assert [(r.text, r.metadata) for r in checked.items()] == [("hello", {"lang": "en"})]
     checked.close()
-
-
-def test_exports_keep_metadata_and_the_hf_label_is_a_class_label(tmp_path: Path) -> None:
-    from datasets import load_from_disk
-
-    rows = [{"item_id": "a", "text": "good", "label": "neg", "version": 1, "confidence": 0.9,
-             "provenance": "consensus", "model_version": 2, "guideline_version": 1, "golden": False,
-             "annotator_labels": [{"annotator_id": "ann", "label": "neg"}], "metadata": {"year": "1999"}}]
-    write_export("hf", rows, LABELS, tmp_path / "hf")
-    train = load_from_disk(str(tmp_path / "hf"))["train"]
-    assert train.features["label"].names == LABELS and train[0]["label"] == 1
-    write_export("label-studio", rows, LABELS, tmp_path / "ls.json")
-    task = json.loads((tmp_path / "ls.json").read_text())[0]
-    assert task["data"]["year"] == "1999"
-    assert task["annotations"][0]["result"][0]["value"]["choices"] == ["neg"]
-    write_export("parquet", rows, LABELS, tmp_path / "d.parquet")
-    assert json.loads(pq.read_table(tmp_path / "d.parquet").to_pylist()[0]["metadata"]) == {"year": "1999"}
