@@ -149,3 +149,25 @@ async def test_cli_creates_ingests_refuses_a_bad_file_and_exports(env: Env, gate
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert sorted((r["item_id"], r["label"], r["metadata"]["year"]) for r in rows) == [
         ("1", "pos", "1999"), ("2", "neg", "2001")]
+
+
+async def test_a_request_with_several_problems_names_each_field(env: Env, gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    runtime, admin = gateway
+    try:
+        await admin.admin.ConfigureProject(pb.ConfigureProjectRequest(project="films", labels=["pos"],
+                                                                      multi_annotators=12), metadata=admin.metadata)
+        raise AssertionError("a project with one label and 12 annotators per item was configured")
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = error_details_pb2.BadRequest()
+        assert rpc_status.from_call(exc).details[0].Unpack(bad)
+        assert [v.field for v in bad.field_violations] == ["labels", "multi_annotators"]
+
+    (tmp_path / "labels.txt").write_text("pos\n")
+    (tmp_path / "guide.md").write_text("# Sentiment\n")
+    code, out, err = await _cli(env, runtime.component.port, "project", "create", "films", "--labels",
+                                str(tmp_path / "labels.txt"), "--guidelines", str(tmp_path / "guide.md"),
+                                "--multi-annotators", "12")
+    assert code == 1, (out, err)
+    assert "  labels: a project needs at least two labels" in out + err
+    assert "  multi_annotators: multi_annotators must be between 2 and 9" in out + err
