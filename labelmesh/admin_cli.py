@@ -281,8 +281,8 @@ def stats_table(s: pb.ProjectStats, cost_per_label: float, now_ms: int) -> Table
     table.add_row("pre-labelled", f"{s.prelabelled}" + (f" ({routed - s.prelabelled} routed with no model yet)"
                                                         if routed > s.prelabelled else ""))
     table.add_row("waiting for people", str(s.open_items))
-    table.add_row("final", f"{s.final} (" + ", ".join(f"{k} {n}" for k, n in sorted(s.final_by_provenance.items()))
-                  + ")")
+    by_provenance = ", ".join(f"{k} {n}" for k, n in sorted(s.final_by_provenance.items()))
+    table.add_row("final", f"{s.final} ({by_provenance})" if by_provenance else str(s.final))
     table.add_row("human labels spent", str(s.human_labels))
     table.add_row("cost", f"{s.human_labels * cost_per_label:.2f} (at {cost_per_label} per label)")
     table.add_row("golden accuracy", f"{s.golden_correct / s.golden_answered:.1%} of {s.golden_answered}"
