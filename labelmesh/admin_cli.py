@@ -339,7 +339,8 @@ class ExportFormat(StrEnum):
     label_studio = "label-studio"
 
 
-async def final_labels(admin: Admin, project: str, retries: int = 5) -> AsyncIterator[pb.FinalLabel]:
+async def final_labels(admin: Admin, project: str, retries: int = 5,
+                       pause: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncIterator[pb.FinalLabel]:
     """Every final label, resuming from the last cursor when the stream breaks (UNAVAILABLE)."""
     cursor, failures = "", 0
     while True:
@@ -353,7 +354,7 @@ async def final_labels(admin: Admin, project: str, retries: int = 5) -> AsyncIte
             failures += 1
             if exc.code() != grpc.StatusCode.UNAVAILABLE or failures > retries:
                 raise
-            await asyncio.sleep(min(2 ** failures, 30))
+            await pause(min(2 ** failures, 30))
 
 
 def export(
