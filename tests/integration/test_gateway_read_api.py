@@ -171,3 +171,37 @@ async def test_a_request_with_several_problems_names_each_field(env: Env, gatewa
     assert code == 1, (out, err)
     assert "  labels: a project needs at least two labels" in out + err
     assert "  multi_annotators: multi_annotators must be between 2 and 9" in out + err
+
+
+async def test_lists_page_and_an_export_stops_at_its_limit(env: Env, gateway) -> None:  # type: ignore[no-untyped-def]
+    _, admin = gateway
+    stub = pb_grpc.ProjectServiceStub(admin.channel)
+    md = admin.metadata
+    for name in ("b", "c"):
+        await admin.configure_project(name, ["x", "y"], guidelines="g")
+    for name in ("ann1", "ann2", "ann3"):
+        await admin.create_annotator(name)
+    first = await stub.ListProjects(pb.ListProjectsRequest(page_size=2), metadata=md)
+    rest = await stub.ListProjects(pb.ListProjectsRequest(page_size=2, page_token=first.next_page_token), metadata=md)
+    assert [p.project for p in first.projects] == ["b", "c"] and first.next_page_token == "c"
+    assert ([p.project for p in rest.projects], rest.next_page_token) == ([PROJECT], "")
+    pages, token = [], ""
+    while True:
+        page = await stub.ListAnnotators(pb.ListAnnotatorsRequest(page_size=2, page_token=token), metadata=md)
+        pages.append([a.annotator_id for a in page.annotators])
+        if not (token := page.next_page_token):
+            break
+    assert pages == [["ann1", "ann2"], ["ann3"]]
+
+    await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id=f"i{n}", text=f"text {n}") for n in range(3)])
+    await env.publish_events([_final(f"i{n}", "yes", Provenance.AUTO) for n in range(3)])
+    await eventually(lambda: _counted(stub, md, 3))
+    limited = [r async for r in stub.ExportFinalLabels(pb.ExportFinalLabelsRequest(project=PROJECT, limit=2),
+                                                       metadata=md)]
+    assert len(limited) == 2
+    after = await _export(stub, md, cursor=limited[-1].cursor)
+    assert len(after) == 1 and {r.item_id for r in [*limited, *after]} == {"i0", "i1", "i2"}
+
+
+async def _counted(stub: pb_grpc.ProjectServiceStub, md: tuple, n: int) -> bool:
+    return len(await _export(stub, md)) == n
