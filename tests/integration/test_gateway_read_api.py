@@ -151,7 +151,8 @@ async def test_cli_creates_ingests_refuses_a_bad_file_and_exports(env: Env, gate
         ("1", "pos", "1999"), ("2", "neg", "2001")]
 
 
-async def test_a_request_with_several_problems_names_each_field(env: Env, gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_a_request_with_several_problems_names_each_field(  # type: ignore[no-untyped-def]
+        env: Env, gateway, tmp_path: Path) -> None:
     runtime, admin = gateway
     try:
         await admin.admin.ConfigureProject(pb.ConfigureProjectRequest(project="films", labels=["pos"],
