@@ -13,7 +13,8 @@ from tests.gateway_helpers import PROJECT, status_of
 SERVICE = "/labelmesh.v1.ProjectService/"
 
 
-async def test_requests_are_counted_by_method_and_code_with_their_latency(gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_requests_are_counted_by_method_and_code_with_their_latency(  # type: ignore[no-untyped-def]
+        gateway) -> None:
     runtime, admin = gateway
     stub = pb_grpc.ProjectServiceStub(admin.channel)
     registry = runtime.registry
