@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from rich.table import Table
 
 from labelmesh.client import GatewayClient
 from labelmesh.export_formats import write_export
-from labelmesh.ingest_file import BadFile, Columns, Validated
+from labelmesh.ingest_file import BadFile, Columns, Row, Validated
 from schemas.keys import ALL_PROJECTS
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
@@ -59,18 +60,18 @@ def explain(exc: grpc.aio.AioRpcError) -> str:
     return "\n".join(lines)
 
 
+async def _with_admin(gateway: str, token: str, ca_cert: Path | None, work: Callable[[Admin], Awaitable[T]]) -> T:
+    admin = Admin(gateway, token, ca_cert)
+    try:
+        return await work(admin)
+    finally:
+        await admin.close()
+
+
 def call(gateway: str, token: str, ca_cert: Path | None, work: Callable[[Admin], Awaitable[T]]) -> T:
     """Run one command's calls on a fresh channel; a gRPC error becomes a message and exit code 1."""
-
-    async def go() -> T:
-        admin = Admin(gateway, token, ca_cert)
-        try:
-            return await work(admin)
-        finally:
-            await admin.close()
-
     try:
-        return asyncio.run(go())
+        return asyncio.run(_with_admin(gateway, token, ca_cert, work))
     except grpc.aio.AioRpcError as exc:
         console.print(f"[red]error[/red] {explain(exc)}", highlight=False)
         raise typer.Exit(1) from exc
@@ -197,7 +198,10 @@ def ingest(
     source: str = typer.Option("cli", help="recorded as each item's source"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
-    """Check the whole file first (nothing is sent if any row is bad), then send it in batches; safe to re-run."""
+    """Check the whole file first (nothing is sent if any row is bad), then send it in batches; safe to re-run.
+
+    A batch the gateway refuses all the same (its own bounds, an id it holds with another text) stops the ingest
+    with a report of the rows that went in before it; a re-run sends them again as no-ops."""
     detail = call(gateway, token, ca_cert, lambda a: a.projects.GetProject(pb.GetProjectRequest(project=project),
                                                                             metadata=a.metadata))
     try:
@@ -207,42 +211,78 @@ def ingest(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     report = checked.report
+    sent = Sent()
 
-    async def send(admin: Admin) -> int:
-        sent = 0
+    async def send(admin: Admin) -> None:
         with Progress(TextColumn("ingesting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=False) as bar:
             task = bar.add_task("ingest", total=report.items)
-            batch: list[pb.IngestItem] = []
+            batch: list[Row] = []
             for row in checked.items():
-                batch.append(pb.IngestItem(project=project, item_id=row.item_id, text=row.text, source=source,
-                                           dataset=file.name, golden_label=row.golden or "", metadata=row.metadata))
+                batch.append(row)
                 if len(batch) == INGEST_BATCH:
-                    sent += (await admin.ingest_items(batch)).accepted
+                    await sent.batch(admin, project, source, file.name, batch)
                     bar.advance(task, len(batch))
                     batch = []
             if batch:
-                sent += (await admin.ingest_items(batch)).accepted
+                await sent.batch(admin, project, source, file.name, batch)
                 bar.advance(task, len(batch))
-        return sent
 
     try:
-        sent = call(gateway, token, ca_cert, send)
+        asyncio.run(_with_admin(gateway, token, ca_cert, send))
+    except grpc.aio.AioRpcError as exc:
+        typer.echo(f"error: {sent.refusal(exc)}", err=True)
+        raise typer.Exit(1) from exc
     finally:
         checked.close()
     repeats = report.rows - report.items
-    console.print(f"ingested {sent} items into {project} ({report.golden} golden"
+    console.print(f"ingested {sent.accepted} items into {project} ({report.golden} golden"
                   + (f", {repeats} repeated rows sent once" if repeats else "") + ")", highlight=False)
+
+
+class Sent:
+    """What an ingest has sent so far, so a refusal part-way can say exactly what went in."""
+
+    def __init__(self) -> None:
+        self.accepted = 0  # items the gateway accepted (a re-sent item counts: it is in)
+        self.last_row = 0  # the file's last row in an accepted batch
+        self.pending: list[Row] = []
+
+    async def batch(self, admin: Admin, project: str, source: str, dataset: str, rows: list[Row]) -> None:
+        self.pending = rows
+        answer = await admin.ingest_items([
+            pb.IngestItem(project=project, item_id=r.item_id, text=r.text, source=source, dataset=dataset,
+                          golden_label=r.golden or "", metadata=r.metadata) for r in rows])
+        self.accepted += answer.accepted
+        self.last_row, self.pending = rows[-1].number, []
+
+    def refusal(self, exc: grpc.aio.AioRpcError) -> str:
+        """The gateway's refusal, the rows it names, and what went in before it."""
+        rows = self.pending
+        words = set(re.findall(r"[^\s,;:'\"()]+", exc.details() or ""))  # the item ids the refusal names
+        named = [r.number for r in rows if r.item_id in words][:20]
+        where = f"rows {rows[0].number}..{rows[-1].number}" if rows else "the first batch"
+        lines = [f"the gateway refused the batch of {where}"
+                 + (f" (row {', '.join(map(str, named))})" if named else "") + f": {explain(exc)}"]
+        if self.last_row:
+            lines.append(f"went in before it: rows 1..{self.last_row} ({self.accepted} items); nothing after row "
+                         f"{self.last_row}. Fix the file and run ingest again: the rows already in are sent again "
+                         "and change nothing.")
+        else:
+            lines.append("nothing was ingested.")
+        return "\n".join(lines)
 
 
 def stats_table(s: pb.ProjectStats, cost_per_label: float, now_ms: int) -> Table:
     table = Table("", "", title=f"project {s.project}", show_header=False)
     table.add_row("ingested", f"{s.ingested} ({s.golden_items} golden)")
     table.add_row("routed", ", ".join(f"{tier} {n}" for tier, n in sorted(s.routed.items())) or "-")
-    table.add_row("pre-labelled", f"{sum(s.routed.values())} (counted when routed)")
+    routed = sum(s.routed.values())
+    table.add_row("pre-labelled", f"{s.prelabelled}" + (f" ({routed - s.prelabelled} routed with no model yet)"
+                                                        if routed > s.prelabelled else ""))
     table.add_row("waiting for people", str(s.open_items))
-    table.add_row("final", f"{s.final} (" + ", ".join(f"{k} {n}" for k, n in sorted(s.final_by_provenance.items()))
-                  + ")")
+    by_provenance = ", ".join(f"{k} {n}" for k, n in sorted(s.final_by_provenance.items()))
+    table.add_row("final", f"{s.final} ({by_provenance})" if by_provenance else str(s.final))
     table.add_row("human labels spent", str(s.human_labels))
     table.add_row("cost", f"{s.human_labels * cost_per_label:.2f} (at {cost_per_label} per label)")
     table.add_row("golden accuracy", f"{s.golden_correct / s.golden_answered:.1%} of {s.golden_answered}"
@@ -299,7 +339,8 @@ class ExportFormat(StrEnum):
     label_studio = "label-studio"
 
 
-async def final_labels(admin: Admin, project: str, retries: int = 5) -> AsyncIterator[pb.FinalLabel]:
+async def final_labels(admin: Admin, project: str, retries: int = 5,
+                       pause: Callable[[float], Awaitable[None]] = asyncio.sleep) -> AsyncIterator[pb.FinalLabel]:
     """Every final label, resuming from the last cursor when the stream breaks (UNAVAILABLE)."""
     cursor, failures = "", 0
     while True:
@@ -313,7 +354,7 @@ async def final_labels(admin: Admin, project: str, retries: int = 5) -> AsyncIte
             failures += 1
             if exc.code() != grpc.StatusCode.UNAVAILABLE or failures > retries:
                 raise
-            await asyncio.sleep(min(2 ** failures, 30))
+            await pause(min(2 ** failures, 30))
 
 
 def export(

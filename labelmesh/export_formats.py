@@ -12,10 +12,20 @@ def _flat(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "metadata": json.dumps(row["metadata"], sort_keys=True)}
 
 
+RESERVED_DATA = ("text", "item_id")
+
+
+def _task_data(row: dict[str, Any]) -> dict[str, Any]:
+    """The item's text and id, and its metadata beside them; a metadata column named text or item_id (a file whose
+    --text-column was another) is kept as metadata.text or metadata.item_id rather than replacing them."""
+    metadata = {f"metadata.{k}" if k in RESERVED_DATA else k: v for k, v in row["metadata"].items()}
+    return {**metadata, "text": row["text"], "item_id": row["item_id"]}
+
+
 def label_studio_tasks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Label Studio tasks (Choices control named `label` over `text`): the final label as an annotation."""
     return [{
-        "data": {"text": r["text"], "item_id": r["item_id"], **r["metadata"]},
+        "data": _task_data(r),
         "annotations": [{"result": [{"from_name": "label", "to_name": "text", "type": "choices",
                                      "value": {"choices": [r["label"]]}}],
                          "meta": {"provenance": r["provenance"], "confidence": r["confidence"],

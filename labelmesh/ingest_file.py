@@ -1,7 +1,9 @@
 """Reading a team's CSV, JSONL or Parquet file for ingest: a streaming validation pass, then batches of items.
 
-Nothing is sent until the whole file has passed, so a bad file ingests nothing. Memory stays bounded for
-any file size: rows are read one at a time and the id-to-text check lives in a temporary SQLite file.
+Nothing is sent until the whole file has passed, so a bad file ingests nothing. The pass checks what the
+gateway would refuse (ids, empty or over-long text, metadata bounds, golden labels outside the project's labels),
+so a file that passes is not refused half-way for its content. Memory stays bounded for any file size: rows are
+read one at a time and the id-to-text check lives in a temporary SQLite file (bench/ingest_memory.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.gateway.domain.bounds import ID_MAX, METADATA_KEYS, METADATA_VALUE_CHARS
+
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 MAX_ERRORS = 20
-ID_MAX = 256
 
 
 class BadFile(ValueError):
@@ -39,6 +42,7 @@ class Row:
     text: str
     golden: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    extra_fields: int = 0  # CSV fields beyond the header's columns
 
 
 def file_format(path: Path) -> str:
@@ -57,7 +61,8 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
         _check_utf8(path)
     number = 0
     if kind == "csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        # utf-8-sig: a spreadsheet's CSV often starts with a byte-order mark, which would stick to the first column.
+        with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
             columns = list(reader.fieldnames or [])
             for number, record in enumerate(reader, 1):
@@ -122,7 +127,8 @@ def rows(path: Path, columns: Columns) -> Iterator[Row]:
         golden = _text(record.get(columns.golden)).strip() if columns.golden else ""
         skip = {columns.text, columns.id, columns.golden}
         metadata = {k: _text(v) for k, v in record.items() if k not in skip and k is not None}
-        yield Row(number, item_id, text, golden or None, metadata)
+        extra = record.get(None) or []  # csv.DictReader's key for the fields past the header's columns
+        yield Row(number, item_id, text, golden or None, metadata, len(extra))
     if not checked:
         raise BadFile(f"{path}: the file has no rows")
 
@@ -142,11 +148,32 @@ class Report:
             self.more_errors += 1
 
 
+def default_text_max() -> int:
+    """The gateway's default bound on an item's text (LABELMESH_GATEWAY_MAX_TEXT_CHARS), defined there once."""
+    from services.gateway.settings import GatewaySettings  # noqa: PLC0415 - only for its default
+
+    return int(GatewaySettings.model_fields["max_text_chars"].default)
+
+
+def metadata_problem(metadata: dict[str, str]) -> str | None:
+    """Why the gateway would refuse a row's metadata (the columns besides text, id and golden), or None."""
+    if len(metadata) > METADATA_KEYS:
+        return f"{len(metadata)} metadata columns; the gateway keeps at most {METADATA_KEYS}"
+    for key, value in metadata.items():
+        if len(key) > ID_MAX:
+            return f"column name {key[:40]!r}... is longer than {ID_MAX} characters"
+        if len(value) > METADATA_VALUE_CHARS:
+            return f"column {key!r} holds {len(value)} characters; metadata values are at most {METADATA_VALUE_CHARS}"
+    return None
+
+
 class Validated:
     """One streaming pass over the file; afterwards `items()` streams what to send (repeats left out)."""
 
-    def __init__(self, path: Path, columns: Columns, labels: list[str] | None = None) -> None:
+    def __init__(self, path: Path, columns: Columns, labels: list[str] | None = None,
+                 text_max: int | None = None) -> None:
         self.path, self.columns = path, columns
+        self.text_max = text_max if text_max is not None else default_text_max()
         self._dir = tempfile.TemporaryDirectory(prefix="labelmesh-ingest-")
         self._db = sqlite3.connect(Path(self._dir.name) / "ids.sqlite")
         self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY, digest BLOB, row INTEGER)")
@@ -157,8 +184,15 @@ class Validated:
         for row in rows(self.path, self.columns):
             report.rows += 1
             where = f"row {row.number}"
+            if row.extra_fields:
+                report.add(f"{where}: {row.extra_fields} field(s) more than the header's columns")
             if not row.text.strip():
                 report.add(f"{where}: the text is empty")
+            elif len(row.text) > self.text_max:
+                report.add(f"{where}: the text has {len(row.text)} characters; the gateway takes at most "
+                           f"{self.text_max}")
+            if (problem := metadata_problem(row.metadata)) is not None:
+                report.add(f"{where}: {problem}")
             if not row.item_id or len(row.item_id) > ID_MAX:
                 report.add(f"{where}: the id must be 1..{ID_MAX} characters")
                 continue

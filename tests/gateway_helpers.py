@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +17,7 @@ import pytest
 from labelmesh.state_digest import digest_documents
 from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
+from tests.kafka_helpers import Env
 
 ADMIN = "test-admin"  # the in-process `gateway` fixture's admin token
 PROJECT = "gw"  # ... and its project
@@ -54,6 +58,17 @@ class GatewayProcess:
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return None
+
+
+async def run_cli(env: Env, port: int, *args: str, cwd: Any = None) -> tuple[int, str, str]:
+    """`labelmesh ARGS --gateway 127.0.0.1:PORT` as the admin (ADMIN), in a process of its own: (exit code, stdout,
+    stderr). It imports this checkout (PYTHONPATH is inherited)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "labelmesh.cli", *args, "--gateway", f"127.0.0.1:{port}", cwd=cwd,
+        env={**os.environ, **env.environ(), "LABELMESH_ADMIN_TOKEN": ADMIN, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
 
 
 def free_port() -> int:

@@ -45,7 +45,7 @@ class ProjectDetail(_message.Message):
     def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ...) -> None: ...
 
 class ProjectStats(_message.Message):
-    __slots__ = ("project", "ingested", "golden_items", "routed", "open_items", "final", "final_by_provenance", "human_labels", "golden_answered", "golden_correct", "multi_labelled", "unanimous", "first_final_unix_ms", "last_final_unix_ms")
+    __slots__ = ("project", "ingested", "golden_items", "routed", "open_items", "final", "final_by_provenance", "human_labels", "golden_answered", "golden_correct", "multi_labelled", "unanimous", "first_final_unix_ms", "last_final_unix_ms", "prelabelled")
     class RoutedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class ProjectStats(_message.Message):
     UNANIMOUS_FIELD_NUMBER: _ClassVar[int]
     FIRST_FINAL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     LAST_FINAL_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PRELABELLED_FIELD_NUMBER: _ClassVar[int]
     project: str
     ingested: int
     golden_items: int
@@ -88,7 +89,8 @@ class ProjectStats(_message.Message):
     unanimous: int
     first_final_unix_ms: int
     last_final_unix_ms: int
-    def __init__(self, project: _Optional[str] = ..., ingested: _Optional[int] = ..., golden_items: _Optional[int] = ..., routed: _Optional[_Mapping[str, int]] = ..., open_items: _Optional[int] = ..., final: _Optional[int] = ..., final_by_provenance: _Optional[_Mapping[str, int]] = ..., human_labels: _Optional[int] = ..., golden_answered: _Optional[int] = ..., golden_correct: _Optional[int] = ..., multi_labelled: _Optional[int] = ..., unanimous: _Optional[int] = ..., first_final_unix_ms: _Optional[int] = ..., last_final_unix_ms: _Optional[int] = ...) -> None: ...
+    prelabelled: int
+    def __init__(self, project: _Optional[str] = ..., ingested: _Optional[int] = ..., golden_items: _Optional[int] = ..., routed: _Optional[_Mapping[str, int]] = ..., open_items: _Optional[int] = ..., final: _Optional[int] = ..., final_by_provenance: _Optional[_Mapping[str, int]] = ..., human_labels: _Optional[int] = ..., golden_answered: _Optional[int] = ..., golden_correct: _Optional[int] = ..., multi_labelled: _Optional[int] = ..., unanimous: _Optional[int] = ..., first_final_unix_ms: _Optional[int] = ..., last_final_unix_ms: _Optional[int] = ..., prelabelled: _Optional[int] = ...) -> None: ...
 
 class GetItemRequest(_message.Message):
     __slots__ = ("project", "item_id")

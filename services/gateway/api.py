@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from labelmesh.runtime.outbox import Outbox
 from labelmesh.runtime.service import ServiceRuntime
@@ -31,8 +33,20 @@ STATUS = {"invalid": grpc.StatusCode.INVALID_ARGUMENT, "not_found": grpc.StatusC
           "exists": grpc.StatusCode.ALREADY_EXISTS, "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+def field_status(code: grpc.StatusCode, message: str, fields: Sequence[tuple[str, str]]) -> grpc.Status:
+    """A status with a google.rpc BadRequest detail listing each (field, why)."""
+    detail = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=field, description=why) for field, why in fields])
+    status = status_pb2.Status(code=code.value[0], message=message)
+    status.details.add().Pack(detail)
+    return rpc_status.to_status(status)
+
+
 async def refuse(context: grpc.aio.ServicerContext, refused: Refused) -> None:
-    """End the call (context.abort raises) with the status of the refusal's kind and its message."""
+    """End the call (context.abort raises) with the status of the refusal's kind and its message, and a BadRequest
+    detail naming the fields where the refusal names them."""
+    if refused.fields:
+        await context.abort_with_status(field_status(STATUS[refused.code], str(refused), refused.fields))
     await context.abort(STATUS[refused.code], str(refused))
 
 

@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
-from services.gateway.api import Gateway
+from services.gateway.api import Gateway, field_status
 from services.gateway.auth import Role, hash_token, new_token
-from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, Problems, export_problems, id_problem, page_problems
+from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, export_problems, id_problem, page_problems
+from services.gateway.domain.refusals import Problems
 from services.gateway.store.progress import Progress
 
 
@@ -23,14 +22,9 @@ def _ms(value: Any) -> int:
 
 async def invalid(context: grpc.aio.ServicerContext, problems: Problems) -> None:
     """INVALID_ARGUMENT naming every problem, with a google.rpc BadRequest detail listing each field."""
-    if not problems:
-        return
-    message = "; ".join(f"{field}: {why}" for field, why in problems)
-    detail = error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=field, description=why) for field, why in problems])
-    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message)
-    status.details.add().Pack(detail)
-    await context.abort_with_status(rpc_status.to_status(status))
+    if problems:
+        message = "; ".join(f"{field}: {why}" for field, why in problems)
+        await context.abort_with_status(field_status(grpc.StatusCode.INVALID_ARGUMENT, message, problems))
 
 
 def final_message(doc: dict[str, Any], item: dict[str, Any] | None, cursor: str = "") -> pb.FinalLabel:
@@ -91,7 +85,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
             human_labels=c.get("human_labels", 0), golden_answered=c.get("golden_answered", 0),
             golden_correct=c.get("golden_correct", 0), multi_labelled=c.get("multi_labelled", 0),
             unanimous=c.get("unanimous", 0), first_final_unix_ms=_ms(c.get("first_final")),
-            last_final_unix_ms=_ms(c.get("last_final")))
+            last_final_unix_ms=_ms(c.get("last_final")), prelabelled=c.get("prelabelled", 0))
 
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.ItemDetail:
         await self.gw.caller(context, Role.ADMIN)

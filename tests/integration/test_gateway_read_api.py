@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import grpc
@@ -16,7 +13,7 @@ from schemas.events import LabelFinalized, Provenance, Tier
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from tests.conftest import eventually
-from tests.gateway_helpers import ADMIN, PROJECT
+from tests.gateway_helpers import PROJECT, run_cli
 from tests.gateway_helpers import routed as _routed
 from tests.kafka_helpers import Env
 
@@ -41,7 +38,9 @@ async def test_read_api_serves_progress_items_annotators_and_a_resumable_export(
     ann = admin.as_user(await admin.create_annotator("ann"))
     await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id=f"i{n}", text=f"text {n}",
                                             metadata={"row": str(n), "lang": "en"}) for n in range(3)])
-    await env.publish_events([_routed(f"i{n}", Tier.SINGLE, 1) for n in range(3)])
+    # i0 on model v3's pre-label; i1 and i2 before any model (cold start)
+    await env.publish_events([_routed(f"i{n}", Tier.SINGLE, 1).model_copy(
+        update={"model_version": 3 if n == 0 else None}) for n in range(3)])
     task = await eventually(lambda: ann.lease(PROJECT))
     await ann.submit(task.task_id, "no", key="k1")
     await env.publish_events([_final(task.item_id, "no"), *[
@@ -63,7 +62,7 @@ async def test_read_api_serves_progress_items_annotators_and_a_resumable_export(
 
     stats = await stub.GetProjectStats(pb.GetProjectRequest(project=PROJECT), metadata=md)
     assert (stats.ingested, stats.final, stats.human_labels, stats.open_items) == (3, 3, 1, 0)
-    assert dict(stats.routed) == {"single": 3}
+    assert dict(stats.routed) == {"single": 3} and stats.prelabelled == 1
     assert dict(stats.final_by_provenance) == {"single_review": 1, "auto": 2}
 
     item = await stub.GetItem(pb.GetItemRequest(project=PROJECT, item_id=task.item_id), metadata=md)
@@ -106,12 +105,7 @@ async def test_read_api_authorises_bounds_fields_and_revokes_tokens(gateway) -> 
 
 
 async def _cli(env: Env, port: int, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "labelmesh.cli", *args, "--gateway", f"127.0.0.1:{port}", cwd=REPO,
-        env={**os.environ, **env.environ(), "LABELMESH_ADMIN_TOKEN": ADMIN, "COLUMNS": "200"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate()
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_cli(env, port, *args, cwd=REPO)
 
 
 async def test_cli_creates_ingests_refuses_a_bad_file_and_exports(env: Env, gateway, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -155,3 +149,60 @@ async def test_cli_creates_ingests_refuses_a_bad_file_and_exports(env: Env, gate
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert sorted((r["item_id"], r["label"], r["metadata"]["year"]) for r in rows) == [
         ("1", "pos", "1999"), ("2", "neg", "2001")]
+
+
+async def test_a_request_with_several_problems_names_each_field(  # type: ignore[no-untyped-def]
+        env: Env, gateway, tmp_path: Path) -> None:
+    runtime, admin = gateway
+    try:
+        await admin.admin.ConfigureProject(pb.ConfigureProjectRequest(project="films", labels=["pos"],
+                                                                      multi_annotators=12), metadata=admin.metadata)
+        raise AssertionError("a project with one label and 12 annotators per item was configured")
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = error_details_pb2.BadRequest()
+        assert rpc_status.from_call(exc).details[0].Unpack(bad)
+        assert [v.field for v in bad.field_violations] == ["labels", "multi_annotators"]
+
+    (tmp_path / "labels.txt").write_text("pos\n")
+    (tmp_path / "guide.md").write_text("# Sentiment\n")
+    code, out, err = await _cli(env, runtime.component.port, "project", "create", "films", "--labels",
+                                str(tmp_path / "labels.txt"), "--guidelines", str(tmp_path / "guide.md"),
+                                "--multi-annotators", "12")
+    assert code == 1, (out, err)
+    assert "  labels: a project needs at least two labels" in out + err
+    assert "  multi_annotators: multi_annotators must be between 2 and 9" in out + err
+
+
+async def test_lists_page_and_an_export_stops_at_its_limit(env: Env, gateway) -> None:  # type: ignore[no-untyped-def]
+    _, admin = gateway
+    stub = pb_grpc.ProjectServiceStub(admin.channel)
+    md = admin.metadata
+    for name in ("b", "c"):
+        await admin.configure_project(name, ["x", "y"], guidelines="g")
+    for name in ("ann1", "ann2", "ann3"):
+        await admin.create_annotator(name)
+    first = await stub.ListProjects(pb.ListProjectsRequest(page_size=2), metadata=md)
+    rest = await stub.ListProjects(pb.ListProjectsRequest(page_size=2, page_token=first.next_page_token), metadata=md)
+    assert [p.project for p in first.projects] == ["b", "c"] and first.next_page_token == "c"
+    assert ([p.project for p in rest.projects], rest.next_page_token) == ([PROJECT], "")
+    pages, token = [], ""
+    while True:
+        page = await stub.ListAnnotators(pb.ListAnnotatorsRequest(page_size=2, page_token=token), metadata=md)
+        pages.append([a.annotator_id for a in page.annotators])
+        if not (token := page.next_page_token):
+            break
+    assert pages == [["ann1", "ann2"], ["ann3"]]
+
+    await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id=f"i{n}", text=f"text {n}") for n in range(3)])
+    await env.publish_events([_final(f"i{n}", "yes", Provenance.AUTO) for n in range(3)])
+    await eventually(lambda: _counted(stub, md, 3))
+    limited = [r async for r in stub.ExportFinalLabels(pb.ExportFinalLabelsRequest(project=PROJECT, limit=2),
+                                                       metadata=md)]
+    assert len(limited) == 2
+    after = await _export(stub, md, cursor=limited[-1].cursor)
+    assert len(after) == 1 and {r.item_id for r in [*limited, *after]} == {"i0", "i1", "i2"}
+
+
+async def _counted(stub: pb_grpc.ProjectServiceStub, md: tuple, n: int) -> bool:
+    return len(await _export(stub, md)) == n

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from labelmesh.cli import app
 from labelmesh.client import GatewayClient
-from tests.gateway_helpers import ADMIN, LABELS, PROJECT, status_of
+from tests.gateway_helpers import ADMIN, LABELS, PROJECT, run_cli, status_of
 from tests.kafka_helpers import Env
 
 pytestmark = pytest.mark.integration
@@ -58,3 +58,9 @@ async def test_tls_channel_works_and_plaintext_or_untrusted_ones_fail(env: Env, 
     result = await asyncio.to_thread(CliRunner().invoke, app, ["annotate", "--project", PROJECT, "--gateway", address,
                                                                "--token", token, "--ca-cert", str(cert)], input="q\n")
     assert result.exit_code == 0 and "No task is waiting for you" in result.output, result.output
+
+    # So do the admin commands (project show over TLS; without the CA certificate they cannot connect).
+    code, out, err = await run_cli(env, runtime.component.port, "project", "show", PROJECT, "--ca-cert", str(cert))
+    assert code == 0 and "guidelines v1" in out, (out, err)
+    code, out, err = await run_cli(env, runtime.component.port, "project", "show", PROJECT)
+    assert code == 1 and "UNAVAILABLE" in out + err, (out, err)

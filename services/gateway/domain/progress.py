@@ -21,12 +21,19 @@ def apply_event(doc: dict[str, Any], event: Envelope, counts: dict[str, int]) ->
         counts["golden_items"] += event.golden_label is not None
         return True
     if isinstance(event, ItemRouted):
-        if doc.get("tier"):
-            return False
-        doc["tier"] = event.tier.value
-        counts[f"routed.{event.tier.value}"] += 1
-        counts["open_items"] += event.tier.value != "auto" and "final" not in doc
-        return True
+        changed = False
+        if event.model_version is not None and not doc.get("prelabelled"):
+            # Routed on a model's pre-label: at its first routing, or, for an item ingested before the project's
+            # first model (routed with none), when that model arrives and the item is routed again.
+            doc["prelabelled"] = True
+            counts["prelabelled"] += 1
+            changed = True
+        if not doc.get("tier"):
+            doc["tier"] = event.tier.value
+            counts[f"routed.{event.tier.value}"] += 1
+            counts["open_items"] += event.tier.value != "auto" and "final" not in doc
+            changed = True
+        return changed
     if isinstance(event, LabelSubmitted):
         if event.session_id:  # a calibration label measures agreement; it is not a vote on the item
             return False

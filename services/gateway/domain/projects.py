@@ -8,28 +8,30 @@ from typing import Any
 from schemas.events import ProjectConfigured
 from services.gateway.domain import SERVICE
 from services.gateway.domain.bounds import GUIDELINES_MAX_CHARS, LABELS_MAX
-from services.gateway.domain.refusals import Refused
+from services.gateway.domain.refusals import Problems, Refused, invalid
 
 # What a ConfigureProject that leaves them out (proto3: 0) gets: the contract's own defaults.
 DEFAULT_MULTI_ANNOTATORS = ProjectConfigured.model_fields["multi_annotators"].default
 DEFAULT_TARGET_AUTO_ERROR = ProjectConfigured.model_fields["target_auto_error"].default
 
 
-def configuration_problem(labels: Sequence[str], guidelines: str, multi_annotators: int,
-                          target_auto_error: float) -> str | None:
+def configuration_problems(labels: Sequence[str], guidelines: str, multi_annotators: int,
+                           target_auto_error: float) -> Problems:
+    """Every problem of a ConfigureProject request, by field."""
+    problems: Problems = []
     if len(labels) < 2:
-        return "a project needs at least two labels"
-    if len(labels) > LABELS_MAX:
-        return f"a project has at most {LABELS_MAX} labels"
-    if len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
-        return "labels must be distinct and non-empty"
+        problems.append(("labels", "a project needs at least two labels"))
+    elif len(labels) > LABELS_MAX:
+        problems.append(("labels", f"a project has at most {LABELS_MAX} labels"))
+    elif len(set(labels)) != len(labels) or any(not label.strip() for label in labels):
+        problems.append(("labels", "labels must be distinct and non-empty"))
     if len(guidelines) > GUIDELINES_MAX_CHARS:
-        return f"guidelines are longer than {GUIDELINES_MAX_CHARS} characters"
+        problems.append(("guidelines", f"guidelines are longer than {GUIDELINES_MAX_CHARS} characters"))
     if multi_annotators and not 2 <= multi_annotators <= 9:
-        return "multi_annotators must be between 2 and 9"
+        problems.append(("multi_annotators", "multi_annotators must be between 2 and 9"))
     if target_auto_error and not 0 < target_auto_error < 1:
-        return "target_auto_error must be in (0, 1)"
-    return None
+        problems.append(("target_auto_error", "target_auto_error must be in (0, 1)"))
+    return problems
 
 
 def next_version(current: Mapping[str, Any] | None, labels: Sequence[str], guidelines: str) -> int:
@@ -43,7 +45,7 @@ def next_version(current: Mapping[str, Any] | None, labels: Sequence[str], guide
 def configured(project: str, labels: Sequence[str], guidelines: str, multi_annotators: int, target_auto_error: float,
                current: Mapping[str, Any] | None) -> ProjectConfigured:
     """ConfigureProject's event (0 for multi_annotators or target_auto_error: the default), or Refused (invalid)."""
-    problem = configuration_problem(labels, guidelines, multi_annotators, target_auto_error)
+    problems = configuration_problems(labels, guidelines, multi_annotators, target_auto_error)
     event = None
     try:
         event = ProjectConfigured(
@@ -53,9 +55,9 @@ def configured(project: str, labels: Sequence[str], guidelines: str, multi_annot
             target_auto_error=target_auto_error or DEFAULT_TARGET_AUTO_ERROR,
         )
     except ValueError as exc:
-        problem = problem or f"invalid project: {exc}"
-    if problem or event is None:
-        raise Refused("invalid", problem or "invalid project")
+        problems = problems or [("project", f"invalid project: {exc}")]
+    if problems or event is None:
+        raise invalid(problems or [("project", "invalid project")])
     return event
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from services.gateway.domain.bounds import ID_MAX
+from services.gateway.domain.refusals import Problems
 
 PAGE_MAX = 500
 EXPORT_PAGE = 500
 CURSOR_MAX = 20
-
-Problems = list[tuple[str, str]]  # (field, why), as a google.rpc BadRequest lists them
 
 
 def id_problem(field: str, value: str, required: bool = True) -> Problems:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Any
 
 import pytest
-import typer
 
-from labelmesh.cli import app
+from tests.cli_helpers import command_path
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -22,15 +20,6 @@ def _commands() -> list[list[str]]:
     return [words[1:-1] if words[-1] == "&" else words[1:] for words in lines]
 
 
-def _parse(command: Any, args: list[str], name: str, parent: Any = None) -> str:
-    """Parse as the CLI would (required options, types, choices) without running anything; the command's path."""
-    ctx = command.make_context(name, args, parent=parent)
-    if hasattr(command, "resolve_command"):  # a group (typer carries its own click: duck-typed)
-        sub_name, sub, rest = command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
-        return _parse(sub, rest, sub_name, ctx)
-    return ctx.command_path
-
-
 def test_the_readme_shows_every_label_studio_command() -> None:
     assert {c[1] for c in _commands()} == {"init", "map-user", "backend", "connect", "sync"}
 
@@ -39,4 +28,4 @@ def test_the_readme_shows_every_label_studio_command() -> None:
 def test_a_readme_command_parses(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LABEL_STUDIO_TOKEN", "pat")
     monkeypatch.setenv("LABELMESH_ADMIN_TOKEN", "admin")
-    assert _parse(typer.main.get_command(app), args, "labelmesh") == "labelmesh " + " ".join(args[:2])
+    assert command_path(args) == "labelmesh " + " ".join(args[:2])

@@ -22,7 +22,8 @@ def test_each_state_change_counts_once_and_a_redelivery_counts_nothing() -> None
               label("p", "i", "y", "a"), _final(1)]
     assert [apply_event(doc, e, counts) for e in stream] == [True] * 5
     assert [apply_event(doc, e, counts) for e in stream] == [False] * 5, "the same events again change nothing"
-    assert dict(counts) == {"ingested": 1, "golden_items": 1, "routed.multi": 1, "open_items": 0, "human_labels": 2,
+    assert dict(counts) == {"ingested": 1, "golden_items": 1, "prelabelled": 1, "routed.multi": 1, "open_items": 0,
+                            "human_labels": 2,
                             "golden_answered": 1, "golden_correct": 1, "final": 1,
                             "final_by_provenance.consensus": 1, "multi_labelled": 1, "unanimous": 1}
     assert apply_event(doc, _final(2), counts) and doc["final"]["version"] == 2 and counts["final"] == 1
@@ -35,6 +36,17 @@ def test_an_auto_item_is_never_open_and_a_calibration_label_is_no_vote() -> None
     calibration = label("p", "i", "x", "a").model_copy(update={"session_id": "cal-1"})
     assert not apply_event(doc, calibration, counts) and "labels" not in doc
     assert apply_event(doc, _final(1, Provenance.AUTO), counts) and counts["open_items"] == 0
+
+
+def test_a_cold_start_item_counts_as_pre_labelled_when_the_first_model_routes_it_again() -> None:
+    doc: dict = {}
+    counts: defaultdict[str, int] = defaultdict(int)
+    cold = route("p", "i", Tier.MULTI, 3).model_copy(update={"model_version": None, "top_k": ()})
+    assert apply_event(doc, cold, counts) and counts["prelabelled"] == 0 and counts["routed.multi"] == 1
+    again = route("p", "i", Tier.SINGLE, 1)  # model v1 arrived: pre-labelled, routed again
+    assert apply_event(doc, again, counts) and counts["prelabelled"] == 1
+    assert counts["routed.multi"] == 1 and "routed.single" not in counts, "routed counts each item once, at first"
+    assert not apply_event(doc, again, counts) and counts["prelabelled"] == 1
 
 
 def test_read_side_fields_are_checked_together() -> None:
