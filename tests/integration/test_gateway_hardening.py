@@ -136,3 +136,12 @@ async def test_a_token_past_its_expiry_is_unauthenticated(gateway) -> None:  # t
 
     renewed = admin.as_user(await admin.create_annotator("temp", expires_unix_ms=now_ms + 120_000))
     assert await renewed.guidelines(PROJECT)  # a new token, a new expiry
+
+
+async def test_token_lookup_is_a_unique_index(gateway) -> None:  # type: ignore[no-untyped-def]
+    """Every call finds its caller by token hash: without an index FerretDB reads every annotator per call, and
+    without uniqueness two annotators could hold one token."""
+    runtime, admin = gateway
+    await admin.create_annotator("ann")
+    indexes = await runtime.db["annotators"].index_information()
+    assert any(spec["key"] == [("token_sha256", 1)] and spec.get("unique") for spec in indexes.values()), indexes
