@@ -61,6 +61,9 @@ async def test_annotators_lease_and_flag_only_in_their_projects(env: Env, gatewa
     task = await eventually(lambda: inside.lease(PROJECT))
     assert task.item_id == "i1"
     assert await status_of(outside.flag(PROJECT, "looks wrong", item_id="i1")) == S.PERMISSION_DENIED
+    # Nor the guidelines of a project they do not belong to, with the same answer whether it exists or not.
+    assert await status_of(outside.flag(PROJECT, "the guidelines are wrong")) == S.PERMISSION_DENIED
+    assert await status_of(outside.flag("no-such-project", "the guidelines are wrong")) == S.PERMISSION_DENIED
 
     # Flags do not tell an annotator which items exist: an existing item they never leased and an id that exists
     # nowhere get the same answer. The item they hold can be flagged.
