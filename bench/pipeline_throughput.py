@@ -70,6 +70,7 @@ import grpc  # noqa: E402
 from _common import REPO, cpu_seconds, environment, infra_pids, steal_seconds, table, write_result  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+import footprint  # noqa: E402
 from pipeline_stats import by_group, first_timestamps, stage_stats  # noqa: E402
 
 from labelmesh.bootstrap import ingest_trusted  # noqa: E402
@@ -78,6 +79,7 @@ from labelmesh.datasets import Row, categories, load  # noqa: E402
 from labelmesh.infra import create_topics  # noqa: E402
 from labelmesh.runtime.settings import CommonSettings  # noqa: E402
 from labelmesh.stack import SERVICES, SINGLETONS, Stack  # noqa: E402
+from pymongo import AsyncMongoClient  # noqa: E402
 from schemas.events import ItemIngested, ModelUpdated, TextPayload  # noqa: E402
 from schemas.rpc import gateway_pb2 as pb  # noqa: E402
 
@@ -428,6 +430,12 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
     started = time.monotonic()
     await stack.start_all()
     follower = asyncio.create_task(log.follow(base.kafka_bootstrap, prefix, stop_log))
+    # What the services keep only for a while, and their memory, through the run (bench/footprint.py).
+    mongo: AsyncMongoClient = AsyncMongoClient(base.mongo_uri, tz_aware=True)
+    samples: list[dict[str, Any]] = []
+    stop_sampling = asyncio.Event()
+    sampler = asyncio.create_task(footprint.follow(mongo, namespace, SERVICES, lambda: _pids(stack),
+                                                   args.footprint_every_s, stop_sampling, samples))
     client = GatewayClient(f"127.0.0.1:{args.grpc_port}", admin_token)
     result: dict[str, Any] = {"encoder": encoder, "namespace": namespace, "logs": str(log_dir.relative_to(REPO)),
                               "load_average_at_start": os.getloadavg()}
@@ -545,12 +553,21 @@ async def pipeline_run(encoder: str, rows: list[Row], args: argparse.Namespace, 
             a = result["prelabeler_alone"]["send_to_prelabeled"]
             print(f"[{encoder}] prelabeler alone: {a['arrived']}/{len(burst)} prelabeled, "
                   f"{a['items_per_s'] or 0:,.0f} items/s", flush=True)
+        if args.hold_s:  # the stack idles on, sampled, so the run outlives the services' retention window
+            await asyncio.sleep(args.hold_s)
     finally:
         stop_bots.set()
         stop_log.set()
+        stop_sampling.set()
         await follower
+        await sampler
+        await mongo.close()
         await client.close()
         result["exit_codes"] = stack.stop_all()
+        result["footprint"] = {"every_s": args.footprint_every_s, "hold_s": args.hold_s,
+                               "inbox_retention_s": CommonSettings().inbox_retention_s,
+                               "inbox_prune_every_s": CommonSettings().inbox_prune_every_s,
+                               "summary": footprint.summary(samples), "samples": samples}
     try:
         result["model_only"] = model_only(encoder, model, [r.text for r in burst], args)
     except Exception as exc:  # noqa: BLE001 - the pipeline numbers above are kept; the failure is recorded
@@ -786,6 +803,11 @@ def main() -> None:
     ap.add_argument("--settle-lag-s", type=float, default=0.0,
                     help="after the burst, wait up to this long for every consumer group's lag to reach 0 (0: skip)")
     ap.add_argument("--output", default="pipeline_throughput", help="result name under bench/results/")
+    ap.add_argument("--footprint-every-s", type=float, default=20.0,
+                    help="seconds between samples of the services' pruned documents and memory")
+    ap.add_argument("--hold-s", type=float, default=0.0,
+                    help="seconds the stack idles after the burst, still sampled (set LABELMESH_INBOX_RETENTION_S "
+                         "shorter than the run to see the inbox pruned)")
     asyncio.run(main_async(ap.parse_args()))
 
 

@@ -95,6 +95,10 @@ class Edge:
             return ()
         return (("authorization", f"Bearer {self.tokens.get(who, who)}"),)
 
+    @property
+    def projects(self) -> pb_grpc.ProjectServiceStub:
+        return pb_grpc.ProjectServiceStub(self.channel)
+
     def state(self) -> dict[str, str]:
         """A digest per collection of the gateway's database: equal before and after means nothing was written."""
         names = sorted(n for n in self.db.list_collection_names() if not n.startswith("system."))

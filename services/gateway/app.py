@@ -49,6 +49,9 @@ class GatewayService:
         self.rt.bus.subscribe(list(HINT_TOPICS), self.handlers.on_hints, name=f"{SERVICE}.hints", broadcast=True)
         self.rt.on_start.append(self.start_grpc)
         self.rt.on_started.append(self.health.start)  # the broker is connected only from here on
+        # The relay publishes: started before the broker connected, its pass at start raced the connection and
+        # failed whenever it got to its publish first (IncorrectState), leaving a dead gateway's records unpublished.
+        self.rt.on_started.append(self.start_jobs)
         self.rt.on_stop.append(self.stop_grpc)
 
     async def start_grpc(self) -> None:
@@ -73,8 +76,10 @@ class GatewayService:
         await server.start()
         await self.health.hold()  # NOT_SERVING until the broker has started and answers
         self.server = server
-        self.jobs.start()
         log.info("gRPC listening on %s:%s", self.settings.grpc_host, self.port)
+
+    async def start_jobs(self) -> None:
+        self.jobs.start()
 
     async def stop_grpc(self) -> None:
         await self.jobs.stop()

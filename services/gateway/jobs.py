@@ -9,7 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from labelmesh.runtime.pacing import next_due
+from labelmesh.runtime.pacing import after_failures, next_due
 from services.gateway.api import Gateway
 from services.gateway.relay import GatewayRelay
 
@@ -59,10 +59,16 @@ class BackgroundJobs:
                 log.exception("lease sweep failed; retrying")
 
     async def _relay(self) -> None:
-        """The outbox relay (services/gateway/relay.py): a pass at start, then every relay_seconds."""
+        """The outbox relay (services/gateway/relay.py): a pass at start, then every relay_seconds. A pass that
+        failed (the broker refused a publish, the database went away) leaves its records in the outbox, and is tried
+        again after relay_retry_s, doubling while it keeps failing, up to relay_seconds: a restarted gateway whose
+        first pass failed would otherwise leave what a dead one stored unpublished for a whole relay_seconds."""
+        failures = 0
         while True:
             try:
                 self.relayed.inc(await self.relay.run_once())
+                failures = 0
             except Exception:  # noqa: BLE001 - the relay must outlive a broker or database hiccup
+                failures += 1
                 log.exception("outbox relay pass failed; retrying")
-            await asyncio.sleep(self.settings.relay_seconds)
+            await asyncio.sleep(after_failures(failures, self.settings.relay_retry_s, self.settings.relay_seconds))

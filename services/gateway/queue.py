@@ -590,6 +590,12 @@ class TaskQueue:
                 raise LeaseError("expired", "the lease has expired; lease the task again")
             if not (current and submission and current["state"] == state and current.get("submission") == submission):
                 raise LeaseError("finished", f"the lease is already {current['state'] if current else 'gone'}")
+        await self._settle(lease, state, retry)
+
+    async def _settle(self, lease: dict[str, Any], state: str, retry: bool) -> None:
+        """The rest of a finish once the lease document says `state`: its slot answered or given back, its active
+        document gone, the task closed once answered. `retry`: the lease may be past its expiry, so its slot and
+        active document are written only while they carry its nonce."""
         # Finished just now, before its expiry, the lease's slot and active document are this call's alone (a
         # sweeper waits for expiry + grace); a retry checks they still carry the lease's nonce.
         nonce = lease.get("nonce")
@@ -650,11 +656,13 @@ class TaskQueue:
         async for active in self.active.find({"expires_at": {"$lte": cutoff}}):
             nonce = active["nonce"]
             lease = await self.leases.find_one({"_id": active["_id"]})
-            if lease and lease["state"] == "submitted" and lease.get("submission") and lease.get("nonce") == nonce:
-                # Its SubmitLabel finished the lease and died before giving up the slot; the label stands (its
-                # outbox record is relayed), so the slot is answered, as that call's retry would have left it:
-                # freed, another annotator would answer the task again (bench/crash_recovery.py, mid-submit kill).
-                await self._finish(lease, "submitted", lease.get("submission"))
+            if lease and lease.get("nonce") == nonce and (
+                    lease["state"] == "skipped" or (lease["state"] == "submitted" and lease.get("submission"))):
+                # Its SubmitLabel or SkipTask finished the lease and died before giving up the slot. That finish
+                # stands (a label's outbox record is relayed), so it is completed as the call would have: freed
+                # whole, a submitted slot would be answered again by another annotator (bench/crash_recovery.py,
+                # mid-submit kill), and a skip's item marker would go, offering the skipper the task again.
+                await self._settle(lease, lease["state"], retry=True)
                 continue
             count += await update_by_id(self.leases, active["_id"], {"$set": {"state": "expired"}},
                                         lambda d: d["state"] == "leased" and d.get("nonce") == nonce)

@@ -35,6 +35,8 @@ class GatewaySettings(CommonSettings):
     # than a database command may take before it fails (mongo_socket_timeout_s, 60 s), so a call still alive is
     # past the steps the relay would do for it, not in the middle of them.
     relay_seconds: float = 5.0
+    # A relay pass that failed is tried again this long after, doubling while it keeps failing (gateway/jobs.py).
+    relay_retry_s: float = 0.5
     relay_after_s: float = 90.0
     relay_claim_s: float = 60.0
     golden_rate: float = DEFAULT_GOLDEN_RATE

@@ -4,7 +4,8 @@ Every call must end in success or a proper gRPC status with a message (never UNK
 mean an unhandled error), a rejected call must leave the gateway's database exactly as it was, and the
 server must still answer afterwards. Inputs: any text (NUL, emoji, very long), any int64/int32, NaN and
 infinities, empty and unknown fields, wrong and missing tokens, a suspended annotator, an expired lease,
-bytes that are not a protobuf at all, and a message over the size limit.
+bytes that are not a protobuf at all, and a message over the size limit. Every RPC is drawn: ingest (unary and
+streamed), annotation, admin, and the project service's reads, revoke and rotate, and export's stream.
 """
 
 from __future__ import annotations
@@ -43,12 +44,47 @@ def _items() -> st.SearchStrategy[list[pb.IngestItem]]:
 
 
 def _calls(edge: Edge) -> st.SearchStrategy[tuple[str, Callable[[], Any]]]:
+    return st.one_of(*_ingest_and_annotation_calls(edge), *_project_calls(edge))  # one draw as likely as another
+
+
+def _project_calls(edge: Edge) -> list[st.SearchStrategy[tuple[str, Callable[[], Any]]]]:
+    """ProjectService (the read API, revoke and rotate) and ExportFinalLabels' stream, read to its end."""
+    p = edge.projects
+    page = {"page_size": int32, "page_token": texts}
+    # Revoked or rotated, "ann", "exp" and "sus" would answer every later call UNAUTHENTICATED; "out" is a member of
+    # another project only.
+    annotator = st.one_of(st.sampled_from(["out", "nobody"]), texts)
+    return [
+        st.builds(lambda r, w: ("ListProjects", lambda: p.ListProjects(r, metadata=edge.meta(w))),
+                  st.builds(pb.ListProjectsRequest, **page), who),
+        st.builds(lambda r, w: ("GetProject", lambda: p.GetProject(r, metadata=edge.meta(w))),
+                  st.builds(pb.GetProjectRequest, project=st.one_of(st.just(PROJECT), texts)), who),
+        st.builds(lambda r, w: ("GetProjectStats", lambda: p.GetProjectStats(r, metadata=edge.meta(w))),
+                  st.builds(pb.GetProjectRequest, project=st.one_of(st.just(PROJECT), texts)), who),
+        st.builds(lambda r, w: ("GetItem", lambda: p.GetItem(r, metadata=edge.meta(w))),
+                  st.builds(pb.GetItemRequest, project=st.one_of(st.just(PROJECT), texts),
+                            item_id=st.one_of(st.sampled_from(["i1", "i2"]), texts)), who),
+        st.builds(lambda r, w: ("ListAnnotators", lambda: p.ListAnnotators(r, metadata=edge.meta(w))),
+                  st.builds(pb.ListAnnotatorsRequest, **page), who),
+        st.builds(lambda r, w: ("RevokeAnnotator", lambda: p.RevokeAnnotator(r, metadata=edge.meta(w))),
+                  st.builds(pb.RevokeAnnotatorRequest, annotator_id=annotator), who),
+        st.builds(lambda r, w: ("RotateAnnotatorToken", lambda: p.RotateAnnotatorToken(r, metadata=edge.meta(w))),
+                  st.builds(pb.RevokeAnnotatorRequest, annotator_id=annotator), who),
+        st.builds(lambda r, w: ("ExportFinalLabels", lambda: list(p.ExportFinalLabels(r, metadata=edge.meta(w)))),
+                  st.builds(pb.ExportFinalLabelsRequest, project=st.one_of(st.just(PROJECT), texts), cursor=texts,
+                            limit=int32), who),
+    ]
+
+
+def _ingest_and_annotation_calls(edge: Edge) -> list[st.SearchStrategy[tuple[str, Callable[[], Any]]]]:
     a, n, ad = edge.annotation, edge.ingest, edge.admin
     lease = st.one_of(st.just(edge.expired_lease), texts)
     label = st.one_of(st.sampled_from(LABELS), texts)
-    return st.one_of(
+    return [
         st.builds(lambda r, w: ("IngestItems", lambda: n.IngestItems(r, metadata=edge.meta(w))),
                   st.builds(pb.IngestItemsRequest, items=_items()), who),
+        st.builds(lambda items, w: ("IngestStream", lambda: n.IngestStream(iter(items), metadata=edge.meta(w))),
+                  _items(), who),
         st.builds(lambda r, w: ("LeaseTask", lambda: a.LeaseTask(r, metadata=edge.meta(w))),
                   st.builds(pb.LeaseTaskRequest, project=st.one_of(st.just(PROJECT), texts)), who),
         st.builds(lambda r, w: ("SubmitLabel", lambda: a.SubmitLabel(r, metadata=edge.meta(w))),
@@ -75,7 +111,9 @@ def _calls(edge: Edge) -> st.SearchStrategy[tuple[str, Callable[[], Any]]]:
                             target_auto_error=doubles), who),
         st.builds(lambda r, w: ("CreateAnnotator", lambda: ad.CreateAnnotator(r, metadata=edge.meta(w))),
                   st.builds(pb.CreateAnnotatorRequest, annotator_id=texts,
-                            role=st.one_of(st.sampled_from(["annotator", "expert", "admin", ""]), texts)), who),
+                            role=st.one_of(st.sampled_from(["annotator", "expert", "admin", ""]), texts),
+                            projects=st.lists(st.one_of(st.sampled_from([PROJECT, "*"]), texts), max_size=3),
+                            expires_unix_ms=st.one_of(st.just(0), int64)), who),
         st.builds(lambda r, w: ("GetItemHistory", lambda: ad.GetItemHistory(r, metadata=edge.meta(w))),
                   st.builds(pb.GetItemHistoryRequest, project=st.one_of(st.just(PROJECT), texts),
                             item_id=st.one_of(st.just("i1"), texts)), who),
@@ -83,7 +121,7 @@ def _calls(edge: Edge) -> st.SearchStrategy[tuple[str, Callable[[], Any]]]:
                   st.sampled_from(["/labelmesh.v1.IngestService/IngestItems", "/labelmesh.v1.AdminService/CreateAnnotator",
                                    "/labelmesh.v1.AnnotationService/SubmitLabel"]),
                   st.binary(max_size=64), who),
-    )
+    ]
 
 
 def _outcome(call: Callable[[], Any]) -> grpc.RpcError | None:
@@ -111,7 +149,7 @@ def test_fuzzed_requests_get_proper_statuses_and_change_nothing_when_rejected(ed
     codes: dict[str, set[str]] = {}
     known: list[dict[str, str]] = []  # the state after the last check, while nothing was accepted since
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+    @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow],
               phases=[Phase.explicit, Phase.reuse, Phase.generate])
     @given(st.data())
     def check(data: st.DataObject) -> None:
@@ -136,6 +174,8 @@ def test_fuzzed_requests_get_proper_statuses_and_change_nothing_when_rejected(ed
     health = health_pb2_grpc.HealthStub(edge.channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert {"UNAUTHENTICATED", "INVALID_ARGUMENT", "PERMISSION_DENIED"} <= set().union(*codes.values()), codes
+    rpcs = {m.name for service in pb.DESCRIPTOR.services_by_name.values() for m in service.methods}
+    assert rpcs <= set(codes), f"never drawn: {sorted(rpcs - set(codes))}"
 
 
 def test_expired_lease_oversized_and_malformed_requests(edge: Edge) -> None:

@@ -61,6 +61,9 @@ async def test_annotators_lease_and_flag_only_in_their_projects(env: Env, gatewa
     task = await eventually(lambda: inside.lease(PROJECT))
     assert task.item_id == "i1"
     assert await status_of(outside.flag(PROJECT, "looks wrong", item_id="i1")) == S.PERMISSION_DENIED
+    # Nor the guidelines of a project they do not belong to, with the same answer whether it exists or not.
+    assert await status_of(outside.flag(PROJECT, "the guidelines are wrong")) == S.PERMISSION_DENIED
+    assert await status_of(outside.flag("no-such-project", "the guidelines are wrong")) == S.PERMISSION_DENIED
 
     # Flags do not tell an annotator which items exist: an existing item they never leased and an id that exists
     # nowhere get the same answer. The item they hold can be flagged.
@@ -136,3 +139,12 @@ async def test_a_token_past_its_expiry_is_unauthenticated(gateway) -> None:  # t
 
     renewed = admin.as_user(await admin.create_annotator("temp", expires_unix_ms=now_ms + 120_000))
     assert await renewed.guidelines(PROJECT)  # a new token, a new expiry
+
+
+async def test_token_lookup_is_a_unique_index(gateway) -> None:  # type: ignore[no-untyped-def]
+    """Every call finds its caller by token hash: without an index FerretDB reads every annotator per call, and
+    without uniqueness two annotators could hold one token."""
+    runtime, admin = gateway
+    await admin.create_annotator("ann")
+    indexes = await runtime.db["annotators"].index_information()
+    assert any(spec["key"] == [("token_sha256", 1)] and spec.get("unique") for spec in indexes.values()), indexes

@@ -241,3 +241,58 @@ async def test_items_a_dead_gateway_stored_reach_the_topic_once_without_a_second
         assert await second.db["history"].count_documents({"kind": "ingested"}) == 3
     finally:
         await second.stop()
+
+
+async def test_a_restarted_gateway_relays_only_once_its_broker_is_connected(env: Env) -> None:
+    """Its relay's pass at start ran while the broker was still connecting: whenever its reads beat the
+    connection (under load), its publish failed and what a dead gateway stored waited a whole relay_seconds."""
+    runtime = _gateway(env, relay_after_s=0.0, relay_seconds=3600.0)
+    relay = runtime.component.jobs.relay
+    run_once, connected = relay.run_once, []
+
+    async def observed() -> int:
+        connected.append(await runtime.bus.broker.ping(3))
+        return await run_once()
+
+    relay.run_once = observed  # type: ignore[method-assign]
+    await runtime.start()
+    try:
+        async def passed() -> list[bool]:
+            return connected
+
+        await eventually(passed)
+        assert connected == [True], "the relay's first pass ran before the broker was connected"
+    finally:
+        await runtime.stop()
+
+
+async def test_a_relay_pass_whose_publish_failed_is_tried_again_without_waiting_a_whole_period(env: Env) -> None:
+    first = _gateway(env, relay_seconds=3600.0)
+    await first.start()
+    admin = GatewayClient(f"127.0.0.1:{first.component.port}", ADMIN)
+    try:
+        await admin.configure_project(PROJECT, LABELS, guidelines="v1")
+        user, task, _ = await _leased_task(env, first, admin)
+        failures = _publish_fails_for(first, LabelSubmitted)
+        assert await status_of(user.submit(task.task_id, "yes", "k-4")) == grpc.StatusCode.UNAVAILABLE
+        assert failures == [1]
+    finally:
+        await admin.close()
+        await first.stop()
+
+    # The restarted gateway's one pass (at start; the next would be an hour later) meets a broker that refuses
+    # its publish once (a leader election, a timeout under load): the record stays and is tried again soon.
+    second = _gateway(env, relay_after_s=0.0, relay_seconds=3600.0)
+    failures = _publish_fails_for(second, LabelSubmitted)
+    await second.start()
+    try:
+        async def relayed() -> bool:
+            return await second.db["outbox"].count_documents({}) == 0
+
+        await eventually(relayed)
+        assert failures == [1], "the relay's first publish failed"
+        labels = await env.read_all("label.submitted")
+        assert [(r["event_id"], r["label"]) for r in labels] == [(derived_id("submitted", "ann/k-4"), "yes")]
+        assert (await second.db["submissions"].find_one({"_id": "ann/k-4"}))["published"] is True
+    finally:
+        await second.stop()

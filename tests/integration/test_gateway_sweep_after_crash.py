@@ -1,5 +1,6 @@
 """A gateway that dies between finishing a lease and giving up its slot: the sweeper must not free the slot
-of a label that stands (found by bench/crash_recovery.py's client that never retries, issue 21)."""
+of a label that stands (found by bench/crash_recovery.py's client that never retries, issue 21), nor the item
+marker of a skip that stands."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Tier, derived_id, utcnow
 from schemas.rpc import gateway_pb2 as pb
 from services.gateway.app import create_app
+from services.gateway.queue import marker_id
 from services.gateway.relay import GatewayRelay
 from services.gateway.settings import GatewaySettings
 from tests.conftest import eventually
@@ -73,6 +75,51 @@ async def test_a_label_whose_gateway_died_before_giving_up_the_slot_keeps_it_thr
         assert [(r["event_id"], r["annotator_id"]) for r in labels] == [(derived_id("submitted", "ann/k-1"), "ann")]
         assert (await runtime.db["tasks"].find_one({"item_id": "i-1"}))["status"] == "done"
         assert await other.lease(PROJECT) is None
+    finally:
+        await admin.close()
+        await runtime.stop()
+
+
+async def test_a_skip_whose_gateway_died_before_giving_up_the_slot_keeps_the_skipper_off_the_task(env: Env) -> None:
+    runtime = _gateway(env)
+    await runtime.start()
+    admin = GatewayClient(f"127.0.0.1:{runtime.component.port}", ADMIN)
+    try:
+        await admin.configure_project(PROJECT, LABELS, guidelines="v1")
+        skipper = admin.as_user(await admin.create_annotator("skipper", projects=[PROJECT]))
+        other = admin.as_user(await admin.create_annotator("other", projects=[PROJECT]))
+        await admin.ingest_items([pb.IngestItem(project=PROJECT, item_id="i-1", text="skipped once, never again")])
+        await env.publish_events([routed("i-1", Tier.SINGLE, 1)])
+        queue = runtime.component.gw.queue
+
+        async def queued() -> bool:
+            return await runtime.db["tasks"].count_documents({"item_id": "i-1", "status": "open"}) >= 1
+
+        await eventually(queued)
+        task = await skipper.lease(PROJECT)
+        assert task is not None
+
+        async def dies(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionFailure("simulated: gone after finishing the lease, before giving up its slot")
+
+        releases, queue._releases = queue._releases, dies  # type: ignore[assignment]
+        assert await status_of(skipper.skip(task.task_id, "unclear")) == grpc.StatusCode.UNAVAILABLE
+        lease = await runtime.db["leases"].find_one({"_id": task.task_id})
+        assert lease["state"] == "skipped"
+        queue._releases = releases  # "restarted"
+
+        past = utcnow() - timedelta(hours=1)
+        await runtime.db["leases"].update_one({"_id": task.task_id}, {"$set": {"expires_at": past}})
+        await runtime.db["active_leases"].update_many({}, {"$set": {"expires_at": past}})
+        await queue.expire_leases()
+
+        # The skip stands: the skipper's item marker stays (a restarted replica's index knows only the database).
+        marker = await runtime.db["claims"].find_one({"_id": marker_id(lease["task_id"], "skipper")})
+        assert marker is not None, "the sweeper deleted the skipper's item marker"
+        assert await skipper.lease(PROJECT) is None, "the annotator who skipped the task is offered it again"
+        # ... and the slot the skip gave back is free for someone else.
+        again = await other.lease(PROJECT)
+        assert again is not None and again.item_id == "i-1"
     finally:
         await admin.close()
         await runtime.stop()
