@@ -1,11 +1,14 @@
 """How fast `labelmesh replay` rebuilds each service from its topics, and whether its state comes back equal.
 
-    python bench/replay.py [--items 30000] [--services prelabeler,router,qc,trainer] [--dim 384]
+    python bench/replay.py [--items 30000] [--qc-items 3000] [--services prelabeler,router,qc,trainer] [--shared]
 
-Needs the real Kafka and FerretDB (deploy/local/up.sh). For each service, in a fresh namespace of its own:
-publish a recorded stream of `--items` items on the service's input topics, run the service (in this process)
-until every one of its consumer groups has lag 0 (first build), stop it, run the replay command (drop + rewind),
-start it again until its lag is 0 (rebuild), and compare the canonical digests of its database. The streams:
+For each service, in a fresh namespace of its own: publish a recorded stream of `--items` items on the service's
+input topics, run the service (in this process) until every one of its consumer groups has lag 0 (first build),
+stop it, run the replay command (drop + rewind), start it again until its lag is 0 (rebuild), and compare the
+canonical digests of its database (state_digest; where they differ, diff_documents says which fields). It starts
+a Kafka and a FerretDB of its own (deploy/local's scripts, ports 29092/29093 and 37217, a temporary data
+directory, stopped at the end), so that their CPU time is the service's alone; `--shared` uses the running ones.
+The streams:
 
 - prelabeler: item.ingested with a short text each, embedded by the hashing stub encoder (`hashing`, 384-d; no
   model, so every pre-label is model-less and keeps its embedding for a cold start). MiniLM is not measured
@@ -13,22 +16,50 @@ start it again until its lag is 0 (rebuild), and compare the canonical digests o
 - router: item.prelabeled (384-d embedding, top-2), as before, so its numbers compare with the earlier runs.
 - qc: per item item.ingested, item.prelabeled, item.routed and, for the 30% routed to one reviewer, its
   label.submitted (qc also reads back its own qc.flagged and qc.evidence); `confirm_single=False`, as in
-  tests/integration/test_replay.py, since the stream has no expert to answer a second opinion.
+  tests/integration/test_replay.py, since the stream has no expert to answer a second opinion. 3,000 items, not
+  30,000: at its rate 30,000 would take the bench past an hour.
 - trainer: per item item.ingested (its text copy), item.prelabeled and label.finalized; retraining is off
   (`first_model_min` above the item count): a model's training point depends on when the training loop looked,
   not on the stream, so a rebuilt registry is not expected to be equal (README, "rebuilding a service").
 
 Rates are items of the stream per second of wall time from the service's start to lag 0 (the group join is
 inside it). CPU seconds are counted over the same stretch for this process (the service, plus the lag polls),
-Kafka and FerretDB (shared with whoever else uses them: read them as an upper bound), with the hypervisor's
-steal, and the bus's own time per phase (inbox claims, handler, publishing) from the service's metrics.
+Kafka and FerretDB, with the hypervisor's steal, and the bus's own time per phase (inbox claims, handler,
+publishing) and the database commands by collection from the service's metrics. The ceiling is what that CPU per
+item allows on the machine's CPUs with nobody else on them (pipeline_stats.rebuild_ceiling).
+
+Results (bench/results/replay.json, 2026-12-08 00:53-01:03, one run, 595 s in all, load average 8.6-10 on the 2
+cores from other work on the machine; CPU-ms per item of the rebuild):
+
+| service | items | rebuild items/s | state equal | service | Kafka | FerretDB | CPU ceiling (set by) |
+|---|---|---|---|---|---|---|---|
+| prelabeler | 30,000 | 1,483 | yes | 0.21 | 0.07 | 0.10 | 4,739 (service loop) |
+| router | 30,000 | 1,176 | yes | 0.25 | 0.06 | 0.16 | 4,065 (service loop) |
+| qc | 3,000 | 44 | no | 8.39 | 1.04 | 7.45 | 119 (all processes) |
+| trainer | 30,000 | 534 | yes | 0.31 | 0.08 | 0.89 | 1,567 (all processes) |
+
+- No service rebuilt at 2,000 items/s here. The prelabeler and the router have the CPU for it (0.38 and 0.47
+  CPU-ms per item: 2x the goal); their runs used 0.56 CPUs of the 2 (rate x CPU per item), the share the
+  machine's other work left them, so their wall rate says more about the load than about the services.
+- The trainer spends 0.89 CPU-ms per item in FerretDB: each example gets its embedding and its label from two
+  topics, so the second of its two events is an update statement (30,000 in 1,890 commands, 24 s of the rebuild's
+  database time), and FerretDB 1.24 answers each by reading and rewriting the document (with its 1.5 KB
+  embedding). Its ceiling, 1,567 items/s, is under the goal before any load.
+- qc is 17x slower than the goal's CPU budget: each label is handled as if alone (services/qc/items.py), ~6
+  round trips (item, annotators, reliability, labels, votes, suspensions), with 2,318 update commands on
+  `items` for 3,000 items; its own Python (the passes included) costs as much as FerretDB. Its rebuilt state
+  differs: the tally group reads qc.evidence, which the first build already wrote in full, so it runs the
+  agreement, drift and label-error passes (services/qc/passes.py reads `labels` and `items`) while the items
+  group is still rebuilding those collections: the agreement of 900 labels counted 0, no drift flags, no
+  label-error pass. The README's caveat on replays that interleave consumer groups differently, measured.
 
 The floor beside these (bench/results/stack_floor.json, 2026-12-03, 3,000 items, medians): the pipeline's
 shape with every service reduced to "decode, write one document, publish", inside the inbox, ran 891 items/s
 ingest -> routed through five services at 2.06 CPU-ms per item: per service 0.17-0.31 CPU-ms of Python, with
 Kafka 0.30 and FerretDB 0.58 CPU-ms per item for all five. One service alone on 2 CPUs at that floor's
 per-service share (~0.22 + 0.06 Kafka + 0.12 FerretDB = ~0.4 CPU-ms) could pass 2,000 items/s only while
-it spends under 1.0 CPU-ms per item in all (2 CPUs / 2,000 items/s).
+it spends under 1.0 CPU-ms per item in all (2 CPUs / 2,000 items/s): the prelabeler (0.38) and the router (0.47)
+are at that floor, the trainer (1.28) and qc (17) above it.
 Writes bench/results/replay.json.
 """
 
