@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -320,8 +321,10 @@ class PrivateInfra:
         os.environ["LABELMESH_MONGO_URI"] = f"mongodb://127.0.0.1:{self.mongo_port}/"
 
     def down(self) -> None:
+        """Stop both and delete their data (a 30,000-item run leaves ~1 GB of topics and SQLite files)."""
         for name in ("ferretdb.sh", "kafka.sh"):
             self.script(name, "stop")
+        shutil.rmtree(self.var_dir, ignore_errors=True)
 
     def pids(self) -> dict[str, int]:
         run = self.var_dir / "run"
