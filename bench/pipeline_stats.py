@@ -91,3 +91,18 @@ def cpu_bound_ceiling(cpus: int, model_cpu_ms: float, other_cpu_ms: float, model
     if cpus <= 0 or model_cpu_ms + other_cpu_ms <= 0:
         raise ValueError("need CPUs and a positive cost per item")
     return min(model_items_per_s, cpus * 1000.0 / (model_cpu_ms + other_cpu_ms))
+
+
+def rebuild_ceiling(cpus: int, cpu_ms_per_item: Mapping[str, float],
+                    one_thread: tuple[str, ...] = ("service_process",)) -> tuple[float, str]:
+    """The most items/s a rebuild can reach on `cpus` free CPUs at the measured CPU-ms per item of each process,
+    and what sets it: "all processes" (their CPU time per item together fills the CPUs) or a process in
+    `one_thread` (it does its work on one thread, such as a service's event loop, so it cannot pass one CPU's
+    time per item however many CPUs are free). A bound no real run beats."""
+    total = sum(cpu_ms_per_item.values())
+    if cpus <= 0 or total <= 0:
+        raise ValueError("need CPUs and a positive cost per item")
+    bounds = {"all processes": cpus * 1000.0 / total}
+    bounds |= {name: 1000.0 / cpu_ms_per_item[name] for name in one_thread if cpu_ms_per_item.get(name, 0) > 0}
+    limit = min(bounds, key=bounds.__getitem__)
+    return bounds[limit], limit

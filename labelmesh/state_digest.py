@@ -61,3 +61,35 @@ async def read_collections(db: AsyncDatabase, skip: Iterable[str] = ()) -> dict[
 
 async def database_digest(db: AsyncDatabase, skip: Iterable[str] = ()) -> dict[str, str]:
     return digest_documents(await read_collections(db, skip))
+
+
+def _by_id(docs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Canonical documents by their canonical `_id`; one with a generated id by its whole content instead."""
+    keyed = {}
+    for doc in docs:
+        body = canonical(doc)
+        ident = body.get("_id")
+        keyed[json.dumps(body if ident == VOLATILE else ident, sort_keys=True, default=str)] = body
+    return keyed
+
+
+def diff_documents(before: Mapping[str, Iterable[Mapping[str, Any]]], after: Mapping[str, Iterable[Mapping[str, Any]]],
+                   limit: int = 3) -> dict[str, dict[str, Any]]:
+    """Where two databases' canonical documents differ, per collection whose digest differs: how many documents
+    only one side holds, and for up to `limit` documents present on both sides (by `_id`), the top-level fields
+    that differ with both values. Says *what* a rebuild changed, where the digest only says that it did."""
+    result: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(before) | set(after)):
+        old, new = _by_id(before.get(name, ())), _by_id(after.get(name, ()))
+        changed = sorted(k for k in old.keys() & new.keys() if old[k] != new[k])
+        only_before, only_after = sorted(old.keys() - new.keys()), sorted(new.keys() - old.keys())
+        if not (changed or only_before or only_after):
+            continue
+        examples = {}
+        for key in changed[:limit]:
+            fields = sorted(f for f in old[key].keys() | new[key].keys() if old[key].get(f) != new[key].get(f))
+            examples[key] = {f: {"before": old[key].get(f), "after": new[key].get(f)} for f in fields}
+        result[name] = {"changed": len(changed), "only_before": len(only_before), "only_after": len(only_after),
+                        "examples": examples, "only_before_ids": only_before[:limit],
+                        "only_after_ids": only_after[:limit]}
+    return result

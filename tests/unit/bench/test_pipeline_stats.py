@@ -11,6 +11,7 @@ from bench.pipeline_stats import (
     latencies_ms,
     percentile,
     rate,
+    rebuild_ceiling,
     stage_stats,
 )
 
@@ -77,3 +78,14 @@ def test_cpu_bound_ceiling_never_passes_the_models_own_rate_and_rejects_no_cost(
         cpu_bound_ceiling(2, 0.0, 0.0, 100.0)
     with pytest.raises(ValueError):
         cpu_bound_ceiling(0, 1.0, 1.0, 100.0)
+
+
+def test_rebuild_ceiling_is_the_cpus_time_over_the_cost_or_the_one_threaded_process_alone() -> None:
+    # 0.3 + 0.1 + 0.6 CPU-ms per item on 2 CPUs: 2,000 items/s, set by all of them together.
+    assert rebuild_ceiling(2, {"service_process": 0.3, "kafka": 0.1, "ferretdb": 0.6}) == (
+        pytest.approx(2000.0), "all processes")
+    # A service loop of 0.8 CPU-ms per item cannot pass 1,250 items/s, though the CPUs could do 1,666.
+    assert rebuild_ceiling(2, {"service_process": 0.8, "kafka": 0.1, "ferretdb": 0.3}) == (
+        pytest.approx(1250.0), "service_process")
+    with pytest.raises(ValueError):
+        rebuild_ceiling(2, {"service_process": 0.0})

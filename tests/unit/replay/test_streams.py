@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 
 from labelmesh.replay import select_dead_letters
-from labelmesh.state_digest import digest_documents
+from labelmesh.state_digest import diff_documents, digest_documents
 from labelmesh.streams import ALL_TOPICS, EventFilter, check_topics, describe, parse_time, to_ms
 from schemas.events import DeadLetter, ItemIngested, TextPayload
 
@@ -110,3 +110,19 @@ def test_dead_letters_selected_by_consumer_topic_time_and_once_per_original() ->
     assert [d.offset for d in select_dead_letters(letters, consumer="ns.qc")] == [1, 3]
     assert [d.offset for d in select_dead_letters(letters, topic="ns.label.finalized")] == [2]
     assert [d.offset for d in select_dead_letters(letters, since=NOW - timedelta(hours=1))] == [1, 2]
+
+
+def test_diff_names_changed_fields_and_documents_on_one_side_only() -> None:
+    before = {"items": [{"_id": "p/1", "final": {"label": "x", "at": NOW}, "n": 1}, {"_id": "p/2", "n": 2}],
+              "flags": [{"_id": ObjectId(), "kind": "drift"}], "same": [{"_id": 1}]}
+    after = {"items": [{"_id": "p/1", "final": {"label": "y", "at": NOW + timedelta(hours=1)}, "n": 1},
+                       {"_id": "p/3", "n": 3}],
+             "flags": [{"_id": ObjectId(), "kind": "drift"}], "same": [{"_id": 1}]}
+    diff = diff_documents(before, after)
+    assert set(diff) == {"items"}, "equal collections (generated ids and processing times aside) are left out"
+    items = diff["items"]
+    assert (items["changed"], items["only_before"], items["only_after"]) == (1, 1, 1)
+    assert items["examples"] == {'"p/1"': {"final": {"before": {"at": "<volatile>", "label": "x"},
+                                                     "after": {"at": "<volatile>", "label": "y"}}}}
+    assert items["only_before_ids"] == ['"p/2"'] and items["only_after_ids"] == ['"p/3"']
+    assert diff_documents(after, after) == {}
