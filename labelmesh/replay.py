@@ -1,11 +1,12 @@
 """`labelmesh replay`: rebuild a stopped service's state from the topics, and re-drive dead letters once fixed.
 
 Rebuilding a service means: drop its projections (every collection in its own database, the inbox of processed
-event ids included, or replayed events would be skipped as duplicates), then move every one of its consumer
-groups (`<namespace>.<service>` and `<namespace>.<service>.<name>`) back to the beginning of its topics. The
-next start of the service consumes everything again. With `--since`, projections are kept, offsets move to
-the first record at or after that time, and only the inbox entries recorded since then are removed, so those
-events are applied again on top of the existing state (handlers are idempotent).
+event ids included, or replayed events would be skipped as duplicates), then move every one of its consumer groups
+(`<namespace>.<service>` and `<namespace>.<service>.<name>`) back to the beginning of its topics (a group of a
+topic the rebuild publishes again to the end, see REPUBLISHED). The next start consumes everything again. With
+`--since`, projections are kept, offsets move to the first record at or after that time, and only the inbox
+entries recorded since then are removed, so those events are applied again on top of the existing state
+(handlers are idempotent).
 
 The service must be stopped: a group with active members is refused, because a running consumer would commit
 its own offsets over the reset and keep serving from state that is being dropped.
@@ -39,6 +40,16 @@ NOT_REPLAYABLE = {
     "gateway": "the gateway's state (annotators and tokens, leases, submissions, ingested items) is the source "
                "of events, not a projection of them; it cannot be rebuilt from the topics",
 }
+
+
+# Topics a service publishes and reads back itself, that a full rebuild publishes again: qc's item owner tells the
+# owners of annotator and project statistics its facts through qc.evidence, with ids derived from their sources.
+# Replayed from the beginning, the old copies reach the statistics group at once, while the item group is still
+# rebuilding the labels and items that the agreement, drift and label-error passes read: the passes then ran on
+# nearly nothing (bench/replay.py: agreement over 0 labels instead of 900). A full rebuild starts these groups at
+# the end, and they count the facts again as the item group republishes them, in the order they happened. (The
+# router's threshold.evidence carries all its owner needs, so it is replayed like any other topic.)
+REPUBLISHED = {"qc": ("qc.evidence",)}
 
 
 class ReplayRefused(Exception):
@@ -108,7 +119,9 @@ async def consumer_lag(settings: CommonSettings, service: str,
 
 
 async def _targets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
-                   since: datetime | None) -> dict[TopicPartition, int]:
+                   since: datetime | None, to_end: bool = False) -> dict[TopicPartition, int]:
+    if to_end:
+        return await consumer.end_offsets(partitions)
     if since is None:
         return await consumer.beginning_offsets(partitions)
     found = await consumer.offsets_for_times({tp: to_ms(since) for tp in partitions})
@@ -117,8 +130,9 @@ async def _targets(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
 
 
 async def reset_group(settings: CommonSettings, group: str, topics: set[str],
-                      since: datetime | None) -> dict[TopicPartition, int]:
-    """Commit, for every partition of the topics, the offset to restart from (the group must be empty)."""
+                      since: datetime | None, to_end: bool = False) -> dict[TopicPartition, int]:
+    """Commit, for every partition of the topics, the offset to restart from (the group must be empty): the first
+    record at or after `since`, the beginning without it, or the end (`to_end`)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
                                 enable_auto_commit=False, client_id="labelmesh-replay")
     await consumer.start()
@@ -127,7 +141,7 @@ async def reset_group(settings: CommonSettings, group: str, topics: set[str],
         # Manual assignment: this consumer never joins the group, it only commits on its behalf; the broker
         # rejects the commit if the group has live members.
         consumer.assign(partitions)
-        targets = await _targets(consumer, partitions, since)
+        targets = await _targets(consumer, partitions, since, to_end)
         await consumer.commit({tp: OffsetAndMetadata(offset, "labelmesh replay") for tp, offset in targets.items()})
         return targets
     finally:
@@ -171,13 +185,15 @@ async def replay_service(settings: CommonSettings, service: str, since: datetime
     finally:
         await admin.close()
     report = ReplayReport(service)
+    republished = {settings.topic(t) for t in REPUBLISHED.get(service, ())}
     # Drop first: if the reset then failed, a restart would replay nothing into an empty database, and a
     # second `replay` fixes that; the other order could leave old state with rewound offsets half done.
     report.dropped, report.inbox_removed = await drop_projections(settings, service, since)
     for group, group_topics in topics.items():
         # A group with no committed offsets has consumed nothing: it starts from the beginning anyway.
         if group_topics:
-            targets = await reset_group(settings, group, group_topics, since)
+            targets = await reset_group(settings, group, group_topics, since,
+                                        to_end=since is None and group_topics <= republished)
             report.groups[group] = {f"{tp.topic}[{tp.partition}]": off for tp, off in sorted(targets.items())}
         else:
             report.groups[group] = {}

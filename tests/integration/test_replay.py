@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from labelmesh.replay import consumer_lag
+from labelmesh.replay import REPUBLISHED, consumer_lag
 from labelmesh.runtime.service import ServiceRuntime
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.state_digest import canonical, database_digest, read_collections
@@ -38,6 +38,7 @@ from tests.kafka_helpers import Env
 
 pytestmark = pytest.mark.integration
 LABELS = ("a", "b", "c")
+ORDINARY_LABELS = 1 + 6 + 4 * 3  # the qc stream's labels by annotators: auto0's spot check, single and multi votes
 
 
 async def _cli(env: Env, *args: str) -> tuple[int, str]:
@@ -84,6 +85,9 @@ async def _replay_and_compare(env: Env, service: str, make: Callable[[], Service
         assert await check.db.list_collection_names() == [], "every projection was dropped"
         lag = await consumer_lag(settings, service)
         assert lag[f"{env.namespace}.{service}"] > 0, "the consumer group was rewound"
+        for group, topics in groups.items():
+            if set(topics) <= set(REPUBLISHED.get(service, ())):
+                assert lag[group] == 0, f"{group} starts at the end: the rebuild publishes {topics} again"
     finally:
         await check.mongo.close()
 
@@ -167,8 +171,11 @@ async def test_qc_rebuilt_from_its_topics_equals_the_original(env: Env) -> None:
     item("exp0")
     routed("exp0", Tier.EXPERT, 1, p=0.4)
     vote("exp0", "exp1", "b", role="expert")
-    settings = env.settings(QcSettings, confirm_single=False)  # the stream has no expert answers for overrides
+    # No expert answers for overrides in the stream; one agreement pass, at the project's last ordinary label, which
+    # reads every label the item owner stored before it told the statistics owner (a rebuild must keep that order).
+    settings = env.settings(QcSettings, confirm_single=False, agreement_every=ORDINARY_LABELS)
     groups = {f"{env.namespace}.qc": ["item.ingested", "item.routed", "label.submitted"],
+              f"{env.namespace}.qc.tally": ["qc.evidence"],
               f"{env.namespace}.qc.projects": ["project.configured"]}
     after = await _replay_and_compare(env, "qc", lambda: create_qc(settings), settings, stream, groups)
     assert {"items", "projects", "processed_events"} <= after.keys()
@@ -177,6 +184,8 @@ async def test_qc_rebuilt_from_its_topics_equals_the_original(env: Env) -> None:
     assert len(finals) == 4 + 6 + 6 + 3 + 1, finals
     assert finals["multi1"] == "expert" and finals["multi0"] == "consensus" and finals["trusted0"] == "imported"
     assert "multi3" not in finals and (await items.find_one({"_id": f"{project}/multi3"}))["escalated"]
+    overall = await env.mongo()[settings.database_name("qc")]["agreement"].find_one({"_id": f"{project}/all"})
+    assert overall is not None and overall["labels"] == ORDINARY_LABELS, overall
 
 
 async def test_router_replay_since_a_time_reapplies_only_the_later_events(env: Env) -> None:
