@@ -14,6 +14,7 @@ from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway
 from services.gateway.auth import Role, hash_token, new_token
 from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, Problems, export_problems, id_problem, page_problems
+from services.gateway.store.items import golden_doc
 from services.gateway.store.progress import Progress
 
 
@@ -102,7 +103,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r} in {request.project!r}")
         detail = pb.ItemDetail(project=request.project, item_id=request.item_id, text=item["text"],
                                source=item.get("source", ""), dataset=item.get("dataset", ""),
-                               metadata=item.get("metadata") or {}, golden=item.get("golden_label") is not None)
+                               metadata=item.get("metadata") or {}, golden=golden_doc(item))
         progress = await self.progress.item(request.project, request.item_id)
         if progress and progress.get("final"):
             detail.final.CopyFrom(final_message(progress, item))

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.events import Envelope, ItemIngested, ItemRouted, LabelFinalized, LabelSubmitted
+from schemas.spans import answer_key
 
 
 def apply_event(doc: dict[str, Any], event: Envelope, counts: dict[str, int]) -> bool:
@@ -17,8 +18,10 @@ def apply_event(doc: dict[str, Any], event: Envelope, counts: dict[str, int]) ->
             return False
         doc["ingested"] = True
         doc["golden_label"] = event.golden_label
+        if event.golden_spans is not None:
+            doc["golden_spans"] = answer_key(event.golden_spans)
         counts["ingested"] += 1
-        counts["golden_items"] += event.golden_label is not None
+        counts["golden_items"] += event.golden_label is not None or event.golden_spans is not None
         return True
     if isinstance(event, ItemRouted):
         if doc.get("tier"):
@@ -38,6 +41,9 @@ def apply_event(doc: dict[str, Any], event: Envelope, counts: dict[str, int]) ->
         if event.golden and doc.get("golden_label"):
             counts["golden_answered"] += 1
             counts["golden_correct"] += event.label == doc["golden_label"]
+        elif event.golden and doc.get("golden_spans") is not None and event.spans is not None:
+            counts["golden_answered"] += 1  # correct only if every span is (as for auto-accepted items)
+            counts["golden_correct"] += answer_key(event.spans) == doc["golden_spans"]
         return True
     if isinstance(event, LabelFinalized):
         final = doc.get("final")
