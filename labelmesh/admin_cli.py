@@ -23,6 +23,7 @@ from labelmesh.client import GatewayClient
 from labelmesh.export_formats import write_export
 from labelmesh.ingest_file import BadFile, Columns, Validated
 from schemas.keys import ALL_PROJECTS
+from schemas.spans import SPANS_LABEL
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 
@@ -297,6 +298,7 @@ class ExportFormat(StrEnum):
     parquet = "parquet"
     hf = "hf"
     label_studio = "label-studio"
+    conll = "conll"
 
 
 async def final_labels(admin: Admin, project: str, retries: int = 5) -> AsyncIterator[pb.FinalLabel]:
@@ -318,7 +320,8 @@ async def final_labels(admin: Admin, project: str, retries: int = 5) -> AsyncIte
 
 def export(
     project: str = typer.Option(..., help="the project"),
-    format: ExportFormat = typer.Option(ExportFormat.jsonl, "--format", help="jsonl, parquet, hf or label-studio"),
+    format: ExportFormat = typer.Option(ExportFormat.jsonl, "--format",
+                                        help="jsonl, parquet, hf, label-studio or (spans projects) conll"),
     out: Path = typer.Option(..., help="the file to write (a directory for hf)"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
@@ -337,6 +340,16 @@ def export(
 
 
 def export_row(row: pb.FinalLabel) -> dict[str, Any]:
+    """One exported row; a spans project's row has its entities (character offsets into text, and the text they
+    cover) instead of a label."""
+    if row.label == SPANS_LABEL:
+        spans = [{"start": s.start, "end": s.end, "label": s.label, "text": row.text[s.start:s.end]}
+                 for s in row.spans]
+        return {**{k: v for k, v in _row(row).items() if k != "label"}, "spans": spans}
+    return _row(row)
+
+
+def _row(row: pb.FinalLabel) -> dict[str, Any]:
     return {"item_id": row.item_id, "text": row.text, "label": row.label, "version": row.version,
             "confidence": round(row.confidence, 6), "provenance": row.provenance,
             "model_version": row.model_version or None, "guideline_version": row.guideline_version or None,

@@ -14,6 +14,7 @@ from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway
 from services.gateway.auth import Role, hash_token, new_token
 from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, Problems, export_problems, id_problem, page_problems
+from services.gateway.spans import spans_to_proto
 from services.gateway.store.items import golden_doc
 from services.gateway.store.progress import Progress
 
@@ -43,7 +44,8 @@ def final_message(doc: dict[str, Any], item: dict[str, Any] | None, cursor: str 
         model_version=final.get("model_version") or 0, guideline_version=final.get("guideline_version") or 0,
         annotator_labels=[pb.AnnotatorLabel(annotator_id=a, label=label)
                           for a, label in sorted((doc.get("labels") or {}).items())],
-        metadata=item.get("metadata") or {}, golden=bool(final.get("golden")), cursor=cursor)
+        metadata=item.get("metadata") or {}, golden=bool(final.get("golden")), cursor=cursor,
+        spans=spans_to_proto(final.get("spans") or (), pb.Span))
 
 
 def _annotator(doc: dict[str, Any]) -> pb.AnnotatorInfo:

@@ -30,6 +30,7 @@ from services.trainer.domain.spans import eval_examples, evaluate_tagger, fit_ta
 from services.trainer.domain.training import (
     TrainingData,
     announcement,
+    finite,
     fit,
     retrain_due,
     run_metrics,
@@ -179,7 +180,7 @@ class Trainer:
         # published only once the broker has it; a trainer killed in between publishes it on its next start.
         version = await self.registry.register(project, lambda v: {
             "artifact_id": file_id, "sha256": digest, "size": len(content), "training_set_version": ts_version,
-            "metrics": metrics, "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(),
+            "metrics": finite(metrics), "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(),
             "encoder": data.encoder,
             "thresholds": {"auto_accept": thresholds.auto_accept, "single_review": thresholds.single_review},
             **({"outbox": announce(v).model_dump_json(), "published": False} if decision.promote else {}),
