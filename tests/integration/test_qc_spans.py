@@ -36,7 +36,7 @@ def _spans(final: dict) -> list[tuple[int, int, str]]:
 
 
 async def test_spans_items_get_final_spans(env: Env) -> None:
-    runtime = create_app(env.settings(QcSettings))
+    runtime = create_app(env.settings(QcSettings, agreement_every=4, agreement_min_items=2, min_span_f1=0.9))
     await runtime.start()
     try:
         await env.publish_events([ProjectConfigured(producer="test", project=P, labels=("person", "location"),
@@ -69,7 +69,8 @@ async def test_spans_items_get_final_spans(env: Env) -> None:
         assert final["confirmed"]["verified"] and final["confirmed"]["prelabel"]["label"] == SPANS_LABEL
         assert final["merged"]["provenance"] == "consensus" and len(final["merged"]["spans"]) == 2
         flags = await env.read("qc.flagged", lambda rs: {"override", "split"} <= {r["item_id"] for r in rs})
-        assert {f["item_id"]: f["kind"] for f in flags} == {"override": "disagreement", "split": "disagreement"}
+        assert {f["item_id"]: f["kind"] for f in flags if f["subject"] == "item"} == {
+            "override": "disagreement", "split": "disagreement"}
 
         await env.publish_events([_label("override", "x1", both, role="expert"),
                                   _label("split", "x1", (ANA,), role="expert")])
@@ -81,5 +82,12 @@ async def test_spans_items_get_final_spans(env: Env) -> None:
         evidence = await env.read("qc.evidence", lambda rs: len([r for r in rs if r["kind"] == "golden"]) >= 2)
         golden = {r["annotator"]: r["correct"] for r in evidence if r["kind"] == "golden"}
         assert golden == {"a1": True, "a2": False}, "a golden answer is right only with every span"
+
+        # Agreement is span F1 between answers to one item: 'split' and the golden item pull it under 0.9.
+        flags = await env.read("qc.flagged", lambda rs: any(r["kind"] == "low_agreement" for r in rs))
+        low = next(f for f in flags if f["kind"] == "low_agreement")
+        assert low["subject"] == "dataset" and 0.5 < low["evidence"]["span_f1"] < 0.9
+        stored = await runtime.db["agreement"].find_one({"_id": f"{P}/all"})
+        assert stored["multiply_labelled"] >= 2 and stored["pairs"][0]["a"] == "a1"
     finally:
         await runtime.stop()

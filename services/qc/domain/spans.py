@@ -166,6 +166,34 @@ def span_consensus(votes: Sequence[tuple[str, str]], reliability: Mapping[str, f
     return answer_key(merged.spans), merged.confidence, merged.resolved
 
 
+@dataclass(frozen=True, slots=True)
+class SpanAgreement:
+    """Agreement between annotators on a spans project: span F1 between every two answers to one item."""
+
+    items: int
+    multiply_labelled: int
+    mean_f1: float | None  # over every pair of answers to an item, pooled over items; None: nothing labelled twice
+    pairs: tuple[tuple[str, str, float, int], ...]  # (a, b, mean F1, items both answered)
+
+
+def span_agreement(records: Sequence[tuple[str, str, str]]) -> SpanAgreement:
+    """Pairwise span F1 from (item, annotator, answer key) records in the order they happened (latest answer of
+    an annotator to an item counts, as for label agreement)."""
+    table: dict[str, dict[str, tuple[Span, ...]]] = {}
+    for item, annotator, label in records:
+        table.setdefault(item, {})[annotator] = spans_of(label)
+    scores: list[float] = []
+    by_pair: dict[tuple[str, str], list[float]] = {}
+    for answers in table.values():
+        for a, b in combinations(sorted(answers), 2):
+            f1 = span_f1(answers[a], answers[b]).f1
+            scores.append(f1)
+            by_pair.setdefault((a, b), []).append(f1)
+    pairs = tuple((a, b, float(np.mean(v)), len(v)) for (a, b), v in sorted(by_pair.items()))
+    return SpanAgreement(len(table), sum(1 for answers in table.values() if len(answers) >= 2),
+                         float(np.mean(scores)) if scores else None, pairs)
+
+
 def golden_score(answer: Sequence[Span], gold: Sequence[Span]) -> float:
     """An annotator's score on a golden span item: its span F1 (1.0 for a correctly empty answer)."""
     return span_f1(answer, gold).f1
