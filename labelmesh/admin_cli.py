@@ -99,13 +99,15 @@ def project_create(
     labels: Path = typer.Option(..., exists=True, dir_okay=False, help="the label set, one per line"),
     guidelines: Path = typer.Option(..., exists=True, dir_okay=False, help="the guidelines (Markdown)"),
     multi_annotators: int = typer.Option(0, help="annotators per contested item (0: the gateway's default)"),
+    task: str = typer.Option("classification", help="classification, or spans (the labels are entity types)"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
     """Create a project (or update its labels and guidelines: a new guideline version)."""
     label_list, text = read_labels(labels), _read_text(guidelines, "guidelines")
     project = call(gateway, token, ca_cert, lambda a: a.configure_project(
-        name, label_list, text, multi_annotators=multi_annotators))
-    console.print(f"project {project.project}: {len(project.labels)} labels, guidelines v{project.guideline_version}")
+        name, label_list, text, multi_annotators=multi_annotators, task_type=task))
+    console.print(f"project {project.project}: {len(project.labels)} labels, guidelines v{project.guideline_version}"
+                  + (f", {project.task_type} task" if project.task_type == "spans" else ""))
 
 
 @project_app.command("list")
