@@ -24,6 +24,7 @@ from labelmesh.client import GatewayClient
 from labelmesh.export_formats import write_export
 from labelmesh.ingest_file import BadFile, Columns, Row, Validated
 from schemas.keys import ALL_PROJECTS
+from schemas.spans import SPANS_LABEL
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 
@@ -99,13 +100,15 @@ def project_create(
     labels: Path = typer.Option(..., exists=True, dir_okay=False, help="the label set, one per line"),
     guidelines: Path = typer.Option(..., exists=True, dir_okay=False, help="the guidelines (Markdown)"),
     multi_annotators: int = typer.Option(0, help="annotators per contested item (0: the gateway's default)"),
+    task: str = typer.Option("classification", help="classification, or spans (the labels are entity types)"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
     """Create a project (or update its labels and guidelines: a new guideline version)."""
     label_list, text = read_labels(labels), _read_text(guidelines, "guidelines")
     project = call(gateway, token, ca_cert, lambda a: a.configure_project(
-        name, label_list, text, multi_annotators=multi_annotators))
-    console.print(f"project {project.project}: {len(project.labels)} labels, guidelines v{project.guideline_version}")
+        name, label_list, text, multi_annotators=multi_annotators, task_type=task))
+    console.print(f"project {project.project}: {len(project.labels)} labels, guidelines v{project.guideline_version}"
+                  + (f", {project.task_type} task" if project.task_type == "spans" else ""))
 
 
 @project_app.command("list")
@@ -337,6 +340,7 @@ class ExportFormat(StrEnum):
     parquet = "parquet"
     hf = "hf"
     label_studio = "label-studio"
+    conll = "conll"
 
 
 async def final_labels(admin: Admin, project: str, retries: int = 5,
@@ -359,7 +363,8 @@ async def final_labels(admin: Admin, project: str, retries: int = 5,
 
 def export(
     project: str = typer.Option(..., help="the project"),
-    format: ExportFormat = typer.Option(ExportFormat.jsonl, "--format", help="jsonl, parquet, hf or label-studio"),
+    format: ExportFormat = typer.Option(ExportFormat.jsonl, "--format",
+                                        help="jsonl, parquet, hf, label-studio or (spans projects) conll"),
     out: Path = typer.Option(..., help="the file to write (a directory for hf)"),
     gateway: str = GATEWAY, token: str = TOKEN, ca_cert: Path = CA_CERT,
 ) -> None:
@@ -378,6 +383,16 @@ def export(
 
 
 def export_row(row: pb.FinalLabel) -> dict[str, Any]:
+    """One exported row; a spans project's row has its entities (character offsets into text, and the text they
+    cover) instead of a label."""
+    if row.label == SPANS_LABEL:
+        spans = [{"start": s.start, "end": s.end, "label": s.label, "text": row.text[s.start:s.end]}
+                 for s in row.spans]
+        return {**{k: v for k, v in _row(row).items() if k != "label"}, "spans": spans}
+    return _row(row)
+
+
+def _row(row: pb.FinalLabel) -> dict[str, Any]:
     return {"item_id": row.item_id, "text": row.text, "label": row.label, "version": row.version,
             "confidence": round(row.confidence, 6), "provenance": row.provenance,
             "model_version": row.model_version or None, "guideline_version": row.guideline_version or None,

@@ -2,7 +2,8 @@
 
 The whole protocol in five calls (labelmesh/client.py): LeaseTask for the next task (the same one again while
 its lease runs), SubmitLabel with an idempotency key (retrying with the same key stores one label), SkipTask,
-FlagItem (with an item id, or without one to flag the guidelines), GetGuidelines.
+FlagItem (with an item id, or without one to flag the guidelines), GetGuidelines. A spans project's task is
+shown and edited by labelmesh/annotate_spans.py and submitted as spans.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+from labelmesh.annotate_spans import SPAN_KEYS, EditError, as_proto, edit, entities_of, show_spans
 from labelmesh.client import GatewayClient
 from schemas.rpc import gateway_pb2 as pb
 
@@ -57,11 +59,13 @@ async def label_tasks(client: GatewayClient, project: str, console: Console, ask
     """Lease, show and answer tasks until the queue is empty or the person quits; counts what was done."""
     done = {"labelled": 0, "skipped": 0, "flagged": 0}
     while (task := await client.lease(project)) is not None:
-        show(console, task)
+        spans = task.task_type == "spans"
+        entities = entities_of(task)
+        show_spans(console, task, entities) if spans else show(console, task)
         key = uuid.uuid4().hex  # one key per task: a retried submission is stored once
         started = time.monotonic()
         while True:
-            answer = (await ask(KEYS)).strip()
+            answer = (await ask(SPAN_KEYS if spans else KEYS)).strip()
             try:
                 if answer == "q":
                     console.print("Bye. Your current task stays yours until its lease runs out.")
@@ -80,6 +84,18 @@ async def label_tasks(client: GatewayClient, project: str, console: Console, ask
                     await client.skip(task.task_id, reason="skipped in labelmesh annotate")
                     done["skipped"] += 1
                     break
+                elif spans and answer in ("", "a"):
+                    spent = int((time.monotonic() - started) * 1000)
+                    await client.submit(task.task_id, "", key, time_spent_ms=spent, spans=as_proto(entities))
+                    done["labelled"] += 1
+                    console.print(f"[green]Saved {len(entities)} entities.[/]")
+                    break
+                elif spans:
+                    try:
+                        entities = edit(entities, answer, task.text, list(task.labels))
+                    except EditError as exc:
+                        console.print(f"[red]{escape(str(exc))}[/]")
+                    show_spans(console, task, entities)
                 elif (label := choice(answer, list(task.labels))) is not None:
                     spent = int((time.monotonic() - started) * 1000)
                     await client.submit(task.task_id, label, key, time_spent_ms=spent)

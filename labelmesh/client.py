@@ -65,9 +65,12 @@ class GatewayClient:
                 return None
             raise
 
-    async def submit(self, task_id: str, label: str, key: str, time_spent_ms: int = 0) -> pb.SubmitLabelResponse:
+    async def submit(self, task_id: str, label: str, key: str, time_spent_ms: int = 0,
+                     spans: Sequence[pb.Span] = ()) -> pb.SubmitLabelResponse:
+        """A label (classification projects), or with label "" the entities of a spans project's item."""
         return await self.annotation.SubmitLabel(
-            pb.SubmitLabelRequest(task_id=task_id, label=label, idempotency_key=key, time_spent_ms=time_spent_ms),
+            pb.SubmitLabelRequest(task_id=task_id, label=label, idempotency_key=key, time_spent_ms=time_spent_ms,
+                                  spans=list(spans)),
             metadata=self.metadata,
         )
 

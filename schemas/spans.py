@@ -7,8 +7,9 @@ the model; nothing here knows about tokens.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
-from typing import Annotated, Sequence
+from typing import Annotated, Any, Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,3 +68,10 @@ def validate_spans(text: str, spans: Sequence[Span], labels: Sequence[str] | Non
     if errors:
         raise SpanError("; ".join(errors))
     return tuple(sorted(spans, key=lambda s: (s.start, s.end)))
+
+
+def answer_key(spans: Iterable[Span | Mapping[str, Any]]) -> str:
+    """What makes two span answers the same answer: each span's range and type in offset order, confidence aside
+    (an item's spans are right only if every one is). A string, so that FerretDB (no nested arrays) stores it."""
+    rows = [[s["start"], s["end"], s["label"]] if isinstance(s, Mapping) else [s.start, s.end, s.label] for s in spans]
+    return json.dumps(sorted(rows), separators=(",", ":"))

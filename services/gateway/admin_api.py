@@ -43,12 +43,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         current = await self.gw.projects.get(request.project)
         try:
             event = configured(request.project, labels, request.guidelines, request.multi_annotators,
-                               request.target_auto_error, current)
+                               request.target_auto_error, current, request.task_type)
             check_fit([event], "project")
         except Refused as refused:
             await refuse(context, refused)
         await self._store(event)
-        return pb.Project(project=request.project, labels=labels, guideline_version=event.guideline_version)
+        return pb.Project(project=request.project, labels=labels, guideline_version=event.guideline_version,
+                          task_type=event.task.value)
 
     async def _store(self, event: ProjectConfigured) -> None:
         """The project as configured, its guideline version kept for good, then project.configured.

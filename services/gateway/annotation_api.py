@@ -9,15 +9,17 @@ import grpc
 
 from labelmesh.runtime.outbox import record
 from schemas.events import LabelSubmitted
+from schemas.spans import Span, SpanError, TaskType, answer_key
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway, refuse
 from services.gateway.auth import Caller, Role
 from services.gateway.coalesce import Coalescer
 from services.gateway.domain.feedback import check_comment, feedback_flag
-from services.gateway.domain.projects import wants_current
+from services.gateway.domain.projects import task_of, wants_current
 from services.gateway.domain.refusals import Refused
 from services.gateway.domain.submissions import (
+    check_answer_kind,
     check_holder,
     check_retry,
     check_skip_reason,
@@ -28,6 +30,7 @@ from services.gateway.domain.submissions import (
 )
 from services.gateway.domain.golden import golden_turn
 from services.gateway.queue import Lease, LeaseError
+from services.gateway.spans import raw_spans, spans_from_proto, spans_to_proto
 from services.gateway.store import history
 from services.gateway.store.submissions import event_of, submission_doc
 
@@ -49,6 +52,8 @@ def task_message(lease: Lease, project: dict[str, Any]) -> pb.Task:
         labels=project["labels"],
         session_id=task.get("session") or "",
         model_version=task.get("model_version") or 0,
+        spans=spans_to_proto(task.get("spans") or (), pb.Span),
+        task_type=task_of(project).value,
     )
 
 
@@ -98,17 +103,20 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             sub_id = submission_id(caller.annotator_id, request.idempotency_key)
             previous = await self.gw.submissions.get(sub_id)
             if previous is not None:
-                check_retry(previous, request.task_id, request.label)
+                check_retry(previous, request.task_id, request.label, answer_key(raw_spans(request.spans)))
         except Refused as refused:
             await refuse(context, refused)
+        except SpanError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spans: {exc}")
         if previous is not None:
             await self._publish(previous)  # a retry after a failed publish completes it
             return pb.SubmitLabelResponse(submission_id=sub_id, duplicate=True)
         lease = await self._lease_of(context, caller, request.task_id)
         project = await self.gw.project(context, lease["project"], recent=True)
+        spans = await self._spans(context, request, lease, project)
         try:
             event = submitted(sub_id, lease, caller.annotator_id, caller.role, request.label, request.time_spent_ms,
-                              request.idempotency_key, project["labels"], project["guideline_version"])
+                              request.idempotency_key, project["labels"], project["guideline_version"], spans)
         except Refused as refused:
             await refuse(context, refused)
         doc = submission_doc(sub_id, request.task_id, request.label, event)
@@ -125,6 +133,23 @@ class AnnotationServicer(pb_grpc.AnnotationServiceServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         stored = await self._submissions((doc, event, entry))
         return pb.SubmitLabelResponse(submission_id=sub_id, duplicate=not stored)
+
+    async def _spans(self, context: grpc.aio.ServicerContext, request: pb.SubmitLabelRequest, lease: dict[str, Any],
+                     project: dict[str, Any]) -> tuple[Span, ...] | None:
+        """A spans project's answer checked against the item's text and entity types; None on a classification
+        project, which refuses spans."""
+        task = task_of(project)
+        try:
+            check_answer_kind(task, request.label, len(request.spans))
+            if task is not TaskType.SPANS:
+                return None
+            item = await self.gw.items.get(lease["project"], lease["item_id"])
+            return spans_from_proto(request.spans, (item or {}).get("text", ""), project["labels"])
+        except Refused as refused:
+            await refuse(context, refused)
+        except SpanError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spans: {exc}")
+        return None
 
     async def _add_records(self, records: Sequence[dict[str, Any]]) -> list[None]:
         await self.gw.outbox.add(records)

@@ -9,21 +9,28 @@ import grpc
 
 from labelmesh.runtime.outbox import record
 from schemas.events import ItemIngested
+from schemas.spans import SpanError
 from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway, refuse
 from services.gateway.auth import Caller, Role
 from services.gateway.domain.bounds import check_fit
 from services.gateway.domain.ingest import NewItem, check_batch, check_item, conflict, conflicts, ingested_event
+from services.gateway.domain.projects import task_of
 from services.gateway.domain.refusals import Refused
+from services.gateway.spans import raw_spans
 from services.gateway.store import history
 from services.gateway.store.items import item_doc
 
 
-def decoded(item: pb.IngestItem) -> NewItem:
+def decoded(n: int, item: pb.IngestItem) -> NewItem:
+    try:
+        golden_spans = raw_spans(item.golden_spans)
+    except SpanError as exc:
+        raise Refused("invalid", f"item {n} ({item.item_id!r}): golden_spans: {exc}; nothing was ingested") from None
     return NewItem(project=item.project, item_id=item.item_id, text=item.text, source=item.source,
                    dataset=item.dataset, golden_label=item.golden_label, trusted_label=item.trusted_label,
-                   metadata=dict(item.metadata))
+                   metadata=dict(item.metadata), golden_spans=golden_spans)
 
 
 async def read_stream(items: AsyncIterator[pb.IngestItem], context: grpc.aio.ServicerContext, max_items: int,
@@ -68,8 +75,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     async def _ingest(
         self, caller: Caller, items: list[pb.IngestItem], context: grpc.aio.ServicerContext, streamed: bool = False
     ) -> pb.IngestItemsResponse:
-        new = [decoded(item) for item in items]
         try:
+            new = [decoded(n, item) for n, item in enumerate(items)]
             check_batch(len(new), self.gw.settings.max_batch_items, streamed)
             events = await self._events(caller, new, context)
             check_fit(events, "item")
@@ -107,8 +114,9 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         for n, item in enumerate(items):
             if item.project not in projects:
                 projects[item.project] = await self.gw.project(context, item.project)
-            check_item(n, item, set(projects[item.project]["labels"]), seen, self.gw.settings.max_text_chars,
-                       caller.role is Role.ADMIN)
+            project = projects[item.project]
+            item = check_item(n, item, set(project["labels"]), seen, self.gw.settings.max_text_chars,
+                              caller.role is Role.ADMIN, task_of(project))
             seen.add((item.project, item.item_id))
             events.append(ingested_event(item))
         return events

@@ -300,6 +300,8 @@ class TaskQueue:
             "priority": candidate.priority,
             # None (not stored): an item not ingested here yet; its lease then reads the item (text_of).
             **({"text": text} if text is not None else {}),
+            # Spans projects: the pre-labelled entities the annotator corrects.
+            **({"spans": [s.model_dump() for s in routed.spans]} if routed.spans is not None else {}),
         }
 
     async def text_of(self, task: dict[str, Any]) -> str:

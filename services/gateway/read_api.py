@@ -13,6 +13,8 @@ from services.gateway.api import Gateway, field_status
 from services.gateway.auth import Role, hash_token, new_token
 from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, export_problems, id_problem, page_problems
 from services.gateway.domain.refusals import Problems
+from services.gateway.spans import spans_to_proto
+from services.gateway.store.items import golden_doc
 from services.gateway.store.progress import Progress
 
 
@@ -36,7 +38,8 @@ def final_message(doc: dict[str, Any], item: dict[str, Any] | None, cursor: str 
         model_version=final.get("model_version") or 0, guideline_version=final.get("guideline_version") or 0,
         annotator_labels=[pb.AnnotatorLabel(annotator_id=a, label=label)
                           for a, label in sorted((doc.get("labels") or {}).items())],
-        metadata=item.get("metadata") or {}, golden=bool(final.get("golden")), cursor=cursor)
+        metadata=item.get("metadata") or {}, golden=bool(final.get("golden")), cursor=cursor,
+        spans=spans_to_proto(final.get("spans") or (), pb.Span))
 
 
 def _annotator(doc: dict[str, Any]) -> pb.AnnotatorInfo:
@@ -96,7 +99,7 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown item {request.item_id!r} in {request.project!r}")
         detail = pb.ItemDetail(project=request.project, item_id=request.item_id, text=item["text"],
                                source=item.get("source", ""), dataset=item.get("dataset", ""),
-                               metadata=item.get("metadata") or {}, golden=item.get("golden_label") is not None)
+                               metadata=item.get("metadata") or {}, golden=golden_doc(item))
         progress = await self.progress.item(request.project, request.item_id)
         if progress and progress.get("final"):
             detail.final.CopyFrom(final_message(progress, item))

@@ -3,6 +3,7 @@ pre-label again the items that waited for a project's first model (cold start)."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -10,6 +11,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from labelmesh.ml.encoder import EncodeResult, Encoder
+from labelmesh.ml.spans import SpanPrediction, word_features
 from labelmesh.runtime.bus import PoisonEvent
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
@@ -35,6 +37,7 @@ class Prelabeler:
         self.store = ModelStore(rt.db)
         self.prelabels = PrelabelStore(rt.db)
         self.active: dict[str, ActiveModel] = {}
+        self.word_features = None  # a span tagger's word features, loaded when a spans model is first served
         self.items_total = Counter(
             "labelmesh_prelabeler_items_total", "Items pre-labelled", ["project"], registry=rt.registry
         )
@@ -116,7 +119,10 @@ class Prelabeler:
             await self.prelabel_waiting(event.project, model)
 
     async def prelabel_waiting(self, project: str, model: ActiveModel) -> None:
-        """Cold start: the project's open items pre-labelled without a model get this one's pre-label."""
+        """Cold start: the project's open items pre-labelled without a model get this one's pre-label (spans
+        projects' open items stay with the people already asked: the cold set keeps embeddings, not texts)."""
+        if model.head is None:
+            return
         while docs := await self.prelabels.waiting(project, self.encoder.name):
             out = reprelabels(docs, model, self.settings.top_k, SERVICE)
             await self.rt.bus.publish(out)
@@ -169,6 +175,26 @@ class Prelabeler:
                     await self._store_and_publish(items, truncated, ready, models)
                     ready = []
 
+    async def _tag(self, items: list[ItemIngested], models: dict[str, ActiveModel | None]
+                   ) -> dict[int, SpanPrediction]:
+        """The span tagger's predictions for the items of projects served by one, by row (in a worker thread)."""
+        rows = [i for i, item in enumerate(items) if (m := models[item.project]) is not None and m.tagger is not None]
+        if not rows:
+            return {}
+        if self.word_features is None:
+            self.word_features = word_features(self.encoder.name)
+        texts = [check_text(items[i].payload.text, self.settings.max_text_chars).text for i in rows]
+
+        def tag() -> dict[int, SpanPrediction]:
+            feats = self.word_features(texts)
+            out: dict[int, SpanPrediction] = {}
+            for n, i in enumerate(rows):
+                tagger = models[items[i].project].tagger  # type: ignore[union-attr]
+                out[i] = tagger.predict([texts[n]], [feats[n]])[0]
+            return out
+
+        return await asyncio.to_thread(tag)
+
     def _encode(self, texts: list[str]) -> EncodeResult:
         with self.encode_seconds.time():  # prometheus_client's metrics are safe to update from worker threads
             return self.encoder.encode_with_info(texts)
@@ -183,8 +209,9 @@ class Prelabeler:
             truncated=np.concatenate([result.truncated for _, result in done]),
         )
         cut = [truncated[row] or bool(encoded.truncated[k]) for k, row in enumerate(rows)]
-        out = prelabels([items[i] for i in rows], cut, encoded.embeddings, models, self.settings.top_k, SERVICE,
-                        self.encoder.name)
+        batch = [items[i] for i in rows]
+        out = prelabels(batch, cut, encoded.embeddings, models, self.settings.top_k, SERVICE, self.encoder.name,
+                        await self._tag(batch, models))
         for event in out:
             self.items_total.labels(event.project).inc()
             if event.truncated:

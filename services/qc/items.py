@@ -36,9 +36,11 @@ from schemas.events import (
     utcnow,
 )
 from schemas.keys import item_key
+from schemas.spans import SPANS_LABEL, TaskType, answer_key
 from services.qc.domain.consensus import decide as weighted_consensus
 from services.qc.domain.consensus import majority_vote
 from services.qc.domain.knn_check import knn_check
+from services.qc.domain.spans import span_consensus, spans_of, vote_label
 from services.qc.domain.verdicts import Verdict, lone_reviewer_verdict
 from services.qc.evidence import fact
 from services.qc.finalize import Escalate, Final, ReviewPolicy, SecondOpinion, next_step
@@ -176,7 +178,8 @@ class Items:
             key = item_key(event.project, event.item_id)
             update = sets.setdefault(key, {"project": event.project, "item_id": event.item_id})
             if isinstance(event, ItemIngested):
-                update |= {"golden_label": event.golden_label, "trusted_label": event.trusted_label}
+                golden = event.golden_label if event.golden_spans is None else answer_key(event.golden_spans)
+                update |= {"golden_label": golden, "trusted_label": event.trusted_label}
                 touched[key] = event
                 ingested.add(key)
             elif isinstance(event, ItemPrelabeled):
@@ -191,6 +194,10 @@ class Items:
                            "spot_check": event.spot_check, "model_version": event.model_version,
                            "prelabel": [top.label, top.probability] if top else None,
                            "routed_top_k": [s.model_dump() for s in event.top_k]}
+                if event.spans is not None and top is not None:
+                    # A spans item's pre-label is its whole answer, which a reviewer confirms or not; its top-k is
+                    # only the item confidence (no class prior for the review with the model).
+                    update |= {"prelabel": [answer_key(event.spans), top.probability], "routed_top_k": []}
                 if event.tier is Tier.EXPERT:
                     update["escalated"] = True
                 touched[key] = event
@@ -221,7 +228,7 @@ class Items:
         golden = (item or {}).get("golden_label")
         if golden:
             facts.append(fact(event.project, event.annotator_id, EvidenceKind.GOLDEN, event.event_id, event.item_id,
-                              golden == event.label))
+                              golden == vote_label(event.label, event.spans)))
         elif item is not None and "golden_label" in item:
             log.warning("golden answer for %s, which was ingested without a golden label", key)
 
@@ -264,14 +271,17 @@ class Items:
         state = item_state(doc)
         config = await self.catalog.get(doc["project"])
         n_classes = len(config.labels) if config else None
+        spans = config is not None and config.task is TaskType.SPANS
 
         def consensus(votes: Sequence[tuple[str, str]], rel: Mapping[str, float]) -> tuple[str, float, bool]:
+            if spans:
+                return span_consensus(votes, rel, min_confidence=self.settings.min_consensus_confidence)
             result = weighted_consensus(votes, rel, min_confidence=self.settings.min_consensus_confidence,
                                         n_classes=n_classes)
             return result.label, result.confidence, result.resolved
 
         review = ReviewPolicy(n_classes, self.settings.min_single_confidence, self.settings.shown_error_share) \
-            if self.settings.review_with_model and n_classes and n_classes >= 2 else None
+            if self.settings.review_with_model and n_classes and n_classes >= 2 and not spans else None
         step = next_step(state, reliability, consensus, confirm_single=self.settings.confirm_single, review=review,
                          second_opinion=self.settings.second_opinion)
         human = [(v.annotator, v.label) for v in state.votes if not v.expert]
@@ -280,13 +290,14 @@ class Items:
             final = doc.get("final")
             if final and final["label"] == step.label and final["provenance"] == step.provenance.value:
                 return []
-            if step.provenance in (Provenance.SINGLE_REVIEW, Provenance.CONSENSUS):
+            # Neighbours' whole span sets rarely repeat (WNUT: few surface forms do): no kNN check on spans items.
+            if step.provenance in (Provenance.SINGLE_REVIEW, Provenance.CONSENSUS) and not spans:
                 held = await self._knn_check(doc, step.label, cause)
                 if held is not None:
                     return [held]
             verdict = lone_reviewer_verdict(state.votes) if step.provenance in (
                 Provenance.EXPERT, Provenance.CORRECTED) else None
-            return await self._finalize(doc, step, cause, majority, writes, verdict)
+            return await self._finalize(doc, step, cause, majority, writes, verdict, spans)
         if isinstance(step, SecondOpinion) and not doc.get("second_opinion"):
             # Derived from the item, like an escalation: asked once, however the stream is replayed.
             asked: list[Envelope] = [QcFlagged(
@@ -341,9 +352,10 @@ class Items:
         return held
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
-                        writes: list[UpdateOne], verdict: Verdict | None) -> list[Envelope]:
+                        writes: list[UpdateOne], verdict: Verdict | None, spans: bool = False) -> list[Envelope]:
         """The final label, and the facts it adds to the annotator's and the project's statistics, stored
-        together in the final label's outbox so a re-run after a crash announces all of them."""
+        together in the final label's outbox so a re-run after a crash announces all of them. A spans item's
+        decision is an answer key (domain/spans.py vote_label): its event carries the spans."""
         previous = doc.get("final")
         version = previous["version"] + 1 if previous else 1
         votes = doc.get("votes", [])
@@ -352,12 +364,14 @@ class Items:
         project, item_id = doc["project"], doc["item_id"]
         event = LabelFinalized(
             event_id=derived_id(doc["_id"], "final", str(version)),
-            producer=SERVICE, project=project, item_id=item_id, label=step.label, version=version,
+            producer=SERVICE, project=project, item_id=item_id, label=SPANS_LABEL if spans else step.label,
+            version=version, spans=spans_of(step.label) if spans else None,
             provenance=step.provenance, confidence=min(1.0, max(0.0, step.confidence)),
             human_labels=sum(1 for v in votes if not v["expert"]), expert_labels=sum(1 for v in votes if v["expert"]),
             guideline_version=max(guideline_versions) if guideline_versions else None,
             model_version=doc.get("model_version"),
-            prelabel=LabelScore(label=prelabel[0], probability=prelabel[1]) if prelabel else None,
+            prelabel=LabelScore(label=SPANS_LABEL if spans else prelabel[0], probability=prelabel[1])
+            if prelabel else None,
             verified=step.verified, golden=bool(doc.get("golden_label")), correlation_id=cause.correlation_id,
         )
         facts = []
@@ -368,7 +382,7 @@ class Items:
                               prelabel[0] == step.label))
         if verdict is not None:  # counted once per item, whichever expert label decided it
             facts.append(fact(project, verdict.annotator, EvidenceKind.VERDICT, doc["_id"], item_id, verdict.upheld))
-        final = {"label": event.label, "version": version, "provenance": event.provenance.value,
+        final = {"label": step.label, "version": version, "provenance": event.provenance.value,
                  "confidence": event.confidence, "at": utcnow(), "event_id": event.event_id}
         if majority is not None and step.provenance is Provenance.CONSENSUS:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
@@ -376,5 +390,5 @@ class Items:
         writes.append(self.store.final_write(doc["_id"], final, cause, [event, *facts]))
         self.metrics.finals.labels(project, event.provenance.value).inc()
         if "embedding" in doc:
-            self._index(project).upsert(item_id, event.label, np.frombuffer(doc["embedding"], np.float32))
+            self._index(project).upsert(item_id, step.label, np.frombuffer(doc["embedding"], np.float32))
         return [event, *facts]

@@ -17,10 +17,12 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import bulk_write, find_by_ids
+from schemas.spans import TaskType
 from schemas.events import FlagKind, FlagSubject, Provenance, QcFlagged, derived_id, utcnow
 from schemas.keys import annotator_key, item_key
 from services.qc.domain import drift, quality_drift
 from services.qc.domain.agreement import AgreementReport, Record, agreement, below_threshold
+from services.qc.domain.spans import span_agreement
 from services.qc.domain.consensus import dawid_skene
 from services.qc.domain.label_errors import label_error_pass
 from services.qc.metrics import QcMetrics
@@ -81,6 +83,8 @@ class Passes:
         """Agreement over the whole project and per time window; Dawid-Skene reliability per annotator."""
         docs = await self.project_labels(project)
         records: list[Record] = [(d["item_id"], d["annotator"], d["label"]) for d in docs if not d["expert"]]
+        if await self._is_spans(project):
+            return await self._span_agreement(project, records)
         windows: dict[str, list[Record]] = defaultdict(list)
         for d in docs:
             if not d["expert"]:
@@ -122,6 +126,37 @@ class Passes:
             await bulk_write(self.db["agreement"], writes, ordered=False)
         await self._dawid_skene(project, docs)
         return out
+
+    async def _is_spans(self, project: str) -> bool:
+        config = await self.db["projects"].find_one({"_id": project}, {"task": 1})
+        return (config or {}).get("task") == TaskType.SPANS.value
+
+    async def _span_agreement(self, project: str, records: list[Record]) -> list[QcFlagged]:
+        """A spans project's agreement: span F1 between annotators (kappa and alpha over whole answers would call
+        two answers that differ in one boundary as different as two with nothing in common); flagged below
+        min_span_f1 over agreement_min_items multiply-labelled items, once per episode."""
+        key = f"{project}/all"
+        previous = await self.db["agreement"].find_one({"_id": key}) or {}
+        if previous.get("labels") == len(records):
+            return []
+        report = await asyncio.to_thread(span_agreement, records)
+        low = (report.mean_f1 is not None and report.multiply_labelled >= self.settings.agreement_min_items
+               and report.mean_f1 < self.settings.min_span_f1)
+        episode = previous.get("episode", 0) + (1 if low and not previous.get("flag_open") else 0)
+        doc = {"project": project, "window": "all", "labels": len(records), "at": utcnow(), "items": report.items,
+               "multiply_labelled": report.multiply_labelled, "span_f1": report.mean_f1,
+               "pairs": [{"a": a, "b": b, "span_f1": f1, "shared": n} for a, b, f1, n in report.pairs],
+               "flag_open": low, "episode": episode}
+        await self.db["agreement"].update_one({"_id": key}, {"$set": doc}, upsert=True)
+        if report.mean_f1 is not None:
+            self.metrics.agreement.labels(project, "all", "span_f1").set(report.mean_f1)
+        if not low or previous.get("flag_open"):
+            return []
+        return [flag(project, FlagKind.LOW_AGREEMENT, FlagSubject.DATASET, project,
+                     f"span F1 between annotators {report.mean_f1:.2f} < {self.settings.min_span_f1:.2f} over "
+                     f"{report.multiply_labelled} items labelled more than once",
+                     {"window": "all", "span_f1": report.mean_f1, "pairs": doc["pairs"]},
+                     cause=("all", str(episode)))]
 
     def _agreement_gauges(self, project: str, window: str, report: AgreementReport) -> None:
         for measure, value in (("krippendorff_alpha", report.alpha), ("fleiss_kappa", report.fleiss.kappa),
@@ -208,7 +243,10 @@ class Passes:
 
     # --- confident learning ---------------------------------------------------------------------------
     async def label_errors(self, project: str, pass_no: int) -> list[QcFlagged]:
-        """Rank likely label errors among the final labels (out-of-fold probabilities); flag the top ones."""
+        """Rank likely label errors among the final labels (out-of-fold probabilities); flag the top ones. Not on
+        spans projects: a sentence classifier over whole span sets (nearly one class per item) finds nothing."""
+        if await self._is_spans(project):
+            return []
         docs = [d async for d in self.db["items"].find(
             {"project": project, "final": {"$exists": True}, "embedding": {"$exists": True}},
             {"item_id": 1, "final": 1, "embedding": 1},

@@ -51,6 +51,10 @@ class QcSettings(CommonSettings):
     agreement_window_s: int = 3600
     min_alpha: float = 0.667
     min_kappa: float = 0.60
+    # Spans projects: mean span F1 between two annotators' answers to one item (exact spans, as in CoNLL) below
+    # which agreement is flagged. A first setting, not a measured one: bench/spans.py's simulated team is the place
+    # to set it from.
+    min_span_f1: float = 0.70
     agreement_min_items: int = 20
 
     # Nearest-neighbour check on each human label (flag when `knn_threshold` of the k nearest carry one other label).

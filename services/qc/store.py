@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from labelmesh.runtime.mongo import bulk_write, find_by_ids, insert_new, upsert_many
 from schemas.events import Envelope, EvidenceKind, LabelSubmitted, QcEvidence, Tier, parse_event
 from schemas.keys import annotator_key, item_key
+from services.qc.domain.spans import vote_label
 from services.qc.domain.reliability import DEFAULT_MIN_DS_ITEMS
 from services.qc.domain.reliability import reliability as annotator_reliability
 from services.qc.domain.tally import AnnotatorTally, ProjectTally
@@ -60,12 +61,13 @@ def label_doc(event: LabelSubmitted) -> dict[str, Any]:
     item.routed happened to be consumed first, and a replay would rebuild different documents.
     """
     return {"project": event.project, "item_id": event.item_id, "annotator": event.annotator_id,
-            "label": event.label, "expert": event.role == "expert", "golden": event.golden,
+            "label": vote_label(event.label, event.spans), "expert": event.role == "expert", "golden": event.golden,
             "time_spent_ms": event.time_spent_ms, "session": event.session_id, "at": event.occurred_at}
 
 
 def vote_doc(event: LabelSubmitted) -> dict[str, Any]:
-    return {"annotator": event.annotator_id, "label": event.label, "expert": event.role == "expert",
+    return {"annotator": event.annotator_id, "label": vote_label(event.label, event.spans),
+            "expert": event.role == "expert",
             "guideline_version": event.guideline_version, "time_spent_ms": event.time_spent_ms,
             "event_id": event.event_id, "at": event.occurred_at}
 
@@ -179,7 +181,7 @@ class QcStore:
             return
         await self.items.update_one({"_id": item_key(event.project, event.item_id)}, {
             "$push": {"golden_answers": {"event_id": event.event_id, "annotator": event.annotator_id,
-                                         "label": event.label}},
+                                         "label": vote_label(event.label, event.spans)}},
             "$set": {"project": event.project, "item_id": event.item_id}}, upsert=True)
 
     async def escalate(self, key: str, cause: Envelope | None = None, flags: Sequence[Envelope] = (),

@@ -31,8 +31,9 @@ from schemas.events import (
     derived_id,
 )
 from schemas.keys import item_key
+from schemas.spans import Span
 from services.router.cache import ReplicaCache
-from services.router.domain.evidence import provisional_verdict, sample_weight
+from services.router.domain.evidence import prelabel_correct, provisional_verdict, sample_weight
 from services.router.domain.spot_check import is_evidence_draw, is_spot_checked
 from services.router.domain.tiers import Prelabel, RoutingPolicy, decide_tier
 from services.router.settings import SERVICE, RouterSettings
@@ -74,7 +75,9 @@ class ItemOwner:
             docs.append(
                 {"_id": item_key(event.project, event.item_id), "project": event.project, "item_id": event.item_id,
                  "embedding": vector.tobytes(), "top_k": [s.model_dump() for s in event.top_k],
-                 "model_version": event.model_version}
+                 "model_version": event.model_version,
+                 # Spans items: the pre-labelled entities, which a verified final is compared with.
+                 **({"spans": [s.model_dump() for s in event.spans]} if event.spans is not None else {})}
             )
             if event.trusted:
                 continue  # its label is already known; qc finalises it from item.ingested
@@ -112,6 +115,7 @@ class ItemOwner:
             neighbours=tuple(Neighbour(item_id=h.item_id, label=h.label, similarity=max(-1.0, min(1.0, h.similarity)))
                              for h in hits),
             thresholds=thresholds,
+            spans=event.spans,
         )
         if event.golden:
             return ItemRouted(**common, tier=Tier.SINGLE, required_annotators=0, golden=True,
@@ -146,11 +150,14 @@ class ItemOwner:
                 self.cache.index_doc({**doc, "label": event.label, "golden": event.golden})
             if not (event.verified and event.prelabel and event.provenance != Provenance.IMPORTED):
                 continue
+            correct = prelabel_correct(event.prelabel.label, event.label, (doc or {}).get("spans"), event.spans)
+            if correct is None:
+                continue
             evidence.append(ThresholdEvidence(
                 event_id=derived_id(event.event_id, "evidence"), producer=SERVICE, project=event.project,
                 item_id=event.item_id, correlation_id=event.correlation_id, occurred_at=event.occurred_at,
                 kind=ThresholdEvidenceKind.VERIFIED, confidence=event.prelabel.probability,
-                correct=event.prelabel.label == event.label, model_version=event.model_version,
+                correct=correct, model_version=event.model_version,
                 weight=await self._weight(key),
             ))
         if evidence:
@@ -169,12 +176,15 @@ class ItemOwner:
         doc = await self.rt.db["items"].find_one({"_id": item_key(event.project, event.subject_id)})
         if doc is None or "embedding" not in doc:
             return
-        if event.kind in DISPUTES:
+        spans = doc.get("spans")
+        # A spans item's votes are whole span sets, not labels: its evidence waits for the final.
+        if event.kind in DISPUTES and spans is None:
             await self._provisional_evidence(event, doc)
         prelabeled = ItemPrelabeled(
             event_id=event.event_id, producer=SERVICE, project=event.project, item_id=event.subject_id,
             correlation_id=event.correlation_id, model_version=doc.get("model_version"), encoder="stored",
             top_k=tuple(LabelScore(**s) for s in doc.get("top_k", [])),
+            spans=tuple(Span(**s) for s in spans) if spans is not None else None,
         )
         config = await self.catalog.require(event)
         vector = np.frombuffer(doc["embedding"], np.float32)

@@ -10,20 +10,33 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from labelmesh.ml.head import TrainedHead, sha256_hex
+from labelmesh.ml.spans import features_name, word_features
 from labelmesh.runtime.pacing import next_due
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, ItemPrelabeled, LabelFinalized, ModelUpdated, utcnow
 from schemas.keys import item_key
-from services.trainer.domain.evaluation import decide_promotion, evaluate, recommend_thresholds
+from schemas.spans import TaskType
+from services.trainer.domain.evaluation import Evaluation, decide_promotion, evaluate, recommend_thresholds
 from services.trainer.domain.examples import fold_events
-from services.trainer.domain.training import announcement, fit, retrain_due, run_metrics, training_data
+from services.trainer.domain.spans import eval_examples, evaluate_tagger, fit_tagger, span_examples
+from services.trainer.domain.training import (
+    TrainingData,
+    announcement,
+    finite,
+    fit,
+    retrain_due,
+    run_metrics,
+    training_data,
+)
+from services.trainer.queries import item_texts
 from services.trainer.registry import model_key
 from services.trainer.settings import TrainerSettings
 from services.trainer.store import ExampleStore, ModelStore, TrainStateStore
@@ -54,6 +67,7 @@ class Trainer:
         self._next_check: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.word_features = None  # a spans project's word features, loaded for its first training run
 
     def wire(self) -> None:
         self.catalog.attach(self.rt.bus)
@@ -136,36 +150,37 @@ class Trainer:
         config = await self.catalog.get(project)
         if config is None:
             return None
-        data = training_data(*await self.store.usable(project), exclude_auto=self.settings.heldout_excludes_auto)
-        champion_head = await self._load(project, state["champion"]) if state.get("champion") else None
+        train_docs, held_out = await self.store.usable(project)
+        data = training_data(train_docs, held_out, exclude_auto=self.settings.heldout_excludes_auto)
         started = time.perf_counter()
-        head = await asyncio.to_thread(
-            fit, data, config.labels, champion_head, calibration_min_holdout=self.settings.calibration_min_holdout,
-            warm_start=self.settings.warm_start, fit_threads=self.settings.fit_threads)
+        if config.task is TaskType.SPANS:
+            fitted = await self._fit_spans(project, state, data, config.labels, train_docs, held_out)
+            if fitted is None:
+                return None
+        else:
+            fitted = await self._fit_head(project, state, data, config.labels)
+        content, temperature, challenger, champion_eval, extra = fitted
         seconds = time.perf_counter() - started
         self.seconds.observe(seconds)
-        challenger = evaluate(head, data.X_eval, data.y_eval)
-        champion_eval = None if champion_head is None else evaluate(champion_head, data.X_eval, data.y_eval)
         decision = decide_promotion(challenger, champion_eval, self.settings.promotion_alpha,
                                     self.settings.min_eval_items)
         ts_version = await self.registry.record_training_set(project, data)
-        content = head.to_bytes()
         digest = sha256_hex(content)
         file_id, uri = await self.registry.upload(project, ts_version, content)
-        metrics = run_metrics(challenger, champion_eval, seconds, len(data.members))
+        metrics = {**run_metrics(challenger, champion_eval, seconds, len(data.members)), **extra}
         thresholds = recommend_thresholds(challenger, config.target_auto_error)
 
         def announce(version: int) -> ModelUpdated:
             return announcement(producer=SERVICE, project=project, version=version, encoder=data.encoder,
                                 artifact_uri=uri, sha256=digest, size=len(content), training_set=ts_version,
-                                training_set_size=len(data.members), metrics=metrics, temperature=head.temperature,
+                                training_set_size=len(data.members), metrics=metrics, temperature=temperature,
                                 thresholds=thresholds)
 
         # A promoted model carries its announcement (the artifact itself left out: it is in GridFS), marked
         # published only once the broker has it; a trainer killed in between publishes it on its next start.
         version = await self.registry.register(project, lambda v: {
             "artifact_id": file_id, "sha256": digest, "size": len(content), "training_set_version": ts_version,
-            "metrics": metrics, "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(),
+            "metrics": finite(metrics), "promoted": decision.promote, "reason": decision.reason, "created_at": utcnow(),
             "encoder": data.encoder,
             "thresholds": {"auto_accept": thresholds.auto_accept, "single_review": thresholds.single_review},
             **({"outbox": announce(v).model_dump_json(), "published": False} if decision.promote else {}),
@@ -184,6 +199,42 @@ class Trainer:
         if np.isfinite(challenger.accuracy):
             self.heldout.labels(project).set(challenger.accuracy)
         return event
+
+    async def _fit_head(self, project: str, state: dict[str, Any], data: TrainingData, labels: Sequence[str]
+                        ) -> tuple[bytes, float, Evaluation, Evaluation | None, dict[str, float]]:
+        """A classification head: its artifact, temperature, and the challenger's and champion's evaluations."""
+        champion_head = await self._load(project, state["champion"]) if state.get("champion") else None
+        head = await asyncio.to_thread(
+            fit, data, labels, champion_head, calibration_min_holdout=self.settings.calibration_min_holdout,
+            warm_start=self.settings.warm_start, fit_threads=self.settings.fit_threads)
+        challenger = evaluate(head, data.X_eval, data.y_eval)
+        champion_eval = None if champion_head is None else evaluate(champion_head, data.X_eval, data.y_eval)
+        return head.to_bytes(), head.temperature, challenger, champion_eval, {}
+
+    async def _fit_spans(self, project: str, state: dict[str, Any], data: TrainingData, types: Sequence[str],
+                         train_docs: list[dict[str, Any]], held_out: list[dict[str, Any]]
+                         ) -> tuple[bytes, float, Evaluation, Evaluation | None, dict[str, float]] | None:
+        """A span tagger from the final spans and the items' texts (None: no text has arrived yet), judged like a
+        head: an item is right only if all its spans are; held-out span F1 recorded beside."""
+        texts = await item_texts(self.rt.db, project)
+        examples = span_examples(train_docs, texts)
+        if not examples:
+            return None
+        evaluation = eval_examples(held_out, texts, exclude_auto=self.settings.heldout_excludes_auto)
+        if self.word_features is None:
+            self.word_features = word_features(data.encoder)
+        features = self.word_features
+        name = features_name(data.encoder)
+        tagger = await asyncio.to_thread(fit_tagger, examples, types, features, name,
+                                         fit_threads=self.settings.fit_threads)
+        challenger, f1 = await asyncio.to_thread(evaluate_tagger, tagger, evaluation, features)
+        champion_eval = None
+        if state.get("champion"):
+            champion = await self.registry.load_tagger(project, state["champion"])
+            if champion.features == name:
+                champion_eval, _ = await asyncio.to_thread(evaluate_tagger, champion, evaluation, features)
+        extra = {"heldout_span_f1": f1} if evaluation else {}
+        return tagger.to_bytes(), 1.0, challenger, champion_eval, extra
 
     async def publish_pending(self) -> int:
         """Announce each project's champion that was promoted but whose model.updated never reached the broker."""

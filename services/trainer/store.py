@@ -15,6 +15,7 @@ from gridfs import AsyncGridFSBucket
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.head import TrainedHead, sha256_hex
+from labelmesh.ml.spans import SpanTagger
 from labelmesh.runtime.mongo import find_by_ids, insert_new, upsert_by_id, upsert_many
 from schemas.events import utcnow
 from services.trainer.domain.examples import ExampleChanges
@@ -129,8 +130,14 @@ class ModelStore:
         await self.models.update_one({"_id": model_id}, {"$set": {"published": True}})
 
     async def load(self, project: str, version: int) -> TrainedHead:
+        return TrainedHead.from_bytes(await self.artifact(project, version))
+
+    async def load_tagger(self, project: str, version: int) -> SpanTagger:
+        return SpanTagger.from_bytes(await self.artifact(project, version))
+
+    async def artifact(self, project: str, version: int) -> bytes:
         doc = await self.get(project, version)
         content = await self.download(doc["artifact_id"])
         if sha256_hex(content) != doc["sha256"]:
             raise RuntimeError(f"stored artifact {project} v{version} fails its checksum")
-        return TrainedHead.from_bytes(content)
+        return content

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from labelmesh.cli import app
 from schemas.events import ItemRouted, LabelScore, Thresholds, Tier
 from schemas.rpc import gateway_pb2 as pb
+from schemas.spans import Span
 from tests.conftest import eventually
 from tests.gateway_helpers import PROJECT
 from tests.kafka_helpers import Env
@@ -86,3 +87,27 @@ async def test_quitting_keeps_the_lease_and_a_bad_token_is_refused(env: Env, gat
                                                                 "--token", "not-a-token"], input="1\n")
     assert refused.exit_code == 1 and "UNAUTHENTICATED" in refused.output
 
+
+
+async def test_a_person_corrects_pre_labelled_spans_in_the_terminal(  # type: ignore[no-untyped-def]
+        env: Env, gateway) -> None:
+    runtime, admin = gateway
+    await admin.configure_project("ner", ["person", "location"], task_type="spans")
+    token = await admin.create_annotator("ann")
+    text = "Ana flew to New York today"
+    await admin.ingest_items([pb.IngestItem(project="ner", item_id="s", text=text)])
+    await env.publish_events([ItemRouted(
+        producer="test", project="ner", item_id="s", tier=Tier.SINGLE, required_annotators=1,
+        top_k=(LabelScore(label="__spans__", probability=0.4),), thresholds=Thresholds(),
+        spans=(Span(start=12, end=15, label="person", confidence=0.4),))])
+    await eventually(lambda: runtime.db["tasks"].count_documents({"project": "ner", "status": "open"}))
+    keys = ["+ 4 person", "t 1 location", "b 1 4-5", "+ 1 person", ""]  # an overlap refused, then fixed; accept
+    address = f"127.0.0.1:{runtime.component.port}"
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["annotate", "--project", "ner", "--gateway", address,
+                                                               "--token", token], input="\n".join(keys) + "\n")
+    out = result.output
+    assert result.exit_code == 0, out
+    assert "1. 'New' person (40%)" in out and "would overlap" in out and "Saved 2 entities" in out
+    (submitted,) = await env.read("label.submitted", lambda rs: len(rs) >= 1)
+    assert [(text[s["start"]:s["end"]], s["label"]) for s in submitted["spans"]] == [("Ana", "person"),
+                                                                                     ("New York", "location")]

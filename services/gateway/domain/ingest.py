@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from schemas.events import ItemIngested, TextPayload, derived_id
 from schemas.keys import item_key
+from schemas.spans import Span, SpanError, TaskType, answer_key, validate_spans
 from services.gateway.domain import SERVICE
 from services.gateway.domain.bounds import (
     DATASET_MAX_CHARS,
@@ -31,6 +32,8 @@ class NewItem:
     golden_label: str = ""
     trusted_label: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Spans projects: a golden item's entities as sent (checked against the text by check_item); () for none.
+    golden_spans: tuple[Span, ...] = ()
 
 
 def check_batch(n_items: int, max_items: int, streamed: bool) -> None:
@@ -42,8 +45,9 @@ def check_batch(n_items: int, max_items: int, streamed: bool) -> None:
 
 
 def check_item(n: int, item: NewItem, labels: Collection[str], seen: Collection[tuple[str, str]],
-               max_text_chars: int, admin: bool) -> None:
-    """Refuse the request at its n-th item unless that item may be ingested; `seen`: (project, item_id) before it."""
+               max_text_chars: int, admin: bool, task: TaskType = TaskType.CLASSIFICATION) -> NewItem:
+    """Refuse the request at its n-th item unless that item may be ingested; `seen`: (project, item_id) before it.
+    The item as it is ingested (golden spans in offset order)."""
     where = f"item {n} ({item.item_id!r})"
     problem = None
     if not item.item_id or len(item.item_id) > ID_MAX:
@@ -69,19 +73,45 @@ def check_item(n: int, item: NewItem, labels: Collection[str], seen: Collection[
         problem = f"metadata: at most {METADATA_KEYS} keys of {ID_MAX} and values of {METADATA_VALUE_CHARS} characters"
     if problem:
         raise Refused("invalid", f"{where}: {problem}; nothing was ingested")
+    return checked_spans(where, item, labels, admin, task)
 
 
-def content_digest(text: str, golden_label: str | None, trusted_label: str | None) -> str:
-    """What makes two ingests of one id the same item: its text and its golden or trusted answer."""
-    return hashlib.sha256(f"{text}\x00{golden_label or ''}\x00{trusted_label or ''}".encode()).hexdigest()
+def checked_spans(where: str, item: NewItem, labels: Collection[str], admin: bool, task: TaskType) -> NewItem:
+    """A spans project's items carry golden spans, never golden or trusted labels; a classification project's
+    never carry spans."""
+    if task is TaskType.CLASSIFICATION:
+        if item.golden_spans:
+            raise Refused("invalid", f"{where}: golden_spans are for spans projects; this is a classification "
+                                     "project (use golden_label); nothing was ingested")
+        return item
+    if item.golden_label or item.trusted_label:
+        raise Refused("invalid", f"{where}: a spans project takes golden_spans, not golden_label or trusted_label; "
+                                 "nothing was ingested")
+    if item.golden_spans and not admin:
+        raise Refused("forbidden", f"{where}: golden spans need the admin role")
+    try:
+        spans = validate_spans(item.text, item.golden_spans, sorted(labels))
+    except SpanError as exc:
+        raise Refused("invalid", f"{where}: golden_spans: {exc}; nothing was ingested") from None
+    return replace(item, golden_spans=spans)
+
+
+def content_digest(text: str, golden_label: str | None, trusted_label: str | None,
+                   golden_spans: Sequence[Span | Mapping[str, object]] | None = None) -> str:
+    """What makes two ingests of one id the same item: its text and its golden or trusted answer (golden spans:
+    their ranges and types; an item without them digests as it did before spans existed)."""
+    content = f"{text}\x00{golden_label or ''}\x00{trusted_label or ''}"
+    if golden_spans:
+        content += "\x00" + answer_key(golden_spans)
+    return hashlib.sha256(content.encode()).hexdigest()
 
 
 def event_digest(event: ItemIngested) -> str:
-    return content_digest(event.payload.text, event.golden_label, event.trusted_label)
+    return content_digest(event.payload.text, event.golden_label, event.trusted_label, event.golden_spans)
 
 
 def ingested_event(item: NewItem) -> ItemIngested:
-    digest = content_digest(item.text, item.golden_label or None, item.trusted_label or None)
+    digest = content_digest(item.text, item.golden_label or None, item.trusted_label or None, item.golden_spans)
     return ItemIngested(
         # The same item re-sent is the same event: consumers drop the duplicate.
         event_id=derived_id("ingested", item.project, item.item_id, digest),
@@ -93,6 +123,7 @@ def ingested_event(item: NewItem) -> ItemIngested:
         dataset=item.dataset or "default",
         golden_label=item.golden_label or None,
         trusted_label=item.trusted_label or None,
+        golden_spans=item.golden_spans or None,
     )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from schemas.events import ProjectConfigured
+from schemas.spans import TaskType
 from services.gateway.domain import SERVICE
 from services.gateway.domain.bounds import GUIDELINES_MAX_CHARS, LABELS_MAX
 from services.gateway.domain.refusals import Problems, Refused, invalid
@@ -42,9 +43,29 @@ def next_version(current: Mapping[str, Any] | None, labels: Sequence[str], guide
     return current["guideline_version"] + (0 if same else 1)
 
 
+def task_of(project: Mapping[str, Any]) -> TaskType:
+    """A stored project's task type (projects stored before task types are classification projects)."""
+    return TaskType(project.get("task") or TaskType.CLASSIFICATION.value)
+
+
+def task_type(name: str, current: Mapping[str, Any] | None) -> TaskType:
+    """ConfigureProject's task_type ("" is classification), or Refused: unknown, or another than the project's.
+
+    A project keeps its task type: its items, labels, models and finals are all of that kind."""
+    try:
+        task = TaskType(name or TaskType.CLASSIFICATION.value)
+    except ValueError:
+        raise Refused("invalid", f"task_type {name!r} is not one of {[t.value for t in TaskType]}") from None
+    if current is not None and task_of(current) is not task:
+        raise Refused("precondition", f"the project is a {task_of(current).value} project; "
+                                      f"its task type cannot change to {task.value}")
+    return task
+
+
 def configured(project: str, labels: Sequence[str], guidelines: str, multi_annotators: int, target_auto_error: float,
-               current: Mapping[str, Any] | None) -> ProjectConfigured:
+               current: Mapping[str, Any] | None, task_name: str = "") -> ProjectConfigured:
     """ConfigureProject's event (0 for multi_annotators or target_auto_error: the default), or Refused (invalid)."""
+    task = task_type(task_name, current)
     problems = configuration_problems(labels, guidelines, multi_annotators, target_auto_error)
     event = None
     try:
@@ -52,7 +73,7 @@ def configured(project: str, labels: Sequence[str], guidelines: str, multi_annot
             producer=SERVICE, project=project, labels=tuple(labels),
             guideline_version=next_version(current, labels, guidelines), guidelines=guidelines,
             multi_annotators=multi_annotators or DEFAULT_MULTI_ANNOTATORS,
-            target_auto_error=target_auto_error or DEFAULT_TARGET_AUTO_ERROR,
+            target_auto_error=target_auto_error or DEFAULT_TARGET_AUTO_ERROR, task=task,
         )
     except ValueError as exc:
         problems = problems or [("project", f"invalid project: {exc}")]
@@ -77,6 +98,7 @@ def republished(project: str, current: Mapping[str, Any], text: str) -> ProjectC
         producer=SERVICE, project=project, labels=tuple(current["labels"]),
         guideline_version=current["guideline_version"] + 1, guidelines=text,
         multi_annotators=current["multi_annotators"], target_auto_error=current["target_auto_error"],
+        task=task_of(current),
     )
 
 

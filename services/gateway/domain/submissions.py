@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from schemas.events import LabelSubmitted, derived_id
+from schemas.spans import SPANS_LABEL, Span, TaskType
 from services.gateway.auth import Role
 from services.gateway.domain import SERVICE
 from services.gateway.domain.bounds import COMMENT_MAX_CHARS
@@ -26,10 +27,19 @@ def submission_id(annotator_id: str, idempotency_key: str) -> str:
     return f"{annotator_id}/{idempotency_key}"
 
 
-def check_retry(previous: Mapping[str, Any], task_id: str, label: str) -> None:
-    """A submission under a used key is a retry of the first one only if it names the same task and label."""
-    if previous["lease_id"] != task_id or previous["label"] != label:
+def check_retry(previous: Mapping[str, Any], task_id: str, label: str, spans: str = "[]") -> None:
+    """A submission under a used key is a retry of the first one only if it names the same task and label (and
+    the same spans: answer_key)."""
+    if previous["lease_id"] != task_id or previous["label"] != label or previous.get("spans", "[]") != spans:
         raise Refused("exists", "idempotency_key was already used for a different submission")
+
+
+def check_answer_kind(task: TaskType, label: str, n_spans: int) -> None:
+    """A spans project is answered with spans (none: no entity in the text), a classification project with a label."""
+    if task is TaskType.SPANS and label:
+        raise Refused("invalid", "this is a spans project: send the entities in `spans` and leave `label` empty")
+    if task is TaskType.CLASSIFICATION and n_spans:
+        raise Refused("invalid", "this is a classification project: send `label`, not `spans`")
 
 
 def check_task_id(task_id: str) -> None:
@@ -48,12 +58,16 @@ def check_skip_reason(reason: str) -> None:
 
 
 def submitted(sub_id: str, lease: Mapping[str, Any], annotator_id: str, role: Role, label: str, time_spent_ms: int,
-              idempotency_key: str, labels: Collection[str], guideline_version: int) -> LabelSubmitted:
+              idempotency_key: str, labels: Collection[str], guideline_version: int,
+              spans: tuple[Span, ...] | None = None) -> LabelSubmitted:
     """The label.submitted of a submission on a lease; Refused when the label is not one of the project's.
+    `spans`: a spans project's validated answer (its event carries SPANS_LABEL as the label).
 
     guideline_version is the project's current one, used only for leases stored without the version they showed.
     """
-    if label not in labels:
+    if spans is not None:
+        label = SPANS_LABEL
+    elif label not in labels:
         raise Refused("invalid", f"label {label!r} is not in project {lease['project']!r}'s labels")
     return LabelSubmitted(
         event_id=derived_id("submitted", sub_id),
@@ -63,5 +77,5 @@ def submitted(sub_id: str, lease: Mapping[str, Any], annotator_id: str, role: Ro
         time_spent_ms=time_spent_ms,
         guideline_version=lease.get("guideline_version") or guideline_version,
         idempotency_key=idempotency_key, golden=bool(lease.get("golden")),
-        session_id=lease.get("session"),
+        session_id=lease.get("session"), spans=spans,
     )

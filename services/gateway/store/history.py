@@ -20,7 +20,7 @@ def entry(project: str, item_id: str, kind: str, detail: dict[str, Any], key: st
 
 def ingested(event: ItemIngested) -> dict[str, Any]:
     return entry(event.project, event.item_id, "ingested",
-                 {"source": event.source, "golden": event.golden_label is not None,
+                 {"source": event.source, "golden": event.golden_label is not None or event.golden_spans is not None,
                   "trusted": event.trusted_label is not None}, event.event_id)
 
 

@@ -27,7 +27,8 @@ class ProjectStore:
             {"_id": event.project},
             {"labels": list(event.labels), "guidelines": event.guidelines,
              "guideline_version": event.guideline_version, "multi_annotators": event.multi_annotators,
-             "target_auto_error": event.target_auto_error, "event_id": event.event_id},
+             "target_auto_error": event.target_auto_error, "event_id": event.event_id,
+             "task": event.task.value},
             upsert=True,
         )
 

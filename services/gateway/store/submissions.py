@@ -10,11 +10,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import bulk_write, insert_new
 from schemas.events import LabelSubmitted
+from schemas.spans import answer_key
 from services.gateway.coalesce import ByIds
 
 
 def submission_doc(sub_id: str, lease_id: str, label: str, event: LabelSubmitted) -> dict[str, Any]:
-    return {"_id": sub_id, "lease_id": lease_id, "label": label, "event": event.model_dump_json(), "published": False}
+    """`spans` (a spans project's answer_key) lets a retry be told from another submission under the same key."""
+    return {"_id": sub_id, "lease_id": lease_id, "label": label, "event": event.model_dump_json(), "published": False,
+            **({"spans": answer_key(event.spans)} if event.spans is not None else {})}
 
 
 def event_of(doc: dict[str, Any]) -> LabelSubmitted:

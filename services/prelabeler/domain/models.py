@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 
 from labelmesh.ml.head import TrainedHead
+from labelmesh.ml.spans import SpanTagger, features_name
 from schemas.events import ModelUpdated
 
 
@@ -16,8 +17,11 @@ class ModelRejected(Exception):
 
 @dataclass(frozen=True)
 class ActiveModel:
+    """A project's model: a classification head, or (spans projects) a span tagger in `tagger`."""
+
     version: int
-    head: TrainedHead
+    head: TrainedHead | None
+    tagger: SpanTagger | None = None
 
 
 def load_artifact(event: ModelUpdated, encoder_name: str) -> ActiveModel:
@@ -32,6 +36,12 @@ def load_artifact(event: ModelUpdated, encoder_name: str) -> ActiveModel:
     if event.encoder != encoder_name:
         raise ModelRejected(f"model was trained on encoder {event.encoder!r}, this prelabeler runs {encoder_name!r}")
     try:
+        if SpanTagger.is_artifact(content):
+            tagger = SpanTagger.from_bytes(content)
+            if tagger.features != features_name(encoder_name):
+                raise ValueError(f"span tagger on {tagger.features!r} word features; this prelabeler computes "
+                                 f"{features_name(encoder_name)!r}")
+            return ActiveModel(event.model_version, None, tagger)
         head = TrainedHead.from_bytes(content)
     except Exception as exc:  # noqa: BLE001 - any load failure rejects the model
         raise ModelRejected(f"artifact does not load: {exc!r}") from exc

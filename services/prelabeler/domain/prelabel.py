@@ -24,6 +24,8 @@ from schemas.events import (
     QcFlagged,
     derived_id,
 )
+from labelmesh.ml.spans import SpanPrediction
+from schemas.spans import SPANS_LABEL
 from services.prelabeler.domain.models import ActiveModel
 
 
@@ -37,11 +39,19 @@ def rounded(vectors: np.ndarray) -> list[list[float]]:
     return np.round(np.asarray(vectors).astype(np.float64), 6).tolist()
 
 
+def span_scores(prediction: SpanPrediction) -> tuple[LabelScore, ...]:
+    """A spans item's top-k: the placeholder label with the item's calibrated confidence (every span exactly right
+    and none missed), so the router's tiers and learned thresholds read it as they read a class's probability."""
+    return (LabelScore(label=SPANS_LABEL, probability=min(1.0, max(0.0, prediction.confidence))),)
+
+
 def prelabels(items: Sequence[ItemIngested], cut: Sequence[bool], vectors: np.ndarray,
               models: Mapping[str, ActiveModel | None], top_k: int, producer: str,
-              encoder: str) -> list[ItemPrelabeled]:
+              encoder: str, tagged: Mapping[int, SpanPrediction] | None = None) -> list[ItemPrelabeled]:
     """Each item's pre-label by its project's model (none yet: no scores, model_version None); `cut` says
-    whether its text was truncated before or by the encoder."""
+    whether its text was truncated before or by the encoder; `tagged`: a span tagger's predictions by row (the
+    items of spans projects with a model), which carry spans and the item confidence instead of class scores."""
+    tagged = tagged or {}
     by_project: dict[str, list[int]] = {}
     for i, item in enumerate(items):
         by_project.setdefault(item.project, []).append(i)
@@ -49,7 +59,12 @@ def prelabels(items: Sequence[ItemIngested], cut: Sequence[bool], vectors: np.nd
     versions: dict[int, int | None] = {}
     for project, rows in by_project.items():
         model = models[project]
-        ranked = model.head.top_k(vectors[rows], top_k) if model else [[] for _ in rows]
+        if model is not None and model.tagger is not None:
+            for row in rows:
+                top[row] = span_scores(tagged[row])
+                versions[row] = model.version
+            continue
+        ranked = model.head.top_k(vectors[rows], top_k) if model and model.head else [[] for _ in rows]
         for row, labels in zip(rows, ranked, strict=True):
             top[row] = scores(labels)
             versions[row] = model.version if model else None
@@ -59,7 +74,9 @@ def prelabels(items: Sequence[ItemIngested], cut: Sequence[bool], vectors: np.nd
             producer=producer, project=item.project, item_id=item.item_id,
             event_id=derived_id(item.event_id, "prelabeled"), correlation_id=item.correlation_id or item.event_id,
             model_version=versions[i], encoder=encoder, top_k=top[i], embedding=tuple(embeddings[i]),
-            truncated=cut[i], trusted=item.trusted_label is not None, golden=item.golden_label is not None,
+            truncated=cut[i], trusted=item.trusted_label is not None,
+            golden=item.golden_label is not None or item.golden_spans is not None,
+            spans=tagged[i].spans if i in tagged else None,
         )
         for i, item in enumerate(items)
     ]
@@ -80,7 +97,9 @@ def cold_fields(event: ItemPrelabeled, vector: np.ndarray) -> dict[str, Any]:
 
 def reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, top_k: int,
                 producer: str) -> list[ItemPrelabeled]:
-    """The model's pre-label for each stored cold embedding; ids derived from the first pre-label and the version."""
+    """The model's pre-label for each stored cold embedding; ids derived from the first pre-label and the version.
+    A classification head's only: a span tagger needs the text, which the cold set does not keep."""
+    assert model.head is not None
     vectors = np.stack([np.frombuffer(d["embedding"], dtype=np.float32) for d in docs])
     ranked = model.head.top_k(vectors, top_k)
     return [

@@ -15,8 +15,10 @@ from itertools import combinations
 import krippendorff
 import numpy as np
 
+import json
+
 from labelmesh.ml.spans import OUTSIDE, words
-from schemas.spans import Span
+from schemas.spans import Span, answer_key
 from services.qc.domain.consensus import DEFAULT_MIN_CONFIDENCE, DEFAULT_UNKNOWN_RELIABILITY, decide
 
 Key = tuple[int, int, str]
@@ -141,6 +143,55 @@ def merge_spans(
         if result.label != NONE:
             kept.append(next(s for s in first.values() if "%d:%d:%s" % key(s) == result.label))
     return SpanConsensus(tuple(Span(start=s.start, end=s.end, label=s.label) for s in kept), resolved, weakest)
+
+
+def vote_label(label: str, spans: Sequence[Span] | None) -> str:
+    """What qc stores and compares as a label: a spans answer as its answer key (schemas.spans.answer_key), so
+    that one item's votes, golden answer and pre-label compare as whole answers wherever labels do."""
+    return label if spans is None else answer_key(spans)
+
+
+def spans_of(label: str) -> tuple[Span, ...]:
+    """The spans an answer key names (vote_label's inverse, confidence aside)."""
+    return tuple(Span(start=s, end=e, label=t) for s, e, t in json.loads(label))
+
+
+def span_consensus(votes: Sequence[tuple[str, str]], reliability: Mapping[str, float], *,
+                   min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> tuple[str, float, bool]:
+    """qc's consensus callable for spans items: the votes' answer keys merged by merge_spans, as an answer key."""
+    answers: dict[str, Sequence[Span]] = {}
+    for annotator, label in votes:
+        answers[annotator] = spans_of(label)  # an annotator's latest answer, as with label votes
+    merged = merge_spans(answers, reliability, min_confidence=min_confidence)
+    return answer_key(merged.spans), merged.confidence, merged.resolved
+
+
+@dataclass(frozen=True, slots=True)
+class SpanAgreement:
+    """Agreement between annotators on a spans project: span F1 between every two answers to one item."""
+
+    items: int
+    multiply_labelled: int
+    mean_f1: float | None  # over every pair of answers to an item, pooled over items; None: nothing labelled twice
+    pairs: tuple[tuple[str, str, float, int], ...]  # (a, b, mean F1, items both answered)
+
+
+def span_agreement(records: Sequence[tuple[str, str, str]]) -> SpanAgreement:
+    """Pairwise span F1 from (item, annotator, answer key) records in the order they happened (latest answer of
+    an annotator to an item counts, as for label agreement)."""
+    table: dict[str, dict[str, tuple[Span, ...]]] = {}
+    for item, annotator, label in records:
+        table.setdefault(item, {})[annotator] = spans_of(label)
+    scores: list[float] = []
+    by_pair: dict[tuple[str, str], list[float]] = {}
+    for answers in table.values():
+        for a, b in combinations(sorted(answers), 2):
+            f1 = span_f1(answers[a], answers[b]).f1
+            scores.append(f1)
+            by_pair.setdefault((a, b), []).append(f1)
+    pairs = tuple((a, b, float(np.mean(v)), len(v)) for (a, b), v in sorted(by_pair.items()))
+    return SpanAgreement(len(table), sum(1 for answers in table.values() if len(answers) >= 2),
+                         float(np.mean(scores)) if scores else None, pairs)
 
 
 def golden_score(answer: Sequence[Span], gold: Sequence[Span]) -> float:

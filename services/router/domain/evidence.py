@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from schemas.events import Thresholds, Tier
+from schemas.spans import Span, answer_key
 from services.router.domain.thresholds import NO_EVIDENCE
 
 # Thresholds are relearned after this many new verified observations in a project (RouterSettings.relearn_every).
@@ -21,6 +23,17 @@ def sample_weight(tier: str | None, spot_check_rate: float) -> float:
     if not 0.0 < spot_check_rate <= 1.0:
         raise ValueError(f"spot_check_rate must be in (0, 1], got {spot_check_rate}")
     return 1.0 / spot_check_rate if tier == Tier.AUTO.value else 1.0
+
+
+def prelabel_correct(prelabel: str, final: str, prelabel_spans: Sequence[Span | Mapping[str, Any]] | None = None,
+                     final_spans: Sequence[Span | Mapping[str, Any]] | None = None) -> bool | None:
+    """Whether a verified pre-label was right: its label is the final one, or (spans items) every one of its spans
+    is a final span and no final span is missing. None: a spans item whose pre-labelled spans are not known."""
+    if final_spans is None:
+        return prelabel == final
+    if prelabel_spans is None:
+        return None
+    return answer_key(prelabel_spans) == answer_key(final_spans)
 
 
 def provisional_verdict(prelabel: str, votes: Sequence[Sequence[str]],

@@ -50,7 +50,9 @@ def fold_events(events: Sequence[Envelope], stored: Mapping[str, int], holdout_f
             changes.fields.setdefault(key, {}).update(
                 project=event.project, item_id=event.item_id, label=event.label, version=event.version,
                 provenance=event.provenance.value, golden=event.golden, guideline_version=event.guideline_version,
-                holdout=event.golden or in_holdout(event.project, event.item_id, holdout_fraction))
+                holdout=event.golden or in_holdout(event.project, event.item_id, holdout_fraction),
+                # Spans projects: what a span tagger trains on, with the text (services/trainer/items.py).
+                **({"spans": [s.model_dump() for s in event.spans]} if event.spans is not None else {}))
             changes.versions.append({"key": f"{key}@{event.version}", "project": event.project,
                                      "item_id": event.item_id, "version": event.version, "label": event.label,
                                      "provenance": event.provenance.value,

@@ -84,6 +84,12 @@ def run_metrics(challenger: Evaluation, champion: Evaluation | None, seconds: fl
     return metrics
 
 
+def finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics that are numbers: an empty held-out set leaves NaN, which FerretDB cannot store (the connection
+    drops) and JSON cannot carry."""
+    return {k: v for k, v in metrics.items() if np.isfinite(v)}
+
+
 def announcement(*, producer: str, project: str, version: int, encoder: str, artifact_uri: str, sha256: str,
                  size: int, training_set: str, training_set_size: int, metrics: Mapping[str, float],
                  temperature: float, thresholds: Borders) -> ModelUpdated:
@@ -94,7 +100,7 @@ def announcement(*, producer: str, project: str, version: int, encoder: str, art
         producer=producer, project=project, model_version=version, encoder=encoder,
         artifact=ArtifactRef(uri=artifact_uri, sha256=sha256, size=size, content_b64=""),
         training_set_version=training_set, training_set_size=training_set_size,
-        heldout_metrics={k: v for k, v in metrics.items() if np.isfinite(v)},
+        heldout_metrics=finite(metrics),
         calibration={"temperature": float(temperature)},
         recommended_thresholds=Thresholds(auto_accept=thresholds.auto_accept,
                                           single_review=thresholds.single_review),

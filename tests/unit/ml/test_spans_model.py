@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from labelmesh.ml.spans import (
+    HASHING_WORDS,
     SpanExample,
     SpanTagger,
     bio_to_spans,
     item_raw_confidence,
     read_conll,
     spans_to_bio,
+    word_features,
     words,
 )
 from schemas.spans import Span
@@ -72,3 +74,45 @@ def test_the_tagger_learns_a_separable_toy_task_and_calibrates() -> None:
                      for p, e in zip(predictions, examples)])
     assert exact > 0.95
     assert all(0.0 <= p.confidence <= 1.0 for p in predictions)
+
+
+def _toy(n_items: int = 120) -> list[SpanExample]:
+    names = ["Ana", "Bo", "Cyd", "Dee", "Eli"]
+    places = ["Lima", "Oslo", "Rome", "Kyiv"]
+    out = []
+    for n in range(n_items):
+        who, where = names[n % len(names)], places[n % len(places)]
+        text = f"{who} flew to {where} today" if n % 3 else "nothing happened here today"
+        spans = () if n % 3 == 0 else (Span(start=0, end=len(who), label="person"),
+                                       Span(start=text.index(where), end=text.index(where) + len(where),
+                                            label="location"))
+        out.append(SpanExample(text, spans))
+    return out
+
+
+def test_a_tagger_on_hashed_word_features_survives_its_artifact_without_pickle() -> None:
+    examples = _toy()
+    features = word_features("hashing")
+    assert features.name == HASHING_WORDS
+    feats = features([e.text for e in examples])
+    tagger = SpanTagger(["person", "location"], features=features.name).fit(feats, examples)
+    data = tagger.to_bytes()
+    assert SpanTagger.is_artifact(data) and not SpanTagger.is_artifact(b"not a zip")
+    assert b"pickle" not in data and data == tagger.to_bytes(), "deterministic"
+    loaded = SpanTagger.from_bytes(data)
+    assert loaded.features == HASHING_WORDS
+    before = tagger.predict([e.text for e in examples], feats)
+    after = loaded.predict([e.text for e in examples], feats)
+    assert [p.spans for p in before] == [p.spans for p in after]
+    assert [p.confidence for p in before] == pytest.approx([p.confidence for p in after])
+    right = np.mean([{(s.start, s.end, s.label) for s in p.spans} == {(s.start, s.end, s.label) for s in e.spans}
+                     for p, e in zip(after, examples)])
+    assert right > 0.9
+
+
+def test_a_tagger_that_saw_no_entity_tags_nothing() -> None:
+    examples = [SpanExample(f"plain words {i}", ()) for i in range(5)]
+    feats = word_features("hashing")([e.text for e in examples])
+    tagger = SpanTagger(["person"]).fit(feats, examples)
+    (p,) = SpanTagger.from_bytes(tagger.to_bytes()).predict(["Ana sings"], word_features("hashing")(["Ana sings"]))
+    assert p.spans == () and p.confidence == 1.0

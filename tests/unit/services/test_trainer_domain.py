@@ -106,3 +106,11 @@ def test_the_announcement_drops_metrics_that_are_not_finite_and_has_a_stable_id(
     assert event.event_id == announcement(**kw).event_id != announcement(**{**kw, "version": 4}).event_id
     assert event.artifact.content_b64 == "" and event.calibration == {"temperature": 0.9}
     assert run_metrics(empty, Evaluation(5, 0.8, 0.1, ()), 1.0, 1)["champion_heldout_accuracy"] == 0.8
+
+
+def test_a_run_without_held_out_items_records_only_finite_metrics():
+    from services.trainer.domain.training import finite
+
+    metrics = finite(run_metrics(Evaluation(0, float("nan"), float("nan"), ()), None, 1.5, 12))
+    assert metrics == {"heldout_n": 0.0, "train_seconds": 1.5, "train_size": 12.0}, \
+        "NaN drops FerretDB's connection when the registry stores it"
