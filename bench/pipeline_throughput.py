@@ -776,7 +776,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's options, with their defaults (bench/replica_cost.py runs it with them)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=3000, help="items in the burst")
     ap.add_argument("--encoders", default="hashing,minilm")
@@ -808,7 +809,11 @@ def main() -> None:
     ap.add_argument("--hold-s", type=float, default=0.0,
                     help="seconds the stack idles after the burst, still sampled (set LABELMESH_INBOX_RETENTION_S "
                          "shorter than the run to see the inbox pruned)")
-    asyncio.run(main_async(ap.parse_args()))
+    return ap
+
+
+def main() -> None:
+    asyncio.run(main_async(parser().parse_args()))
 
 
 if __name__ == "__main__":

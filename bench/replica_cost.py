@@ -32,6 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, table, write_result  # noqa: E402
+from pipeline_throughput import parser as pipeline_parser  # noqa: E402
 from pipeline_throughput import pipeline_run  # noqa: E402
 
 from labelmesh.datasets import load  # noqa: E402
@@ -42,13 +43,13 @@ GOAL_CPU_RATIO = 1.10  # CPU per item at 2 replicas over 1 replica
 
 
 def _args(base: argparse.Namespace, replicas: int) -> argparse.Namespace:
-    """The pipeline benchmark's own options (its defaults), with this run's sizes and replica count."""
-    return argparse.Namespace(
-        items=base.items, bootstrap=base.bootstrap, loop_items=base.loop_items, loop_batch=5, loop_interval_s=0.5,
-        bots=4, bot_idle_s=0.1, batch=500, concurrency=2, model_repeats=1, timeout=900.0, final_grace_s=60.0,
-        port_offset=base.port_offset, grpc_port=base.grpc_port, alone=False, seed=base.seed, replicas=replicas,
-        settle_lag_s=base.settle_lag_s,
-    )
+    """The pipeline benchmark's own options and defaults (its parser, so an option it gains reaches this run too),
+    with this run's sizes and replica count; no model-only timing."""
+    args = pipeline_parser().parse_args([])
+    for name in ("items", "bootstrap", "loop_items", "port_offset", "grpc_port", "seed", "settle_lag_s"):
+        setattr(args, name, getattr(base, name))
+    args.replicas, args.model_repeats, args.alone = replicas, 1, False
+    return args
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
