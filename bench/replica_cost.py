@@ -9,12 +9,15 @@ spread over the gateways, then a burst of items ingested over gRPC; the CPU each
 summed per service and divided by the items. After the burst every consumer group must reach lag 0 ("nothing left
 unconsumed"). The issue's goal (19): CPU per item at 2 replicas no more than 10% above 1 replica.
 
-Results (bench/results/replica_cost.json, 2026-12-07 13:43-13:46, one run, 3,000 items, load average 1.2 at the
-start): 2.07 CPU-ms per item at 1 replica, 2.47 at 2 (1.195x; goal 1.10, not met); by service gateway 0.53 -> 0.70,
-prelabeler 0.49 -> 0.62, router 0.53 -> 0.58, qc 0.28 -> 0.34, the trainer (one process in both) 0.243 -> 0.237;
-routed 363 and 391 items/s; every consumer group's lag 0 and no dead letters after each. An earlier run under load
-3.5-4.7 gave 1.34x with the trainer alone moving +23%, so single runs here carry ~10-20% noise. Each extra process
-pays its own fixed costs per batch (fetch, inbox claim, commit) on half the items, and its idle loops.
+Results (bench/results/replica_cost.json, 2026-12-08 01:58-02:01, one run, 3,000 items, load average 1.1 at the
+start, nothing else running): 1.58 CPU-ms per item at 1 replica, 1.94 at 2 (1.226x; goal 1.10, not met); by
+service gateway 0.373 -> 0.587, qc 0.197 -> 0.270, router 0.373 -> 0.413, prelabeler 0.467 -> 0.487, the trainer
+(one process in both) 0.173 -> 0.183; routed 612 and 505 items/s; every consumer group's lag 0 and no dead letters
+after each. The gateway and qc carry most of the gap: every replica reads the broadcasts that feed its in-memory
+state (the gateway's open-task index reads every item.routed, qc's and the router's neighbour indexes every
+label.finalized), so that decoding is paid once per replica. The run of 2026-12-07 (load 1.2 at the start) gave
+2.07 -> 2.47 (1.195x). Each extra process also pays its own fixed costs per batch (fetch, inbox claim, commit) on
+half the items, and its idle loops.
 
 Writes bench/results/replica_cost.json and prints a table.
 """
