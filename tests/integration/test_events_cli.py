@@ -100,4 +100,6 @@ async def test_follow_prints_records_published_after_it_started(env: Env) -> Non
             await proc.wait()
     assert proc.returncode == 0, err.decode()
     lines = [json.loads(x) for x in out.decode().splitlines()]
-    assert [line["event"]["item_id"] for line in lines] == ["1", "2"]
+    # Items 1 and 2 are keyed to different partitions, and a follower slower to start than the 1 s above reads both
+    # from --since in one fetch, in partition order (CI, under load: ['2', '1']): only the set is the contract.
+    assert sorted(line["event"]["item_id"] for line in lines) == ["1", "2"]
