@@ -597,7 +597,7 @@ def model_only(encoder_spec: str, model: ModelUpdated, texts: list[str], args: a
 
     from labelmesh.ml.encoder import available_cpus, load_encoder
     from services.prelabeler.concurrency import embed_pieces, encode_plan, longest_first, piece_size
-    from services.prelabeler.domain.models import load_artifact
+    from labelmesh.ml.artifact import load_artifact
     from services.prelabeler.settings import PrelabelerSettings
 
     settings = PrelabelerSettings()

@@ -17,7 +17,7 @@ from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, ItemIngested, LabelFinalized, ModelUpdated
 from services.prelabeler.concurrency import embed_pieces, longest_first, piece_size
-from services.prelabeler.domain.models import ActiveModel, ModelRejected, load_artifact
+from labelmesh.ml.artifact import ActiveModel, ModelRejected, load_artifact
 from services.prelabeler.domain.prelabel import prelabels, rejection, reprelabels
 from services.prelabeler.domain.text import check_text
 from services.prelabeler.settings import PrelabelerSettings

@@ -17,6 +17,7 @@ from labelmesh.runtime.mongo import find_by_ids
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, LabelFinalized, Thresholds
 from schemas.keys import item_key
+from services.router.champion import ChampionCache
 from services.router.domain.evidence import ProjectLearning
 from services.router.domain.thresholds import NO_EVIDENCE
 from services.router.store import ThresholdStore
@@ -26,6 +27,7 @@ class ReplicaCache:
     def __init__(self, rt: ServiceRuntime) -> None:
         self.items = rt.db["items"]
         self.store = ThresholdStore(rt.db)
+        self.champions = ChampionCache(rt.db)
         self.thresholds: dict[str, Thresholds] = {}
         self.indexes: dict[str, LabelledIndex] = {}
         # Items with a final label whose embedding (or label) is not stored yet: looked up again at each batch.
@@ -41,8 +43,11 @@ class ReplicaCache:
             self.index_doc(doc)
 
     async def refresh(self, projects: Iterable[str]) -> None:
-        """Thresholds in force for these projects, and pending labels, from the store (by `_id`)."""
+        """Thresholds in force and champions for these projects, and pending labels, from the store (by `_id`)."""
+        projects = set(projects)
         self._adopt((await self.store.load_many(projects)).items())
+        if projects:
+            await self.champions.refresh(projects)
         if self.pending:
             for doc in await find_by_ids(self.items, list(self.pending)):
                 if "label" in doc and "embedding" in doc:

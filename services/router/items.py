@@ -74,8 +74,8 @@ class ItemOwner:
             vector = np.asarray(event.embedding, dtype=np.float32)
             docs.append(
                 {"_id": item_key(event.project, event.item_id), "project": event.project, "item_id": event.item_id,
-                 "embedding": vector.tobytes(), "top_k": [s.model_dump() for s in event.top_k],
-                 "model_version": event.model_version,
+                 "embedding": vector.tobytes(), "encoder": event.encoder,
+                 "top_k": [s.model_dump() for s in event.top_k], "model_version": event.model_version,
                  # Spans items: the pre-labelled entities, which a verified final is compared with.
                  **({"spans": [s.model_dump() for s in event.spans]} if event.spans is not None else {})}
             )
@@ -153,15 +153,35 @@ class ItemOwner:
             correct = prelabel_correct(event.prelabel.label, event.label, (doc or {}).get("spans"), event.spans)
             if correct is None:
                 continue
+            confidence, version = event.prelabel.probability, event.model_version
+            if (verdict := self._champion_verdict(event, doc)) is not None:
+                confidence, correct, version = verdict
             evidence.append(ThresholdEvidence(
                 event_id=derived_id(event.event_id, "evidence"), producer=SERVICE, project=event.project,
                 item_id=event.item_id, correlation_id=event.correlation_id, occurred_at=event.occurred_at,
-                kind=ThresholdEvidenceKind.VERIFIED, confidence=event.prelabel.probability,
-                correct=correct, model_version=event.model_version,
+                kind=ThresholdEvidenceKind.VERIFIED, confidence=confidence,
+                correct=correct, model_version=version,
                 weight=await self._weight(key),
             ))
         if evidence:
             await self.rt.bus.publish(evidence)
+
+    def _champion_verdict(self, event: LabelFinalized, doc: dict[str, object] | None
+                          ) -> tuple[float, bool, int] | None:
+        """A verified item's evidence as its project's champion sees it (confidence, correct, version), when the
+        champion is newer than the model that pre-labelled it (champion.py says why): the auto border is applied to
+        the champion's confidences, on new items and re-scored queued ones, so it is learned on them too. The item
+        is not in the champion's training set (only final labels are, and this one is final just now)."""
+        champion = self.cache.champions.get(event.project)
+        if (not self.settings.rescore_with_champion or champion is None or doc is None or event.spans is not None
+                or doc.get("spans") is not None or "embedding" not in doc
+                or (event.model_version is not None and event.model_version >= champion.version)):
+            return None
+        vector = np.frombuffer(doc["embedding"], np.float32)  # type: ignore[arg-type]
+        if not champion.fits(vector, doc.get("encoder")):  # type: ignore[arg-type]
+            return None
+        (top, *_), = champion.scores(vector[None, :])
+        return top.probability, top.label == event.label, champion.version
 
     async def _on_flag(self, event: QcFlagged) -> None:
         if event.subject == FlagSubject.MODEL:

@@ -52,4 +52,8 @@ class RouterSettings(CommonSettings):
     step_up_when_refuted: bool = True
     # Take the trainer's recommended thresholds at every new model (else only for a project's first).
     adopt_every_recommendation: bool = False
+    # Re-score with each project's champion (champion.py): queued items it auto-accepts are promoted when it
+    # arrives or the auto border moves, and verified items are evidence at its confidence. False: every item
+    # keeps the confidence of the model that pre-labelled it (bench/live_quality.py compares the two).
+    rescore_with_champion: bool = True
     http_port: int = 9102

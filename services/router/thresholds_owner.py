@@ -4,9 +4,10 @@ Evidence comes from every partition of label.finalized (item-keyed), so the item
 pre-label into a ThresholdEvidence keyed by project; model.updated and model flags are relayed the same way.
 One consumer group reads that topic, so Kafka gives each project's partition to one replica at a time: it
 alone writes the project's `thresholds` document, its `evidence` rows and its `threshold_changes`, and, when the
-auto border moves down, promotes the project's queued items that it now auto-accepts (domain/promote.py): their
-second decisions go to `reroutes` under ids derived from the first, so a redelivered cause promotes the same
-items under the same ids.
+auto border moves down or a new model arrives, promotes the project's queued items that it now auto-accepts
+(domain/promote.py), on the champion's confidences (champion.py): their second decisions go to `reroutes` under
+ids derived from the first, so a redelivered cause promotes the same items under the same ids. The replica that
+reads model.updated records each model for the router's replicas (ChampionStore) before relaying it.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from itertools import groupby
 
 from prometheus_client import Counter
 
-from labelmesh.runtime.mongo import upsert_many
+import numpy as np
+
+from labelmesh.runtime.mongo import find_by_ids, upsert_many
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import (
     Envelope,
     ItemRouted,
+    LabelScore,
     ModelUpdated,
     ThresholdEvidence,
     ThresholdEvidenceKind,
@@ -31,6 +35,8 @@ from schemas.events import (
     Tier,
     derived_id,
 )
+from schemas.keys import item_key
+from services.router.champion import Champion, ChampionCache
 from services.router.domain import thresholds as learning
 from services.router.domain.evidence import ProjectLearning, adopts_recommendation, record_verified, unapplied
 from services.router.domain.promote import moved_down, promotion
@@ -40,6 +46,7 @@ from services.router.settings import SERVICE, RouterSettings
 from services.router.store import PromotionStore, ThresholdStore, evidence_row
 
 log = logging.getLogger(__name__)
+RESCORE_CHUNK = 1000  # queued items' embeddings read per query when a champion re-scores them
 
 
 def recommendation(event: ModelUpdated) -> ThresholdEvidence:
@@ -59,6 +66,10 @@ class ThresholdOwner:
         self.catalog = catalog
         self.store = ThresholdStore(rt.db)
         self.promotions = PromotionStore(rt.db)
+        self.champions = ChampionCache(rt.db)
+        # Re-scored top-k of queued items by (project, champion version): embeddings never change, so a sweep
+        # re-scores only the items it has not seen under this champion (a cache, rebuilt after a restart).
+        self.rescored: dict[str, tuple[int, dict[str, tuple[LabelScore, ...]]]] = {}
         self.changes = Counter(
             "labelmesh_router_threshold_changes_total", "Threshold changes", ["project", "border"],
             registry=rt.registry,
@@ -70,7 +81,10 @@ class ThresholdOwner:
         )
 
     async def handle(self, events: list[Envelope]) -> None:
-        relayed = [recommendation(e) for e in events if isinstance(e, ModelUpdated)]
+        models = [e for e in events if isinstance(e, ModelUpdated)]
+        for model in models:  # recorded before it is relayed: its evidence event re-scores with it
+            await self.champions.store.record(model)
+        relayed = [recommendation(e) for e in models]
         evidence = [e for e in events if isinstance(e, ThresholdEvidence)]
         # A project's events stay in their order (one partition); projects are independent of each other.
         for project, group in groupby(sorted(evidence, key=lambda e: e.project), key=lambda e: e.project):
@@ -94,6 +108,10 @@ class ThresholdOwner:
             elif event.kind == ThresholdEvidenceKind.RECOMMENDED and event.recommended is not None:
                 if adopts_recommendation(state, self.settings.adopt_every_recommendation):
                     state = await self._adopt(project, state, event, event.recommended)
+                if self.settings.rescore_with_champion:
+                    # The new champion re-scores the queue under the borders in force (before the state is saved
+                    # as applied through the event, as for a border move).
+                    await self._promote(project, state.in_force, state.in_force, event)
             elif event.kind == ThresholdEvidenceKind.MODEL_FLAGGED:
                 shifted = learning.conservative_shift(state.in_force, self.settings.conservative_shift).thresholds
                 state = await self._change(project, state, shifted, event.reason, event.details, event)
@@ -165,26 +183,65 @@ class ThresholdOwner:
         return state
 
     async def _promote(self, project: str, old: Thresholds, new: Thresholds, cause: ThresholdEvidence) -> None:
+        if new.auto_accept >= learning.AUTO_OFF:
+            return
         config = await self.catalog.get(project)
         if config is None:  # nothing was routed without one (the item owner waits for it)
             return
         policy = RoutingPolicy(config.multi_annotators, self.settings.expert_margin, self.settings.ood_similarity_floor)
+        queued = await self.promotions.queued(project)
+        champion = await self._champion(project)
+        rescored = await self._rescore(project, queued, champion) if champion is not None else {}
+        why = (f"the auto-accept border moved {old.auto_accept:.3f} -> {new.auto_accept:.3f}" if new != old
+               else f"model v{champion.version if champion else '?'} arrived")
         promoted: list[ItemRouted] = []
-        for first in await self.promotions.queued(project):
-            routed = promotion(first, new, policy,
+        for first in queued:
+            top = rescored.get(first.item_id)
+            decision = first if top is None or champion is None else first.model_copy(
+                update=dict(top_k=top, model_version=champion.version))
+            routed = promotion(decision, new, policy,
                                is_spot_checked(project, first.item_id, self.settings.spot_check_rate))
             if routed is None:
                 continue
-            promoted.append(first.model_copy(update=dict(
+            by = (f"; re-scored by model v{decision.model_version}: {decision.top_k[0].probability:.3f}"
+                  if decision is not first else "")
+            promoted.append(decision.model_copy(update=dict(
                 event_id=derived_id(first.event_id, "promoted"), producer=SERVICE, occurred_at=cause.occurred_at,
                 tier=Tier.AUTO,
                 required_annotators=0, spot_check=False, thresholds=new, promoted=True,
-                reasons=(*routed.reasons, f"promoted from {first.tier.value}: the auto-accept border moved "
-                                          f"{old.auto_accept:.3f} -> {new.auto_accept:.3f}"),
+                reasons=(*routed.reasons, f"promoted from {first.tier.value}: {why}{by}"),
             )))
         if not promoted:
             return
         await self.promotions.record(promoted)
         await self.rt.bus.publish(promoted)
         self.promoted.labels(project).inc(len(promoted))
-        log.info("%s: %d queued item(s) promoted to auto at border %.3f", project, len(promoted), new.auto_accept)
+        log.info("%s: %d queued item(s) promoted to auto at border %.3f (%s)", project, len(promoted),
+                 new.auto_accept, why)
+
+    async def _champion(self, project: str) -> Champion | None:
+        if not self.settings.rescore_with_champion:
+            return None
+        await self.champions.refresh([project])
+        return self.champions.get(project)
+
+    async def _rescore(self, project: str, queued: Sequence[ItemRouted], champion: Champion
+                       ) -> dict[str, tuple[LabelScore, ...]]:
+        """The champion's top-k for the queued items an older model (or none) pre-labelled, by item id; an item
+        whose embedding came from another encoder keeps its first pre-label."""
+        version, known = self.rescored.get(project, (0, {}))
+        if version != champion.version:
+            known = {}
+            self.rescored[project] = (champion.version, known)
+        stale = [r for r in queued if r.item_id not in known and not r.golden and r.spans is None
+                 and (r.model_version is None or r.model_version < champion.version)]
+        for start in range(0, len(stale), RESCORE_CHUNK):
+            chunk = stale[start:start + RESCORE_CHUNK]
+            docs = await find_by_ids(self.promotions.items, [item_key(project, r.item_id) for r in chunk],
+                                     {"item_id": 1, "embedding": 1, "encoder": 1})
+            fit = [(d["item_id"], v) for d in docs if "embedding" in d
+                   and champion.fits(v := np.frombuffer(d["embedding"], np.float32), d.get("encoder"))]
+            if fit:
+                scores = champion.scores(np.stack([v for _, v in fit]))
+                known.update((item_id, top) for (item_id, _), top in zip(fit, scores, strict=True))
+        return {r.item_id: known[r.item_id] for r in queued if r.item_id in known}

@@ -26,7 +26,7 @@ from schemas.events import (
 )
 from labelmesh.ml.spans import SpanPrediction
 from schemas.spans import SPANS_LABEL
-from services.prelabeler.domain.models import ActiveModel
+from labelmesh.ml.artifact import ActiveModel
 
 
 def scores(ranked: Sequence[tuple[str, float]]) -> tuple[LabelScore, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from schemas.events import ItemIngested, TextPayload
-from services.prelabeler.domain.models import ActiveModel
+from labelmesh.ml.artifact import ActiveModel
 from services.prelabeler.domain.prelabel import cold_fields, needs_model, prelabels, reprelabels
 
 

@@ -1,4 +1,5 @@
-"""The active model per project: verified, loaded and swapped between batches."""
+"""A model artifact as announced in model.updated: verified (checksum, encoder), then deserialised into the
+head or span tagger it holds. The prelabeler serves it; the router re-scores queued items with it."""
 
 from __future__ import annotations
 
