@@ -212,7 +212,8 @@ async def run_live(args: argparse.Namespace, train: list[SpanExample]) -> dict[s
         "LABELMESH_KAFKA_BOOTSTRAP": base.kafka_bootstrap, "LABELMESH_MONGO_URI": base.mongo_uri,
         "LABELMESH_PRELABELER_ENCODER": args.encoder, "LABELMESH_GATEWAY_ADMIN_TOKEN": admin,
         "LABELMESH_TRAINER_FIRST_MODEL_MIN": str(first_min), "LABELMESH_TRAINER_RETRAIN_EVERY": str(every),
-        "LABELMESH_GATEWAY_GOLDEN_RATE": "0.0"}, log_dir=out_dir / "logs", port_offset=PORT_OFFSET,
+        "LABELMESH_GATEWAY_GOLDEN_RATE": "0.0", **dict(kv.split("=", 1) for kv in args.env)},
+        log_dir=out_dir / "logs", port_offset=PORT_OFFSET,
         grpc_port=GRPC_PORT)
     log, stop_log, stop_team = EventLog(), asyncio.Event(), asyncio.Event()
     team = Team()
@@ -361,6 +362,8 @@ def main() -> None:
     ap.add_argument("--encoder", default="minilm", help="minilm (the real encoder) or hashing (fast stub)")
     ap.add_argument("--timeout", type=float, default=900.0, help="longest wait for one batch's final labels")
     ap.add_argument("--model-wait", type=float, default=240.0, help="longest wait for a training run after a batch")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further LABELMESH_* setting for every service (repeatable)")
     ap.add_argument("--name", default="spans_live")
     args = ap.parse_args()
     env = environment()
@@ -374,12 +377,13 @@ def main() -> None:
     summary = summarise(live)
     offline = simulate(train, cached("train", train), test, test_x, bootstrap=args.bootstrap, batch=args.batch,
                        items=args.items, seed=args.seed, rng=rng)
+    settings = f" with {', '.join(args.env)}" if args.env else ""
     payload = {
         "benchmark": "spans_live", "environment": env,
         "setup": (f"WNUT 2017 train in bench/spans.py's seed-{args.seed} order: {args.bootstrap} items cold (no "
                   f"model; two annotators each, an expert on an unresolved merge), then {args.items} in batches of "
                   f"{args.batch}, each after the trainer ran on the previous; {args.encoder} encoder; the five "
-                  f"services as separate processes on the shared Kafka and FerretDB; bench/spans.py's team "
+                  f"services as separate processes on the shared Kafka and FerretDB{settings}; bench/spans.py's team "
                   f"{[a.name for a in TEAM]} + {EXPERT.name} over gRPC; model F1 on all {len(test)} test.conll items."),
         "namespace": live["namespace"], "seconds": round(time.perf_counter() - started, 1),
         "pipeline_seconds": live["pipeline_seconds"], "summary": summary,
