@@ -16,25 +16,31 @@ Tiers: calibrated item confidence > auto border: accepted unseen; >= single bord
 pre-label; below: two annotators correct it and qc merges them, an unresolved merge going to an expert.
 An item is wrong when any span differs from the gold tags (exact match), the unit auto-accept error counts.
 
-Run: python bench/spans.py [--bootstrap 300] [--batch 500] [--items N]; writes bench/results/spans.json.
+Run: python bench/spans.py [--bootstrap 300] [--batch 500] [--items N] [--name spans]; writes
+bench/results/spans.json (or NAME.json). bench/spans_live.py runs `simulate` on its items beside the live run.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from _common import CACHE, REPO, environment, table, write_result
 
-from labelmesh.ml.spans import SpanExample, SpanTagger, WordFeatures, read_conll, words
-from schemas.events import Thresholds
-from schemas.spans import Span
-from services.qc.domain.spans import corpus_f1, key, merge_spans
-from services.router.domain.thresholds import AUTO_OFF, Observation, learn_thresholds
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python bench/spans.py`, or imported by bench/spans_live.py
+    sys.path.insert(0, str(REPO))
+
+from bench._common import CACHE, environment, table, write_result  # noqa: E402
+from labelmesh.ml.spans import SpanExample, SpanTagger, WordFeatures, read_conll, words  # noqa: E402
+from schemas.events import Thresholds  # noqa: E402
+from schemas.spans import Span  # noqa: E402
+from services.qc.domain.spans import corpus_f1, key, merge_spans  # noqa: E402
+from services.router.domain.thresholds import AUTO_OFF, Observation, learn_thresholds  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wnut17"
 TYPES = ("person", "location", "group", "creative-work", "corporation", "product")
@@ -124,29 +130,24 @@ def exact(a: tuple[Span, ...], b: tuple[Span, ...]) -> bool:
     return {key(s) for s in a} == {key(s) for s in b}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bootstrap", type=int, default=300, help="items labelled by hand before the first model")
-    parser.add_argument("--batch", type=int, default=500, help="items per batch (a retrain after each)")
-    parser.add_argument("--items", type=int, default=0, help="stream at most this many train items (0: all)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    started = time.perf_counter()
-    rng = np.random.default_rng(args.seed)
-
+def wnut(seed: int) -> tuple[list[SpanExample], list[SpanExample], np.random.Generator]:
+    """WNUT 2017 train in the seed's shuffled order, test as it is, and the generator the team draws from next."""
+    rng = np.random.default_rng(seed)
     train, test = read_conll(DATA / "train.conll"), read_conll(DATA / "test.conll")
     order = rng.permutation(len(train))
-    train = [train[i] for i in order]
-    cached = CachedFeatures()
-    train_x, test_x = cached("train", train), cached("test", test)
-    if cached.seconds:
-        print(f"word features for {len(train) + len(test)} texts in {cached.seconds:.0f} s (cached for next time)")
+    return [train[i] for i in order], test, rng
 
-    stream = list(range(args.bootstrap, len(train)))[: args.items or None]
+
+def simulate(train: list[SpanExample], train_x: list[np.ndarray], test: list[SpanExample],
+             test_x: list[np.ndarray], *, bootstrap: int, batch: int, items: int, seed: int,
+             rng: np.random.Generator) -> dict:
+    """The offline run: `bootstrap` items of `train` by hand, then up to `items` more in batches with a retrain
+    after each; its summary, tiers, models and checkpoints (bench/results/spans.json's fields)."""
+    stream = list(range(bootstrap, len(train)))[: items or None]
     final: dict[int, tuple[Span, ...]] = {}
     checked: set[int] = set()  # items whose final label a human made (the training set)
     labels = {"ordinary": 0, "expert": 0}
-    for i in range(args.bootstrap):  # the bootstrap: labelled by hand, one annotator each
+    for i in range(bootstrap):  # the bootstrap: labelled by hand, one annotator each
         final[i] = annotate(TEAM[i % len(TEAM)], train[i].text, train[i].spans, (), rng)
         checked.add(i)
         labels["ordinary"] += 1
@@ -155,19 +156,19 @@ def main() -> None:
     evidence: list[Observation] = []
     models, checkpoints = [], []
     tier_items = {"auto": [], "single": [], "multi": [], "expert": []}
-    for b in range(0, len(stream), args.batch):
+    for b in range(0, len(stream), batch):
         t0 = time.perf_counter()
         fit = sorted(checked)
-        tagger = SpanTagger(TYPES, seed=args.seed).fit([train_x[i] for i in fit],
-                                                       [SpanExample(train[i].text, final[i]) for i in fit])
+        tagger = SpanTagger(TYPES, seed=seed).fit([train_x[i] for i in fit],
+                                                  [SpanExample(train[i].text, final[i]) for i in fit])
         predicted = tagger.predict([e.text for e in test], test_x)
         model_f1 = corpus_f1([(p.spans, e.spans) for p, e in zip(predicted, test)])
         models.append({"version": len(models) + 1, "training_items": len(fit), "train_seconds":
                        round(time.perf_counter() - t0, 1), "test_f1": round(model_f1.f1, 4),
                        "test_precision": round(model_f1.precision, 4), "test_recall": round(model_f1.recall, 4)})
-        batch = stream[b:b + args.batch]
-        predictions = tagger.predict([train[i].text for i in batch], [train_x[i] for i in batch])
-        for n, (i, p) in enumerate(zip(batch, predictions)):
+        part = stream[b:b + batch]
+        predictions = tagger.predict([train[i].text for i in part], [train_x[i] for i in part])
+        for n, (i, p) in enumerate(zip(part, predictions)):
             text, gold = train[i].text, train[i].spans
             draft = tuple(Span(start=s.start, end=s.end, label=s.label) for s in p.spans)
             if p.confidence > thresholds.auto_accept:
@@ -209,7 +210,8 @@ def main() -> None:
 
     items = sorted(final)
     # Baselines on the same items: one annotator by hand; two by hand merged by qc, an expert where unresolved.
-    single, double, double_labels = [], [], 0
+    # Span edits by hand: every span an annotator marks on a blank text.
+    single, double, double_labels, double_edits = [], [], 0, 0
     for n, i in enumerate(items):
         text, gold = train[i].text, train[i].spans
         single.append((annotate(TEAM[n % len(TEAM)], text, gold, (), rng), gold))
@@ -217,7 +219,9 @@ def main() -> None:
                 for k in range(2)}
         merged = merge_spans(pair, {a: RELIABILITY for a in pair})
         double_labels += 2 + (not merged.resolved)
-        double.append((merged.spans if merged.resolved else annotate(EXPERT, text, gold, (), rng), gold))
+        expert = () if merged.resolved else annotate(EXPERT, text, gold, (), rng)
+        double_edits += sum(len(a) for a in pair.values()) + len(expert)
+        double.append((merged.spans if merged.resolved else expert, gold))
     f1 = corpus_f1([(final[i], train[i].spans) for i in items])
     auto = tier_items["auto"]
     tier_error = {t: {"items": len(ix), "item_error": round(
@@ -233,21 +237,44 @@ def main() -> None:
         "auto_accepted_error": tier_error["auto"]["item_error"], "target_auto_error": TARGET_AUTO_ERROR,
         "auto_within_target_at_every_checkpoint": all(
             c["auto_accepted_error"] is None or c["auto_accepted_error"] <= TARGET_AUTO_ERROR for c in checkpoints),
-        "manual_single": {"f1": round(corpus_f1(single).f1, 4), "human_labels_per_item": 1.0},
+        "manual_single": {"f1": round(corpus_f1(single).f1, 4), "human_labels_per_item": 1.0,
+                          "span_edits_per_item": round(sum(len(a) for a, _ in single) / len(items), 3)},
         "manual_double_with_expert": {"f1": round(corpus_f1(double).f1, 4),
-                                      "human_labels_per_item": round(double_labels / len(items), 3)},
+                                      "human_labels_per_item": round(double_labels / len(items), 3),
+                                      "span_edits_per_item": round(double_edits / len(items), 3)},
     }
+    return {"summary": summary, "tiers": tier_error, "models": models, "checkpoints": checkpoints}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bootstrap", type=int, default=300, help="items labelled by hand before the first model")
+    parser.add_argument("--batch", type=int, default=500, help="items per batch (a retrain after each)")
+    parser.add_argument("--items", type=int, default=0, help="stream at most this many train items (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="spans", help="results file name (bench/results/NAME.json)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    train, test, rng = wnut(args.seed)
+    train = train[: args.bootstrap + args.items if args.items else None]
+    cached = CachedFeatures()
+    train_x, test_x = cached("train", train), cached("test", test)
+    if cached.seconds:
+        print(f"word features for {len(train) + len(test)} texts in {cached.seconds:.0f} s (cached for next time)")
+    run = simulate(train, train_x, test, test_x, bootstrap=args.bootstrap, batch=args.batch, items=args.items,
+                   seed=args.seed, rng=rng)
+    summary, models = run["summary"], run["models"]
+    stream = len(train) - args.bootstrap
     payload = {
         "benchmark": "spans", "environment": environment(),
-        "setup": (f"WNUT 2017: {args.bootstrap} train items labelled by hand, then {len(stream)} more in batches of "
+        "setup": (f"WNUT 2017: {args.bootstrap} train items labelled by hand, then {stream} more in batches of "
                   f"{args.batch} with a retrain after each; model F1 on all {len(test)} test.conll items; simulated "
                   f"team {[a.name for a in TEAM]} and an expert (rates in bench/spans.py); seed {args.seed}."),
         "goal": "set from this first measurement (issue 24): final F1 at or above manual single labelling at "
                 "fewer human labels per item, auto-accepted item error within 2% at every checkpoint",
-        "summary": summary, "tiers": tier_error, "models": models, "checkpoints": checkpoints,
-        "seconds": round(time.perf_counter() - started, 1),
+        **run, "seconds": round(time.perf_counter() - started, 1),
     }
-    path = write_result("spans", payload)
+    path = write_result(args.name, payload)
     print(table(["", "F1", "labels/item"], [
         ["labelmesh", summary["final_f1"], summary["human_labels_per_item"]],
         ["manual single", summary["manual_single"]["f1"], 1.0],

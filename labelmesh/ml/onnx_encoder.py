@@ -23,7 +23,7 @@ INT8_SUFFIX = "-int8"
 class OnnxEncoder(MicroBatchEncoder):
     """Sentence embeddings from the exported graph (pooling and normalisation are inside it), CPU only.
 
-    The name decides which trained heads this encoder accepts (services/prelabeler/domain/models.py compares names
+    The name decides which trained heads this encoder accepts (labelmesh/ml/artifact.py compares names
     exactly), by the rule the project already applies to fp16 (FP16_MIN_COSINE in encoder.py): a variant
     keeps torch's name only if every embedding stays within cosine 0.999 of torch's. The fp32 graph does
     (min .9999995 over all 13,083 BANKING77 texts, bench/results/encoder_onnx.json), so it is "minilm-l6-v2"

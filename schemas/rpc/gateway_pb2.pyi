@@ -29,20 +29,22 @@ class GetProjectRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ...) -> None: ...
 
 class ProjectDetail(_message.Message):
-    __slots__ = ("project", "labels", "guideline_version", "guidelines", "multi_annotators", "target_auto_error")
+    __slots__ = ("project", "labels", "guideline_version", "guidelines", "multi_annotators", "target_auto_error", "task_type")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     GUIDELINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     GUIDELINES_FIELD_NUMBER: _ClassVar[int]
     MULTI_ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
     TARGET_AUTO_ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
     project: str
     labels: _containers.RepeatedScalarFieldContainer[str]
     guideline_version: int
     guidelines: str
     multi_annotators: int
     target_auto_error: float
-    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ...) -> None: ...
+    task_type: str
+    def __init__(self, project: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., guideline_version: _Optional[int] = ..., guidelines: _Optional[str] = ..., multi_annotators: _Optional[int] = ..., target_auto_error: _Optional[float] = ..., task_type: _Optional[str] = ...) -> None: ...
 
 class ProjectStats(_message.Message):
     __slots__ = ("project", "ingested", "golden_items", "routed", "open_items", "final", "final_by_provenance", "human_labels", "golden_answered", "golden_correct", "multi_labelled", "unanimous", "first_final_unix_ms", "last_final_unix_ms", "prelabelled")

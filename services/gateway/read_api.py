@@ -11,6 +11,7 @@ from schemas.rpc import gateway_pb2 as pb
 from schemas.rpc import gateway_pb2_grpc as pb_grpc
 from services.gateway.api import Gateway, field_status
 from services.gateway.auth import Role, hash_token, new_token
+from services.gateway.domain.projects import task_of
 from services.gateway.domain.reads import EXPORT_PAGE, PAGE_MAX, export_problems, id_problem, page_problems
 from services.gateway.domain.refusals import Problems
 from services.gateway.spans import spans_to_proto
@@ -62,7 +63,8 @@ class ProjectServicer(pb_grpc.ProjectServiceServicer):
     def _detail(doc: dict[str, Any]) -> pb.ProjectDetail:
         return pb.ProjectDetail(project=doc["_id"], labels=doc["labels"], guideline_version=doc["guideline_version"],
                                 guidelines=doc.get("guidelines", ""), multi_annotators=doc.get("multi_annotators", 0),
-                                target_auto_error=doc.get("target_auto_error", 0.0))
+                                target_auto_error=doc.get("target_auto_error", 0.0),
+                                task_type=task_of(doc).value)
 
     async def ListProjects(self, request: pb.ListProjectsRequest, context: grpc.aio.ServicerContext) -> pb.ListProjectsResponse:
         await self.gw.caller(context, Role.ADMIN)

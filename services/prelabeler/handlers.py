@@ -16,9 +16,10 @@ from labelmesh.runtime.bus import PoisonEvent
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, ItemIngested, LabelFinalized, ModelUpdated
+from schemas.spans import TaskType
 from services.prelabeler.concurrency import embed_pieces, longest_first, piece_size
 from labelmesh.ml.artifact import ActiveModel, ModelRejected, load_artifact
-from services.prelabeler.domain.prelabel import prelabels, rejection, reprelabels
+from services.prelabeler.domain.prelabel import prelabels, rejection, reprelabels, span_reprelabels
 from services.prelabeler.domain.text import check_text
 from services.prelabeler.settings import PrelabelerSettings
 from services.prelabeler.store import ModelStore, PrelabelStore
@@ -119,12 +120,14 @@ class Prelabeler:
             await self.prelabel_waiting(event.project, model)
 
     async def prelabel_waiting(self, project: str, model: ActiveModel) -> None:
-        """Cold start: the project's open items pre-labelled without a model get this one's pre-label (spans
-        projects' open items stay with the people already asked: the cold set keeps embeddings, not texts)."""
-        if model.head is None:
-            return
-        while docs := await self.prelabels.waiting(project, self.encoder.name):
-            out = reprelabels(docs, model, self.settings.top_k, SERVICE)
+        """Cold start: the project's open items pre-labelled without a model get this one's pre-label (a span
+        tagger's from the texts the cold set kept for spans items, a head's from the embeddings)."""
+        spans = model.tagger is not None
+        while docs := await self.prelabels.waiting(project, self.encoder.name, with_text=spans):
+            if spans:
+                out = span_reprelabels(docs, model, await self._tag_texts(model, [d["text"] for d in docs]), SERVICE)
+            else:
+                out = reprelabels(docs, model, self.settings.top_k, SERVICE)
             await self.rt.bus.publish(out)
             await self.prelabels.leave_cold(out)
             self.cold_started.labels(project).inc(len(out))
@@ -195,6 +198,14 @@ class Prelabeler:
 
         return await asyncio.to_thread(tag)
 
+    async def _tag_texts(self, model: ActiveModel, texts: list[str]) -> list[SpanPrediction]:
+        """One span tagger's predictions for texts (in a worker thread)."""
+        if self.word_features is None:
+            self.word_features = word_features(self.encoder.name)
+        tagger = model.tagger
+        assert tagger is not None
+        return await asyncio.to_thread(lambda: tagger.predict(texts, self.word_features(texts)))
+
     def _encode(self, texts: list[str]) -> EncodeResult:
         with self.encode_seconds.time():  # prometheus_client's metrics are safe to update from worker threads
             return self.encoder.encode_with_info(texts)
@@ -216,5 +227,9 @@ class Prelabeler:
             self.items_total.labels(event.project).inc()
             if event.truncated:
                 self.truncated_total.labels(event.project).inc()
-        await self.prelabels.record(out, encoded.embeddings)
+        # A spans item keeps its text while it waits for a model: its first span tagger reads words.
+        spans = {p for p in {e.project for e in batch} if (c := await self.catalog.get(p)) and c.task is TaskType.SPANS}
+        await self.prelabels.record(out, encoded.embeddings, [
+            check_text(item.payload.text, self.settings.max_text_chars).text if item.project in spans else None
+            for item in batch])
         await self.rt.bus.publish(out)

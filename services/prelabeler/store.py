@@ -54,14 +54,16 @@ class PrelabelStore:
     def __init__(self, db: AsyncDatabase) -> None:
         self.prelabels = db["prelabels"]
 
-    async def record(self, events: Sequence[ItemPrelabeled], vectors: np.ndarray) -> None:
+    async def record(self, events: Sequence[ItemPrelabeled], vectors: np.ndarray,
+                     texts: Sequence[str | None] | None = None) -> None:
         """Merged: a `final` mark stored before the pre-label stays. Model-less pre-labels keep their embedding,
-        so the project's first model can pre-label them without the text."""
+        so the project's first model can pre-label them without the text; `texts` (by event, None for
+        classification items) keeps a spans item's text, which its first span tagger reads."""
         await upsert_many(
             self.prelabels,
             [{"_id": item_key(e.project, e.item_id), "model_version": e.model_version,
               "top_k": [s.model_dump() for s in e.top_k], "truncated": e.truncated, "event_id": e.event_id,
-              **(cold_fields(e, vectors[i]) if needs_model(e) else {})}
+              **(cold_fields(e, vectors[i], texts[i] if texts else None) if needs_model(e) else {})}
              for i, e in enumerate(events)],
             merge=True,
         )
@@ -73,11 +75,14 @@ class PrelabelStore:
         for event in events:
             await upsert_by_id(self.prelabels, item_key(event.project, event.item_id), {"$set": {"final": True}})
 
-    async def waiting(self, project: str, encoder: str) -> list[dict[str, Any]]:
+    async def waiting(self, project: str, encoder: str, with_text: bool = False) -> list[dict[str, Any]]:
         """Up to SWEEP_CHUNK of the project's open model-less pre-labels (a fresh query each time: the caller
-        takes each chunk out of the set before asking again)."""
-        return await self.prelabels.find(
-            {"project": project, "cold": True, "encoder": encoder, "final": {"$ne": True}}).to_list(SWEEP_CHUNK)
+        takes each chunk out of the set before asking again); with_text: only those that kept their text (a spans
+        item stored before cold items kept it has nothing for a tagger to read, and stays with its people)."""
+        query = {"project": project, "cold": True, "encoder": encoder, "final": {"$ne": True}}
+        if with_text:
+            query["text"] = {"$exists": True}
+        return await self.prelabels.find(query).to_list(SWEEP_CHUNK)
 
     async def leave_cold(self, events: Sequence[ItemPrelabeled]) -> None:
         """The document now holds the model's pre-label (by `_id` alone: FerretDB scans for any other filter)."""
@@ -85,5 +90,5 @@ class PrelabelStore:
             UpdateOne({"_id": item_key(e.project, e.item_id)},
                       {"$set": {"model_version": e.model_version, "top_k": [s.model_dump() for s in e.top_k],
                                 "event_id": e.event_id},
-                       "$unset": {"cold": "", "embedding": ""}})
+                       "$unset": {"cold": "", "embedding": "", "text": ""}})
             for e in events], ordered=False)

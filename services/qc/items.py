@@ -180,6 +180,8 @@ class Items:
             if isinstance(event, ItemIngested):
                 golden = event.golden_label if event.golden_spans is None else answer_key(event.golden_spans)
                 update |= {"golden_label": golden, "trusted_label": event.trusted_label}
+                if (config := await self.catalog.get(event.project)) is not None and config.task is TaskType.SPANS:
+                    update["text"] = event.payload.text  # its words are the units of agreement (passes.py)
                 touched[key] = event
                 ingested.add(key)
             elif isinstance(event, ItemPrelabeled):

@@ -139,24 +139,35 @@ class Passes:
         previous = await self.db["agreement"].find_one({"_id": key}) or {}
         if previous.get("labels") == len(records):
             return []
-        report = await asyncio.to_thread(span_agreement, records)
+        report = await asyncio.to_thread(span_agreement, records, await self._texts(project, records))
         low = (report.mean_f1 is not None and report.multiply_labelled >= self.settings.agreement_min_items
                and report.mean_f1 < self.settings.min_span_f1)
         episode = previous.get("episode", 0) + (1 if low and not previous.get("flag_open") else 0)
         doc = {"project": project, "window": "all", "labels": len(records), "at": utcnow(), "items": report.items,
                "multiply_labelled": report.multiply_labelled, "span_f1": report.mean_f1,
+               "krippendorff_alpha": report.alpha, "alpha_items": report.alpha_items,
                "pairs": [{"a": a, "b": b, "span_f1": f1, "shared": n} for a, b, f1, n in report.pairs],
                "flag_open": low, "episode": episode}
         await self.db["agreement"].update_one({"_id": key}, {"$set": doc}, upsert=True)
-        if report.mean_f1 is not None:
-            self.metrics.agreement.labels(project, "all", "span_f1").set(report.mean_f1)
+        for measure, value in (("span_f1", report.mean_f1), ("krippendorff_alpha", report.alpha)):
+            if value is not None:
+                self.metrics.agreement.labels(project, "all", measure).set(value)
         if not low or previous.get("flag_open"):
             return []
         return [flag(project, FlagKind.LOW_AGREEMENT, FlagSubject.DATASET, project,
                      f"span F1 between annotators {report.mean_f1:.2f} < {self.settings.min_span_f1:.2f} over "
                      f"{report.multiply_labelled} items labelled more than once",
-                     {"window": "all", "span_f1": report.mean_f1, "pairs": doc["pairs"]},
+                     {"window": "all", "span_f1": report.mean_f1, "krippendorff_alpha": report.alpha,
+                      "pairs": doc["pairs"]},
                      cause=("all", str(episode)))]
+
+    async def _texts(self, project: str, records: list[Record]) -> dict[str, str]:
+        """The texts of the items answered more than once (their words are the units of alpha), as qc stored them
+        from item.ingested."""
+        answered = Counter(item for item, _ in {(item, annotator) for item, annotator, _ in records})
+        ids = [item_key(project, item) for item, n in answered.items() if n >= 2]
+        docs = await find_by_ids(self.db["items"], ids, {"item_id": 1, "text": 1})
+        return {d["item_id"]: d["text"] for d in docs if d.get("text") is not None}
 
     def _agreement_gauges(self, project: str, window: str, report: AgreementReport) -> None:
         for measure, value in (("krippendorff_alpha", report.alpha), ("fleiss_kappa", report.fleiss.kappa),

@@ -178,14 +178,17 @@ async def test_lists_page_and_an_export_stops_at_its_limit(env: Env, gateway) ->
     _, admin = gateway
     stub = pb_grpc.ProjectServiceStub(admin.channel)
     md = admin.metadata
-    for name in ("b", "c"):
-        await admin.configure_project(name, ["x", "y"], guidelines="g")
+    await admin.configure_project("b", ["person", "place"], guidelines="g", task_type="spans")
+    await admin.configure_project("c", ["x", "y"], guidelines="g")
     for name in ("ann1", "ann2", "ann3"):
         await admin.create_annotator(name)
     first = await stub.ListProjects(pb.ListProjectsRequest(page_size=2), metadata=md)
     rest = await stub.ListProjects(pb.ListProjectsRequest(page_size=2, page_token=first.next_page_token), metadata=md)
     assert [p.project for p in first.projects] == ["b", "c"] and first.next_page_token == "c"
     assert ([p.project for p in rest.projects], rest.next_page_token) == ([PROJECT], "")
+    # Each project says its task type, so a tool knows whether its labels are classes or entity types.
+    assert [p.task_type for p in [*first.projects, *rest.projects]] == ["spans", "classification", "classification"]
+    assert (await stub.GetProject(pb.GetProjectRequest(project="b"), metadata=md)).task_type == "spans"
     pages, token = [], ""
     while True:
         page = await stub.ListAnnotators(pb.ListAnnotatorsRequest(page_size=2, page_token=token), metadata=md)

@@ -33,6 +33,20 @@ async def test_a_spans_project_is_prelabelled_by_its_span_tagger(env: Env) -> No
             return model is not None and model.tagger is not None
 
         await eventually(serving)
+        # Cold start: the item that waited for the first model gets its spans from the text the cold set kept,
+        # exactly as the same text ingested now is pre-labelled.
+        await env.publish_events([item_event("same", "Ana flew to Rome today", project="ner")])
+        out = await env.read("item.prelabeled", lambda rs: {("cold", 1), ("same", 1)} <= {
+            (r["item_id"], r["model_version"]) for r in rs})
+        again = next(r for r in out if r["item_id"] == "cold" and r["model_version"] == 1)
+        same = next(r for r in out if r["item_id"] == "same")
+        assert again["spans"] and again["spans"] == same["spans"] and again["top_k"] == same["top_k"]
+        assert again["embedding"] == pytest.approx(cold["embedding"], abs=1e-5)
+        prelabels = runtime.component.rt.db["prelabels"]
+        doc = await prelabels.find_one({"_id": "ner/cold"})
+        assert doc["model_version"] == 1 and "text" not in doc and "cold" not in doc
+        assert runtime.registry.get_sample_value(
+            "labelmesh_prelabeler_cold_start_items_total", {"project": "ner"}) == 1
         text = "Dee flew to Oslo today"
         golden = ItemIngested(producer="test", project="ner", item_id="gold", payload=TextPayload(text=text),
                               golden_spans=(Span(start=0, end=3, label="person"),))

@@ -9,6 +9,7 @@ from schemas.events import ItemIngested, ItemRouted, LabelScore, LabelSubmitted,
 from schemas.events import Thresholds, Tier
 from schemas.spans import SPANS_LABEL, Span, TaskType
 from services.qc.app import create_app
+from services.qc.domain.spans import span_agreement
 from services.qc.settings import QcSettings
 from tests.kafka_helpers import Env
 
@@ -89,5 +90,12 @@ async def test_spans_items_get_final_spans(env: Env) -> None:
         assert low["subject"] == "dataset" and 0.5 < low["evidence"]["span_f1"] < 0.9
         stored = await runtime.db["agreement"].find_one({"_id": f"{P}/all"})
         assert stored["multiply_labelled"] >= 2 and stored["pairs"][0]["a"] == "a1"
+        # Beside it, Krippendorff's alpha on the words' entity types, over the texts qc kept from item.ingested.
+        labels = sorted([d async for d in runtime.db["labels"].find({"project": P, "expert": False})],
+                        key=lambda d: (d["at"], d["_id"]))[:stored["labels"]]
+        records = [(d["item_id"], d["annotator"], d["label"]) for d in labels]
+        expected = span_agreement(records, {i: TEXT for i in items})
+        assert stored["alpha_items"] == expected.alpha_items >= 2
+        assert stored["krippendorff_alpha"] == pytest.approx(expected.alpha) and expected.alpha < 1.0
     finally:
         await runtime.stop()

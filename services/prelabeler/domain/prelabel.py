@@ -88,17 +88,18 @@ def needs_model(event: ItemPrelabeled) -> bool:
     return event.model_version is None and not event.trusted and not event.golden
 
 
-def cold_fields(event: ItemPrelabeled, vector: np.ndarray) -> dict[str, Any]:
-    """What a model-less pre-label keeps so that a later model can pre-label it without the text."""
+def cold_fields(event: ItemPrelabeled, vector: np.ndarray, text: str | None = None) -> dict[str, Any]:
+    """What a model-less pre-label keeps so that a later model can pre-label it: the embedding for a
+    classification head; for a span tagger, which reads words, also the text (`text`: a spans item's)."""
     return {"project": event.project, "item_id": event.item_id, "cold": True, "encoder": event.encoder,
             "embedding": np.asarray(vector, dtype=np.float32).tobytes(), "correlation_id": event.correlation_id,
-            "truncated": event.truncated}
+            "truncated": event.truncated, **({"text": text} if text is not None else {})}
 
 
 def reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, top_k: int,
                 producer: str) -> list[ItemPrelabeled]:
     """The model's pre-label for each stored cold embedding; ids derived from the first pre-label and the version.
-    A classification head's only: a span tagger needs the text, which the cold set does not keep."""
+    A classification head's (a span tagger's: span_reprelabels)."""
     assert model.head is not None
     vectors = np.stack([np.frombuffer(d["embedding"], dtype=np.float32) for d in docs])
     ranked = model.head.top_k(vectors, top_k)
@@ -110,6 +111,24 @@ def reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, top_k: in
             top_k=scores(labels), embedding=tuple(vector), truncated=bool(d.get("truncated", False)),
         )
         for d, labels, vector in zip(docs, ranked, rounded(vectors), strict=True)
+    ]
+
+
+def span_reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, predictions: Sequence[SpanPrediction],
+                     producer: str) -> list[ItemPrelabeled]:
+    """A span tagger's pre-label for each stored cold spans item (`predictions`: the tagger's, on the stored
+    texts, in the order of `docs`), with spans and the item confidence; ids as reprelabels makes them."""
+    assert model.tagger is not None
+    vectors = rounded(np.stack([np.frombuffer(d["embedding"], dtype=np.float32) for d in docs]))
+    return [
+        ItemPrelabeled(
+            producer=producer, project=d["project"], item_id=d["item_id"],
+            event_id=derived_id(d["event_id"], f"cold-start-v{model.version}"),
+            correlation_id=d.get("correlation_id"), model_version=model.version, encoder=d["encoder"],
+            top_k=span_scores(p), embedding=tuple(vector), truncated=bool(d.get("truncated", False)),
+            spans=p.spans,
+        )
+        for d, p, vector in zip(docs, predictions, vectors, strict=True)
     ]
 
 

@@ -8,14 +8,13 @@ Krippendorff's alpha is over the units an annotator can actually mark.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
 import krippendorff
 import numpy as np
-
-import json
 
 from labelmesh.ml.spans import OUTSIDE, words
 from schemas.spans import Span, answer_key
@@ -89,7 +88,8 @@ def word_alpha(items: Sequence[tuple[str, Mapping[str, Sequence[Span]]]]) -> flo
                             for a in annotators])
     if not columns or len(values) < 2:
         return None
-    return float(krippendorff.alpha(reliability_data=np.array(columns).T, level_of_measurement="nominal"))
+    alpha = float(krippendorff.alpha(reliability_data=np.array(columns).T, level_of_measurement="nominal"))
+    return alpha if np.isfinite(alpha) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,17 +168,21 @@ def span_consensus(votes: Sequence[tuple[str, str]], reliability: Mapping[str, f
 
 @dataclass(frozen=True, slots=True)
 class SpanAgreement:
-    """Agreement between annotators on a spans project: span F1 between every two answers to one item."""
+    """Agreement between annotators on a spans project: span F1 between every two answers to one item, and
+    Krippendorff's alpha on the words' entity types."""
 
     items: int
     multiply_labelled: int
     mean_f1: float | None  # over every pair of answers to an item, pooled over items; None: nothing labelled twice
     pairs: tuple[tuple[str, str, float, int], ...]  # (a, b, mean F1, items both answered)
+    alpha: float | None = None  # word_alpha over the multiply-labelled items whose text is known; None: undefined
+    alpha_items: int = 0  # the items alpha is over
 
 
-def span_agreement(records: Sequence[tuple[str, str, str]]) -> SpanAgreement:
+def span_agreement(records: Sequence[tuple[str, str, str]], texts: Mapping[str, str] | None = None) -> SpanAgreement:
     """Pairwise span F1 from (item, annotator, answer key) records in the order they happened (latest answer of
-    an annotator to an item counts, as for label agreement)."""
+    an annotator to an item counts, as for label agreement), and word_alpha over the items in `texts` (item ->
+    its text: the words are the units, which the answer keys alone do not give)."""
     table: dict[str, dict[str, tuple[Span, ...]]] = {}
     for item, annotator, label in records:
         table.setdefault(item, {})[annotator] = spans_of(label)
@@ -190,8 +194,10 @@ def span_agreement(records: Sequence[tuple[str, str, str]]) -> SpanAgreement:
             scores.append(f1)
             by_pair.setdefault((a, b), []).append(f1)
     pairs = tuple((a, b, float(np.mean(v)), len(v)) for (a, b), v in sorted(by_pair.items()))
+    texts = texts or {}
+    worded = [(texts[item], answers) for item, answers in table.items() if len(answers) >= 2 and item in texts]
     return SpanAgreement(len(table), sum(1 for answers in table.values() if len(answers) >= 2),
-                         float(np.mean(scores)) if scores else None, pairs)
+                         float(np.mean(scores)) if scores else None, pairs, word_alpha(worded), len(worded))
 
 
 def golden_score(answer: Sequence[Span], gold: Sequence[Span]) -> float:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from labelmesh.ml.spans import SpanPrediction
 from schemas.events import ItemIngested, TextPayload
+from schemas.spans import SPANS_LABEL, Span
 from labelmesh.ml.artifact import ActiveModel
-from services.prelabeler.domain.prelabel import cold_fields, needs_model, prelabels, reprelabels
+from services.prelabeler.domain.prelabel import cold_fields, needs_model, prelabels, reprelabels, span_reprelabels
 
 
 class _Head:  # the one method pre-labelling uses: ranked (label, probability) per row
@@ -38,3 +40,18 @@ def test_a_cold_item_gets_the_arriving_model_s_prelabel_with_an_id_per_version()
     assert v1.model_version == 1 and [s.label for s in v1.top_k] == ["a"] and v1.truncated
     assert v1.event_id == again.event_id != v2.event_id, "a redelivered model publishes the same event"
     assert v1.embedding == (0.5, 0.5) and v1.encoder == "enc"
+
+
+def test_a_cold_spans_item_keeps_its_text_and_gets_the_first_tagger_s_spans() -> None:
+    first = prelabels([_item("ner", "2")], [False], np.array([[0.5, 0.5]], dtype=np.float32), {"ner": None}, 2,
+                      "pl", "enc")[0]
+    assert "text" not in cold_fields(first, np.array([0.5, 0.5])), "a classification item keeps no text"
+    doc = {**cold_fields(first, np.array([0.5, 0.5]), "Ana flew"), "event_id": first.event_id}
+    assert doc["text"] == "Ana flew"
+    ana = Span(start=0, end=3, label="person", confidence=0.9)
+    tagger = ActiveModel(1, None, tagger=object())  # type: ignore[arg-type]  # span_reprelabels only checks it is there
+    (v1,) = span_reprelabels([doc], tagger, [SpanPrediction((ana,), 0.8, 0.7)], "pl")
+    assert (v1.model_version, v1.spans, [(s.label, s.probability) for s in v1.top_k]) == (1, (ana,), [
+        (SPANS_LABEL, 0.8)])
+    assert v1.event_id == reprelabels([doc], ActiveModel(1, _Head()), 1, "pl")[0].event_id, "one id per version"
+    assert v1.embedding == (0.5, 0.5)
