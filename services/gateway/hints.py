@@ -1,0 +1,51 @@
+"""What each gateway replica's open-task index reads of the broadcast: lean projections of item.routed and
+label.finalized, validated with the events' own field definitions (labelmesh/runtime/bus.py, `projection`).
+
+Every replica reads every item.routed to keep its index (services/gateway/domain/candidates.py). Validating the
+whole event (neighbours, thresholds, reasons, top-k label names...) was ~45 us of the ~110 us each replica spent
+per routed item; these projections take ~7 us (bench/results/replica_cost.json, issue 19). The owned group still
+validates the whole event and dead-letters what it refuses; a record these accept and the owner refuses leaves at
+worst a candidate that is never confirmed by `_id` (a wasted probe), as any stale hint.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, create_model
+from typing_extensions import TypedDict
+
+from schemas.events import Envelope, ItemRouted, LabelFinalized, LabelScore
+
+
+class Hint(BaseModel):
+    """Base of the projections: the fields not listed are skipped, not validated."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    TOPIC: ClassVar[str]
+    event_id: str
+
+
+def _fields(event: type[Envelope], names: tuple[str, ...]) -> dict[str, Any]:
+    """The event's own definitions (type, constraints, default) of these fields."""
+    return {name: (event.model_fields[name].annotation, event.model_fields[name]) for name in names}
+
+
+class ScoreHint(TypedDict):
+    """A top-k entry's probability (a plain dict: a model instance per entry cost more than the rest together)."""
+
+    probability: Annotated[float, LabelScore.model_fields["probability"]]
+
+
+def _projection(event: type[Envelope], names: tuple[str, ...], **more: Any) -> type[Hint]:
+    model = create_model(f"{event.__name__}Hint", __base__=Hint, **_fields(event, ("event_id", "type", *names)),
+                         **more)
+    model.TOPIC = event.TOPIC
+    return model
+
+
+# What TaskQueue.hear and OpenTasks.close_item read (services/gateway/queue.py, routed_candidate).
+ROUTED_FIELDS = ("occurred_at", "project", "item_id", "tier", "required_annotators", "spot_check", "golden")
+RoutedHint = _projection(ItemRouted, ROUTED_FIELDS, top_k=(tuple[ScoreHint, ...], ()))
+FinalizedHint = _projection(LabelFinalized, ("project", "item_id"))
+PROJECTION: dict[str, type[BaseModel]] = {ItemRouted.TOPIC: RoutedHint, LabelFinalized.TOPIC: FinalizedHint}
