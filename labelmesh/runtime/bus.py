@@ -172,6 +172,8 @@ class EventBus:
         broadcast: bool = False,
         exclusive: bool = False,
         projection: Projection | None = None,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         """Consume topics in batches; offsets are committed only after the handler returned.
 
@@ -191,6 +193,10 @@ class EventBus:
         projection (broadcast only): per topic, a lean model the handler gets instead of the whole event, for a
         broadcast that reads a few fields of every event of a busy topic on every replica. A record it cannot
         validate is dead-lettered like an undecodable event; the owned group still validates the whole event.
+
+        fetch_min_bytes / fetch_max_wait_ms (aiokafka's, defaults kept): the broker answers a fetch once it holds
+        this much or this long has passed. A broadcast of a busy topic on every replica pays a fetch and a handler
+        call per small batch; a larger minimum gathers bigger batches, for at most fetch_max_wait_ms of delay.
 
         exclusive=True is a stopgap for handlers that still rely on the old per-process lock: those
         handlers never run at the same time within one process. It protects nothing across replicas.
@@ -228,6 +234,8 @@ class EventBus:
             ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=min(3_000, self.settings.session_timeout_ms // 3),
             title=f"{self.service}:{','.join(topics)}{' (broadcast)' if broadcast else ''}",

@@ -49,3 +49,11 @@ ROUTED_FIELDS = ("occurred_at", "project", "item_id", "tier", "required_annotato
 RoutedHint = _projection(ItemRouted, ROUTED_FIELDS, top_k=(tuple[ScoreHint, ...], ()))
 FinalizedHint = _projection(LabelFinalized, ("project", "item_id"))
 PROJECTION: dict[str, type[BaseModel]] = {ItemRouted.TOPIC: RoutedHint, LabelFinalized.TOPIC: FinalizedHint}
+
+# The broadcast's fetches (labelmesh/runtime/bus.py): the broker answers once it holds 256 KiB (~200 item.routed) or
+# after Kafka's default 500 ms wait. With Kafka's default minimum (1 byte) each replica fetched and handled a small
+# batch at a time: 0.10-0.12 CPU-ms per routed item with the projection above, 0.04-0.06 with this minimum, 3,000
+# item.routed arriving at 550/s. The price: a replica that does not own an item's partition hears of its task up to
+# 0.5 s later when items trickle in (its owner hears of it on its own path once the task is stored).
+FETCH_MIN_BYTES = 256 * 1024
+FETCH_MAX_WAIT_MS = 500
