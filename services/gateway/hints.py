@@ -2,10 +2,11 @@
 label.finalized, validated with the events' own field definitions (labelmesh/runtime/bus.py, `projection`).
 
 Every replica reads every item.routed to keep its index (services/gateway/domain/candidates.py). Validating the
-whole event (neighbours, thresholds, reasons, top-k label names...) was ~45 us of the ~110 us each replica spent
-per routed item; these projections take ~7 us (bench/results/replica_cost.json, issue 19). The owned group still
-validates the whole event and dead-letters what it refuses; a record these accept and the owner refuses leaves at
-worst a candidate that is never confirmed by `_id` (a wasted probe), as any stale hint.
+whole event (neighbours, thresholds, reasons, top-k label names...) took ~45 us per item, these projections ~7 us
+(micro-timing over a bench's 3,083 item.routed); in a live burst, 0.139 -> 0.118 CPU-ms per item and replica, most of
+the rest being small fetches, which FETCH_MIN_BYTES below gathers (0.043; bench/hint_broadcast.py, issue 19).
+The owned group still validates the whole event and dead-letters what it refuses; a record these accept and the
+owner refuses leaves at worst a candidate that is never confirmed by `_id` (a wasted probe), as any stale hint.
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ PROJECTION: dict[str, type[BaseModel]] = {ItemRouted.TOPIC: RoutedHint, LabelFin
 
 # The broadcast's fetches (labelmesh/runtime/bus.py): the broker answers once it holds 256 KiB (~200 item.routed) or
 # after Kafka's default 500 ms wait. With Kafka's default minimum (1 byte) each replica fetched and handled a small
-# batch at a time: 0.10-0.12 CPU-ms per routed item with the projection above, 0.04-0.06 with this minimum, 3,000
-# item.routed arriving at 550/s. The price: a replica that does not own an item's partition hears of its task up to
-# 0.5 s later when items trickle in (its owner hears of it on its own path once the task is stored).
+# batch at a time: 0.118 CPU-ms per routed item with the projection above, 0.043 with this minimum (3,000 item.routed
+# at 550/s, bench/hint_broadcast.py). The price: a replica that does not own an item's partition hears of its task
+# up to 0.5 s later when items trickle in (its owner hears of it on its own path once the task is stored).
 FETCH_MIN_BYTES = 256 * 1024
 FETCH_MAX_WAIT_MS = 500
