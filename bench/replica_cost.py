@@ -19,6 +19,16 @@ label.finalized), so that decoding is paid once per replica. The run of 2026-12-
 2.07 -> 2.47 (1.195x). Each extra process also pays its own fixed costs per batch (fetch, inbox claim, commit) on
 half the items, and its idle loops.
 
+After the gateway's hint broadcast was slimmed (a lean projection, plain-Python priority, bigger fetches: one replica's
+broadcast 0.156 -> 0.043 CPU-ms per routed item, bench/hint_broadcast.py), the run of 2026-12-08 04:01-04:07 (this
+file; --port-offset 1300 --grpc-port 50751, as another engineer's stack held 50552) was made on a loaded machine,
+load average 12-13 throughout (the lead's live benchmark and other engineers' tests and stacks): 1.72 -> 2.33
+CPU-ms per item (1.354x); gateway 0.397 -> 0.650, prelabeler 0.447 -> 0.510, router 0.443 -> 0.573, qc 0.210 ->
+0.350, trainer 0.227 -> 0.250; routed 168 and 169 items/s (a quiet machine routes 500-600), lag 0 and no dead
+letters. Not comparable with the quiet run above: each burst took 18-20 s instead of 5-6, and an idle gateway alone
+spends 1.6% of a core (0.32 CPU-s per 20 s; nearly half is aiokafka decoding fetch and metadata replies), so every
+extra process's fixed costs weigh three times as much per item. A quiet-machine rerun is needed for the ratio.
+
 Writes bench/results/replica_cost.json and prints a table.
 """
 

@@ -7,7 +7,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -18,7 +18,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pymongo.errors import ConnectionFailure
 
 from labelmesh.runtime.inbox import Inbox, recovering
@@ -28,6 +28,10 @@ from schemas.events import EVENT_BY_TOPIC, DeadLetter, Envelope, parse_event
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[list[Envelope]], Awaitable[None]]
+# Per topic (without prefix), the lean model a broadcast's handler gets in place of the whole event: only the
+# fields its in-memory state reads, validated with the event's own field definitions. It must carry `event_id`
+# and `TOPIC`, and a `type` literal so that a record on the wrong topic is refused.
+Projection = Mapping[str, type[BaseModel]]
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Per partition, what the producer gathers into one record batch. aiokafka's default, 16 KiB, holds three
 # or four item.prelabeled events (each carries its 384-float embedding, ~4 KB of JSON), so a chunk of 256
@@ -80,10 +84,17 @@ async def _records_only(msg: Any) -> None:
     return None
 
 
-def decode(record: Any, prefix: str = "") -> Envelope:
-    """Parse one consumer record; raises ValueError/ValidationError with a reason."""
+def decode(record: Any, prefix: str = "", projection: Projection | None = None) -> Envelope | BaseModel:
+    """Parse one consumer record; raises ValueError/ValidationError with a reason.
+
+    With a projection, the record is validated as its topic's lean model instead (see EventBus.subscribe)."""
     if record.value is None:
         raise ValueError("empty record value")
+    if projection is not None:
+        lean = projection.get(record.topic.removeprefix(prefix))
+        if lean is None:
+            raise ValueError(f"no projection for topic {record.topic!r}")
+        return lean.model_validate_json(record.value)  # its `type` literal checks the event belongs on the topic
     event = parse_event(record.value)
     expected = EVENT_BY_TOPIC.get(record.topic.removeprefix(prefix))
     if expected is not None and not isinstance(event, expected):
@@ -160,6 +171,9 @@ class EventBus:
         name: str | None = None,
         broadcast: bool = False,
         exclusive: bool = False,
+        projection: Projection | None = None,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         """Consume topics in batches; offsets are committed only after the handler returned.
 
@@ -176,9 +190,21 @@ class EventBus:
         group, no commits, no inbox), for facts every replica must know (model.updated, project.configured).
         Its handler changes only in-process state; a shared-group subscription writes the durable copy.
 
+        projection (broadcast only): per topic, a lean model the handler gets instead of the whole event, for a
+        broadcast that reads a few fields of every event of a busy topic on every replica. A record it cannot
+        validate is dead-lettered like an undecodable event; the owned group still validates the whole event.
+
+        fetch_min_bytes / fetch_max_wait_ms (aiokafka's, defaults kept): the broker answers a fetch once it holds
+        this much or this long has passed. A broadcast of a busy topic on every replica pays a fetch and a handler
+        call per small batch; a larger minimum gathers bigger batches, for at most fetch_max_wait_ms of delay.
+
         exclusive=True is a stopgap for handlers that still rely on the old per-process lock: those
         handlers never run at the same time within one process. It protects nothing across replicas.
         """
+        if projection is not None and not broadcast:
+            raise ValueError("a projection feeds in-memory state only: subscribe with broadcast=True")
+        if projection is not None and set(topics) - set(projection):
+            raise ValueError(f"no projection for topics {sorted(set(topics) - set(projection))}")
         group = None if broadcast else self.settings.consumer_group(name or self.service)
         label = name or self.service
 
@@ -188,7 +214,8 @@ class EventBus:
             try:
                 async with self._exclusive if exclusive else contextlib.nullcontext():
                     self.metrics.phase_seconds.labels(self.service, "lock_wait").observe(time.perf_counter() - started)
-                    await self._handle_records(list(records), handler, use_inbox=not broadcast)
+                    await self._handle_records(list(records), handler, use_inbox=not broadcast,
+                                               projection=projection)
             except Exception:
                 if broadcast:  # no group to commit to: rewind every partition of the batch in this process
                     await msg.nack()
@@ -207,6 +234,8 @@ class EventBus:
             ack_policy=AckPolicy.MANUAL if broadcast else AckPolicy.NACK_ON_ERROR,
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             session_timeout_ms=self.settings.session_timeout_ms,
             heartbeat_interval_ms=min(3_000, self.settings.session_timeout_ms // 3),
             title=f"{self.service}:{','.join(topics)}{' (broadcast)' if broadcast else ''}",
@@ -222,12 +251,13 @@ class EventBus:
         consumer = getattr(subscriber, "consumer", None)
         return set(consumer.assignment()) if consumer is not None else set()
 
-    async def _handle_records(self, records: list[Any], handler: BatchHandler, use_inbox: bool = True) -> None:
+    async def _handle_records(self, records: list[Any], handler: BatchHandler, use_inbox: bool = True,
+                              projection: Projection | None = None) -> None:
         events: list[Envelope] = []
         origin: dict[str, Any] = {}
         for record in records:
             try:
-                event = decode(record, self.settings.topic_prefix)
+                event = decode(record, self.settings.topic_prefix, projection)
             except (ValidationError, ValueError, UnicodeDecodeError) as exc:
                 await self.dead_letter(record, f"undecodable event: {exc}")
                 continue

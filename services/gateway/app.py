@@ -19,6 +19,7 @@ from services.gateway.domain import SERVICE
 from services.gateway.grpc_metrics import GrpcMetrics
 from services.gateway.handlers import HINT_TOPICS, TOPICS, GatewayHandlers
 from services.gateway.health import ReadinessHealth
+from services.gateway.hints import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES, PROJECTION
 from services.gateway.ingest_api import IngestServicer
 from services.gateway.jobs import BackgroundJobs
 from services.gateway.malformed import RejectMalformedRequests
@@ -45,8 +46,10 @@ class GatewayService:
         # One subscription: the bus's inbox is the service's, so a second group would claim these events first.
         self.rt.bus.subscribe(list(TOPICS), self.handlers.on_events)
         # Every replica hears every routed and finalized item, whichever partitions it owns, to keep its index of
-        # open tasks (a hint, in memory only).
-        self.rt.bus.subscribe(list(HINT_TOPICS), self.handlers.on_hints, name=f"{SERVICE}.hints", broadcast=True)
+        # open tasks (a hint, in memory only), decoding only the fields the index reads (services/gateway/hints.py).
+        self.rt.bus.subscribe(list(HINT_TOPICS), self.handlers.on_hints, name=f"{SERVICE}.hints", broadcast=True,
+                              projection=PROJECTION, fetch_min_bytes=FETCH_MIN_BYTES,
+                              fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         self.rt.on_start.append(self.start_grpc)
         self.rt.on_started.append(self.health.start)  # the broker is connected only from here on
         # The relay publishes: started before the broker connected, its pass at start raced the connection and

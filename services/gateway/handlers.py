@@ -8,6 +8,7 @@ from typing import Any
 from schemas.events import Envelope, FlagKind, FlagSubject, ItemRouted, LabelFinalized, QcFlagged
 from services.gateway.store import progress
 from services.gateway.api import Gateway
+from services.gateway.hints import FinalizedHint, Hint, RoutedHint
 from services.gateway.store import history as entries
 
 # The owned group's topics (item-keyed: one writer per item's documents) and the broadcast hints' topics.
@@ -20,11 +21,12 @@ class GatewayHandlers:
         self.gw = gw
         self.progress = item_progress
 
-    async def on_hints(self, events: list[Envelope]) -> None:
+    async def on_hints(self, events: list[Hint]) -> None:
+        """The broadcast's projections (services/gateway/hints.py), not whole events: every replica reads them all."""
         for event in events:
-            if isinstance(event, ItemRouted):
+            if isinstance(event, RoutedHint):
                 self.gw.queue.hear(event)
-            elif isinstance(event, LabelFinalized):
+            elif isinstance(event, FinalizedHint):
                 self.gw.queue.hints.close_item(event.project, event.item_id)
 
     async def on_events(self, events: list[Envelope]) -> None:

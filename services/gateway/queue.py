@@ -49,6 +49,7 @@ from services.gateway.auth import Role
 from services.gateway.domain.calibration import TIER as CALIBRATION
 from services.gateway.domain.candidates import Candidate, OpenTasks
 from services.gateway.coalesce import ByIds, Coalescer
+from services.gateway.hints import RoutedHint
 
 T = TypeVar("T")
 PROBE_BATCH = 16  # candidates whose claims are read in one `_id $in` query
@@ -137,10 +138,12 @@ def candidate_of(task: dict[str, Any]) -> Candidate:
                      created_at=task["created_at"])
 
 
-def routed_candidate(routed: ItemRouted) -> Candidate:
+def routed_candidate(routed: ItemRouted | RoutedHint) -> Candidate:
+    """The index's entry for a routing decision, from the whole event or its broadcast projection (hints.py)."""
+    probabilities = [s["probability"] if isinstance(s, dict) else s.probability for s in routed.top_k]
     return Candidate(task_id=routed.event_id, project=routed.project, item_id=routed.item_id,
                      tier=routed.tier.value, required=routed.required_annotators,
-                     priority=review_priority([s.probability for s in routed.top_k], spot_check=routed.spot_check),
+                     priority=review_priority(probabilities, spot_check=routed.spot_check),
                      created_at=routed.occurred_at)
 
 
@@ -218,7 +221,7 @@ class TaskQueue:
                                            "created_at": 1, "golden": 1}):
             self.hints.add(candidate_of(task), golden=bool(task.get("golden")))
 
-    def hear(self, routed: ItemRouted) -> None:
+    def hear(self, routed: ItemRouted | RoutedHint) -> None:
         """What any replica learns from item.routed (whether or not it owns the item's partition)."""
         if routed.golden:
             self.hints.add(routed_candidate(routed), golden=True)

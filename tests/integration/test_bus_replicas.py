@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar, Literal
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, ConfigDict
 from pymongo.errors import AutoReconnect
 
 from labelmesh.runtime.bus import BatchHandler, EventBus
@@ -146,3 +148,31 @@ async def test_a_failed_broadcast_batch_is_read_again(env: Env, buses: Callable[
         return {e.event_id for e in seen} == {e.event_id for e in facts}
 
     await eventually(all_seen)
+
+
+async def test_a_broadcast_with_a_projection_gets_lean_events_and_dead_letters_what_they_refuse(
+        env: Env, buses: Callable[[], EventBus]) -> None:
+    class Lean(BaseModel):
+        model_config = ConfigDict(extra="ignore", frozen=True)
+        TOPIC: ClassVar[str] = ProjectConfigured.TOPIC
+        event_id: str
+        type: Literal["project.configured"]
+        project: str
+
+    facts = [ProjectConfigured(producer="test", project=f"p{i}", labels=("a", "b"), guideline_version=1)
+             for i in range(3)]
+    await env.publish_events(facts)
+    await env.publish(ProjectConfigured.TOPIC, b'{"type": "project.configured", "event_id": "broken"}', key="broken")
+    seen: list[Any] = []
+    bus = buses()
+    bus.subscribe([ProjectConfigured.TOPIC], collect(seen), broadcast=True, projection={ProjectConfigured.TOPIC: Lean})
+    await bus.broker.start()
+    letters = await env.read("deadletter", lambda rs: bool(rs))
+
+    async def all_seen() -> bool:
+        return {e.event_id for e in seen} == {e.event_id for e in facts}
+
+    await eventually(all_seen)
+    assert all(isinstance(e, Lean) for e in seen) and {e.project for e in seen} == {"p0", "p1", "p2"}
+    assert len(letters) == 1 and letters[0]["key"] == "broken", letters
+    assert "undecodable event" in letters[0]["reason"] and "project" in letters[0]["reason"], letters

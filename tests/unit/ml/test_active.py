@@ -63,3 +63,16 @@ def test_review_priority_puts_spot_checks_then_close_calls_first() -> None:
     assert unknown == 1.0 > torn > sure
     assert review_priority([0.999], spot_check=True) > unknown
     assert review_priority([0.8]) == pytest.approx(0.2)  # one label listed: the runner-up had at most 0
+
+
+def test_review_priority_is_the_top_k_margin() -> None:
+    rng = np.random.default_rng(7)
+    cases: list[list[float]] = [[0.6, 0.4000001], [0.5], [1.0, 0.0], [0.3, 0.3, 0.3], [-0.1, 1.2]]
+    for n in (1, 2, 3, 5, 9, 12):
+        for _ in range(200):
+            probs = rng.dirichlet(np.ones(n + 3))[:n]
+            cases.append(sorted((rng.permutation(probs) * rng.choice([1.0, 1.0 + 1e-7])).tolist(), reverse=True))
+    cases.append([0.2, 0.7, 0.1])  # not sorted: the two best are found, wherever they are
+    for top_k in cases:
+        assert review_priority(top_k) == pytest.approx(
+            top_k_informativeness(top_k, max(2, len(top_k)), "margin"), abs=1e-12), top_k
