@@ -88,7 +88,7 @@ from pipeline_stats import rebuild_ceiling
 from labelmesh.events import topic_partitions
 from labelmesh.infra import create_topics
 from labelmesh.ml.encoder import load_encoder
-from labelmesh.replay import replay_service
+from labelmesh.replay import group_lags, replay_service
 from labelmesh.runtime.service import ServiceRuntime
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.state_digest import diff_documents, digest_documents, read_collections
@@ -276,14 +276,7 @@ class LagWatch:
         await self.admin.close()
 
     async def lag(self) -> dict[str, int]:
-        every = sorted({tp for tps in self.partitions.values() for tp in tps})
-        ends = await self.consumer.end_offsets(every)
-        lag = {}
-        for group, partitions in self.partitions.items():
-            offsets = {tp: m.offset for tp, m in (await self.admin.list_consumer_group_offsets(group)).items()}
-            lag[group] = sum(ends[tp] - (offsets[tp] if offsets.get(tp, -1) >= 0 else self.starts[tp])
-                             for tp in partitions)
-        return lag
+        return await group_lags(self.admin, self.consumer, self.partitions, self.starts)
 
     async def until_caught_up(self, started: float) -> float:
         while any((await self.lag()).values()):
