@@ -47,7 +47,7 @@ from services.qc.finalize import Escalate, Final, ReviewPolicy, SecondOpinion, n
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, flag
 from services.qc.settings import QcSettings
-from services.qc.store import QcStore, item_state
+from services.qc.store import QcStore, item_state, vote_doc
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class Items:
         """
         out: list[Envelope] = await self._republish(recovering.get())
         facts: list[Envelope] = []  # counted towards annotators and projects (qc.evidence)
-        run: list[Envelope] = []  # consecutive item facts, each item at most once
+        run: list[Envelope] = []  # consecutive item facts and votes, each item at most once
         run_keys: set[str] = set()
 
         async def flush() -> None:
@@ -113,30 +113,32 @@ class Items:
                 await self._on_flag(event)
                 continue
             key = item_key(event.project, event.item_id)
-            if not isinstance(event, LabelSubmitted):
-                if key in run_keys:
-                    await flush()  # the item's earlier fact is decided on first, as if it had come alone
-                run.append(event)
-                run_keys.add(key)
-                continue
-            await flush()
-            await self.catalog.require(event)
-            facts.append(fact(event.project, None, EvidenceKind.LABELLED, event.event_id, event.item_id))
-            if event.role != "expert":
-                facts.append(fact(event.project, event.annotator_id, EvidenceKind.LABELLED, event.event_id,
-                                  event.item_id))
-            item = await self.store.item(key)
-            if event.golden:
-                await self._on_golden_answer(key, event, item, facts)
-                continue
-            if event.session_id:
-                # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
-                await self.store.save_labels([event])
-                continue
-            out.extend(await self._on_labels([event], {key: item} if item else {}))
-            out.extend(await self._evaluate_many({key: event}))
+            if key in run_keys:
+                await flush()  # the item's earlier fact is decided on first, as if it had come alone
+            if isinstance(event, LabelSubmitted):
+                side = event.golden or bool(event.session_id)
+                if side:
+                    await flush()
+                await self.catalog.require(event)
+                facts.append(fact(event.project, None, EvidenceKind.LABELLED, event.event_id, event.item_id))
+                if event.role != "expert":
+                    facts.append(fact(event.project, event.annotator_id, EvidenceKind.LABELLED, event.event_id,
+                                      event.item_id))
+                if side:
+                    await self._on_side_label(key, event, facts)
+                    continue
+            run.append(event)
+            run_keys.add(key)
         await flush()
         return [*out, *facts]
+
+    async def _on_side_label(self, key: str, event: LabelSubmitted, facts: list[Envelope]) -> None:
+        """A golden answer or a calibration label: stored, never a vote on the item."""
+        if event.golden:
+            await self._on_golden_answer(key, event, await self.store.item(key), facts)
+        else:
+            # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
+            await self.store.save_labels([event])
 
     async def _republish(self, causes: frozenset[str]) -> list[Envelope]:
         """Decisions stored for events a killed process was handling, published again (same event ids).
@@ -160,22 +162,29 @@ class Items:
 
     # --- applying events ---------------------------------------------------------------------------------
     async def _apply_facts_and_evaluate(self, run: list[Envelope], facts: list[Envelope]) -> list[Envelope]:
-        """item.ingested, item.prelabeled and item.routed of distinct items: stored together, then each item
-        decided on in stream order, with the same outcome as one event at a time.
+        """item.ingested, item.prelabeled, item.routed and votes (label.submitted) of distinct items: stored
+        together, then each item decided on in stream order, with the same outcome as one event at a time.
 
-        An item's decision reads only its own document, the annotators' reliability (which item facts do
-        not change) and the labelled-embedding index, which is updated in stream order below; so storing
-        the run's facts first changes nothing but the number of round trips. A run was three commands per
-        event (a write, a read back, the annotators): most of the database time of a burst.
+        An item's decision reads only its own document, the annotators' reliability and suspensions (which
+        the tally group writes, never this run) and the labelled-embedding index, which is updated in stream
+        order below; so storing the run's facts and votes first changes nothing but the number of round trips.
+        A run was three commands per event (a write, a read back, the annotators), and a vote eight (its item,
+        the label, the vote, the suspensions, its item again, two for reliability, the final): most of the
+        database time of a burst and of a rebuild (bench/replay.py).
         """
         sets: dict[str, dict[str, Any]] = {}
         vectors: dict[str, np.ndarray] = {}
         touched: dict[str, Envelope] = {}
         ingested: set[str] = set()
+        votes: list[LabelSubmitted] = []
         for event in run:
+            key = item_key(event.project, event.item_id)
+            if isinstance(event, LabelSubmitted):
+                votes.append(event)
+                touched[key] = event
+                continue
             if not isinstance(event, (ItemIngested, ItemPrelabeled, ItemRouted)):
                 continue
-            key = item_key(event.project, event.item_id)
             update = sets.setdefault(key, {"project": event.project, "item_id": event.item_id})
             if isinstance(event, ItemIngested):
                 golden = event.golden_label if event.golden_spans is None else answer_key(event.golden_spans)
@@ -201,13 +210,18 @@ class Items:
                 if event.tier is Tier.EXPERT:
                     update["escalated"] = True
                 touched[key] = event
-        keys = list(sets)
-        docs = await self.store.apply_facts(sets)
-        reliability = {p: await self.store.reliability(p) for p in {docs[k]["project"] for k in touched}}
+        docs = await self.store.apply_facts(sets) if sets else {}
         out: list[Envelope] = []
+        if votes:
+            voted, flagged = await self._on_labels(votes)
+            docs |= voted
+            out.extend(flagged)
+        reliability = {p: await self.store.reliability(p) for p in {docs[k]["project"] for k in touched}}
         writes: list[UpdateOne] = []  # final labels, written together (one per item)
-        for key in keys:  # stream order
-            doc = docs[key]
+        for key in dict.fromkeys(item_key(e.project, e.item_id) for e in run):  # stream order
+            doc = docs.get(key)
+            if doc is None:
+                continue
             if key in vectors and "final" in doc:  # a final label can arrive before the embedding
                 self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"], vectors[key])
             if key in ingested and doc.get("golden_label"):  # golden answers that came before the item, kept
@@ -232,38 +246,31 @@ class Items:
         elif item is not None and "golden_label" in item:
             log.warning("golden answer for %s, which was ingested without a golden label", key)
 
-    async def _on_labels(self, events: list[LabelSubmitted], items: dict[str, Any]) -> list[Envelope]:
-        """Store the votes; an item labelled by a suspended annotator goes to an expert."""
-        if not events:
-            return []
+    async def _on_labels(self, events: list[LabelSubmitted]) -> tuple[dict[str, dict[str, Any]], list[Envelope]]:
+        """Store the votes (of distinct items); an item labelled by a suspended annotator goes to an expert.
+        Returns each item's document as stored now, by key, and the flags sending items back."""
+        keys = [item_key(e.project, e.item_id) for e in events]
+        items = {d["_id"]: d for d in await self.store.items_by_key(keys)}
         await self.store.save_labels(events)
         await self.store.push_votes(events, items)
         # Read after the labels were written: the owner of the annotator's statistics writes a suspension
         # before it reads their labels, so a label either sees the suspension here or is sent back by it.
         suspended = await self.store.suspended({(e.project, e.annotator_id) for e in events if e.role != "expert"})
+        docs: dict[str, dict[str, Any]] = {}
         out: list[Envelope] = []
-        for e in events:
-            key = item_key(e.project, e.item_id)
-            if e.role == "expert" or (e.project, e.annotator_id) not in suspended or items.get(key, {}).get(
-                    "escalated"):
+        for key, e in zip(keys, events, strict=True):
+            # What push_votes made of the document (this run is its only writer), instead of reading it back.
+            doc = docs[key] = {"_id": key, **items.get(key, {}), "project": e.project, "item_id": e.item_id}
+            if e.event_id not in {v["event_id"] for v in doc.get("votes", [])}:
+                doc["votes"] = [*doc.get("votes", []), vote_doc(e)]
+            if e.role == "expert" or (e.project, e.annotator_id) not in suspended or doc.get("escalated"):
                 continue
             review = review_flag(e.project, e.item_id, e.annotator_id, e.label,
                                  "label arrived after its annotator was suspended", {})
             await self.store.escalate(key, e, [review])
+            doc["escalated"] = True
             out.append(review)
-        return out
-
-    async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
-        if not touched:
-            return []
-        docs = await self.store.items_by_key(list(touched))
-        reliability = {p: await self.store.reliability(p) for p in {d["project"] for d in docs}}
-        out: list[Envelope] = []
-        writes: list[UpdateOne] = []  # final labels, written together (one per item)
-        for doc in docs:
-            out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]], writes))
-        await self.store.write_finals(writes)
-        return out
+        return docs, out
 
     async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float],
                         writes: list[UpdateOne]) -> list[Envelope]:
