@@ -84,6 +84,7 @@ from _common import REPO, cpu_seconds, environment, infra_pids, steal_seconds, w
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pipeline_stats import rebuild_ceiling
+from pymongo import monitoring
 
 from labelmesh.events import topic_partitions
 from labelmesh.infra import create_topics
@@ -339,6 +340,34 @@ class Meter:
         return {k: round(after[k] - before[k], 2) for k in before}
 
 
+class WriteCounter(monitoring.CommandListener):
+    """Documents written by the process, by command and collection: an insert's documents, an update's or a
+    delete's statements (a command's count says round trips; this says how many documents each carried)."""
+
+    STATEMENTS = {"insert": "documents", "update": "updates", "delete": "deletes"}
+
+    def __init__(self) -> None:
+        self.written: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        field = self.STATEMENTS.get(event.command_name)
+        if field is not None:
+            key = f"{event.command_name} {event.command.get(event.command_name)}"
+            self.written[key] = self.written.get(key, 0) + len(event.command.get(field, ()))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        spent = {k: n - before.get(k, 0) for k, n in self.written.items()}
+        return dict(sorted(((k, n) for k, n in spent.items() if n), key=lambda kv: -kv[1]))
+
+
+WRITES = WriteCounter()
+monitoring.register(WRITES)  # before any client is made: listeners registered later do not see its commands
+
+
 def bus_phases(rt: ServiceRuntime) -> dict[str, dict[str, float]]:
     """Seconds and batches per bus phase (labelmesh_batch_phase_seconds), and database commands by collection."""
     phases: dict[str, dict[str, float]] = {}
@@ -365,11 +394,13 @@ async def build(case: Case, settings: CommonSettings, watch: LagWatch,
     """Run the service from wherever its groups stand until lag 0; its time, documents, CPU and bus phases."""
     runtime = case.app(settings)
     before = meter.read()
+    written = dict(WRITES.written)
     started = time.perf_counter()
     await runtime.start()
     seconds = await watch.until_caught_up(started)
     cpu = Meter.spent(before, meter.read())
     phases = bus_phases(runtime)
+    phases["documents_written"] = WRITES.since(written)
     settled = time.perf_counter()
     if case.settle is not None:
         await case.settle(runtime)
@@ -381,6 +412,13 @@ async def build(case: Case, settings: CommonSettings, watch: LagWatch,
 
 def per_item_ms(cpu: dict[str, float], items: int) -> dict[str, float]:
     return {k: round(1000 * v / items, 3) for k, v in cpu.items()}
+
+
+def per_event(stretch: dict[str, Any], events: int) -> dict[str, float]:
+    """Database round trips (commands) and documents written per event of the stream, over one build."""
+    commands = sum(c["count"] for c in stretch["mongo_commands"].values())
+    return {"round_trips": round(commands / events, 3),
+            "documents_written": round(sum(stretch["documents_written"].values()) / events, 3)}
 
 
 def ceiling(cpu_ms: dict[str, float]) -> dict[str, Any]:
@@ -416,6 +454,7 @@ async def run_case(case: Case, items: int, dim: int, meter: Meter) -> dict[str, 
         "state_equal_after_rebuild": before == after,
         "differences": diff_documents(original, rebuilt) if before != after else {},
         "rebuild_cpu_ms_per_item": per_item_ms(rebuild["cpu_s"], items),
+        "rebuild_per_event": per_event(rebuild, events),
         "rebuild_cpu_ceiling": ceiling(per_item_ms(rebuild["cpu_s"], items)),
         "first_build": first, "rebuild": rebuild, "digest": before,
     }
@@ -433,6 +472,7 @@ async def run(services: list[str], items: int, qc_items: int, dim: int,
         "summary": {name: {"rebuild_items_per_s": r["rebuild_items_per_s"],
                            "state_equal_after_rebuild": r["state_equal_after_rebuild"],
                            "rebuild_cpu_ms_per_item": r["rebuild_cpu_ms_per_item"],
+                           "rebuild_per_event": r["rebuild_per_event"],
                            "rebuild_cpu_ceiling": r["rebuild_cpu_ceiling"]} for name, r in results.items()},
         "services": results,
         "infrastructure": "private (this bench's own Kafka and FerretDB)" if pids else "shared",
