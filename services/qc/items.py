@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pymongo import UpdateOne
 
 from labelmesh.neighbours import LabelledIndex
 from labelmesh.runtime.inbox import recovering
@@ -47,7 +46,7 @@ from services.qc.finalize import Escalate, Final, ReviewPolicy, SecondOpinion, n
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, flag
 from services.qc.settings import QcSettings
-from services.qc.store import QcStore, item_state, vote_doc
+from services.qc.store import ItemWrites, QcStore, item_state, vote_doc
 
 log = logging.getLogger(__name__)
 
@@ -210,15 +209,27 @@ class Items:
                 if event.tier is Tier.EXPERT:
                     update["escalated"] = True
                 touched[key] = event
-        docs = await self.store.apply_facts(sets) if sets else {}
+        keys = list(dict.fromkeys(item_key(e.project, e.item_id) for e in run))  # stream order
+        stored = {d["_id"]: d for d in await self.store.items_by_key(keys)}
+        writes = ItemWrites()  # one update per stored item, sent once the run is decided
+        docs: dict[str, dict[str, Any]] = {}
+        new: list[dict[str, Any]] = []
+        for key, fields in sets.items():
+            if key in stored:
+                docs[key] = {**stored[key], **fields}
+                writes.set(key, fields)
+            else:
+                docs[key] = {"_id": key, **fields}
+                new.append(docs[key])
+        # New items are inserted before anything is decided: a decision's own writes (an escalation) find them.
+        await self.store.insert_items(new)
         out: list[Envelope] = []
         if votes:
-            voted, flagged = await self._on_labels(votes)
+            voted, flagged = await self._on_labels(votes, stored, writes)
             docs |= voted
             out.extend(flagged)
         reliability = {p: await self.store.reliability(p) for p in {docs[k]["project"] for k in touched}}
-        writes: list[UpdateOne] = []  # final labels, written together (one per item)
-        for key in dict.fromkeys(item_key(e.project, e.item_id) for e in run):  # stream order
+        for key in keys:
             doc = docs.get(key)
             if doc is None:
                 continue
@@ -230,7 +241,7 @@ class Items:
                                       doc["item_id"], answer["label"] == doc["golden_label"]))
             if key in touched:
                 out.extend(await self._evaluate(doc, touched[key], reliability[doc["project"]], writes))
-        await self.store.write_finals(writes)
+        await self.store.write_items(writes)
         return out
 
     async def _on_golden_answer(self, key: str, event: LabelSubmitted, item: Mapping[str, Any] | None,
@@ -246,34 +257,40 @@ class Items:
         elif item is not None and "golden_label" in item:
             log.warning("golden answer for %s, which was ingested without a golden label", key)
 
-    async def _on_labels(self, events: list[LabelSubmitted]) -> tuple[dict[str, dict[str, Any]], list[Envelope]]:
+    async def _on_labels(self, events: list[LabelSubmitted], stored: Mapping[str, dict[str, Any]],
+                         writes: ItemWrites) -> tuple[dict[str, dict[str, Any]], list[Envelope]]:
         """Store the votes (of distinct items); an item labelled by a suspended annotator goes to an expert.
-        Returns each item's document as stored now, by key, and the flags sending items back."""
-        keys = [item_key(e.project, e.item_id) for e in events]
-        items = {d["_id"]: d for d in await self.store.items_by_key(keys)}
+        Returns each item's document as the run's writes leave it, by key, and the flags sending items back.
+
+        A vote on a stored item joins that item's update (`writes`); a vote on an item not stored yet (its
+        item.ingested still to come) creates the document now, so that what is decided on it has one to write to.
+        """
         await self.store.save_labels(events)
-        await self.store.push_votes(events, items)
+        await self.store.push_votes([e for e in events if item_key(e.project, e.item_id) not in stored], {})
         # Read after the labels were written: the owner of the annotator's statistics writes a suspension
         # before it reads their labels, so a label either sees the suspension here or is sent back by it.
         suspended = await self.store.suspended({(e.project, e.annotator_id) for e in events if e.role != "expert"})
         docs: dict[str, dict[str, Any]] = {}
         out: list[Envelope] = []
-        for key, e in zip(keys, events, strict=True):
-            # What push_votes made of the document (this run is its only writer), instead of reading it back.
-            doc = docs[key] = {"_id": key, **items.get(key, {}), "project": e.project, "item_id": e.item_id}
-            if e.event_id not in {v["event_id"] for v in doc.get("votes", [])}:
+        for e in events:
+            key = item_key(e.project, e.item_id)
+            doc = docs[key] = {"_id": key, **stored.get(key, {}), "project": e.project, "item_id": e.item_id}
+            if e.event_id not in {v["event_id"] for v in doc.get("votes", [])}:  # not already stored (a redelivery)
                 doc["votes"] = [*doc.get("votes", []), vote_doc(e)]
+                if key in stored:
+                    writes.vote(e)
             if e.role == "expert" or (e.project, e.annotator_id) not in suspended or doc.get("escalated"):
                 continue
             review = review_flag(e.project, e.item_id, e.annotator_id, e.label,
                                  "label arrived after its annotator was suspended", {})
-            await self.store.escalate(key, e, [review])
-            doc["escalated"] = True
+            escalation = self.store.escalation(e, [review])
+            writes.set(key, escalation)
+            doc |= escalation
             out.append(review)
         return docs, out
 
     async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float],
-                        writes: list[UpdateOne]) -> list[Envelope]:
+                        writes: ItemWrites) -> list[Envelope]:
         key = doc["_id"]
         state = item_state(doc)
         config = await self.catalog.get(doc["project"])
@@ -359,7 +376,7 @@ class Items:
         return held
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
-                        writes: list[UpdateOne], verdict: Verdict | None, spans: bool = False) -> list[Envelope]:
+                        writes: ItemWrites, verdict: Verdict | None, spans: bool = False) -> list[Envelope]:
         """The final label, and the facts it adds to the annotator's and the project's statistics, stored
         together in the final label's outbox so a re-run after a crash announces all of them. A spans item's
         decision is an answer key (domain/spans.py vote_label): its event carries the spans."""
@@ -394,7 +411,7 @@ class Items:
         if majority is not None and step.provenance is Provenance.CONSENSUS:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
             final["majority_label"] = majority.label
-        writes.append(self.store.final_write(doc["_id"], final, cause, [event, *facts]))
+        writes.final(doc["_id"], final, cause, [event, *facts])
         self.metrics.finals.labels(project, event.provenance.value).inc()
         if "embedding" in doc:
             self._index(project).upsert(item_id, step.label, np.frombuffer(doc["embedding"], np.float32))
