@@ -59,6 +59,16 @@ def review_flag(project: str, item_id: str, annotator: str, label: str, why: str
                 {"annotator": annotator, "label": label, **evidence}, cause=(item_id, annotator), item_id=item_id)
 
 
+def usable_final(doc: Mapping[str, Any]) -> Envelope:
+    """The fact that an item has a final label and an embedding: the confident-learning pass reads exactly those
+    items, and runs on their count (tally.py). Counted when both are there, whichever came first: counted at the
+    final label, an item finalised before its item.prelabeled was consumed (another topic, in no order with
+    item.routed) brought the count to a pass that then found fewer items, or none, to fit (bench/replay.py: a
+    pass at 1,000 finals over 667 items; a rebuild where every pass met fewer than 10 and none was stored).
+    Its id derives from the item, so the two moments announce one fact, counted once."""
+    return fact(doc["project"], None, EvidenceKind.FINALIZED, doc["_id"], doc["item_id"])
+
+
 class Items:
     def __init__(self, store: QcStore, catalog: ProjectCatalog, settings: QcSettings, metrics: QcMetrics) -> None:
         self.store = store
@@ -176,6 +186,8 @@ class Items:
         touched: dict[str, Envelope] = {}
         ingested: set[str] = set()
         votes: list[LabelSubmitted] = []
+        embedded: dict[str, str] = {}  # key -> the item.prelabeled event that brought its embedding
+        again = recovering.get()
         for event in run:
             key = item_key(event.project, event.item_id)
             if isinstance(event, LabelSubmitted):
@@ -196,6 +208,7 @@ class Items:
                 if vector.size:
                     update["embedding"] = vector.tobytes()
                     vectors[key] = vector
+                    embedded[key] = event.event_id
             elif isinstance(event, ItemRouted):
                 top = event.top_k[0] if event.top_k else None
                 update |= {"tier": event.tier.value, "required": event.required_annotators,
@@ -235,6 +248,8 @@ class Items:
                 continue
             if key in vectors and "final" in doc:  # a final label can arrive before the embedding
                 self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"], vectors[key])
+                if "embedding" not in stored.get(key, {}) or embedded[key] in again:
+                    facts.append(usable_final(doc))  # the pass can use its final label from now on
             if key in ingested and doc.get("golden_label"):  # golden answers that came before the item, kept
                 for answer in doc.get("golden_answers", []):
                     facts.append(fact(doc["project"], answer["annotator"], EvidenceKind.GOLDEN, answer["event_id"],
@@ -399,8 +414,8 @@ class Items:
             verified=step.verified, golden=bool(doc.get("golden_label")), correlation_id=cause.correlation_id,
         )
         facts = []
-        if version == 1:  # counted once per item: the confident-learning pass runs on the count of final items
-            facts.append(fact(project, None, EvidenceKind.FINALIZED, doc["_id"], item_id))
+        if version == 1 and "embedding" in doc:  # else counted once its embedding comes (usable_final)
+            facts.append(usable_final(doc))
         if doc.get("tier") == Tier.AUTO.value and doc.get("spot_check") and prelabel and step.verified:
             facts.append(fact(project, None, EvidenceKind.SPOT_CHECK, event.event_id, item_id,
                               prelabel[0] == step.label))
