@@ -213,7 +213,7 @@ def _ns(cls: type[CommonSettings], **kw: Any) -> Callable[[str], CommonSettings]
     return lambda ns: cls(namespace=ns, topic_prefix=f"{ns}.", http_port=0, **kw)
 
 
-def cases(items: int) -> dict[str, Case]:
+def cases(items: int, qc_label_error_every: int | None = None) -> dict[str, Case]:
     stub = load_encoder("hashing")
     return {c.service: c for c in (
         Case("prelabeler", _ns(PrelabelerSettings, encoder="hashing"), lambda s: create_prelabeler(s, stub),
@@ -222,7 +222,9 @@ def cases(items: int) -> dict[str, Case]:
         Case("router", _ns(RouterSettings), create_router, router_stream,
              {"": ["item.prelabeled", "label.finalized", "qc.flagged"], ".projects": ["project.configured"],
               ".thresholds": ["threshold.evidence", "model.updated"]}),
-        Case("qc", _ns(QcSettings, confirm_single=False), create_qc, qc_stream,
+        Case("qc", _ns(QcSettings, confirm_single=False, **({} if qc_label_error_every is None else
+                                                             {"label_error_every": qc_label_error_every})),
+             create_qc, qc_stream,
              {"": ["item.ingested", "item.prelabeled", "item.routed", "label.submitted", "qc.flagged"],
               ".tally": ["qc.evidence"], ".projects": ["project.configured"]}),
         Case("trainer", _ns(TrainerSettings, first_model_min=items + 1), create_trainer, trainer_stream,
@@ -460,13 +462,15 @@ async def run_case(case: Case, items: int, dim: int, meter: Meter) -> dict[str, 
     }
 
 
-async def run(services: list[str], items: int, qc_items: int, dim: int,
-              pids: dict[str, int] | None) -> dict[str, Any]:
-    known = cases(items)
+async def run(services: list[str], items: int, qc_items: int, dim: int, pids: dict[str, int] | None,
+              qc_label_error_every: int | None = None) -> dict[str, Any]:
+    known = cases(items, qc_label_error_every)
     meter = Meter(pids)
     results = {name: await run_case(known[name], qc_items if name == "qc" else items, dim, meter) for name in services}
     return {
         "bench": "replay", "items": items, "qc_items": qc_items, "embedding_dim": dim,
+        "qc_label_error_every": QcSettings.model_fields["label_error_every"].default
+        if qc_label_error_every is None else qc_label_error_every,
         "encoder_for_prelabeler": "hashing (stub, 384-d)",
         "goal_items_per_s": 2000,
         "summary": {name: {"rebuild_items_per_s": r["rebuild_items_per_s"],
@@ -487,6 +491,9 @@ def main() -> None:
     parser.add_argument("--services", default=",".join(SERVICES))
     parser.add_argument("--qc-items", type=int, default=QC_ITEMS,
                         help="items of qc's stream (at its rate, 30,000 would take the bench past an hour)")
+    parser.add_argument("--qc-label-error-every", type=int, default=None,
+                        help="qc's label_error_every (0: no label-error pass; each refits the project's every final "
+                             "label, so at 30,000 items the passes outweigh the rest of the rebuild)")
     parser.add_argument("--output", default="replay")
     parser.add_argument("--shared", action="store_true",
                         help="use the running Kafka and FerretDB (their CPU then includes everyone else's work)")
@@ -500,7 +507,8 @@ def main() -> None:
     if infra is not None:
         infra.up()
     try:
-        result = asyncio.run(run(services, args.items, args.qc_items, args.dim, infra.pids() if infra else None))
+        result = asyncio.run(run(services, args.items, args.qc_items, args.dim, infra.pids() if infra else None,
+                                 args.qc_label_error_every))
     finally:
         if infra is not None:
             infra.down()
