@@ -64,6 +64,10 @@ items) and the inbox entries of the flags only the rebuilt passes published: a p
 has stored when it comes due (README, "rebuilding a service").
 Before, the bench read the end offsets before the groups' committed offsets and could stop qc in the middle of
 a pass (labelmesh.replay.group_lags), and a final label counted towards the pass before its embedding was there.
+10,000 items without label-error passes (replay-qc-10k.json, --qc-label-error-every 0, load 7-10): 93 items/s,
+state equal, CPU-ms per item service 4.1, Kafka 0.6, FerretDB 3.4 (7.1 before the drift pass read only the
+labelled items' pre-labels); the agreement and drift passes, each over all of a project's labels, set the
+ceiling (242 items/s).
 
 The floor beside these (bench/results/stack_floor.json, 2026-12-03, 3,000 items, medians): the pipeline's
 shape with every service reduced to "decode, write one document, publish", inside the inbox, ran 891 items/s
