@@ -53,9 +53,9 @@ cores from other work on the machine; CPU-ms per item of the rebuild):
   group is still rebuilding those collections: the agreement of 900 labels counted 0, no drift flags, no
   label-error pass. The README's caveat on replays that interleave consumer groups differently, measured.
 
-qc rerun alone (bench/results/replay-qc.json, 2026-12-08 04:08, 3,000 items, load average 12-13; before the
-changes below, replay-qc-baseline.json, 03:42, load 8-10): rebuild 25 items/s (27 before; the wall rate is the
-load's), CPU-ms per item service 14.2 (19.1), Kafka 2.0 (1.5), FerretDB 6.0 (9.2); 0.115 round trips and 3.3
+qc rerun alone (bench/results/replay-qc.json, 2026-12-08 04:27, 3,000 items, load average 7-9; before the
+changes below, replay-qc-baseline.json, 03:42, load 8-10): rebuild 37 items/s (27 before; the wall rate is the
+load's), CPU-ms per item service 12.3 (19.1), Kafka 1.8 (1.5), FerretDB 5.6 (9.2); 0.102 round trips and 3.1
 documents written per event (0.84 and 4.06). A run's votes are handled together and each item gets one update per
 run (services/qc/items.py, store.ItemWrites). What is left of qc's own CPU is mostly the five label-error passes
 (each fits five logistic regressions over every final label): without them it was ~1.3 CPU-ms per item. The
