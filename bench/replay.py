@@ -53,6 +53,22 @@ cores from other work on the machine; CPU-ms per item of the rebuild):
   group is still rebuilding those collections: the agreement of 900 labels counted 0, no drift flags, no
   label-error pass. The README's caveat on replays that interleave consumer groups differently, measured.
 
+qc rerun alone (bench/results/replay-qc.json, 2026-12-08 04:27, 3,000 items, load average 7-9; before the
+changes below, replay-qc-baseline.json, 03:42, load 8-10): rebuild 37 items/s (27 before; the wall rate is the
+load's), CPU-ms per item service 12.3 (19.1), Kafka 1.8 (1.5), FerretDB 5.6 (9.2); 0.102 round trips and 3.1
+documents written per event (0.84 and 4.06). A run's votes are handled together and each item gets one update per
+run (services/qc/items.py, store.ItemWrites). What is left of qc's own CPU is mostly the five label-error passes
+(each fits five logistic regressions over every final label): without them it was ~1.3 CPU-ms per item. The
+state: everything equal but the label-error history (five passes each side, over different numbers of stored
+items) and the inbox entries of the flags only the rebuilt passes published: a pass reads what the items group
+has stored when it comes due (README, "rebuilding a service").
+Before, the bench read the end offsets before the groups' committed offsets and could stop qc in the middle of
+a pass (labelmesh.replay.group_lags), and a final label counted towards the pass before its embedding was there.
+10,000 items without label-error passes (replay-qc-10k.json, --qc-label-error-every 0, load 7-10): 93 items/s,
+state equal, CPU-ms per item service 4.1, Kafka 0.6, FerretDB 3.4 (7.1 before the drift pass read only the
+labelled items' pre-labels); the agreement and drift passes, each over all of a project's labels, set the
+ceiling (242 items/s).
+
 The floor beside these (bench/results/stack_floor.json, 2026-12-03, 3,000 items, medians): the pipeline's
 shape with every service reduced to "decode, write one document, publish", inside the inbox, ran 891 items/s
 ingest -> routed through five services at 2.06 CPU-ms per item: per service 0.17-0.31 CPU-ms of Python, with
@@ -84,11 +100,12 @@ from _common import REPO, cpu_seconds, environment, infra_pids, steal_seconds, w
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from pipeline_stats import rebuild_ceiling
+from pymongo import monitoring
 
 from labelmesh.events import topic_partitions
 from labelmesh.infra import create_topics
 from labelmesh.ml.encoder import load_encoder
-from labelmesh.replay import replay_service
+from labelmesh.replay import group_lags, replay_service
 from labelmesh.runtime.service import ServiceRuntime
 from labelmesh.runtime.settings import CommonSettings
 from labelmesh.state_digest import diff_documents, digest_documents, read_collections
@@ -212,7 +229,7 @@ def _ns(cls: type[CommonSettings], **kw: Any) -> Callable[[str], CommonSettings]
     return lambda ns: cls(namespace=ns, topic_prefix=f"{ns}.", http_port=0, **kw)
 
 
-def cases(items: int) -> dict[str, Case]:
+def cases(items: int, qc_label_error_every: int | None = None) -> dict[str, Case]:
     stub = load_encoder("hashing")
     return {c.service: c for c in (
         Case("prelabeler", _ns(PrelabelerSettings, encoder="hashing"), lambda s: create_prelabeler(s, stub),
@@ -221,7 +238,9 @@ def cases(items: int) -> dict[str, Case]:
         Case("router", _ns(RouterSettings), create_router, router_stream,
              {"": ["item.prelabeled", "label.finalized", "qc.flagged"], ".projects": ["project.configured"],
               ".thresholds": ["threshold.evidence", "model.updated"]}),
-        Case("qc", _ns(QcSettings, confirm_single=False), create_qc, qc_stream,
+        Case("qc", _ns(QcSettings, confirm_single=False, **({} if qc_label_error_every is None else
+                                                             {"label_error_every": qc_label_error_every})),
+             create_qc, qc_stream,
              {"": ["item.ingested", "item.prelabeled", "item.routed", "label.submitted", "qc.flagged"],
               ".tally": ["qc.evidence"], ".projects": ["project.configured"]}),
         Case("trainer", _ns(TrainerSettings, first_model_min=items + 1), create_trainer, trainer_stream,
@@ -276,14 +295,7 @@ class LagWatch:
         await self.admin.close()
 
     async def lag(self) -> dict[str, int]:
-        every = sorted({tp for tps in self.partitions.values() for tp in tps})
-        ends = await self.consumer.end_offsets(every)
-        lag = {}
-        for group, partitions in self.partitions.items():
-            offsets = {tp: m.offset for tp, m in (await self.admin.list_consumer_group_offsets(group)).items()}
-            lag[group] = sum(ends[tp] - (offsets[tp] if offsets.get(tp, -1) >= 0 else self.starts[tp])
-                             for tp in partitions)
-        return lag
+        return await group_lags(self.admin, self.consumer, self.partitions, self.starts)
 
     async def until_caught_up(self, started: float) -> float:
         while any((await self.lag()).values()):
@@ -346,6 +358,34 @@ class Meter:
         return {k: round(after[k] - before[k], 2) for k in before}
 
 
+class WriteCounter(monitoring.CommandListener):
+    """Documents written by the process, by command and collection: an insert's documents, an update's or a
+    delete's statements (a command's count says round trips; this says how many documents each carried)."""
+
+    STATEMENTS = {"insert": "documents", "update": "updates", "delete": "deletes"}
+
+    def __init__(self) -> None:
+        self.written: dict[str, int] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        field = self.STATEMENTS.get(event.command_name)
+        if field is not None:
+            key = f"{event.command_name} {event.command.get(event.command_name)}"
+            self.written[key] = self.written.get(key, 0) + len(event.command.get(field, ()))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        spent = {k: n - before.get(k, 0) for k, n in self.written.items()}
+        return dict(sorted(((k, n) for k, n in spent.items() if n), key=lambda kv: -kv[1]))
+
+
+WRITES = WriteCounter()
+monitoring.register(WRITES)  # before any client is made: listeners registered later do not see its commands
+
+
 def bus_phases(rt: ServiceRuntime) -> dict[str, dict[str, float]]:
     """Seconds and batches per bus phase (labelmesh_batch_phase_seconds), and database commands by collection."""
     phases: dict[str, dict[str, float]] = {}
@@ -372,11 +412,13 @@ async def build(case: Case, settings: CommonSettings, watch: LagWatch,
     """Run the service from wherever its groups stand until lag 0; its time, documents, CPU and bus phases."""
     runtime = case.app(settings)
     before = meter.read()
+    written = dict(WRITES.written)
     started = time.perf_counter()
     await runtime.start()
     seconds = await watch.until_caught_up(started)
     cpu = Meter.spent(before, meter.read())
     phases = bus_phases(runtime)
+    phases["documents_written"] = WRITES.since(written)
     settled = time.perf_counter()
     if case.settle is not None:
         await case.settle(runtime)
@@ -388,6 +430,13 @@ async def build(case: Case, settings: CommonSettings, watch: LagWatch,
 
 def per_item_ms(cpu: dict[str, float], items: int) -> dict[str, float]:
     return {k: round(1000 * v / items, 3) for k, v in cpu.items()}
+
+
+def per_event(stretch: dict[str, Any], events: int) -> dict[str, float]:
+    """Database round trips (commands) and documents written per event of the stream, over one build."""
+    commands = sum(c["count"] for c in stretch["mongo_commands"].values())
+    return {"round_trips": round(commands / events, 3),
+            "documents_written": round(sum(stretch["documents_written"].values()) / events, 3)}
 
 
 def ceiling(cpu_ms: dict[str, float]) -> dict[str, Any]:
@@ -423,23 +472,27 @@ async def run_case(case: Case, items: int, dim: int, meter: Meter) -> dict[str, 
         "state_equal_after_rebuild": before == after,
         "differences": diff_documents(original, rebuilt) if before != after else {},
         "rebuild_cpu_ms_per_item": per_item_ms(rebuild["cpu_s"], items),
+        "rebuild_per_event": per_event(rebuild, events),
         "rebuild_cpu_ceiling": ceiling(per_item_ms(rebuild["cpu_s"], items)),
         "first_build": first, "rebuild": rebuild, "digest": before,
     }
 
 
-async def run(services: list[str], items: int, qc_items: int, dim: int,
-              pids: dict[str, int] | None) -> dict[str, Any]:
-    known = cases(items)
+async def run(services: list[str], items: int, qc_items: int, dim: int, pids: dict[str, int] | None,
+              qc_label_error_every: int | None = None) -> dict[str, Any]:
+    known = cases(items, qc_label_error_every)
     meter = Meter(pids)
     results = {name: await run_case(known[name], qc_items if name == "qc" else items, dim, meter) for name in services}
     return {
         "bench": "replay", "items": items, "qc_items": qc_items, "embedding_dim": dim,
+        "qc_label_error_every": QcSettings.model_fields["label_error_every"].default
+        if qc_label_error_every is None else qc_label_error_every,
         "encoder_for_prelabeler": "hashing (stub, 384-d)",
         "goal_items_per_s": 2000,
         "summary": {name: {"rebuild_items_per_s": r["rebuild_items_per_s"],
                            "state_equal_after_rebuild": r["state_equal_after_rebuild"],
                            "rebuild_cpu_ms_per_item": r["rebuild_cpu_ms_per_item"],
+                           "rebuild_per_event": r["rebuild_per_event"],
                            "rebuild_cpu_ceiling": r["rebuild_cpu_ceiling"]} for name, r in results.items()},
         "services": results,
         "infrastructure": "private (this bench's own Kafka and FerretDB)" if pids else "shared",
@@ -454,6 +507,9 @@ def main() -> None:
     parser.add_argument("--services", default=",".join(SERVICES))
     parser.add_argument("--qc-items", type=int, default=QC_ITEMS,
                         help="items of qc's stream (at its rate, 30,000 would take the bench past an hour)")
+    parser.add_argument("--qc-label-error-every", type=int, default=None,
+                        help="qc's label_error_every (0: no label-error pass; each refits the project's every final "
+                             "label, so at 30,000 items the passes outweigh the rest of the rebuild)")
     parser.add_argument("--output", default="replay")
     parser.add_argument("--shared", action="store_true",
                         help="use the running Kafka and FerretDB (their CPU then includes everyone else's work)")
@@ -467,7 +523,8 @@ def main() -> None:
     if infra is not None:
         infra.up()
     try:
-        result = asyncio.run(run(services, args.items, args.qc_items, args.dim, infra.pids() if infra else None))
+        result = asyncio.run(run(services, args.items, args.qc_items, args.dim, infra.pids() if infra else None,
+                                 args.qc_label_error_every))
     finally:
         if infra is not None:
             infra.down()

@@ -92,6 +92,28 @@ async def committed(admin: AIOKafkaAdminClient, group: str) -> dict[TopicPartiti
     return {tp: meta.offset for tp, meta in offsets.items()}
 
 
+async def group_lags(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer,
+                     partitions: dict[str, Sequence[TopicPartition]],
+                     starts: dict[TopicPartition, int]) -> dict[str, int]:
+    """Records not yet consumed per group (end offset minus committed offset; a partition the group has not
+    committed counts from `starts`).
+
+    Every group's committed offsets are read before any end offset. A group commits only after it published
+    what its batch produced, so ends read afterwards hold everything the groups read so far have produced:
+    a group that reads another's output (qc's tally group over what the items group publishes to
+    qc.evidence) cannot show lag 0 while that output is still on its way to it. Read the other way round, the
+    items group's last batch could publish and commit between the two reads, and the tally group, busy with
+    that batch's facts (a label-error pass takes seconds), looked caught up against the older ends
+    (bench/replay.py snapshotted qc's state before the pass had written anything).
+    """
+    offsets = {group: {tp: meta.offset for tp, meta in (await admin.list_consumer_group_offsets(group)).items()}
+               for group in partitions}
+    every = sorted({tp for tps in partitions.values() for tp in tps})
+    ends = await consumer.end_offsets(every) if every else {}
+    return {group: sum(ends[tp] - (offsets[group][tp] if offsets[group].get(tp, -1) >= 0 else starts[tp])
+                       for tp in tps) for group, tps in partitions.items()}
+
+
 async def consumer_lag(settings: CommonSettings, service: str,
                        topics: dict[str, Sequence[str]] | None = None) -> dict[str, int]:
     """Records not yet consumed per consumer group of the service (end offset minus committed offset).
@@ -104,15 +126,14 @@ async def consumer_lag(settings: CommonSettings, service: str,
     await admin.start()
     await consumer.start()
     try:
-        lag: dict[str, int] = {}
+        partitions: dict[str, list[TopicPartition]] = {}
         for group in await service_groups(admin, settings, service):
-            offsets = await committed(admin, group)
-            names = {tp.topic for tp in offsets} | {settings.topic(t) for t in (topics or {}).get(group, ())}
-            partitions = await topic_partitions(settings.kafka_bootstrap, sorted(names)) if names else []
-            ends = await consumer.end_offsets(partitions)
-            starts = await consumer.beginning_offsets(partitions)
-            lag[group] = sum(ends[tp] - (offsets[tp] if offsets.get(tp, -1) >= 0 else starts[tp]) for tp in partitions)
-        return lag
+            names = {tp.topic for tp in await committed(admin, group)}
+            names |= {settings.topic(t) for t in (topics or {}).get(group, ())}
+            partitions[group] = await topic_partitions(settings.kafka_bootstrap, sorted(names)) if names else []
+        every = sorted({tp for tps in partitions.values() for tp in tps})
+        starts = await consumer.beginning_offsets(every) if every else {}
+        return await group_lags(admin, consumer, partitions, starts)
     finally:
         await consumer.stop()
         await admin.close()

@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pymongo import UpdateOne
 
 from labelmesh.neighbours import LabelledIndex
 from labelmesh.runtime.inbox import recovering
@@ -47,7 +46,7 @@ from services.qc.finalize import Escalate, Final, ReviewPolicy, SecondOpinion, n
 from services.qc.metrics import QcMetrics
 from services.qc.passes import SERVICE, flag
 from services.qc.settings import QcSettings
-from services.qc.store import QcStore, item_state
+from services.qc.store import ItemWrites, QcStore, item_state, vote_doc
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,16 @@ def review_flag(project: str, item_id: str, annotator: str, label: str, why: str
     return flag(project, FlagKind.SUSPENDED_ANNOTATOR_LABEL, FlagSubject.ITEM, item_id,
                 f"labelled {label!r} by {annotator}, who is suspended: {why}; back for review",
                 {"annotator": annotator, "label": label, **evidence}, cause=(item_id, annotator), item_id=item_id)
+
+
+def usable_final(doc: Mapping[str, Any]) -> Envelope:
+    """The fact that an item has a final label and an embedding: the confident-learning pass reads exactly those
+    items, and runs on their count (tally.py). Counted when both are there, whichever came first: counted at the
+    final label, an item finalised before its item.prelabeled was consumed (another topic, in no order with
+    item.routed) brought the count to a pass that then found fewer items, or none, to fit (bench/replay.py: a
+    pass at 1,000 finals over 667 items; a rebuild where every pass met fewer than 10 and none was stored).
+    Its id derives from the item, so the two moments announce one fact, counted once."""
+    return fact(doc["project"], None, EvidenceKind.FINALIZED, doc["_id"], doc["item_id"])
 
 
 class Items:
@@ -98,7 +107,7 @@ class Items:
         """
         out: list[Envelope] = await self._republish(recovering.get())
         facts: list[Envelope] = []  # counted towards annotators and projects (qc.evidence)
-        run: list[Envelope] = []  # consecutive item facts, each item at most once
+        run: list[Envelope] = []  # consecutive item facts and votes, each item at most once
         run_keys: set[str] = set()
 
         async def flush() -> None:
@@ -113,30 +122,32 @@ class Items:
                 await self._on_flag(event)
                 continue
             key = item_key(event.project, event.item_id)
-            if not isinstance(event, LabelSubmitted):
-                if key in run_keys:
-                    await flush()  # the item's earlier fact is decided on first, as if it had come alone
-                run.append(event)
-                run_keys.add(key)
-                continue
-            await flush()
-            await self.catalog.require(event)
-            facts.append(fact(event.project, None, EvidenceKind.LABELLED, event.event_id, event.item_id))
-            if event.role != "expert":
-                facts.append(fact(event.project, event.annotator_id, EvidenceKind.LABELLED, event.event_id,
-                                  event.item_id))
-            item = await self.store.item(key)
-            if event.golden:
-                await self._on_golden_answer(key, event, item, facts)
-                continue
-            if event.session_id:
-                # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
-                await self.store.save_labels([event])
-                continue
-            out.extend(await self._on_labels([event], {key: item} if item else {}))
-            out.extend(await self._evaluate_many({key: event}))
+            if key in run_keys:
+                await flush()  # the item's earlier fact is decided on first, as if it had come alone
+            if isinstance(event, LabelSubmitted):
+                side = event.golden or bool(event.session_id)
+                if side:
+                    await flush()
+                await self.catalog.require(event)
+                facts.append(fact(event.project, None, EvidenceKind.LABELLED, event.event_id, event.item_id))
+                if event.role != "expert":
+                    facts.append(fact(event.project, event.annotator_id, EvidenceKind.LABELLED, event.event_id,
+                                      event.item_id))
+                if side:
+                    await self._on_side_label(key, event, facts)
+                    continue
+            run.append(event)
+            run_keys.add(key)
         await flush()
         return [*out, *facts]
+
+    async def _on_side_label(self, key: str, event: LabelSubmitted, facts: list[Envelope]) -> None:
+        """A golden answer or a calibration label: stored, never a vote on the item."""
+        if event.golden:
+            await self._on_golden_answer(key, event, await self.store.item(key), facts)
+        else:
+            # A calibration label measures how annotators agree (qc-report --session); not a vote on the item.
+            await self.store.save_labels([event])
 
     async def _republish(self, causes: frozenset[str]) -> list[Envelope]:
         """Decisions stored for events a killed process was handling, published again (same event ids).
@@ -160,22 +171,31 @@ class Items:
 
     # --- applying events ---------------------------------------------------------------------------------
     async def _apply_facts_and_evaluate(self, run: list[Envelope], facts: list[Envelope]) -> list[Envelope]:
-        """item.ingested, item.prelabeled and item.routed of distinct items: stored together, then each item
-        decided on in stream order, with the same outcome as one event at a time.
+        """item.ingested, item.prelabeled, item.routed and votes (label.submitted) of distinct items: stored
+        together, then each item decided on in stream order, with the same outcome as one event at a time.
 
-        An item's decision reads only its own document, the annotators' reliability (which item facts do
-        not change) and the labelled-embedding index, which is updated in stream order below; so storing
-        the run's facts first changes nothing but the number of round trips. A run was three commands per
-        event (a write, a read back, the annotators): most of the database time of a burst.
+        An item's decision reads only its own document, the annotators' reliability and suspensions (which
+        the tally group writes, never this run) and the labelled-embedding index, which is updated in stream
+        order below; so storing the run's facts and votes first changes nothing but the number of round trips.
+        A run was three commands per event (a write, a read back, the annotators), and a vote eight (its item,
+        the label, the vote, the suspensions, its item again, two for reliability, the final): most of the
+        database time of a burst and of a rebuild (bench/replay.py).
         """
         sets: dict[str, dict[str, Any]] = {}
         vectors: dict[str, np.ndarray] = {}
         touched: dict[str, Envelope] = {}
         ingested: set[str] = set()
+        votes: list[LabelSubmitted] = []
+        embedded: dict[str, str] = {}  # key -> the item.prelabeled event that brought its embedding
+        again = recovering.get()
         for event in run:
+            key = item_key(event.project, event.item_id)
+            if isinstance(event, LabelSubmitted):
+                votes.append(event)
+                touched[key] = event
+                continue
             if not isinstance(event, (ItemIngested, ItemPrelabeled, ItemRouted)):
                 continue
-            key = item_key(event.project, event.item_id)
             update = sets.setdefault(key, {"project": event.project, "item_id": event.item_id})
             if isinstance(event, ItemIngested):
                 golden = event.golden_label if event.golden_spans is None else answer_key(event.golden_spans)
@@ -190,6 +210,7 @@ class Items:
                 if vector.size:
                     update["embedding"] = vector.tobytes()
                     vectors[key] = vector
+                    embedded[key] = event.event_id
             elif isinstance(event, ItemRouted):
                 top = event.top_k[0] if event.top_k else None
                 update |= {"tier": event.tier.value, "required": event.required_annotators,
@@ -203,22 +224,41 @@ class Items:
                 if event.tier is Tier.EXPERT:
                     update["escalated"] = True
                 touched[key] = event
-        keys = list(sets)
-        docs = await self.store.apply_facts(sets)
-        reliability = {p: await self.store.reliability(p) for p in {docs[k]["project"] for k in touched}}
+        keys = list(dict.fromkeys(item_key(e.project, e.item_id) for e in run))  # stream order
+        stored = {d["_id"]: d for d in await self.store.items_by_key(keys)}
+        writes = ItemWrites()  # one update per stored item, sent once the run is decided
+        docs: dict[str, dict[str, Any]] = {}
+        new: list[dict[str, Any]] = []
+        for key, fields in sets.items():
+            if key in stored:
+                docs[key] = {**stored[key], **fields}
+                writes.set(key, fields)
+            else:
+                docs[key] = {"_id": key, **fields}
+                new.append(docs[key])
+        # New items are inserted before anything is decided: a decision's own writes (an escalation) find them.
+        await self.store.insert_items(new)
         out: list[Envelope] = []
-        writes: list[UpdateOne] = []  # final labels, written together (one per item)
-        for key in keys:  # stream order
-            doc = docs[key]
+        if votes:
+            voted, flagged = await self._on_labels(votes, stored, writes)
+            docs |= voted
+            out.extend(flagged)
+        reliability = {p: await self.store.reliability(p) for p in {docs[k]["project"] for k in touched}}
+        for key in keys:
+            doc = docs.get(key)
+            if doc is None:
+                continue
             if key in vectors and "final" in doc:  # a final label can arrive before the embedding
                 self._index(doc["project"]).upsert(doc["item_id"], doc["final"]["label"], vectors[key])
+                if "embedding" not in stored.get(key, {}) or embedded[key] in again:
+                    facts.append(usable_final(doc))  # the pass can use its final label from now on
             if key in ingested and doc.get("golden_label"):  # golden answers that came before the item, kept
                 for answer in doc.get("golden_answers", []):
                     facts.append(fact(doc["project"], answer["annotator"], EvidenceKind.GOLDEN, answer["event_id"],
                                       doc["item_id"], answer["label"] == doc["golden_label"]))
             if key in touched:
                 out.extend(await self._evaluate(doc, touched[key], reliability[doc["project"]], writes))
-        await self.store.write_finals(writes)
+        await self.store.write_items(writes)
         return out
 
     async def _on_golden_answer(self, key: str, event: LabelSubmitted, item: Mapping[str, Any] | None,
@@ -234,41 +274,40 @@ class Items:
         elif item is not None and "golden_label" in item:
             log.warning("golden answer for %s, which was ingested without a golden label", key)
 
-    async def _on_labels(self, events: list[LabelSubmitted], items: dict[str, Any]) -> list[Envelope]:
-        """Store the votes; an item labelled by a suspended annotator goes to an expert."""
-        if not events:
-            return []
+    async def _on_labels(self, events: list[LabelSubmitted], stored: Mapping[str, dict[str, Any]],
+                         writes: ItemWrites) -> tuple[dict[str, dict[str, Any]], list[Envelope]]:
+        """Store the votes (of distinct items); an item labelled by a suspended annotator goes to an expert.
+        Returns each item's document as the run's writes leave it, by key, and the flags sending items back.
+
+        A vote on a stored item joins that item's update (`writes`); a vote on an item not stored yet (its
+        item.ingested still to come) creates the document now, so that what is decided on it has one to write to.
+        """
         await self.store.save_labels(events)
-        await self.store.push_votes(events, items)
+        await self.store.push_votes([e for e in events if item_key(e.project, e.item_id) not in stored], {})
         # Read after the labels were written: the owner of the annotator's statistics writes a suspension
         # before it reads their labels, so a label either sees the suspension here or is sent back by it.
         suspended = await self.store.suspended({(e.project, e.annotator_id) for e in events if e.role != "expert"})
+        docs: dict[str, dict[str, Any]] = {}
         out: list[Envelope] = []
         for e in events:
             key = item_key(e.project, e.item_id)
-            if e.role == "expert" or (e.project, e.annotator_id) not in suspended or items.get(key, {}).get(
-                    "escalated"):
+            doc = docs[key] = {"_id": key, **stored.get(key, {}), "project": e.project, "item_id": e.item_id}
+            if e.event_id not in {v["event_id"] for v in doc.get("votes", [])}:  # not already stored (a redelivery)
+                doc["votes"] = [*doc.get("votes", []), vote_doc(e)]
+                if key in stored:
+                    writes.vote(e)
+            if e.role == "expert" or (e.project, e.annotator_id) not in suspended or doc.get("escalated"):
                 continue
             review = review_flag(e.project, e.item_id, e.annotator_id, e.label,
                                  "label arrived after its annotator was suspended", {})
-            await self.store.escalate(key, e, [review])
+            escalation = self.store.escalation(e, [review])
+            writes.set(key, escalation)
+            doc |= escalation
             out.append(review)
-        return out
-
-    async def _evaluate_many(self, touched: dict[str, Envelope]) -> list[Envelope]:
-        if not touched:
-            return []
-        docs = await self.store.items_by_key(list(touched))
-        reliability = {p: await self.store.reliability(p) for p in {d["project"] for d in docs}}
-        out: list[Envelope] = []
-        writes: list[UpdateOne] = []  # final labels, written together (one per item)
-        for doc in docs:
-            out.extend(await self._evaluate(doc, touched[doc["_id"]], reliability[doc["project"]], writes))
-        await self.store.write_finals(writes)
-        return out
+        return docs, out
 
     async def _evaluate(self, doc: dict[str, Any], cause: Envelope, reliability: dict[str, float],
-                        writes: list[UpdateOne]) -> list[Envelope]:
+                        writes: ItemWrites) -> list[Envelope]:
         key = doc["_id"]
         state = item_state(doc)
         config = await self.catalog.get(doc["project"])
@@ -354,7 +393,7 @@ class Items:
         return held
 
     async def _finalize(self, doc: dict[str, Any], step: Final, cause: Envelope, majority: Any,
-                        writes: list[UpdateOne], verdict: Verdict | None, spans: bool = False) -> list[Envelope]:
+                        writes: ItemWrites, verdict: Verdict | None, spans: bool = False) -> list[Envelope]:
         """The final label, and the facts it adds to the annotator's and the project's statistics, stored
         together in the final label's outbox so a re-run after a crash announces all of them. A spans item's
         decision is an answer key (domain/spans.py vote_label): its event carries the spans."""
@@ -377,8 +416,8 @@ class Items:
             verified=step.verified, golden=bool(doc.get("golden_label")), correlation_id=cause.correlation_id,
         )
         facts = []
-        if version == 1:  # counted once per item: the confident-learning pass runs on the count of final items
-            facts.append(fact(project, None, EvidenceKind.FINALIZED, doc["_id"], item_id))
+        if version == 1 and "embedding" in doc:  # else counted once its embedding comes (usable_final)
+            facts.append(usable_final(doc))
         if doc.get("tier") == Tier.AUTO.value and doc.get("spot_check") and prelabel and step.verified:
             facts.append(fact(project, None, EvidenceKind.SPOT_CHECK, event.event_id, item_id,
                               prelabel[0] == step.label))
@@ -389,7 +428,7 @@ class Items:
         if majority is not None and step.provenance is Provenance.CONSENSUS:
             # The plain majority beside the reliability-weighted decision, for audit: where they differ, weighting won.
             final["majority_label"] = majority.label
-        writes.append(self.store.final_write(doc["_id"], final, cause, [event, *facts]))
+        writes.final(doc["_id"], final, cause, [event, *facts])
         self.metrics.finals.labels(project, event.provenance.value).inc()
         if "embedding" in doc:
             self._index(project).upsert(item_id, step.label, np.frombuffer(doc["embedding"], np.float32))

@@ -105,6 +105,32 @@ def project_fields(tally: ProjectTally) -> dict[str, Any]:
     return {f: getattr(tally, f) for f in _PROJECT_FIELDS}
 
 
+class ItemWrites:
+    """What one run does to the items it holds, gathered into one update per item: the run's new fields, its
+    vote, its escalation and its final label. FerretDB 1.24 rewrites a whole document (embedding included) for
+    every update statement, so an item routed and finalised in one run was two rewrites, and a vote and its
+    final label two more. One update per document is also one atomic step: a crash leaves all of it or none."""
+
+    def __init__(self) -> None:
+        self.updates: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def set(self, key: str, fields: Mapping[str, Any]) -> None:
+        self.updates.setdefault(key, {}).setdefault("$set", {}).update(fields)
+
+    def push(self, key: str, field: str, values: Sequence[Any]) -> None:
+        pushes = self.updates.setdefault(key, {}).setdefault("$push", {})
+        pushes[field] = {"$each": [*pushes.get(field, {"$each": []})["$each"], *values]}
+
+    def vote(self, event: LabelSubmitted) -> None:
+        key = item_key(event.project, event.item_id)
+        self.push(key, "votes", [vote_doc(event)])
+        self.set(key, {"project": event.project, "item_id": event.item_id})
+
+    def final(self, key: str, final: dict[str, Any], cause: Envelope, events: Sequence[Envelope]) -> None:
+        self.set(key, {"final": {**final, **outbox(cause, events)}})
+        self.push(key, "history", [final])
+
+
 class QcStore:
     """qc's collections, and the reads both of its handlers share."""
 
@@ -149,15 +175,9 @@ class QcStore:
     async def item(self, key: str) -> dict[str, Any] | None:
         return await self.items.find_one({"_id": key})
 
-    async def apply_facts(self, sets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Merge each item's new fields into its document; every document after it, by key."""
-        keys = list(sets)
-        # A new item's document is exactly what was inserted; only those stored before are read back.
-        existed = {keys[i] for i in await upsert_many(self.items, [{"_id": k, **v} for k, v in sets.items()],
-                                                      merge=True)}
-        docs = {k: {"_id": k, **v} for k, v in sets.items() if k not in existed}
-        docs |= {d["_id"]: d for d in await find_by_ids(self.items, [k for k in keys if k in existed])}
-        return docs
+    async def insert_items(self, docs: Sequence[dict[str, Any]]) -> None:
+        """New items' documents, in one insert command (one found there after all is merged into)."""
+        await upsert_many(self.items, docs, merge=True)
 
     async def save_labels(self, events: Sequence[LabelSubmitted]) -> None:
         await bulk_write(self.labels, [ReplaceOne({"_id": e.event_id}, label_doc(e), upsert=True) for e in events],
@@ -184,24 +204,23 @@ class QcStore:
                                          "label": vote_label(event.label, event.spans)}},
             "$set": {"project": event.project, "item_id": event.item_id}}, upsert=True)
 
+    @staticmethod
+    def escalation(cause: Envelope | None = None, flags: Sequence[Envelope] = (), **marks: Any) -> dict[str, Any]:
+        """The fields of an item that waits for an expert; with a cause, the flags announcing it, to publish again."""
+        return {"escalated": True, **marks, **({"escalation": outbox(cause, flags)} if cause else {})}
+
     async def escalate(self, key: str, cause: Envelope | None = None, flags: Sequence[Envelope] = (),
                        **marks: Any) -> None:
-        """The item waits for an expert; with a cause, the flags announcing it are stored to publish again."""
-        update = {"escalated": True, **marks, **({"escalation": outbox(cause, flags)} if cause else {})}
-        await self.items.update_one({"_id": key}, {"$set": update})
+        await self.items.update_one({"_id": key}, {"$set": self.escalation(cause, flags, **marks)})
 
     async def ask_second_opinion(self, key: str, cause: Envelope, flags: Sequence[Envelope]) -> None:
         """The item waits for a second ordinary reviewer; the flag asking for one is stored to publish again."""
         await self.items.update_one({"_id": key}, {"$set": {"second_opinion": True,
                                                             "second_opinion_request": outbox(cause, flags)}})
 
-    @staticmethod
-    def final_write(key: str, final: dict[str, Any], cause: Envelope, events: Sequence[Envelope]) -> UpdateOne:
-        return UpdateOne({"_id": key}, {"$set": {"final": {**final, **outbox(cause, events)}},
-                                        "$push": {"history": final}})
-
-    async def write_finals(self, writes: Sequence[UpdateOne]) -> None:
-        await bulk_write(self.items, writes, ordered=False)
+    async def write_items(self, writes: ItemWrites) -> None:
+        await bulk_write(self.items, [UpdateOne({"_id": key}, update) for key, update in writes.updates.items()],
+                         ordered=False)
 
     async def item_decisions_caused_by(self, causes: Sequence[str]) -> list[Envelope]:
         """Final labels and escalations stored for these events (their outboxes). Scans: only after a crash."""

@@ -420,3 +420,24 @@ async def test_confident_learning_pass_flags_injected_label_errors(env: Env) -> 
         assert runtime.registry.get_sample_value("labelmesh_qc_likely_label_errors", {"project": p}) == len(found)
     finally:
         await runtime.stop()
+
+
+async def test_label_error_pass_counts_the_finals_it_can_read_when_their_embeddings_come_after_them(env: Env) -> None:
+    # item.routed and item.prelabeled are different topics, consumed in no order with each other (a rebuild reads
+    # whole partitions of one before the other): here every auto label is final before any embedding is stored.
+    # Counted at the final label, the pass came due over no usable item, stored nothing, and never came due again
+    # (bench/replay.py: the rebuild held none of the first build's five passes).
+    runtime = create_app(env.settings(QcSettings, label_error_every=40, label_error_folds=2))
+    await runtime.start()
+    p = "qe"
+    try:
+        truth = {f"e{i}": LABELS[i % 4] for i in range(40)}
+        await env.publish_events([_config(p)] + [_route(p, item, Tier.AUTO, 0, top=t) for item, t in truth.items()])
+        await eventually(lambda: _equals(_count(runtime, "items", {"project": p, "final": {"$exists": True}}), 40))
+        await env.publish_events([_pre(p, item, t, seed=i) for i, (item, t) in enumerate(truth.items())])
+        passed = await eventually(lambda: runtime.db["label_error_passes"].find_one({"_id": f"{p}/1"}), timeout=60)
+        assert passed["labelled_items"] == 40, passed
+        stats = await eventually(lambda: runtime.db["project_stats"].find_one({"_id": p, "finals": 40}))
+        assert stats["finals"] == 40, "each item counted once, at its embedding"
+    finally:
+        await runtime.stop()

@@ -48,7 +48,8 @@ class AnnotatorTally:
 
 @dataclass(frozen=True)
 class ProjectTally:
-    """One project's counts: every human label, items with a final label, and spot-checked auto labels."""
+    """One project's counts: every human label, items with a final label and an embedding (what the label-error
+    pass reads), and spot-checked auto labels."""
 
     labels: int = 0
     finals: int = 0
