@@ -103,7 +103,7 @@ class ServiceRuntime:
             await asyncio.wait_for(self.mongo.admin.command("ping"), 3)
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
-        return await self.bus.broker.ping(3)
+        return await self.bus.reachable(3)
 
     def http_app(self) -> AsgiFastStream:
         """Prometheus /metrics, liveness /health, readiness /ready (broker and database).
