@@ -27,7 +27,11 @@ CPU-ms per item (1.354x); gateway 0.397 -> 0.650, prelabeler 0.447 -> 0.510, rou
 0.350, trainer 0.227 -> 0.250; routed 168 and 169 items/s (a quiet machine routes 500-600), lag 0 and no dead
 letters. Not comparable with the quiet run above: each burst took 18-20 s instead of 5-6, and an idle gateway alone
 spends 1.6% of a core (0.32 CPU-s per 20 s; nearly half is aiokafka decoding fetch and metadata replies), so every
-extra process's fixed costs weigh three times as much per item. A quiet-machine rerun is needed for the ratio.
+extra process's fixed costs weigh three times as much per item. The rerun of 2026-12-08 04:39-04:42 (this file,
+load average ~3 at the start, nothing else running but the lead's editor): 1.67 -> 2.02 CPU-ms per item (1.211x,
+goal 1.10); gateway 0.390 -> 0.520 (its second replica now adds 0.13, against 0.21 before), prelabeler 0.440 ->
+0.583, router 0.407 -> 0.453, qc 0.230 -> 0.263, trainer 0.203 -> 0.203; routed 572 and 459 items/s; lag 0 and no
+dead letters after each.
 
 Writes bench/results/replica_cost.json and prints a table.
 """
