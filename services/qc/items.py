@@ -361,10 +361,14 @@ class Items:
                 kind=FlagKind.DISAGREEMENT, message=step.reason, evidence=evidence,
                 correlation_id=cause.correlation_id,
             )]
-            await self.store.escalate(key, cause, flagged)
             if any(v.expert for v in state.votes):
-                # Replayed out of order, the expert's answer can already be here: decide now, or never.
-                return flagged + await self._evaluate({**doc, "escalated": True}, cause, reliability, writes)
+                # An expert's answer is already here (an expert took the review, or a replay read it first): it
+                # decides now, or never. The flag is not published: the router would send the item, final by then,
+                # to an expert again, and the gateway open an expert task after it had closed the item's tasks
+                # (bench/crash_recovery.py's open_tasks_for_final_items: an expert-1 review doubted at 0.617).
+                await self.store.escalate(key, cause, [])
+                return await self._evaluate({**doc, "escalated": True}, cause, reliability, writes)
+            await self.store.escalate(key, cause, flagged)
             return flagged
         return []
 

@@ -182,13 +182,14 @@ async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
     try:
         golden = [f"g{i}" for i in range(20)]
         await env.publish_events([_config(p)] + [_ingest(p, g, golden_label="a") for g in golden]
-                                 + [_ingest(p, w) for w in ("tie", "sure")]
+                                 + [_ingest(p, w) for w in ("tie", "sure", "taken")]
                                  + [_route_top(p, "tie", (("a", 0.50), ("b", 0.49), ("c", 0.01))),
-                                    _route_top(p, "sure", (("a", 0.95), ("b", 0.03), ("c", 0.02)))])
+                                    _route_top(p, "sure", (("a", 0.95), ("b", 0.03), ("c", 0.02))),
+                                    _route_top(p, "taken", (("a", 0.95), ("b", 0.03), ("c", 0.02)))])
 
         async def known() -> bool:
             return (await _count(runtime, "items", {"project": p, "golden_label": "a"}) == 20
-                    and await _count(runtime, "items", {"project": p, "tier": "single"}) == 2)
+                    and await _count(runtime, "items", {"project": p, "tier": "single"}) == 3)
 
         await eventually(known)
         # 20 of 20 golden answers right: reliability (20 + 0.8 * 4) / 24 = 0.97.
@@ -208,6 +209,14 @@ async def test_lone_reviewer_is_weighed_against_the_model(env: Env) -> None:
         assert sure["kind"] == "disagreement" and sure["evidence"]["posterior"] < settings.min_single_confidence
         assert sure["evidence"]["prelabel"] == ["a", 0.95]
         assert "sure" not in {r["item_id"] for r in finals}, "the override waits for an expert"
+        # An expert who took the review overrides the same confident model: their answer is final at once, and no
+        # flag sends the item to an expert again (the router would open an expert task for a final item).
+        await env.publish_events([_label(p, "taken", "exp", "b", role="expert")])
+        finals = await env.read("label.finalized", lambda rs: any(r["item_id"] == "taken" for r in rs))
+        taken = next(r for r in finals if r["item_id"] == "taken")
+        assert (taken["label"], taken["provenance"]) == ("b", "expert")
+        flags = await env.read("qc.flagged", lambda rs: any(r["item_id"] == "sure" for r in rs))
+        assert "taken" not in {f["item_id"] for f in flags}, flags
     finally:
         await runtime.stop()
 
