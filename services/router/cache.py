@@ -27,7 +27,7 @@ class ReplicaCache:
     def __init__(self, rt: ServiceRuntime) -> None:
         self.items = rt.db["items"]
         self.store = ThresholdStore(rt.db)
-        self.champions = ChampionCache(rt.db)
+        self.champions = ChampionCache(rt.db)  # refreshed by the item owner for the finals it turns into evidence
         self.thresholds: dict[str, Thresholds] = {}
         self.indexes: dict[str, LabelledIndex] = {}
         # Items with a final label whose embedding (or label) is not stored yet: looked up again at each batch.
@@ -43,11 +43,8 @@ class ReplicaCache:
             self.index_doc(doc)
 
     async def refresh(self, projects: Iterable[str]) -> None:
-        """Thresholds in force and champions for these projects, and pending labels, from the store (by `_id`)."""
-        projects = set(projects)
+        """Thresholds in force for these projects, and pending labels, from the store (by `_id`)."""
         self._adopt((await self.store.load_many(projects)).items())
-        if projects:
-            await self.champions.refresh(projects)
         if self.pending:
             for doc in await find_by_ids(self.items, list(self.pending)):
                 if "label" in doc and "embedding" in doc:

@@ -139,6 +139,8 @@ class ItemOwner:
 
     async def _on_finals(self, events: list[LabelFinalized]) -> None:
         evidence: list[ThresholdEvidence] = []
+        if self.settings.rescore_with_champion:  # only finals read the champion (_champion_verdict)
+            await self.cache.champions.refresh({e.project for e in events})
         for event in events:
             key = item_key(event.project, event.item_id)
             doc = await self.rt.db["items"].find_one_and_update(
@@ -173,7 +175,7 @@ class ItemOwner:
         the champion's confidences, on new items and re-scored queued ones, so it is learned on them too. The item
         is not in the champion's training set (only final labels are, and this one is final just now)."""
         champion = self.cache.champions.get(event.project)
-        if (not self.settings.rescore_with_champion or champion is None or doc is None or event.spans is not None
+        if (champion is None or doc is None or event.spans is not None
                 or doc.get("spans") is not None or "embedding" not in doc
                 or (event.model_version is not None and event.model_version >= champion.version)):
             return None

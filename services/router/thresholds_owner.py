@@ -69,7 +69,7 @@ class ThresholdOwner:
         self.champions = ChampionCache(rt.db)
         # Re-scored top-k of queued items by (project, champion version): embeddings never change, so a sweep
         # re-scores only the items it has not seen under this champion (a cache, rebuilt after a restart).
-        self.rescored: dict[str, tuple[int, dict[str, tuple[LabelScore, ...]]]] = {}
+        self.rescored: dict[str, tuple[int, dict[str, tuple[LabelScore, ...] | None]]] = {}
         self.changes = Counter(
             "labelmesh_router_threshold_changes_total", "Threshold changes", ["project", "border"],
             registry=rt.registry,
@@ -188,12 +188,14 @@ class ThresholdOwner:
         config = await self.catalog.get(project)
         if config is None:  # nothing was routed without one (the item owner waits for it)
             return
+        champion = await self._champion(project)
+        if new == old and champion is None:  # a new model that cannot re-score: nothing queued can change
+            return
         policy = RoutingPolicy(config.multi_annotators, self.settings.expert_margin, self.settings.ood_similarity_floor)
         queued = await self.promotions.queued(project)
-        champion = await self._champion(project)
         rescored = await self._rescore(project, queued, champion) if champion is not None else {}
         why = (f"the auto-accept border moved {old.auto_accept:.3f} -> {new.auto_accept:.3f}" if new != old
-               else f"model v{champion.version if champion else '?'} arrived")
+               else f"model v{champion.version} arrived")
         promoted: list[ItemRouted] = []
         for first in queued:
             top = rescored.get(first.item_id)
@@ -228,7 +230,8 @@ class ThresholdOwner:
     async def _rescore(self, project: str, queued: Sequence[ItemRouted], champion: Champion
                        ) -> dict[str, tuple[LabelScore, ...]]:
         """The champion's top-k for the queued items an older model (or none) pre-labelled, by item id; an item
-        whose embedding came from another encoder keeps its first pre-label."""
+        whose embedding came from another encoder (or is not stored) keeps its first pre-label, and is remembered
+        as such (None) so that later sweeps under this champion do not read it again."""
         version, known = self.rescored.get(project, (0, {}))
         if version != champion.version:
             known = {}
@@ -239,9 +242,10 @@ class ThresholdOwner:
             chunk = stale[start:start + RESCORE_CHUNK]
             docs = await find_by_ids(self.promotions.items, [item_key(project, r.item_id) for r in chunk],
                                      {"item_id": 1, "embedding": 1, "encoder": 1})
+            known.update((r.item_id, None) for r in chunk)
             fit = [(d["item_id"], v) for d in docs if "embedding" in d
                    and champion.fits(v := np.frombuffer(d["embedding"], np.float32), d.get("encoder"))]
             if fit:
                 scores = champion.scores(np.stack([v for _, v in fit]))
                 known.update((item_id, top) for (item_id, _), top in zip(fit, scores, strict=True))
-        return {r.item_id: known[r.item_id] for r in queued if r.item_id in known}
+        return {r.item_id: top for r in queued if (top := known.get(r.item_id)) is not None}
