@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from labelmesh.ml.encoder import EncodeResult, Encoder
 from labelmesh.ml.spans import SpanPrediction, word_features
 from labelmesh.runtime.bus import PoisonEvent
+from labelmesh.runtime.models import ModelRegistry
 from labelmesh.runtime.projects import ProjectCatalog
 from labelmesh.runtime.service import ServiceRuntime
 from schemas.events import Envelope, ItemIngested, LabelFinalized, ModelUpdated
@@ -22,7 +23,7 @@ from labelmesh.ml.artifact import ActiveModel, ModelRejected, load_artifact
 from services.prelabeler.domain.prelabel import prelabels, rejection, reprelabels, span_reprelabels
 from services.prelabeler.domain.text import check_text
 from services.prelabeler.settings import PrelabelerSettings
-from services.prelabeler.store import ModelStore, PrelabelStore
+from services.prelabeler.store import PrelabelStore
 
 SERVICE = "prelabeler"
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class Prelabeler:
         self.encoder = encoder
         self.workers = max(1, workers)
         self.catalog = ProjectCatalog(rt.db, settings.project_wait_s)
-        self.store = ModelStore(rt.db)
+        self.store = ModelRegistry(rt.db)
         self.prelabels = PrelabelStore(rt.db)
         self.active: dict[str, ActiveModel] = {}
         self.word_features = None  # a span tagger's word features, loaded when a spans model is first served

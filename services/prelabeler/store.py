@@ -1,4 +1,5 @@
-"""The prelabeler's documents: the model registry, and each item's pre-label with the cold-start set.
+"""The prelabeler's documents: each item's pre-label with the cold-start set (its model registry is
+labelmesh.runtime.models.ModelRegistry, written only by the shared models group).
 
 Writers of a `prelabels` document: the item's owner (item.ingested) writes it, the finals group sets `final`, the
 models group clears `cold`; each is one update by `_id` of its own fields, so none undoes another's. Published
@@ -10,7 +11,7 @@ after the sweep read its project, waits for the project's next model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,36 +19,11 @@ from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.runtime.mongo import bulk_write, upsert_by_id, upsert_many
-from schemas.events import ItemPrelabeled, LabelFinalized, ModelUpdated
+from schemas.events import ItemPrelabeled, LabelFinalized
 from schemas.keys import item_key
 from services.prelabeler.domain.prelabel import cold_fields, needs_model
 
 SWEEP_CHUNK = 256  # cold documents read per sweep query
-
-
-class ModelStore:
-    """Written only by the prelabeler's shared models group (model.updated has one partition, so one writer at a
-    time); the newest version is raised with one atomic $max, so even a revoked writer still finishing a batch
-    can never move it back."""
-
-    def __init__(self, db: AsyncDatabase) -> None:
-        self.models = db["models"]
-        self.active = db["active_models"]
-
-    async def record(self, event: ModelUpdated) -> None:
-        await self.models.replace_one(
-            {"_id": f"{event.project}:{event.model_version}"},
-            {"project": event.project, "version": event.model_version, "event": event.model_dump_json()},
-            upsert=True,
-        )
-        await self.active.update_one({"_id": event.project}, {"$max": {"version": event.model_version}}, upsert=True)
-
-    async def newest(self) -> AsyncIterator[ModelUpdated]:
-        """Each project's newest stored model."""
-        async for pointer in self.active.find():
-            doc = await self.models.find_one({"_id": f"{pointer['_id']}:{pointer['version']}"})
-            if doc is not None:
-                yield ModelUpdated.model_validate_json(doc["event"])
 
 
 class PrelabelStore:

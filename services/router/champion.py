@@ -13,8 +13,8 @@ prelabeler to embed again:
   borders are learned on the confidences they are applied to.
 Nothing here changes a decision's inputs on its own: the champion comes from model.updated, recorded once.
 
-Writers: `models` and `champions` are written only by the replica that reads model.updated (one partition) in
-the thresholds group, each model by `_id` and the pointer with one atomic `$max`; every replica reads them.
+Writers: `models` and `champions` (a labelmesh.runtime.models.ModelRegistry) are written only by the replica
+that reads model.updated (one partition) in the thresholds group; every replica reads them.
 """
 
 from __future__ import annotations
@@ -28,34 +28,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from labelmesh.ml.artifact import ModelRejected, load_artifact
 from labelmesh.ml.head import TrainedHead
-from labelmesh.runtime.mongo import find_by_ids
-from schemas.events import LabelScore, ModelUpdated
+from labelmesh.runtime.models import ModelRegistry
+from schemas.events import LabelScore
 
 log = logging.getLogger(__name__)
 TOP_K = 5  # labels kept per re-scored item, as the prelabeler's default top_k
-
-
-class ChampionStore:
-    def __init__(self, db: AsyncDatabase) -> None:
-        self.models = db["models"]
-        self.champions = db["champions"]
-
-    async def record(self, event: ModelUpdated) -> None:
-        """The model first, then the pointer: a replica that reads the pointer finds the model."""
-        await self.models.replace_one(
-            {"_id": f"{event.project}:{event.model_version}"},
-            {"project": event.project, "version": event.model_version, "event": event.model_dump_json()},
-            upsert=True,
-        )
-        await self.champions.update_one({"_id": event.project}, {"$max": {"version": event.model_version}},
-                                        upsert=True)
-
-    async def versions(self, projects: Iterable[str]) -> dict[str, int]:
-        return {d["_id"]: int(d["version"]) for d in await find_by_ids(self.champions, sorted(set(projects)))}
-
-    async def load(self, project: str, version: int) -> ModelUpdated | None:
-        doc = await self.models.find_one({"_id": f"{project}:{version}"})
-        return None if doc is None else ModelUpdated.model_validate_json(doc["event"])
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,10 +52,10 @@ class Champion:
 
 
 class ChampionCache:
-    """A replica's loaded champions (a cache of ChampionStore: the pointer is re-read at each refresh)."""
+    """A replica's loaded champions (a cache of the registry: the pointer is re-read at each refresh)."""
 
     def __init__(self, db: AsyncDatabase) -> None:
-        self.store = ChampionStore(db)
+        self.store = ModelRegistry(db, pointers="champions")
         self.loaded: dict[str, Champion] = {}
         self.refused: dict[str, int] = {}  # a version whose artifact does not load, not tried again
 

@@ -7,7 +7,7 @@ alone writes the project's `thresholds` document, its `evidence` rows and its `t
 auto border moves down or a new model arrives, promotes the project's queued items that it now auto-accepts
 (domain/promote.py), on the champion's confidences (champion.py): their second decisions go to `reroutes` under
 ids derived from the first, so a redelivered cause promotes the same items under the same ids. The replica that
-reads model.updated records each model for the router's replicas (ChampionStore) before relaying it.
+reads model.updated records each model for the router's replicas (champion.py) before relaying it.
 """
 
 from __future__ import annotations
