@@ -25,7 +25,7 @@ from schemas.events import (
     derived_id,
 )
 from labelmesh.ml.spans import SpanPrediction
-from schemas.spans import SPANS_LABEL
+from schemas.spans import SPANS_LABEL, Span
 from labelmesh.ml.artifact import ActiveModel
 
 
@@ -103,15 +103,8 @@ def reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, top_k: in
     assert model.head is not None
     vectors = np.stack([np.frombuffer(d["embedding"], dtype=np.float32) for d in docs])
     ranked = model.head.top_k(vectors, top_k)
-    return [
-        ItemPrelabeled(
-            producer=producer, project=d["project"], item_id=d["item_id"],
-            event_id=derived_id(d["event_id"], f"cold-start-v{model.version}"),
-            correlation_id=d.get("correlation_id"), model_version=model.version, encoder=d["encoder"],
-            top_k=scores(labels), embedding=tuple(vector), truncated=bool(d.get("truncated", False)),
-        )
-        for d, labels, vector in zip(docs, ranked, rounded(vectors), strict=True)
-    ]
+    return [_cold_prelabel(d, model, producer, scores(labels), vector)
+            for d, labels, vector in zip(docs, ranked, rounded(vectors), strict=True)]
 
 
 def span_reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, predictions: Sequence[SpanPrediction],
@@ -120,16 +113,20 @@ def span_reprelabels(docs: Sequence[Mapping[str, Any]], model: ActiveModel, pred
     texts, in the order of `docs`), with spans and the item confidence; ids as reprelabels makes them."""
     assert model.tagger is not None
     vectors = rounded(np.stack([np.frombuffer(d["embedding"], dtype=np.float32) for d in docs]))
-    return [
-        ItemPrelabeled(
-            producer=producer, project=d["project"], item_id=d["item_id"],
-            event_id=derived_id(d["event_id"], f"cold-start-v{model.version}"),
-            correlation_id=d.get("correlation_id"), model_version=model.version, encoder=d["encoder"],
-            top_k=span_scores(p), embedding=tuple(vector), truncated=bool(d.get("truncated", False)),
-            spans=p.spans,
-        )
-        for d, p, vector in zip(docs, predictions, vectors, strict=True)
-    ]
+    return [_cold_prelabel(d, model, producer, span_scores(p), vector, p.spans)
+            for d, p, vector in zip(docs, predictions, vectors, strict=True)]
+
+
+def _cold_prelabel(doc: Mapping[str, Any], model: ActiveModel, producer: str, top: tuple[LabelScore, ...],
+                   vector: Sequence[float], spans: tuple[Span, ...] | None = None) -> ItemPrelabeled:
+    """A cold item's pre-label by `model`, its id derived from the item's first pre-label and the version, so a
+    redelivered model.updated publishes the same events."""
+    return ItemPrelabeled(
+        producer=producer, project=doc["project"], item_id=doc["item_id"],
+        event_id=derived_id(doc["event_id"], f"cold-start-v{model.version}"),
+        correlation_id=doc.get("correlation_id"), model_version=model.version, encoder=doc["encoder"],
+        top_k=top, embedding=tuple(vector), truncated=bool(doc.get("truncated", False)), spans=spans,
+    )
 
 
 def rejection(event: ModelUpdated, reason: str, producer: str) -> QcFlagged:
